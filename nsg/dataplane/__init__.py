@@ -1,0 +1,1 @@
+"""Kernel dataplane: pure planners (desired vs actual -> operations) and one netlink adapter."""

@@ -1,0 +1,88 @@
+"""Gateway config (+ what the uplinks learned) -> the kernel objects nsg wants. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from nsg.dataplane.mtu import tenant_mtu
+from nsg.dataplane.types import ZERO_MAC, Addr, Desired, Fdb, LinkSpec, Route, VxlanSpec
+from nsg.model import GatewayConfig
+from nsg.uplinks.lease import Lease
+
+VXLAN_PORT = 4789  # RFC 7348 section 5 (IANA)
+UPLINK_METRIC_BASE = 100
+UPLINK_METRIC_STEP = 10
+
+
+def bridge_name(vni: int) -> str:
+    return f"br-{vni}"
+
+
+def vxlan_name(vni: int) -> str:
+    return f"vx-{vni}"
+
+
+def anycast_mac(vni: int) -> str:
+    """The subnet gateway's MAC, the same at every site (a distributed anycast
+    gateway): a host's ARP for its gateway gets one answer whichever site replies,
+    and frames to it stop at the local bridge. Locally administered (02:...)."""
+    return "02:4e:53:{:02x}:{:02x}:{:02x}".format((vni >> 16) & 0xFF, (vni >> 8) & 0xFF, vni & 0xFF)
+
+
+def build_desired(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None) -> Desired:
+    leases = leases or {}
+    sysip = str(cfg.system_ip)
+    addrs: set[Addr] = {Addr("lo", f"{sysip}/32")}
+    routes: set[Route] = set()
+    up = {"lo"}
+    wan_mtus = []
+    gateways: list[tuple[str, str]] = []  # (interface, next hop), in uplink priority order
+    for i, u in enumerate(cfg.uplinks):
+        up.add(u.interface)
+        metric = UPLINK_METRIC_BASE + UPLINK_METRIC_STEP * i
+        if u.mode == "static":
+            address, gateway, mtu = u.address, u.gateway, u.mtu
+        else:
+            lease = leases.get(u.name)
+            if lease is None:
+                wan_mtus.append(u.mtu)
+                continue
+            address, gateway = lease.address, lease.gateway
+            mtu = min(u.mtu, lease.mtu) if lease.mtu else u.mtu
+        wan_mtus.append(mtu)
+        assert address is not None
+        addrs.add(Addr(u.interface, str(address)))
+        if gateway is not None:
+            routes.add(Route("0.0.0.0/0", u.interface, str(gateway), None, metric))
+            gateways.append((u.interface, str(gateway)))
+
+    mtu = tenant_mtu(min(wan_mtus))
+    links: list[LinkSpec] = []
+    ports: dict[str, str] = {}
+    fdb: set[Fdb] = set()
+    for s in cfg.subnets:
+        br, vx = bridge_name(s.vni), vxlan_name(s.vni)
+        links.append(LinkSpec(br, "bridge", mtu, mac=anycast_mac(s.vni)))
+        links.append(LinkSpec(vx, "vxlan", mtu, master=br, vxlan=VxlanSpec(s.vni, sysip, VXLAN_PORT)))
+        addrs.add(Addr(br, f"{s.gateway}/{s.cidr.prefixlen}"))
+        for p in s.ports:
+            ports[p] = br
+        # Head-end replication: BUM and unknown unicast go to every peer
+        # (the all-zero MAC is the kernel's default destination list).
+        for peer in cfg.peers:
+            fdb.add(Fdb(vx, ZERO_MAC, str(peer.system_ip)))
+
+    # transport "plain": the underlay routes system IPs, so the peer's system IP
+    # is reached through the uplink next hops, sourced from our own system IP.
+    for peer in cfg.peers:
+        for i, (ifname, gw) in enumerate(gateways):
+            routes.add(Route(f"{peer.system_ip}/32", ifname, gw, sysip, i))
+
+    return Desired(
+        links=tuple(links),
+        ports=ports,
+        up=frozenset(up),
+        addrs=frozenset(addrs),
+        fdb=frozenset(fdb),
+        routes=frozenset(routes),
+    )

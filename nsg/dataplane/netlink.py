@@ -1,0 +1,177 @@
+"""The one module of nsg.dataplane that talks to the kernel (pyroute2, rtnetlink).
+
+snapshot() reads what the planner needs; apply() performs one planned operation.
+Both block: the daemon calls them from a worker thread.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from nsg.dataplane.errors import DataplaneError
+from nsg.dataplane.types import (
+    NSG_PROTO,
+    OWNER_ALIAS,
+    AddAddr,
+    AddFdb,
+    AddRoute,
+    Addr,
+    CreateLink,
+    DelAddr,
+    DelFdb,
+    DeleteLink,
+    DelRoute,
+    Fdb,
+    LinkState,
+    Op,
+    Route,
+    SetAlias,
+    SetMac,
+    SetMaster,
+    SetMtu,
+    SetUp,
+    Snapshot,
+    VxlanSpec,
+)
+
+IFF_UP = 0x1
+NTF_SELF = 0x02
+MAIN_TABLE = 254
+
+
+class NetlinkAdapter:
+    def __init__(self) -> None:
+        self._ip = IPRoute()
+
+    def close(self) -> None:
+        self._ip.close()
+
+    # --- reading ---------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        raw = list(self._ip.get_links())
+        names = {m["index"]: m.get("ifname") for m in raw}
+        links: dict[str, LinkState] = {}
+        for m in raw:
+            info = m.get("IFLA_LINKINFO")
+            kind = info.get("IFLA_INFO_KIND") if info else None
+            vx = None
+            if kind == "vxlan":
+                data = info.get("IFLA_INFO_DATA")
+                vx = VxlanSpec(
+                    vni=data.get("IFLA_VXLAN_ID"),
+                    local=data.get("IFLA_VXLAN_LOCAL"),
+                    port=data.get("IFLA_VXLAN_PORT"),
+                    learning=bool(data.get("IFLA_VXLAN_LEARNING")),
+                )
+            name = m.get("ifname")
+            links[name] = LinkState(
+                name=name,
+                index=m["index"],
+                kind=kind,
+                mtu=m.get("IFLA_MTU"),
+                up=bool(m["flags"] & IFF_UP),
+                master=names.get(m.get("IFLA_MASTER")),
+                alias=m.get("IFLA_IFALIAS"),
+                mac=m.get("IFLA_ADDRESS"),
+                vxlan=vx,
+            )
+        addrs, owned = set(), set()
+        for a in self._ip.get_addr(family=socket.AF_INET):
+            addr = Addr(names.get(a["index"], "?"), f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
+            addrs.add(addr)
+            if a.get("IFA_PROTO") == NSG_PROTO:
+                owned.add(addr)
+        vx_owned = {link.index: n for n, link in links.items() if link.owned and link.kind == "vxlan"}
+        fdb = set()
+        if vx_owned:
+            for f in self._ip.fdb("dump"):
+                ifname = vx_owned.get(f["ifindex"])
+                dst = f.get("NDA_DST")
+                if ifname and dst and f["flags"] & NTF_SELF:
+                    fdb.add(Fdb(ifname, f.get("NDA_LLADDR"), dst))
+        routes = set()
+        for r in self._ip.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
+            if r["proto"] != NSG_PROTO:
+                continue
+            dst = r.get("RTA_DST") or "0.0.0.0"
+            routes.add(
+                Route(
+                    dst=f"{dst}/{r['dst_len']}",
+                    ifname=names.get(r.get("RTA_OIF"), "?"),
+                    gateway=r.get("RTA_GATEWAY"),
+                    src=r.get("RTA_PREFSRC"),
+                    metric=r.get("RTA_PRIORITY") or 0,
+                )
+            )
+        return Snapshot(links, frozenset(addrs), frozenset(owned), frozenset(fdb), frozenset(routes))
+
+    # --- writing ---------------------------------------------------------
+
+    def _index(self, op: Op, name: str) -> int:
+        found = self._ip.link_lookup(ifname=name)
+        if not found:
+            raise DataplaneError(op, f"no interface named {name}", 19)
+        return found[0]
+
+    def apply(self, op: Op) -> None:
+        try:
+            self._apply(op)
+        except NetlinkError as exc:
+            raise DataplaneError(op, exc.args[1] if len(exc.args) > 1 else str(exc), exc.code) from None
+
+    def _apply(self, op: Op) -> None:  # noqa: PLR0912 - one branch per op kind
+        ip = self._ip
+        match op:
+            case CreateLink(spec) if spec.kind == "bridge":
+                ip.link("add", ifname=spec.name, kind="bridge", br_stp_state=0)
+            case CreateLink(spec) if spec.kind == "vxlan" and spec.vxlan is not None:
+                ip.link(
+                    "add",
+                    ifname=spec.name,
+                    kind="vxlan",
+                    vxlan_id=spec.vxlan.vni,
+                    vxlan_local=spec.vxlan.local,
+                    vxlan_port=spec.vxlan.port,
+                    vxlan_learning=int(spec.vxlan.learning),
+                )
+            case DeleteLink(name):
+                ip.link("del", index=self._index(op, name))
+            case SetAlias(name):
+                ip.link("set", index=self._index(op, name), ifalias=OWNER_ALIAS)
+            case SetMtu(name, mtu):
+                ip.link("set", index=self._index(op, name), mtu=mtu)
+            case SetMac(name, mac):
+                ip.link("set", index=self._index(op, name), address=mac)
+            case SetMaster(name, master):
+                target = self._index(op, master) if master else 0
+                ip.link("set", index=self._index(op, name), master=target)
+            case SetUp(name):
+                ip.link("set", index=self._index(op, name), state="up")
+            case AddAddr(a) | DelAddr(a):
+                host, plen = a.cidr.split("/")
+                verb = "add" if isinstance(op, AddAddr) else "del"
+                extra = {"proto": NSG_PROTO} if verb == "add" else {}
+                ip.addr(verb, index=self._index(op, a.ifname), address=host, prefixlen=int(plen), **extra)
+            case AddFdb(f) | DelFdb(f):
+                verb = "append" if isinstance(op, AddFdb) else "del"
+                ip.fdb(verb, ifindex=self._index(op, f.ifname), lladdr=f.mac, dst=f.dst)
+            case AddRoute(r) | DelRoute(r):
+                verb = "add" if isinstance(op, AddRoute) else "del"
+                kw: dict[str, object] = {
+                    "dst": r.dst,
+                    "oif": self._index(op, r.ifname),
+                    "priority": r.metric,
+                    "proto": NSG_PROTO,
+                    "table": MAIN_TABLE,
+                }
+                if r.gateway:
+                    kw["gateway"] = r.gateway
+                if r.src:
+                    kw["prefsrc"] = r.src
+                ip.route(verb, **kw)
+            case _:
+                raise DataplaneError(op, "operation not supported by the netlink adapter")

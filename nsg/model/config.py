@@ -1,0 +1,211 @@
+"""The gateway's desired configuration (schema version 1).
+
+Everything that arrives from a file or, later, the controller is validated here,
+at the edge, into frozen pydantic models. Nothing downstream reads nested dicts.
+An invalid document raises ConfigError whose lines name the offending field
+(``subnets[1].vni: ...``); callers keep whatever was running before.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SCHEMA_VERSION = 1
+
+# RFC 7348 section 5: the VNI is 24 bits. 0 is left out: several VTEPs treat it
+# as "no VNI", and a tenant never needs it.
+VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
+
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def _ifname(value: str) -> str:
+    # Linux IFNAMSIZ is 16 including the NUL; '/' and whitespace are illegal.
+    if not _IFNAME_RE.match(value):
+        raise ValueError("not a valid interface name (1-15 of letters, digits, '_', '.', '-')")
+    return value
+
+
+def _name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError("names are 1-63 of lowercase letters, digits, '_', '.', '-', starting alphanumeric")
+    return value
+
+
+IfName = Annotated[str, AfterValidator(_ifname)]
+Name = Annotated[str, AfterValidator(_name)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+def _unicast(addr: IPv4Address, what: str) -> None:
+    if addr.is_multicast or addr.is_unspecified or addr.is_loopback or addr == IPv4Address("255.255.255.255"):
+        raise ValueError(f"{what} {addr} is not a unicast address")
+
+
+class Uplink(_Frozen):
+    """A WAN port. ``static`` carries its address and next hop; ``dhcp`` learns them."""
+
+    name: Name
+    interface: IfName
+    mode: Literal["static", "dhcp"]
+    address: IPv4Interface | None = None
+    gateway: IPv4Address | None = None
+    mtu: int = Field(default=1500, ge=1280, le=9000)
+
+    @model_validator(mode="after")
+    def _check(self) -> Uplink:
+        if self.mode == "static":
+            if self.address is None or self.gateway is None:
+                raise ValueError("a static uplink needs both 'address' and 'gateway'")
+            _unicast(self.address.ip, "address")
+            if self.address.network.prefixlen < 31 and self.address.ip in (
+                self.address.network.network_address,
+                self.address.network.broadcast_address,
+            ):
+                raise ValueError(f"address {self.address} is the network or broadcast address")
+            if self.gateway not in self.address.network or self.gateway == self.address.ip:
+                raise ValueError(f"gateway {self.gateway} is not another host of {self.address.network}")
+        elif self.address is not None or self.gateway is not None:
+            raise ValueError("a dhcp uplink takes no 'address' or 'gateway' (the lease provides them)")
+        return self
+
+
+class Subnet(_Frozen):
+    """A tenant L2 subnet: one bridge and one VXLAN device, the VNI shared by all sites."""
+
+    name: Name
+    vni: int = Field(ge=VNI_MIN, le=VNI_MAX)
+    cidr: IPv4Network
+    gateway: IPv4Address
+    ports: tuple[IfName, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> Subnet:
+        if self.cidr.prefixlen > 30:
+            raise ValueError(f"cidr {self.cidr} leaves no room for hosts (longest prefix is /30)")
+        if self.gateway not in self.cidr or self.gateway in (
+            self.cidr.network_address,
+            self.cidr.broadcast_address,
+        ):
+            raise ValueError(f"gateway {self.gateway} is not a host address of {self.cidr}")
+        if len(set(self.ports)) != len(self.ports):
+            raise ValueError("ports lists an interface twice")
+        return self
+
+
+class Peer(_Frozen):
+    """Another site of the enterprise: its system IP and where its WAN answers."""
+
+    name: Name
+    system_ip: IPv4Address
+    endpoint: IPv4Address
+
+    @model_validator(mode="after")
+    def _check(self) -> Peer:
+        _unicast(self.system_ip, "system_ip")
+        _unicast(self.endpoint, "endpoint")
+        return self
+
+
+class GatewayConfig(_Frozen):
+    schema_version: Literal[1]
+    generation: int = Field(default=0, ge=0)
+    system_ip: IPv4Address
+    transport: Literal["plain"] = "plain"
+    uplinks: tuple[Uplink, ...] = Field(min_length=1)
+    subnets: tuple[Subnet, ...] = ()
+    peers: tuple[Peer, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> GatewayConfig:
+        _unicast(self.system_ip, "system_ip")
+        _unique("uplinks", "name", [u.name for u in self.uplinks])
+        _unique("uplinks", "interface", [u.interface for u in self.uplinks])
+        _unique("subnets", "name", [s.name for s in self.subnets])
+        _unique("subnets", "vni", [s.vni for s in self.subnets])
+        _unique("peers", "name", [p.name for p in self.peers])
+        _unique("peers", "system_ip", [p.system_ip for p in self.peers])
+        for i, a in enumerate(self.subnets):
+            for b in self.subnets[i + 1 :]:
+                if a.cidr.overlaps(b.cidr):
+                    raise ValueError(f"subnets '{a.name}' ({a.cidr}) and '{b.name}' ({b.cidr}) overlap")
+            if self.system_ip in a.cidr:
+                raise ValueError(f"system_ip {self.system_ip} lies inside subnet '{a.name}' ({a.cidr})")
+        ports = [p for s in self.subnets for p in s.ports]
+        _unique("subnets", "ports", ports)
+        wan = {u.interface for u in self.uplinks}
+        for p in ports:
+            if p in wan or p == "lo":
+                raise ValueError(f"port {p} is an uplink or loopback, not a LAN port")
+        for p in self.peers:
+            if p.system_ip == self.system_ip:
+                raise ValueError(f"peer '{p.name}' has this gateway's own system_ip {self.system_ip}")
+        return self
+
+
+def _unique(section: str, field: str, values: Iterable[object]) -> None:
+    seen: set[object] = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"{section}: {field} {v} is used twice")
+        seen.add(v)
+
+
+class ConfigError(ValueError):
+    """The configuration document is invalid. Local input's fault; nothing was applied."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: invalid configuration: " + "; ".join(problems))
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(document)"
+
+
+def parse_config(doc: object, source: str = "config") -> GatewayConfig:
+    """Validate a decoded JSON document. Raises ConfigError naming each bad field."""
+    try:
+        return GatewayConfig.model_validate(doc)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{_loc(loc)}: {msg}")
+        raise ConfigError(source, problems) from None
+
+
+def load_config(path: Path) -> GatewayConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(str(path), [f"not JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"]) from None
+    return parse_config(doc, str(path))
+
+
+def dump_config(cfg: GatewayConfig) -> str:
+    return json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
+

@@ -1,0 +1,1 @@
+"""WAN uplinks: static addressing and DHCP (busybox udhcpc as the client)."""

@@ -1,0 +1,59 @@
+"""A DHCP lease as the dataplane consumes it, and its decoding from udhcpc's environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface
+
+# Events busybox udhcpc passes as $1 to its script.
+BOUND_EVENTS = frozenset({"bound", "renew"})
+LOST_EVENTS = frozenset({"deconfig", "leasefail", "nak"})
+
+
+@dataclass(frozen=True)
+class Lease:
+    address: IPv4Interface
+    gateway: IPv4Address | None = None
+    mtu: int | None = None
+    lease_s: int | None = None
+
+
+class LeaseError(ValueError):
+    """The DHCP server (remote) sent something we cannot use."""
+
+
+def lease_from_env(env: Mapping[str, str]) -> Lease:
+    """Build a Lease from udhcpc's script variables (ip, mask, router, mtu, lease).
+
+    Everything here came off the network: validate before use.
+    """
+    try:
+        ip = IPv4Address(env["ip"])
+        prefix = int(env.get("mask", "32"))
+        iface = IPv4Interface(f"{ip}/{prefix}")
+    except (KeyError, ValueError) as exc:
+        raise LeaseError(f"lease without a usable address/mask: {exc}") from None
+    if ip.is_multicast or ip.is_unspecified or ip.is_loopback:
+        raise LeaseError(f"lease address {ip} is not unicast")
+    gateway = None
+    for cand in env.get("router", "").split():
+        try:
+            g = IPv4Address(cand)
+        except ValueError:
+            continue
+        if g in iface.network and g != ip:
+            gateway = g
+            break
+    mtu = None
+    if env.get("mtu"):
+        try:
+            mtu = int(env["mtu"])
+        except ValueError:
+            raise LeaseError(f"lease mtu {env['mtu']!r} is not a number") from None
+        if not 576 <= mtu <= 9000:
+            raise LeaseError(f"lease mtu {mtu} is out of range 576-9000")
+    lease_s = None
+    if env.get("lease", "").isdigit():
+        lease_s = int(env["lease"])
+    return Lease(address=iface, gateway=gateway, mtu=mtu, lease_s=lease_s)
