@@ -1,0 +1,1 @@
+"""nsg-controller: the reference controller. May import pure modules of nsg (wire formats, models)."""

@@ -1,0 +1,66 @@
+"""An enterprise as the controller knows it: subnets and gateways, each gateway's uplinks and LAN ports."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from nsg.model import Subnet, Uplink
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SubnetDef(_M):
+    name: str
+    vni: int
+    cidr: str
+    gateway: str
+
+
+class UplinkDef(Uplink):
+    # Where the other sites reach this uplink: the NAT's outside address when the
+    # gateway sits behind NAT; otherwise the uplink's own address.
+    public: IPv4Address | None = None
+
+
+class GatewayDef(_M):
+    name: str
+    system_ip: IPv4Address
+    uplinks: tuple[UplinkDef, ...] = Field(min_length=1)
+    ports: dict[str, tuple[str, ...]] = {}  # subnet name -> LAN interfaces
+
+    def endpoint(self) -> IPv4Address | None:
+        for u in self.uplinks:
+            if u.public:
+                return u.public
+            if u.address:
+                return u.address.ip
+        return None
+
+
+class Enterprise(_M):
+    name: str
+    generation: int = Field(default=1, ge=0)
+    subnets: tuple[SubnetDef, ...] = ()
+    gateways: tuple[GatewayDef, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> Enterprise:
+        names = {s.name for s in self.subnets}
+        for g in self.gateways:
+            for s in g.ports:
+                if s not in names:
+                    raise ValueError(f"gateway {g.name}: ports name unknown subnet {s!r}")
+            if g.endpoint() is None:
+                raise ValueError(f"gateway {g.name}: no uplink has an address or a public address for peers")
+        if len({g.name for g in self.gateways}) != len(self.gateways):
+            raise ValueError("gateway names must be unique")
+        if len({g.system_ip for g in self.gateways}) != len(self.gateways):
+            raise ValueError("gateway system IPs must be unique")
+        return self
+
+
+__all__ = ["Enterprise", "GatewayDef", "Subnet", "SubnetDef", "UplinkDef"]

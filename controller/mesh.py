@@ -1,0 +1,29 @@
+"""Derive each gateway's configuration from the enterprise: full mesh of peers. Pure."""
+
+from __future__ import annotations
+
+from nsg.model import SCHEMA_VERSION, GatewayConfig, parse_config
+
+from controller.enterprise import Enterprise
+
+
+def render(ent: Enterprise) -> dict[str, GatewayConfig]:
+    """One validated GatewayConfig per gateway; raises ConfigError naming the gateway's field."""
+    out = {}
+    for g in ent.gateways:
+        doc = {
+            "schema_version": SCHEMA_VERSION,
+            "generation": ent.generation,
+            "system_ip": str(g.system_ip),
+            "uplinks": [u.model_dump(mode="json", exclude={"public"}, exclude_none=True) for u in g.uplinks],
+            "subnets": [
+                {**s.model_dump(mode="json"), "ports": list(g.ports.get(s.name, ()))} for s in ent.subnets
+            ],
+            "peers": [
+                {"name": p.name, "system_ip": str(p.system_ip), "endpoint": str(p.endpoint())}
+                for p in ent.gateways
+                if p.name != g.name
+            ],
+        }
+        out[g.name] = parse_config(doc, source=f"gateway {g.name}")
+    return out

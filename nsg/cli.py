@@ -1,0 +1,78 @@
+"""`nsg`: run the gateway daemon, ask it for status, check a config file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from nsg import __version__
+
+DEFAULT_STATE_DIR = Path("/var/lib/nsg")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nsg", description="SD-WAN branch gateway")
+    p.add_argument("--version", action="version", version=f"nsg {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the gateway daemon")
+    run.add_argument("--config", type=Path, required=True, help="gateway config (JSON)")
+    run.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    run.add_argument("--flush-on-exit", action="store_true",
+                     help="remove the dataplane nsg built when the daemon exits")
+    run.add_argument("--resync-interval", type=float, default=30.0, metavar="SECONDS",
+                     help="re-apply the desired state this often (repairs drift)")
+    run.add_argument("--log-format", choices=("json", "text"), default="json")
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+
+    st = sub.add_parser("status", help="show what the running daemon is doing")
+    st.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    st.add_argument("--json", action="store_true")
+
+    chk = sub.add_parser("check-config", help="validate a config file without applying it")
+    chk.add_argument("config", type=Path)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.cmd == "run":
+        from nsg import log
+        from nsg.daemon import run_daemon
+
+        log.setup(args.log_format, args.log_level)
+        if args.resync_interval <= 0:
+            print("nsg: --resync-interval must be positive", file=sys.stderr)
+            return 2
+        return run_daemon(args.config, args.state_dir, flush_on_exit=args.flush_on_exit,
+                          resync_interval=args.resync_interval)
+    if args.cmd == "status":
+        from nsg.control import ControlError, request
+        from nsg.status import render
+
+        try:
+            st = request(args.state_dir, "status")
+        except ControlError as exc:
+            print(f"nsg: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps(st, indent=2) if args.json else render(st))
+        return 0
+    if args.cmd == "check-config":
+        from nsg.model import ConfigError, load_config
+
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as exc:
+            print(f"nsg: {exc.source}: invalid configuration:", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 2
+        print(f"{args.config}: ok (system ip {cfg.system_ip}, {len(cfg.subnets)} subnets, {len(cfg.peers)} peers)")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

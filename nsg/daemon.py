@@ -1,0 +1,261 @@
+"""The gateway daemon: load config, reconcile the dataplane, answer status, obey signals.
+
+Config flows one way: file -> validated GatewayConfig -> Desired -> Reconciler.
+SIGHUP re-reads the file; an invalid file is refused and counted, and whatever was
+running stays exactly as it was. SIGTERM exits and leaves the dataplane up unless
+flush_on_exit is set. A periodic resync re-applies the same desired state, which
+repairs drift and otherwise changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from nsg import __version__
+from nsg.control import SOCKET_NAME, ControlServer
+from nsg.dataplane.desired import bridge_name, build_desired, vxlan_name
+from nsg.dataplane.reconciler import ApplyResult, Kernel, Reconciler
+from nsg.model import ConfigError, GatewayConfig, load_config
+from nsg.uplinks.dhcp import DhcpClient, write_hook
+from nsg.uplinks.lease import Lease
+
+log = logging.getLogger("nsg.daemon")
+
+
+class Daemon:
+    def __init__(
+        self,
+        config_path: Path,
+        state_dir: Path,
+        kernel_factory: Callable[[], Kernel],
+        *,
+        flush_on_exit: bool = False,
+        resync_interval: float = 30.0,
+    ):
+        self.config_path = config_path
+        self.state_dir = state_dir
+        self.kernel_factory = kernel_factory
+        self.flush_on_exit = flush_on_exit
+        self.resync_interval = resync_interval
+        self.config: GatewayConfig | None = None
+        self.generation = 0
+        self.leases: dict[str, Lease] = {}
+        self.dhcp: dict[str, DhcpClient] = {}
+        self.last_apply: dict | None = None
+        self.last_reload_error: str | None = None
+        self.counters = {"applies": 0, "apply_errors": 0, "changes": 0, "reloads": 0, "reloads_rejected": 0,
+                         "resyncs": 0, "drift_repairs": 0, "dhcp_errors": 0}
+        self.started_at = time.time()
+        self._lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._pending: list[str] = []
+
+    # --- lifecycle ---------------------------------------------------------
+
+    async def run(self) -> int:
+        try:
+            self.config = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("refusing to start: %s", exc, extra={"fields": {"problems": exc.problems}})
+            return 2
+        self.generation = 1
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.kernel = await asyncio.to_thread(self.kernel_factory)
+        self.reconciler = Reconciler(self.kernel)
+        control = ControlServer(self.state_dir / SOCKET_NAME, {"status": self._status})
+        await control.start()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self._request, "reload")
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        log.info("nsg started", extra={"fields": {"version": __version__, "pid": os.getpid(),
+                                                  "config": str(self.config_path)}})
+        try:
+            self._sync_dhcp()
+            await self._apply("start")
+            await self._main_loop()
+        finally:
+            for client in self.dhcp.values():
+                await client.stop()
+            if self.flush_on_exit:
+                async with self._lock:
+                    res = await asyncio.to_thread(self.reconciler.flush)
+                log.info("dataplane flushed", extra={"fields": {"changes": len(res.changes), "error": res.error}})
+            await control.close()
+            close = getattr(self.kernel, "close", None)
+            if close:
+                close()
+            log.info("nsg stopped", extra={"fields": {"flushed": self.flush_on_exit}})
+        return 0
+
+    def _request(self, what: str) -> None:
+        self._pending.append(what)
+        self._wake.set()
+
+    async def _main_loop(self) -> None:
+        while not self._stop.is_set():
+            stop = asyncio.create_task(self._stop.wait())
+            wake = asyncio.create_task(self._wake.wait())
+            done, _ = await asyncio.wait({stop, wake}, timeout=self.resync_interval,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for t in (stop, wake):
+                t.cancel()
+            if self._stop.is_set():
+                return
+            pending, self._pending = self._pending, []
+            self._wake.clear()
+            if not done:
+                pending = ["resync"]
+            if "reload" in pending:
+                await self._reload()
+            elif pending:
+                await self._apply(pending[0])
+
+    # --- config ------------------------------------------------------------
+
+    async def _reload(self) -> None:
+        self.counters["reloads"] += 1
+        try:
+            new = await asyncio.to_thread(load_config, self.config_path)
+        except ConfigError as exc:
+            self.counters["reloads_rejected"] += 1
+            self.last_reload_error = str(exc)
+            log.error("reload refused, running state kept", extra={"fields": {"problems": exc.problems,
+                                                                              "generation": self.generation}})
+            return
+        self.last_reload_error = None
+        if new == self.config:
+            log.info("reload: configuration unchanged", extra={"fields": {"generation": self.generation}})
+        else:
+            self.config = new
+            self.generation += 1
+        self._sync_dhcp()
+        await self._apply("reload")
+
+    def _sync_dhcp(self) -> None:
+        assert self.config is not None
+        wanted = {u.name: u.interface for u in self.config.uplinks if u.mode == "dhcp"}
+        for name in list(self.dhcp):
+            if wanted.get(name) != self.dhcp[name].interface:
+                client = self.dhcp.pop(name)
+                self.leases.pop(name, None)
+                asyncio.get_running_loop().create_task(client.stop())
+        if not wanted:
+            return
+        hook = write_hook(self.state_dir)
+        for name, ifname in wanted.items():
+            if name not in self.dhcp:
+                client = DhcpClient(name, ifname, hook, self._on_lease, self._on_dhcp_error)
+                self.dhcp[name] = client
+                client.start()
+
+    def _on_lease(self, uplink: str, lease: Lease | None) -> None:
+        if self.leases.get(uplink) == lease:
+            return
+        if lease is None:
+            self.leases.pop(uplink, None)
+        else:
+            self.leases[uplink] = lease
+        log.info("dhcp lease", extra={"fields": {"uplink": uplink, "address": lease and str(lease.address),
+                                                 "gateway": lease and str(lease.gateway)}})
+        self._request("lease")
+
+    def _on_dhcp_error(self, uplink: str, message: str) -> None:
+        self.counters["dhcp_errors"] += 1
+        log.warning(message, extra={"fields": {"uplink": uplink}})
+
+    # --- dataplane ---------------------------------------------------------
+
+    async def _apply(self, reason: str) -> ApplyResult:
+        assert self.config is not None
+        async with self._lock:
+            try:
+                desired = build_desired(self.config, self.leases)
+            except ValueError as exc:  # e.g. a lease MTU too small for any tenant MTU
+                result = ApplyResult((), (), f"cannot build the desired state: {exc}")
+            else:
+                result = await asyncio.to_thread(self.reconciler.apply, desired)
+        self.counters["applies"] += 1
+        self.counters["changes"] += len(result.changes)
+        if reason == "resync":
+            self.counters["resyncs"] += 1
+            if result.changes:
+                self.counters["drift_repairs"] += 1
+        if not result.ok:
+            self.counters["apply_errors"] += 1
+        self.last_apply = {"generation": self.generation, "reason": reason, **asdict(result),
+                           "changes_made": len(result.changes)}
+        fields = {"generation": self.generation, "reason": reason, "changes": len(result.changes),
+                  "waiting": list(result.waiting), "ms": round(result.duration_ms, 1)}
+        if not result.ok:
+            log.error("apply failed: %s", result.error, extra={"fields": {**fields,
+                                                                         "rolled_back": result.rolled_back}})
+        elif result.changes:
+            log.info("applied %d changes", len(result.changes), extra={"fields": {**fields,
+                                                                                  "ops": list(result.changes)}})
+        elif reason == "resync":
+            log.debug("resync: no changes", extra={"fields": fields})
+        else:
+            log.info("applied: no changes", extra={"fields": fields})
+        return result
+
+    # --- status ------------------------------------------------------------
+
+    async def _status(self, _req: dict) -> dict:
+        cfg = self.config
+        assert cfg is not None
+        async with self._lock:
+            snap = await asyncio.to_thread(self.kernel.snapshot)
+        ours = {n for n, link in snap.links.items() if link.owned}
+        ports = {p for s in cfg.subnets for p in s.ports}
+        devices = []
+        for name in sorted(ours | (ports & set(snap.links))):
+            link = snap.links[name]
+            devices.append({"name": name, "kind": link.kind, "mtu": link.mtu, "up": link.up,
+                            "master": link.master, "vni": link.vxlan.vni if link.vxlan else None,
+                            "owned": link.owned})
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "config": {"path": str(self.config_path), "generation": self.generation,
+                       "config_generation": cfg.generation, "system_ip": str(cfg.system_ip),
+                       "transport": cfg.transport},
+            "uplinks": [
+                {"name": u.name, "interface": u.interface, "mode": u.mode,
+                 "address": str(u.address or (self.leases[u.name].address if u.name in self.leases else "")),
+                 "gateway": str(u.gateway or (self.leases[u.name].gateway if u.name in self.leases else ""))}
+                for u in cfg.uplinks
+            ],
+            "subnets": [
+                {"name": s.name, "vni": s.vni, "cidr": str(s.cidr), "gateway": str(s.gateway),
+                 "bridge": bridge_name(s.vni), "vxlan": vxlan_name(s.vni), "ports": list(s.ports)}
+                for s in cfg.subnets
+            ],
+            "peers": [{"name": p.name, "system_ip": str(p.system_ip), "endpoint": str(p.endpoint)}
+                      for p in cfg.peers],
+            "devices": devices,
+            "fdb": sorted(f"{f.ifname} {f.mac} dst {f.dst}" for f in snap.fdb),
+            "last_apply": self.last_apply,
+            "last_reload_error": self.last_reload_error,
+            "counters": dict(self.counters),
+        }
+
+
+def run_daemon(config: Path, state_dir: Path, *, flush_on_exit: bool, resync_interval: float) -> int:
+    from nsg.dataplane.netlink import NetlinkAdapter
+
+    daemon = Daemon(config, state_dir, NetlinkAdapter, flush_on_exit=flush_on_exit,
+                    resync_interval=resync_interval)
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(daemon.run())
+    return 0

@@ -1,0 +1,45 @@
+"""Human rendering of the daemon's status document."""
+
+from __future__ import annotations
+
+import time
+
+
+def render(st: dict) -> str:
+    cfg = st["config"]
+    lines = [
+        f"nsg {st['version']}  pid {st['pid']}  up {st['uptime_s']}s",
+        f"system ip {cfg['system_ip']}  transport {cfg['transport']}  generation {cfg['generation']}"
+        f" (config {cfg['config_generation']})",
+        "",
+        "uplinks:",
+    ]
+    for u in st["uplinks"]:
+        lines.append(f"  {u['name']:<10} {u['interface']:<10} {u['mode']:<7} {u['address'] or '-':<20}"
+                     f" via {u['gateway'] or '-'}")
+    lines.append("subnets:")
+    for s in st["subnets"]:
+        lines.append(f"  {s['name']:<10} vni {s['vni']:<8} {s['cidr']:<18} gw {s['gateway']:<15}"
+                     f" {s['bridge']}/{s['vxlan']} ports {','.join(s['ports']) or '-'}")
+    lines.append("peers:")
+    for p in st["peers"]:
+        lines.append(f"  {p['name']:<10} system ip {p['system_ip']:<15} endpoint {p['endpoint']}")
+    lines.append("devices:")
+    for d in st["devices"]:
+        state = "up" if d["up"] else "DOWN"
+        vni = f" vni {d['vni']}" if d["vni"] else ""
+        lines.append(f"  {d['name']:<10} {d['kind'] or '-':<7} mtu {d['mtu']:<5} {state:<4}"
+                     f" master {d['master'] or '-'}{vni}")
+    la = st.get("last_apply")
+    if la:
+        when = time.strftime("%H:%M:%S", time.localtime(la["at"]))
+        verdict = "ok" if la["error"] is None else f"FAILED: {la['error']}"
+        changes = "no changes" if not la["changes_made"] else f"{la['changes_made']} changes"
+        lines.append(f"last apply: generation {la['generation']} ({la['reason']}) at {when}: {changes}, {verdict}")
+        for w in la["waiting"]:
+            lines.append(f"  waiting: {w}")
+    if st.get("last_reload_error"):
+        lines.append(f"last reload REFUSED: {st['last_reload_error']}")
+    c = st["counters"]
+    lines.append("counters: " + " ".join(f"{k}={v}" for k, v in c.items()))
+    return "\n".join(lines)
