@@ -8,11 +8,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from nsg.model import ConfigError
-from nsg.model.config import dump_config
-
 from controller.enterprise import Enterprise
 from controller.mesh import render
+from nsg.model import ConfigError
+from nsg.model.config import dump_config
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from nsg.model import SCHEMA_VERSION, GatewayConfig, parse_config
-
 from controller.enterprise import Enterprise
+from nsg.model import SCHEMA_VERSION, GatewayConfig, parse_config
 
 
 def render(ent: Enterprise) -> dict[str, GatewayConfig]:

@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="nodes, addresses, processes")
     st.add_argument("--name", default=DEFAULT_NAME)
     st.add_argument("--json", action="store_true")
+    demo = sub.add_parser("demo", help="build the demo lab and start nsg on its gateways")
+    demo.add_argument("--name", default="demo")
     ex = sub.add_parser("exec", help="run a command inside a node: nsg-lab exec NODE -- CMD...")
     ex.add_argument("--name", default=DEFAULT_NAME)
     ex.add_argument("node")
@@ -53,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
                 for node, info in st["nodes"].items():
                     print(f"{node:<10} {info['kind']:<10} {' '.join(info['addresses']) or '-'}"
                           f"{'  pids ' + ','.join(map(str, info['pids'])) if info['pids'] else ''}")
+        elif args.cmd == "demo":
+            from lab import demo
+
+            print(demo.up(args.name))
         elif args.cmd == "exec":
             cmd = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
             if not cmd:

@@ -9,11 +9,10 @@ from pathlib import Path
 
 from controller.enterprise import Enterprise, GatewayDef, SubnetDef, UplinkDef
 from controller.mesh import render
-from nsg.model.config import dump_config
-
 from lab.lab import Lab
 from lab.netns import LabError
 from lab.topology import Plan
+from nsg.model.config import dump_config
 
 
 def enterprise_for(plan: Plan, name: str = "lab") -> Enterprise:

@@ -26,7 +26,7 @@ def anycast_mac(vni: int) -> str:
     """The subnet gateway's MAC, the same at every site (a distributed anycast
     gateway): a host's ARP for its gateway gets one answer whichever site replies,
     and frames to it stop at the local bridge. Locally administered (02:...)."""
-    return "02:4e:53:{:02x}:{:02x}:{:02x}".format((vni >> 16) & 0xFF, (vni >> 8) & 0xFF, vni & 0xFF)
+    return f"02:4e:53:{(vni >> 16) & 0xFF:02x}:{(vni >> 8) & 0xFF:02x}:{vni & 0xFF:02x}"
 
 
 def build_desired(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None) -> Desired:

@@ -18,8 +18,8 @@ from nsg.dataplane.types import (
     AddRoute,
     CreateLink,
     DelAddr,
-    DelFdb,
     DeleteLink,
+    DelFdb,
     DelRoute,
     LinkState,
     Op,
@@ -58,7 +58,7 @@ class FakeKernel:
             raise DataplaneError(op, "No such device", 19)
         return self.links[name]
 
-    def apply(self, op: Op) -> None:  # noqa: PLR0912 - one branch per op kind
+    def apply(self, op: Op) -> None:
         if self.fail_on is not None and isinstance(op, self.fail_on):
             raise DataplaneError(op, "injected failure", 1)
         self.applied.append(op)

@@ -17,12 +17,12 @@ from nsg.dataplane.types import (
     OWNER_ALIAS,
     AddAddr,
     AddFdb,
-    AddRoute,
     Addr,
+    AddRoute,
     CreateLink,
     DelAddr,
-    DelFdb,
     DeleteLink,
+    DelFdb,
     DelRoute,
     Fdb,
     LinkState,
@@ -43,8 +43,9 @@ MAIN_TABLE = 254
 
 
 class NetlinkAdapter:
-    def __init__(self) -> None:
-        self._ip = IPRoute()
+    def __init__(self, netns: str | None = None) -> None:
+        # netns: operate in a named namespace (tests); None: the namespace we run in.
+        self._ip = IPRoute(netns=netns) if netns else IPRoute()
 
     def close(self) -> None:
         self._ip.close()
@@ -123,7 +124,7 @@ class NetlinkAdapter:
         except NetlinkError as exc:
             raise DataplaneError(op, exc.args[1] if len(exc.args) > 1 else str(exc), exc.code) from None
 
-    def _apply(self, op: Op) -> None:  # noqa: PLR0912 - one branch per op kind
+    def _apply(self, op: Op) -> None:
         ip = self._ip
         match op:
             case CreateLink(spec) if spec.kind == "bridge":

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import random
 import shutil
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +35,14 @@ def parse_hook_line(line: str) -> tuple[str, dict[str, str]] | None:
         return None
     env = {str(k): str(v) for k, v in doc["env"].items()}
     return str(doc.get("event", "")), env
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: if nsg dies (even by SIGKILL), udhcpc gets SIGTERM."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def write_hook(state_dir: Path) -> Path:
@@ -84,7 +94,7 @@ class DhcpClient:
             try:
                 self._proc = await asyncio.create_subprocess_exec(
                     *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-                    stdin=asyncio.subprocess.DEVNULL)
+                    stdin=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent)
             except OSError as exc:
                 self.on_error(self.uplink, f"cannot start udhcpc: {exc}")
             else:

@@ -60,7 +60,7 @@ def test_bad_config_names_the_field(doc, path, value, expect):
 
 def test_overlapping_subnets_rejected(doc):
     doc["subnets"].append({"name": "guest", "vni": 200, "cidr": "198.19.0.128/25", "gateway": "198.19.0.129"})
-    with pytest.raises(ConfigError, match="subnets 'corp' .* and 'guest' .* overlap"):
+    with pytest.raises(ConfigError, match=r"subnets 'corp' .* and 'guest' .* overlap"):
         parse_config(doc)
 
 

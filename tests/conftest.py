@@ -1,0 +1,66 @@
+"""Shared fixtures. Namespaces and labs carry a per-run prefix and are removed also on failure."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+
+import pytest
+
+RUN_ID = secrets.token_hex(2)  # per pytest run; labs are "t<run><n>"
+_counter = iter(range(1000))
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def pytest_collection_modifyitems(config, items):
+    if is_root():
+        return
+    skip = pytest.mark.skip(reason="needs root (network namespaces); `make test` runs as root")
+    for item in items:
+        if "tests/netns" in str(item.fspath) or "tests/e2e" in str(item.fspath):
+            item.add_marker(skip)
+
+
+def unique_name(kind: str = "t") -> str:
+    return f"{kind}{RUN_ID}{next(_counter)}"
+
+
+@pytest.fixture
+def netns_name():
+    """A bare network namespace, removed afterwards with anything running in it."""
+    from lab import netns
+
+    name = unique_name("k")
+    netns.add_namespace(name)
+    try:
+        yield name
+    finally:
+        netns.kill_namespace_processes(name)
+        netns.delete_namespace(name)
+
+
+@pytest.fixture
+def make_lab():
+    """make_lab(topology) -> (Lab, Plan); every lab made is torn down at the end."""
+    from lab import topology
+    from lab.lab import Lab
+
+    made = []
+
+    def _make(topo_name: str):
+        lab = Lab(unique_name())
+        made.append(lab)
+        plan = lab.up(topology.load(topo_name))
+        return lab, plan
+
+    yield _make
+    for lab in made:
+        lab.down()
+
+
+def sh(*argv: str, check: bool = True) -> str:
+    return subprocess.run(list(argv), check=check, capture_output=True, text=True).stdout
