@@ -1,0 +1,1 @@
+"""ESP engines: userspace (TUN + UDP, for kernels without ESP) and kernel XFRM."""
