@@ -17,7 +17,8 @@ from lab.gateways import Gateways
 
 
 def start_capture(lab, node, ifname, path):
-    proc = subprocess.Popen(lab.exec_argv(node, ["tcpdump", "-i", ifname, "-n", "-U", "-w", str(path)]),
+    argv = ["tcpdump", "-i", ifname, "-n", "-U", "--immediate-mode", "-w", str(path)]
+    proc = subprocess.Popen(lab.exec_argv(node, argv),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()  # "listening on ..." once the socket is open
     assert "listening on" in line, line

@@ -78,7 +78,7 @@ def test_nat_topology_masquerades(make_lab, tmp_path):
     u = b2.uplinks[0]
     lab.run("b2", "ip", "addr", "add", u.address, "dev", "wan0")
     lab.run("b2", "ip", "route", "add", "default", "via", u.gateway)
-    argv = ["tcpdump", "-i", "ctl0", "-n", "-U", "-w", str(tmp_path / "c.pcap"), "icmp"]
+    argv = ["tcpdump", "-i", "ctl0", "-n", "-U", "--immediate-mode", "-w", str(tmp_path / "c.pcap"), "icmp"]
     cap = subprocess.Popen(lab.exec_argv("inet", argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert "listening" in cap.stderr.readline()
     ping = lab.run("b2", "ping", "-c2", "-W2", plan.controller, check=False)

@@ -30,7 +30,8 @@ def pair(tmp_path):
 
 
 def capture(ns, path, *filt):
-    cap = subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-i", "wan0", "-n", "-U", "-w", str(path), *filt],
+    argv = ["tcpdump", "-i", "wan0", "-n", "-U", "--immediate-mode", "-w", str(path), *filt]
+    cap = subprocess.Popen(["ip", "netns", "exec", ns, *argv],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert "listening" in cap.stderr.readline()
     return cap
