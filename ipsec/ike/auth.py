@@ -1,0 +1,134 @@
+"""IKE_AUTH authentication (RFC 7296 2.15, RFC 7427): our AUTH payload, the peer's check,
+and the certificate path check for certificate authentication."""
+
+from __future__ import annotations
+
+import datetime
+from ipaddress import IPv4Address
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ipsec.ike import crypto
+from ipsec.ike.constants import AuthMethod, CertEncoding, HashAlgorithm, IdType, NotifyType
+from ipsec.ike.errors import RemoteProtocolError
+from ipsec.ike.payloads import Auth, Cert, IdPayload
+from ipsec.ike.policy import PeerPolicy
+
+HASHES_WE_SIGN_WITH = (HashAlgorithm.SHA2_256, HashAlgorithm.SHA2_384)
+
+
+def _fail(why: str) -> RemoteProtocolError:
+    return RemoteProtocolError(why, notify=NotifyType.AUTHENTICATION_FAILED)
+
+
+def our_auth(policy: PeerPolicy, prf: crypto.Prf, octets: bytes) -> Auth:
+    if policy.psk is not None:
+        return Auth(AuthMethod.SHARED_KEY_MIC, crypto.psk_auth(prf, policy.psk, octets))
+    assert policy.key is not None
+    scheme = crypto.scheme_for_key(policy.key)
+    return Auth(AuthMethod.DIGITAL_SIGNATURE, crypto.sign_auth(policy.key, scheme, octets))
+
+
+def our_certs(policy: PeerPolicy) -> tuple[Cert, ...]:
+    if policy.cert is None:
+        return ()
+    return (Cert(CertEncoding.X509_SIGNATURE, policy.cert.public_bytes(Encoding.DER)),)
+
+
+def check_peer(policy: PeerPolicy, prf: crypto.Prf, octets: bytes, peer_id: IdPayload, auth: Auth | None,
+               certs: tuple[Cert, ...], now: datetime.datetime) -> str:
+    """Authenticate the peer or raise AUTHENTICATION_FAILED. Returns the peer identity as text."""
+    if auth is None:
+        raise _fail("no AUTH payload")
+    if policy.remote_id is not None and not policy.remote_id.matches(peer_id):
+        raise _fail(f"peer identity {describe(peer_id)} is not the expected {policy.remote_id}")
+    if policy.psk is not None:
+        if auth.method != AuthMethod.SHARED_KEY_MIC:
+            raise _fail(f"peer used auth method {auth.method}, we expect a shared key")
+        crypto.verify_psk_auth(prf, policy.psk, octets, auth.data)
+        return describe(peer_id)
+    if auth.method != AuthMethod.DIGITAL_SIGNATURE:
+        raise _fail(f"peer used auth method {auth.method}, we accept digital signatures (RFC 7427)")
+    leaf = verify_chain(certs, policy.cas, now)
+    if not id_matches_cert(peer_id, leaf):
+        raise _fail(f"peer identity {describe(peer_id)} is not in its certificate")
+    crypto.verify_auth(leaf.public_key(), auth.data, octets)  # type: ignore[arg-type]
+    return describe(peer_id)
+
+
+def verify_chain(certs: tuple[Cert, ...], cas: tuple[x509.Certificate, ...], now: datetime.datetime
+                 ) -> x509.Certificate:
+    """The first CERT is the peer's; any further ones may be intermediates. Every link must be
+    signed by the next, within its validity, and end at one of our CAs."""
+    parsed = []
+    for c in certs:
+        if c.encoding != CertEncoding.X509_SIGNATURE:
+            continue
+        try:
+            parsed.append(x509.load_der_x509_certificate(c.data))
+        except ValueError:
+            raise _fail("peer sent a certificate that does not parse") from None
+    if not parsed:
+        raise _fail("peer sent no X.509 certificate")
+    leaf = parsed[0]
+    current, pool = leaf, parsed[1:]
+    for _depth in range(8):
+        _valid_at(current, now)
+        for ca in cas:
+            if _issued_by(current, ca):
+                _valid_at(ca, now)
+                return leaf
+        nxt = next((c for c in pool if _issued_by(current, c) and _is_ca(c)), None)
+        if nxt is None:
+            break
+        pool.remove(nxt)
+        current = nxt
+    raise _fail(f"certificate of {leaf.subject.rfc4514_string()} does not chain to a trusted CA")
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, x509.InvalidSignature if hasattr(x509, "InvalidSignature") else ValueError):
+        return False
+    except Exception as exc:
+        if type(exc).__name__ == "InvalidSignature":
+            return False
+        raise
+    return _is_ca(issuer)
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _valid_at(cert: x509.Certificate, now: datetime.datetime) -> None:
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise _fail(f"certificate of {cert.subject.rfc4514_string()} is not valid now")
+
+
+def id_matches_cert(peer_id: IdPayload, cert: x509.Certificate) -> bool:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    if peer_id.id_type == IdType.IPV4_ADDR and len(peer_id.data) == 4:
+        return san is not None and IPv4Address(peer_id.data) in san.get_values_for_type(x509.IPAddress)
+    if peer_id.id_type == IdType.FQDN:
+        return san is not None and peer_id.data.decode("ascii", "replace") in san.get_values_for_type(x509.DNSName)
+    if peer_id.id_type == IdType.DER_ASN1_DN:
+        return peer_id.data == cert.subject.public_bytes()
+    return False
+
+
+def describe(peer_id: IdPayload) -> str:
+    if peer_id.id_type == IdType.IPV4_ADDR and len(peer_id.data) == 4:
+        return str(IPv4Address(peer_id.data))
+    if peer_id.id_type in (IdType.FQDN, IdType.RFC822_ADDR):
+        return peer_id.data.decode("ascii", "replace")
+    return f"id{peer_id.id_type}:{peer_id.data.hex()}"
