@@ -1,0 +1,477 @@
+"""The IKE SA state machine (RFC 7296), sans-IO: datagrams and timer expiries in, commands out.
+
+One IkeSa is one peering: the IKE SA (rekeyed in place, 2.18) and its child SAs.
+The exchanges themselves (IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA) are built and
+answered in exchanges.py; this file owns the state table, message IDs,
+retransmission, INFORMATIONAL (liveness and deletes) and the timers.
+
+    state            event                 next state
+    IDLE             initiate              INIT_SENT      (initiator)
+    INIT_SENT        init_done             AUTH_SENT
+    AUTH_SENT        auth_done             ESTABLISHED
+    IDLE             init_answered         INIT_DONE      (responder)
+    INIT_DONE        auth_answered         ESTABLISHED
+    ESTABLISHED      delete                DELETING
+    any              closed                CLOSED
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from ipsec.ike import events as ev
+from ipsec.ike.constants import ExchangeType, NotifyType, ProtocolId
+from ipsec.ike.context import ZERO_SPI, Ctx, Pending, Queued, ResponseHandler
+from ipsec.ike.errors import IkeError, IntegrityError, LocalProtocolError, RemoteProtocolError
+from ipsec.ike.message import Header, Message
+from ipsec.ike.payloads import Delete, Notify, Payload
+from ipsec.ike.policy import PeerPolicy
+
+
+class State(Enum):
+    IDLE = "idle"
+    INIT_SENT = "init-sent"
+    AUTH_SENT = "auth-sent"
+    INIT_DONE = "init-done"
+    ESTABLISHED = "established"
+    DELETING = "deleting"
+    CLOSED = "closed"
+
+
+S = State
+TRANSITIONS: dict[tuple[State, str], State] = {
+    (S.IDLE, "initiate"): S.INIT_SENT,
+    (S.INIT_SENT, "init_done"): S.AUTH_SENT,
+    (S.AUTH_SENT, "auth_done"): S.ESTABLISHED,
+    (S.IDLE, "init_answered"): S.INIT_DONE,
+    (S.INIT_DONE, "auth_answered"): S.ESTABLISHED,
+    (S.ESTABLISHED, "delete"): S.DELETING,
+    **{(s, "closed"): S.CLOSED for s in State},
+}
+
+
+@dataclass
+class Child:
+    sa: ev.ChildSa
+    rekeying: bool = False  # our CREATE_CHILD_SA for it is under way
+    successor: int | None = None  # the child that replaces it
+    deleting: bool = False  # we asked the peer to delete it
+    active: bool = True  # outbound traffic uses it
+
+
+def now_utc() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class IkeSa:
+    def __init__(
+        self,
+        policy: PeerPolicy,
+        local: ev.Address,
+        peer: ev.Address,
+        *,
+        initiator: bool,
+        peer_spi: bytes = ZERO_SPI,  # responder: the initiator's SPI from its IKE_SA_INIT
+        rng: Callable[[int], bytes] = os.urandom,
+        clock: Callable[[], datetime.datetime] = now_utc,
+        jitter: Callable[[], float] = random.random,
+    ):
+        self.policy = policy
+        self.local = local  # our IKE address and port as the peer should see them
+        self.peer = peer
+        self.local_port = local[1]
+        self.rng = rng
+        self.clock = clock
+        self.jitter = jitter
+        self.state = State.IDLE
+        self.ctx = Ctx(self._spi(8) if initiator else peer_spi, ZERO_SPI, initiator)
+        self.retiring: Ctx | None = None
+        self.children: dict[int, Child] = {}
+        self._next_child = 1
+        self.nat_local = self.nat_remote = False
+        self.remote_id = ""
+        self.heard = False
+        self.closed_reason: str | None = None
+        self.counters = {"malformed": 0, "integrity_failures": 0, "retransmits": 0, "stale": 0,
+                         "child_rekeys": 0, "ike_rekeys": 0, "dpd_sent": 0}
+        self._out: list[ev.Command] = []
+        # Exchange state kept between IKE_SA_INIT and IKE_AUTH (exchanges.py reads and writes it).
+        self.init: dict = {}
+
+    # --- events ------------------------------------------------------------------
+
+    def initiate(self) -> list[ev.Command]:
+        from ipsec.ike import exchanges
+
+        self._go("initiate")
+        exchanges.start_init(self)
+        return self._flush()
+
+    def receive(self, data: bytes, src: ev.Address, local_port: int | None = None) -> list[ev.Command]:
+        """One datagram (without the non-ESP marker) from ``src``, received on our ``local_port``."""
+        if self.state is State.CLOSED:
+            return []
+        if local_port is not None and not self.ctx.initiator and self.state is State.INIT_DONE:
+            self.local_port = local_port  # the initiator chose the port for IKE_AUTH (2.23)
+        try:
+            header = Header.decode(data)
+        except RemoteProtocolError:
+            self.counters["malformed"] += 1
+            return []
+        ctx = self._ctx_for(header)
+        if ctx is None:
+            self.counters["stale"] += 1
+            return []
+        try:
+            if header.flags & 0x20:
+                self._on_response(ctx, header, data, src)
+            else:
+                self._on_request(ctx, header, data, src)
+        except IntegrityError:
+            self.counters["integrity_failures"] += 1  # forged or corrupt: drop silently (2.21.2)
+        except IkeError as exc:
+            self.fail(str(exc), exc.fault)
+        return self._flush()
+
+    def timer(self, name: str) -> list[ev.Command]:
+        if self.state is State.CLOSED:
+            return []
+        kind, _, arg = name.partition(":")
+        handler = getattr(self, f"_timer_{kind}", None)
+        if handler is None:
+            raise LocalProtocolError(f"unknown timer {name}")
+        try:
+            handler(arg)
+        except IkeError as exc:
+            self.fail(str(exc), exc.fault)
+        return self._flush()
+
+    def rekey_child(self, child_id: int | None = None) -> list[ev.Command]:
+        from ipsec.ike import exchanges
+
+        if self.state is State.ESTABLISHED:
+            target = child_id if child_id is not None else self._newest_child()
+            if target is not None:
+                exchanges.start_child_rekey(self, target)
+        return self._flush()
+
+    def rekey_ike(self) -> list[ev.Command]:
+        from ipsec.ike import exchanges
+
+        if self.state is State.ESTABLISHED:
+            exchanges.start_ike_rekey(self)
+        return self._flush()
+
+    def close(self, reason: str = "closed locally") -> list[ev.Command]:
+        if self.state is State.ESTABLISHED:
+            self._go("delete")
+            self.request(self.ctx, ExchangeType.INFORMATIONAL, (Delete(ProtocolId.IKE),),
+                         lambda _c, _m: self.fail(reason, "none"), "delete IKE SA")
+        elif self.state is not State.CLOSED:
+            self.fail(reason, "none")
+        return self._flush()
+
+    # --- plumbing used by exchanges.py ----------------------------------------------
+
+    def emit(self, cmd: ev.Command) -> None:
+        self._out.append(cmd)
+
+    def go(self, event: str) -> None:
+        self._go(event)
+
+    def _go(self, event: str) -> None:
+        nxt = TRANSITIONS.get((self.state, event))
+        if nxt is None:
+            raise LocalProtocolError(f"IKE SA {self.policy.name}: '{event}' is illegal in state {self.state.value}")
+        self.state = nxt
+
+    def _flush(self) -> list[ev.Command]:
+        out, self._out = self._out, []
+        return out
+
+    def _spi(self, n: int) -> bytes:
+        while True:
+            spi = self.rng(n)
+            # IKE SPIs must not be zero (3.1); ESP SPIs 1-255 are reserved (RFC 4303 2.1)
+            if int.from_bytes(spi, "big") > 255:
+                return spi
+
+    def new_child_spi(self) -> bytes:
+        return self._spi(4)
+
+    def nonce(self) -> bytes:
+        return self.rng(32)
+
+    def child_id(self) -> int:
+        cid, self._next_child = self._next_child, self._next_child + 1
+        return cid
+
+    def send(self, data: bytes) -> None:
+        self.emit(ev.Send(data, self.peer, self.local_port))
+
+    def request(self, ctx: Ctx, exchange: int, payloads: tuple[Payload, ...], on_response: ResponseHandler,
+                what: str) -> None:
+        """Send a request now, or after the one in flight (window size 1)."""
+        if ctx.pending is not None:
+            ctx.queue.append(Queued(exchange, payloads, on_response, what))
+            return
+        msg = ctx.message(exchange, ctx.next_id, payloads, response=False)
+        data = msg.encode() if exchange == ExchangeType.IKE_SA_INIT else ctx.protect(msg)
+        ctx.pending = Pending(ctx.next_id, exchange, data, on_response, what)
+        ctx.next_id += 1
+        if exchange == ExchangeType.IKE_SA_INIT:
+            self.init["request"] = data
+        self.send(data)
+        self.emit(ev.SetTimer(ctx.timer, self.policy.timers.retransmit[0]))
+
+    def resend_init(self, ctx: Ctx, payloads: tuple[Payload, ...], on_response: ResponseHandler) -> None:
+        """IKE_SA_INIT again with message ID 0 (after COOKIE or INVALID_KE_PAYLOAD, 2.6, 1.2)."""
+        ctx.pending = None
+        ctx.next_id = 0
+        self.request(ctx, ExchangeType.IKE_SA_INIT, payloads, on_response, "IKE_SA_INIT")
+
+    def fail(self, reason: str, fault: str) -> None:
+        if self.state is State.CLOSED:
+            return
+        for cid, child in list(self.children.items()):
+            self.emit(ev.RemoveChild(cid, child.sa.in_spi, child.sa.out_spi))
+        self.children.clear()
+        self.closed_reason = reason
+        self._go("closed")
+        self.emit(ev.Closed(reason, fault))
+
+    # --- receiving --------------------------------------------------------------------
+
+    def _ctx_for(self, header: Header) -> Ctx | None:
+        for ctx in (self.ctx, self.retiring):
+            if ctx is None or header.spi_i != ctx.spi_i:
+                continue
+            if header.spi_r == ctx.spi_r or (ctx.spi_r == ZERO_SPI and header.exchange == ExchangeType.IKE_SA_INIT):
+                return ctx
+        return None
+
+    def _on_response(self, ctx: Ctx, header: Header, data: bytes, src: ev.Address) -> None:
+        p = ctx.pending
+        if p is None or header.message_id != p.message_id or header.exchange != p.exchange:
+            self.counters["stale"] += 1
+            return
+        if header.exchange == ExchangeType.IKE_SA_INIT:
+            msg = Message.decode(data)
+            self.init["response"] = data  # signed in IKE_AUTH byte for byte (2.15)
+        else:
+            msg = ctx.open(data)
+        ctx.pending = None
+        self.emit(ev.CancelTimer(ctx.timer))
+        self._heard(src)
+        p.on_response(ctx, msg)
+        if ctx.pending is None and ctx.queue and self.state is not State.CLOSED:
+            q = ctx.queue.popleft()
+            self.request(ctx, q.exchange, q.payloads, q.on_response, q.what)
+
+    def _on_request(self, ctx: Ctx, header: Header, data: bytes, src: ev.Address) -> None:
+        from ipsec.ike import exchanges
+
+        if ctx.last_response is not None and header.message_id == ctx.last_response[0]:
+            self.counters["retransmits"] += 1
+            self.emit(ev.Send(ctx.last_response[1], src, self.local_port))  # the peer lost our answer (2.1)
+            return
+        if header.message_id != ctx.peer_id:
+            self.counters["stale"] += 1
+            return
+        plain = header.exchange == ExchangeType.IKE_SA_INIT
+        msg = Message.decode(data) if plain else ctx.open(data)
+        after: list[Callable[[], None]] = []
+        try:
+            payloads = exchanges.answer(self, ctx, msg, src, data, after)
+        except IkeError as exc:
+            if exc.notify is None:
+                raise
+            payloads = (Notify(exc.notify, exc.notify_data),)
+            if header.exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH):
+                after.append(lambda e=exc: self.fail(str(e), e.fault))
+        reply = ctx.message(header.exchange, header.message_id, payloads, response=True)
+        out = reply.encode() if plain else ctx.protect(reply)
+        if plain:
+            self.init["response"] = out
+        ctx.last_response = (header.message_id, out)
+        ctx.peer_id += 1
+        if not plain:
+            self._heard(src)
+        self.emit(ev.Send(out, src, self.local_port))
+        for action in after:
+            action()
+
+    def _heard(self, src: ev.Address) -> None:
+        self.heard = True
+        if (self.nat_local or self.nat_remote) and src != self.peer and self.state is State.ESTABLISHED:
+            # 2.23: behind a NAT, answer where authenticated traffic comes from
+            self.peer = src
+
+    # --- INFORMATIONAL ---------------------------------------------------------------
+
+    def answer_informational(self, ctx: Ctx, msg: Message, after: list[Callable[[], None]]) -> tuple[Payload, ...]:
+        reply: list[Payload] = []
+        for d in msg.all(Delete):
+            if d.protocol_id == ProtocolId.IKE:
+                if ctx is self.retiring:
+                    after.append(self._drop_retiring)  # the peer finished its IKE SA rekey (2.18)
+                else:
+                    after.append(lambda: self.fail("peer deleted the IKE SA", "none"))
+                return ()
+            if d.protocol_id == ProtocolId.ESP:
+                ours = []
+                for spi in d.spis:
+                    cid = self._child_by_out_spi(int.from_bytes(spi, "big"))
+                    if cid is None:
+                        continue
+                    child = self.children[cid]
+                    if not child.deleting:  # 1.4.1: answer with the other direction's SPI
+                        ours.append(child.sa.in_spi.to_bytes(4, "big"))
+                    after.append(lambda c=cid: self.retire_child(c))
+                if ours:
+                    reply.append(Delete(ProtocolId.ESP, tuple(ours)))
+        return tuple(reply)
+
+    def retire_child(self, cid: int) -> None:
+        """Stop using a child SA: its successor takes outbound traffic now, the old
+        inbound SA stays a moment for packets already on their way (make-before-break)."""
+        child = self.children.get(cid)
+        if child is None:
+            return
+        succ = self.children.get(child.successor) if child.successor else None
+        if succ is not None and not succ.active:
+            succ.active = True
+            self.emit(ev.ActivateChild(succ.sa.child_id))
+            self.emit(ev.CancelTimer(f"activate:{succ.sa.child_id}"))
+        child.deleting = True
+        self.emit(ev.SetTimer(f"linger:{cid}", self.policy.timers.old_child_linger_s))
+
+    def delete_child(self, cid: int) -> None:
+        """Ask the peer to delete a child SA we replaced (1.4.1)."""
+        child = self.children.get(cid)
+        if child is None:
+            return
+        child.deleting = True
+        self.request(self.ctx, ExchangeType.INFORMATIONAL,
+                     (Delete(ProtocolId.ESP, (child.sa.in_spi.to_bytes(4, "big"),)),),
+                     lambda _c, _m, c=cid: self.retire_child(c), f"delete child {cid}")
+
+    def _child_by_out_spi(self, spi: int) -> int | None:
+        return next((cid for cid, c in self.children.items() if c.sa.out_spi == spi), None)
+
+    def child_by_out_spi(self, spi: int) -> int | None:
+        return self._child_by_out_spi(spi)
+
+    def _newest_child(self) -> int | None:
+        live = [cid for cid, c in self.children.items() if not c.deleting and c.successor is None]
+        return max(live) if live else None
+
+    def _drop_retiring(self) -> None:
+        if self.retiring is not None:
+            self.emit(ev.CancelTimer(self.retiring.timer))
+            self.retiring = None
+
+    # --- timers ------------------------------------------------------------------------
+
+    def _timer_rtx(self, spi_hex: str) -> None:
+        ctx = next((c for c in (self.ctx, self.retiring) if c is not None and c.local_spi.hex() == spi_hex), None)
+        if ctx is None or ctx.pending is None:
+            return
+        p = ctx.pending
+        p.tries += 1
+        schedule = self.policy.timers.retransmit
+        if p.tries >= len(schedule):
+            if ctx is self.retiring:
+                self._drop_retiring()
+                return
+            self.fail(f"no answer to {p.what} after {p.tries} tries", "remote")
+            return
+        self.counters["retransmits"] += 1
+        self.send(p.data)
+        self.emit(ev.SetTimer(ctx.timer, schedule[p.tries]))
+
+    def _timer_dpd(self, _arg: str) -> None:
+        if self.state is not State.ESTABLISHED:
+            return
+        if not self.heard and self.ctx.pending is None:
+            # 2.4: nothing heard for a while: an empty INFORMATIONAL proves liveness
+            self.counters["dpd_sent"] += 1
+            self.request(self.ctx, ExchangeType.INFORMATIONAL, (), lambda _c, _m: None, "liveness check")
+        self.heard = False
+        self.emit(ev.SetTimer("dpd", self.policy.timers.dpd_s))
+
+    def _timer_keepalive(self, _arg: str) -> None:
+        if self.state is State.ESTABLISHED and self.nat_local:
+            self.emit(ev.SendKeepalive(self.peer))
+            self.emit(ev.SetTimer("keepalive", self.policy.timers.keepalive_s))
+
+    def _timer_rekey_ike(self, _arg: str) -> None:
+        from ipsec.ike import exchanges
+
+        if self.state is State.ESTABLISHED:
+            exchanges.start_ike_rekey(self)
+
+    def _timer_rekey_child(self, arg: str) -> None:
+        from ipsec.ike import exchanges
+
+        cid = int(arg)
+        child = self.children.get(cid)
+        if self.state is State.ESTABLISHED and child is not None and child.successor is None and not child.deleting:
+            exchanges.start_child_rekey(self, cid)
+
+    def _timer_linger(self, arg: str) -> None:
+        cid = int(arg)
+        child = self.children.pop(cid, None)
+        if child is not None:
+            self.emit(ev.RemoveChild(cid, child.sa.in_spi, child.sa.out_spi))
+
+    def _timer_activate(self, arg: str) -> None:
+        child = self.children.get(int(arg))
+        if child is not None and not child.active:
+            child.active = True
+            self.emit(ev.ActivateChild(child.sa.child_id))
+
+    def rekey_delay(self, base: float) -> float:
+        """Rekey a little before the configured time, by a random margin (2.8.1)."""
+        return base * (1 - self.policy.timers.rekey_jitter * self.jitter())
+
+    def established_timers(self) -> None:
+        t = self.policy.timers
+        self.emit(ev.SetTimer("rekey_ike", self.rekey_delay(t.ike_rekey_s)))
+        self.emit(ev.SetTimer("dpd", t.dpd_s))
+        if self.nat_local:
+            self.emit(ev.SetTimer("keepalive", t.keepalive_s))
+
+    def error_notify(self, msg: Message) -> Notify | None:
+        return next((n for n in msg.all(Notify) if n.is_error), None)
+
+    def describe(self) -> dict:
+        return {
+            "state": self.state.value,
+            "local_spi": self.ctx.local_spi.hex(),
+            "remote_spi": (self.ctx.spi_r if self.ctx.initiator else self.ctx.spi_i).hex(),
+            "initiator": self.ctx.initiator,
+            "peer": f"{self.peer[0]}:{self.peer[1]}",
+            "remote_id": self.remote_id,
+            "nat_local": self.nat_local,
+            "nat_remote": self.nat_remote,
+            "children": [
+                {"id": cid, "in_spi": f"{c.sa.in_spi:#010x}", "out_spi": f"{c.sa.out_spi:#010x}",
+                 "active": c.active, "deleting": c.deleting}
+                for cid, c in sorted(self.children.items())
+            ],
+            "counters": dict(self.counters),
+            "closed_reason": self.closed_reason,
+        }
+
+
+def error_text(n: Notify) -> str:
+    try:
+        return NotifyType(n.notify_type).name
+    except ValueError:
+        return f"notify {n.notify_type}"
