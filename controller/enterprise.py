@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from ipaddress import IPv4Address
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nsg.model import Subnet, Uplink
+from nsg.model.ipsec import IpsecConfig
 
 
 class _M(BaseModel):
@@ -31,6 +33,7 @@ class GatewayDef(_M):
     system_ip: IPv4Address
     uplinks: tuple[UplinkDef, ...] = Field(min_length=1)
     ports: dict[str, tuple[str, ...]] = {}  # subnet name -> LAN interfaces
+    behind_nat: bool = False  # its uplinks are NATed: it starts IKE toward every peer
 
     def endpoint(self) -> IPv4Address | None:
         for u in self.uplinks:
@@ -44,6 +47,8 @@ class GatewayDef(_M):
 class Enterprise(_M):
     name: str
     generation: int = Field(default=1, ge=0)
+    transport: Literal["plain", "esp"] = "plain"
+    ipsec: IpsecConfig | None = None
     subnets: tuple[SubnetDef, ...] = ()
     gateways: tuple[GatewayDef, ...] = ()
 

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from controller.enterprise import Enterprise
+from controller.enterprise import Enterprise, GatewayDef
 from nsg.model import SCHEMA_VERSION, GatewayConfig, parse_config
+
+
+def _initiate(me: GatewayDef, peer: GatewayDef) -> str:
+    """Only the side behind a NAT can open the way; between equals the lower system IP does."""
+    if peer.behind_nat and not me.behind_nat:
+        return "never"
+    if me.behind_nat and not peer.behind_nat:
+        return "always"
+    return "auto"
 
 
 def render(ent: Enterprise) -> dict[str, GatewayConfig]:
@@ -19,10 +28,15 @@ def render(ent: Enterprise) -> dict[str, GatewayConfig]:
                 {**s.model_dump(mode="json"), "ports": list(g.ports.get(s.name, ()))} for s in ent.subnets
             ],
             "peers": [
-                {"name": p.name, "system_ip": str(p.system_ip), "endpoint": str(p.endpoint())}
+                {"name": p.name, "system_ip": str(p.system_ip), "endpoint": str(p.endpoint()),
+                 "initiate": _initiate(g, p)}
                 for p in ent.gateways
                 if p.name != g.name
             ],
+            "transport": ent.transport,
+            "behind_nat": g.behind_nat,
         }
+        if ent.ipsec is not None:
+            doc["ipsec"] = ent.ipsec.model_dump(mode="json", exclude_none=True)
         out[g.name] = parse_config(doc, source=f"gateway {g.name}")
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -13,12 +14,16 @@ from lab.lab import Lab
 from lab.netns import LabError
 from lab.topology import Plan
 from nsg.model.config import dump_config
+from nsg.model.ipsec import IpsecConfig
 
 
-def enterprise_for(plan: Plan, name: str = "lab") -> Enterprise:
+def enterprise_for(plan: Plan, name: str = "lab", transport: str = "plain", psk: str | None = None) -> Enterprise:
     t = plan.tenant
+    ipsec = IpsecConfig(psk=psk or secrets.token_urlsafe(24)) if transport == "esp" else None
     return Enterprise(
         name=name,
+        transport=transport,
+        ipsec=ipsec,
         subnets=(SubnetDef(name=t.name, vni=t.vni, cidr=str(t.cidr), gateway=str(t.gateway)),),
         gateways=tuple(
             GatewayDef(
@@ -30,6 +35,7 @@ def enterprise_for(plan: Plan, name: str = "lab") -> Enterprise:
                     for u in g.uplinks
                 ),
                 ports={t.name: (g.lan_port,)},
+                behind_nat=g.nat,
             )
             for g in plan.gateways
         ),
@@ -43,9 +49,10 @@ def nsg_argv(*args: str) -> list[str]:
 class Gateways:
     """Configs under <lab>/nodes/<gw>/config.json, state dirs beside them, daemons spawned in the lab."""
 
-    def __init__(self, lab: Lab, plan: Plan):
+    def __init__(self, lab: Lab, plan: Plan, transport: str = "plain"):
         self.lab = lab
         self.plan = plan
+        self.transport = transport
 
     def config_path(self, gw: str) -> Path:
         return self.lab.node_dir(gw) / "config.json"
@@ -55,8 +62,9 @@ class Gateways:
 
     def write_configs(self) -> dict[str, Path]:
         out = {}
-        for name, cfg in render(enterprise_for(self.plan)).items():
+        for name, cfg in render(enterprise_for(self.plan, transport=self.transport)).items():
             path = self.config_path(name)
+            path.touch(mode=0o600)  # it may hold the PSK
             path.write_text(dump_config(cfg))
             out[name] = path
         return out

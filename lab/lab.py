@@ -77,6 +77,8 @@ class Lab:
             netns.add_bridge(self.ns(node), br, ports, f"{self.name}:{node}/{br}")
         for node, ifname, cidr in p.addresses:
             netns.add_address(self.ns(node), ifname, cidr)
+        for node, ifname, mtu in p.mtus:
+            netns.run("ip", "-n", self.ns(node), "link", "set", ifname, "mtu", str(mtu))
         for node, dst, via in p.routes:
             netns.add_route(self.ns(node), dst, via)
         for node, outside in p.masquerade:

@@ -20,6 +20,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from nsg.dataplane.mtu import tenant_mtu
+
 LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")  # no '-': "<lab>-" must prefix only this lab
 NODE_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
 MAX_BRANCHES = 15
@@ -120,6 +122,7 @@ class Plan:
     bridges: tuple[tuple[str, str, tuple[str, ...]], ...]  # (node, bridge, ports)
     masquerade: tuple[tuple[str, str], ...]  # (node, outside ifname)
     gateways: tuple[GatewayPlan, ...]
+    mtus: tuple[tuple[str, str, int], ...] = ()  # (node, ifname, mtu)
     controller: str | None = None  # controller address
     tenant: Tenant = field(default_factory=Tenant)
 
@@ -147,6 +150,7 @@ def plan(topo: Topology) -> Plan:
     routes: list[tuple[str, str, str]] = []
     bridges: list[tuple[str, str, tuple[str, ...]]] = []
     masq: list[tuple[str, str]] = []
+    mtus: list[tuple[str, str, int]] = []
     gws: list[GatewayPlan] = []
     controller = None
     if topo.controller:
@@ -189,11 +193,13 @@ def plan(topo: Topology) -> Plan:
             links.append(Link(sw, f"p{j}", h.name, "eth0"))
             ports.append(f"p{j}")
             addrs.append((h.name, "eth0", str(h.address)))
+            # LAN hosts use the tenant MTU, as the gateway's DHCP server would tell them (option 26)
+            mtus.append((h.name, "eth0", tenant_mtu(1500)))
             routes.append((h.name, "default", str(topo.tenant.gateway)))
         bridges.append((sw, "sw", tuple(ports)))
         gws.append(GatewayPlan(b.name, system_ip(i), tuple(uplinks), "lan0", b.nat))
     return Plan(tuple(nodes), tuple(links), tuple(addrs), tuple(routes), tuple(bridges), tuple(masq),
-                tuple(gws), controller, topo.tenant)
+                tuple(gws), tuple(mtus), controller, topo.tenant)
 
 
 # --- built-ins ---------------------------------------------------------------

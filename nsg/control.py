@@ -73,7 +73,10 @@ class ControlServer:
         handler = self.handlers.get(cmd) if isinstance(cmd, str) else None
         if handler is None:
             return {"ok": False, "error": f"unknown command {cmd!r}; known: {sorted(self.handlers)}"}
-        return {"ok": True, "result": await handler(req)}
+        try:
+            return {"ok": True, "result": await handler(req)}
+        except ValueError as exc:
+            return {"ok": False, "error": str(exc)}
 
 
 def request(state_dir: Path, cmd: str, timeout: float = 10.0, **args: object) -> dict:

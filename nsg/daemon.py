@@ -24,6 +24,7 @@ from nsg.control import SOCKET_NAME, ControlServer
 from nsg.dataplane.desired import bridge_name, build_desired, vxlan_name
 from nsg.dataplane.reconciler import ApplyResult, Kernel, Reconciler
 from nsg.model import ConfigError, GatewayConfig, load_config
+from nsg.tunnels import TunnelConfigError, Tunnels, load_credentials
 from nsg.uplinks.dhcp import DhcpClient, write_hook
 from nsg.uplinks.lease import Lease
 
@@ -58,6 +59,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._pending: list[str] = []
+        self.tunnels: Tunnels | None = None
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -67,11 +69,17 @@ class Daemon:
         except ConfigError as exc:
             log.error("refusing to start: %s", exc, extra={"fields": {"problems": exc.problems}})
             return 2
+        if self.config.ipsec is not None:
+            try:
+                load_credentials(self.config.ipsec)
+            except TunnelConfigError as exc:
+                log.error("refusing to start: %s", exc)
+                return 2
         self.generation = 1
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.kernel = await asyncio.to_thread(self.kernel_factory)
         self.reconciler = Reconciler(self.kernel)
-        control = ControlServer(self.state_dir / SOCKET_NAME, {"status": self._status})
+        control = ControlServer(self.state_dir / SOCKET_NAME, {"status": self._status, "rekey": self._rekey})
         await control.start()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self._request, "reload")
@@ -81,11 +89,15 @@ class Daemon:
                                                   "config": str(self.config_path)}})
         try:
             self._sync_dhcp()
+            await self._sync_tunnels(before_apply=True)
             await self._apply("start")
+            await self._sync_tunnels(before_apply=False)
             await self._main_loop()
         finally:
             for client in self.dhcp.values():
                 await client.stop()
+            if self.tunnels is not None:
+                await self.tunnels.stop()
             if self.flush_on_exit:
                 async with self._lock:
                     res = await asyncio.to_thread(self.reconciler.flush)
@@ -132,6 +144,14 @@ class Daemon:
             log.error("reload refused, running state kept", extra={"fields": {"problems": exc.problems,
                                                                               "generation": self.generation}})
             return
+        if new.ipsec is not None:
+            try:
+                load_credentials(new.ipsec)
+            except TunnelConfigError as exc:
+                self.counters["reloads_rejected"] += 1
+                self.last_reload_error = str(exc)
+                log.error("reload refused, running state kept", extra={"fields": {"problems": [str(exc)]}})
+                return
         self.last_reload_error = None
         if new == self.config:
             log.info("reload: configuration unchanged", extra={"fields": {"generation": self.generation}})
@@ -139,7 +159,45 @@ class Daemon:
             self.config = new
             self.generation += 1
         self._sync_dhcp()
+        await self._sync_tunnels(before_apply=True)
         await self._apply("reload")
+        await self._sync_tunnels(before_apply=False)
+
+    def _local_ip(self) -> str:
+        assert self.config is not None
+        for u in self.config.uplinks:
+            if u.address is not None:
+                return str(u.address.ip)
+            if u.name in self.leases:
+                return str(self.leases[u.name].address.ip)
+        return "0.0.0.0"
+
+    async def _sync_tunnels(self, before_apply: bool) -> None:
+        """transport "esp": the engine's TUN exists before the dataplane routes into it;
+        IKE starts (or follows the new config) once the routes are in place."""
+        assert self.config is not None
+        want = self.config.transport == "esp"
+        if before_apply:
+            if want and self.tunnels is None:
+                self.tunnels = Tunnels()
+                self.tunnels.start_engine(self.config)
+            return
+        if not want:
+            if self.tunnels is not None:
+                await self.tunnels.stop()
+                self.tunnels = None
+            return
+        assert self.tunnels is not None
+        if self.tunnels.manager is None:
+            await self.tunnels.start_ike(self.config, self._local_ip())
+        else:
+            self.tunnels.apply(self.config, self._local_ip())
+
+    async def _rekey(self, req: dict) -> dict:
+        peer, ike = req.get("peer"), bool(req.get("ike"))
+        if self.tunnels is None or not isinstance(peer, str) or not self.tunnels.rekey(peer, ike):
+            raise ValueError(f"no IKE peering {peer!r}")
+        return {"peer": peer, "rekey": "ike" if ike else "child"}
 
     def _sync_dhcp(self) -> None:
         assert self.config is not None
@@ -245,6 +303,7 @@ class Daemon:
                       for p in cfg.peers],
             "devices": devices,
             "fdb": sorted(f"{f.ifname} {f.mac} dst {f.dst}" for f in snap.fdb),
+            "tunnels": self.tunnels.status() if self.tunnels else None,
             "last_apply": self.last_apply,
             "last_reload_error": self.last_reload_error,
             "counters": dict(self.counters),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ipsec.constants import esp_udp_tunnel_max_inner
 from nsg.dataplane.mtu import tenant_mtu
 from nsg.dataplane.types import ZERO_MAC, Addr, Desired, Fdb, LinkSpec, Route, VxlanSpec
 from nsg.model import GatewayConfig
 from nsg.uplinks.lease import Lease
 
 VXLAN_PORT = 4789  # RFC 7348 section 5 (IANA)
+ESP_TUN = "nsg-esp"  # the userspace ESP engine's TUN device
 UPLINK_METRIC_BASE = 100
 UPLINK_METRIC_STEP = 10
 
@@ -72,16 +74,25 @@ def build_desired(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None)
         for peer in cfg.peers:
             fdb.add(Fdb(vx, ZERO_MAC, str(peer.system_ip)))
 
-    # transport "plain": the underlay routes system IPs, so the peer's system IP
-    # is reached through the uplink next hops, sourced from our own system IP.
-    for peer in cfg.peers:
-        for i, (ifname, gw) in enumerate(gateways):
-            routes.add(Route(f"{peer.system_ip}/32", ifname, gw, sysip, i))
+    mtus: dict[str, int] = {}
+    if cfg.transport == "esp":
+        # Peer system IPs lead into the ESP engine; it sends ESP-in-UDP over the uplinks.
+        up.add(ESP_TUN)
+        mtus[ESP_TUN] = esp_udp_tunnel_max_inner(min(wan_mtus))
+        for peer in cfg.peers:
+            routes.add(Route(f"{peer.system_ip}/32", ESP_TUN, None, sysip, 0))
+    else:
+        # transport "plain": the underlay routes system IPs, so the peer's system IP
+        # is reached through the uplink next hops, sourced from our own system IP.
+        for peer in cfg.peers:
+            for i, (ifname, gw) in enumerate(gateways):
+                routes.add(Route(f"{peer.system_ip}/32", ifname, gw, sysip, i))
 
     return Desired(
         links=tuple(links),
         ports=ports,
         up=frozenset(up),
+        mtus=mtus,
         addrs=frozenset(addrs),
         fdb=frozenset(fdb),
         routes=frozenset(routes),

@@ -113,7 +113,10 @@ def plan(desired: Desired, actual: Snapshot) -> Plan:
         have = actual.links.get(name)
         if have is None:
             waiting.append(f"interface {name} does not exist")
-        elif not have.up:
+            continue
+        if name in desired.mtus and have.mtu != desired.mtus[name]:
+            configure.append(SetMtu(name, desired.mtus[name]))
+        if not have.up:
             configure.append(SetUp(name))
 
     # Addresses: on a recreated link they vanish with it.

@@ -94,7 +94,8 @@ class Snapshot:
 class Desired:
     links: tuple[LinkSpec, ...] = ()
     ports: Mapping[str, str] = field(default_factory=dict)  # existing interface -> owned bridge
-    up: frozenset[str] = frozenset()  # existing interfaces to bring up (lo, uplinks)
+    up: frozenset[str] = frozenset()  # existing interfaces to bring up (lo, uplinks, the ESP TUN)
+    mtus: Mapping[str, int] = field(default_factory=dict)  # MTUs of existing interfaces (the ESP TUN)
     addrs: frozenset[Addr] = frozenset()
     fdb: frozenset[Fdb] = frozenset()
     routes: frozenset[Route] = frozenset()

@@ -15,7 +15,10 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, ValidationError, model_validator
+
+from nsg.model.base import Frozen
+from nsg.model.ipsec import IpsecConfig
 
 SCHEMA_VERSION = 1
 
@@ -44,8 +47,7 @@ IfName = Annotated[str, AfterValidator(_ifname)]
 Name = Annotated[str, AfterValidator(_name)]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+_Frozen = Frozen
 
 
 def _unicast(addr: IPv4Address, what: str) -> None:
@@ -110,6 +112,9 @@ class Peer(_Frozen):
     name: Name
     system_ip: IPv4Address
     endpoint: IPv4Address
+    # Who starts IKE: "auto" = a gateway behind a NAT, else the lower system IP;
+    # "never" = the peer always calls us (it sits behind a NAT we cannot reach through).
+    initiate: Literal["auto", "always", "never"] = "auto"
 
     @model_validator(mode="after")
     def _check(self) -> Peer:
@@ -122,7 +127,9 @@ class GatewayConfig(_Frozen):
     schema_version: Literal[1]
     generation: int = Field(default=0, ge=0)
     system_ip: IPv4Address
-    transport: Literal["plain"] = "plain"
+    transport: Literal["plain", "esp"] = "plain"
+    ipsec: IpsecConfig | None = None
+    behind_nat: bool = False  # this gateway's uplinks are NATed: it starts every IKE SA
     uplinks: tuple[Uplink, ...] = Field(min_length=1)
     subnets: tuple[Subnet, ...] = ()
     peers: tuple[Peer, ...] = ()
@@ -130,6 +137,8 @@ class GatewayConfig(_Frozen):
     @model_validator(mode="after")
     def _check(self) -> GatewayConfig:
         _unicast(self.system_ip, "system_ip")
+        if self.transport == "esp" and self.ipsec is None:
+            raise ValueError("transport 'esp' needs an 'ipsec' section")
         _unique("uplinks", "name", [u.name for u in self.uplinks])
         _unique("uplinks", "interface", [u.interface for u in self.uplinks])
         _unique("subnets", "name", [s.name for s in self.subnets])

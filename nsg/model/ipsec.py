@@ -1,0 +1,79 @@
+"""IPsec settings of a gateway (transport "esp"): credentials, proposals, lifetimes.
+
+Proposal strings follow the familiar strongSwan spelling, so an operator can copy
+them between both: IKE "aes128gcm16-prfsha256-ecp256", ESP "aes256gcm16-esn-x25519"
+(the last part of an ESP proposal is the PFS group used when the child SA is rekeyed).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+
+from nsg.model.base import Frozen
+
+_ENCR = r"aes(?P<bits>128|256)gcm16"
+_GROUPS = {"ecp256": 19, "ecp384": 20, "x25519": 31, "curve25519": 31}
+_PRFS = {"prfsha256": 5, "prfsha384": 6}
+IKE_RE = re.compile(_ENCR + r"-(?P<prf>prfsha256|prfsha384)-(?P<dh>ecp256|ecp384|x25519|curve25519)$")
+ESP_RE = re.compile(_ENCR + r"(?P<esn>-esn|-noesn)?(?:-(?P<dh>ecp256|ecp384|x25519|curve25519))?$")
+
+
+def parse_ike(text: str) -> tuple[int, int, int]:
+    """(AES key bits, PRF transform ID, DH group)."""
+    m = IKE_RE.match(text)
+    if not m:
+        raise ValueError(f"IKE proposal {text!r} is not aes{{128,256}}gcm16-prfsha{{256,384}}-{{ecp256,ecp384,x25519}}")
+    return int(m["bits"]), _PRFS[m["prf"]], _GROUPS[m["dh"]]
+
+
+def parse_esp(text: str) -> tuple[int, bool, int]:
+    """(AES key bits, ESN, PFS DH group or 0)."""
+    m = ESP_RE.match(text)
+    if not m:
+        raise ValueError(f"ESP proposal {text!r} is not aes{{128,256}}gcm16[-esn|-noesn][-ecp256|-ecp384|-x25519]")
+    return int(m["bits"]), m["esn"] == "-esn", _GROUPS[m["dh"]] if m["dh"] else 0
+
+
+class IpsecConfig(Frozen):
+    """Either a pre-shared key or certificate files (PEM; the key file must be mode 0600)."""
+
+    psk: str | None = Field(default=None, min_length=16, max_length=256, repr=False)
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+    ike_proposals: tuple[str, ...] = ("aes128gcm16-prfsha256-ecp256",)
+    esp_proposals: tuple[str, ...] = ("aes128gcm16-esn-ecp256", "aes128gcm16-ecp256")
+    ike_rekey_s: int = Field(default=14400, ge=60, le=7 * 86400)
+    child_rekey_s: int = Field(default=3600, ge=30, le=86400)
+    dpd_s: int = Field(default=30, ge=2, le=3600)
+    replay_window: int = Field(default=1024, ge=32, le=65536)
+
+    @field_validator("ike_proposals")
+    @classmethod
+    def _ike(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("at least one IKE proposal")
+        for p in v:
+            parse_ike(p)
+        return v
+
+    @field_validator("esp_proposals")
+    @classmethod
+    def _esp(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("at least one ESP proposal")
+        for p in v:
+            parse_esp(p)
+        return v
+
+    @model_validator(mode="after")
+    def _auth(self) -> IpsecConfig:
+        certs = (self.cert, self.key, self.ca)
+        if self.psk is None and not all(certs):
+            raise ValueError("give 'psk', or all of 'cert', 'key' and 'ca'")
+        if self.psk is not None and any(certs):
+            raise ValueError("give either 'psk' or certificates, not both")
+        return self

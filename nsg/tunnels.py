@@ -1,0 +1,155 @@
+"""Encrypted tunnels of a gateway (transport "esp"): the ESP engine plus IKEv2 toward every peer.
+
+The config says who the peers are; this module turns that into IKE peer policies
+and keeps the IKE manager in step with each new config. The engine's TUN device
+is what the dataplane routes peer system IPs into.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import stat
+from ipaddress import IPv4Network
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ipsec.engine import xfrm
+from ipsec.engine.installer import SadInstaller
+from ipsec.engine.userspace import UserspaceEngine
+from ipsec.ike.driver import IkeDriver
+from ipsec.ike.manager import IkeManager
+from ipsec.ike.policy import EspProposal, Identity, IkeProposal, PeerPolicy, Timers
+from ipsec.sad import Sad
+from nsg.dataplane.desired import ESP_TUN
+from nsg.model import GatewayConfig, Peer
+from nsg.model.ipsec import IpsecConfig, parse_esp, parse_ike
+
+log = logging.getLogger("nsg.tunnels")
+
+
+class TunnelConfigError(ValueError):
+    """The IPsec credentials named in the config cannot be used (local fault)."""
+
+
+def load_credentials(ip: IpsecConfig) -> dict:
+    if ip.psk is not None:
+        return {"psk": ip.psk.encode()}
+    assert ip.cert and ip.key and ip.ca
+    try:
+        mode = ip.key.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise TunnelConfigError(f"ipsec.key {ip.key} is readable by others (mode {oct(mode & 0o777)}); use 0600")
+        key = serialization.load_pem_private_key(ip.key.read_bytes(), password=None)
+        cert = x509.load_pem_x509_certificate(ip.cert.read_bytes())
+        cas = tuple(x509.load_pem_x509_certificates(ip.ca.read_bytes()))
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, TunnelConfigError):
+            raise
+        raise TunnelConfigError(f"ipsec credentials: {exc}") from None
+    return {"key": key, "cert": cert, "cas": cas}
+
+
+def peer_policy(cfg: GatewayConfig, peer: Peer, creds: dict) -> PeerPolicy:
+    ip = cfg.ipsec
+    assert ip is not None
+    return PeerPolicy(
+        name=peer.name,
+        local_id=Identity.address(str(cfg.system_ip)),
+        remote_id=Identity.address(str(peer.system_ip)),
+        local_ts=IPv4Network(f"{cfg.system_ip}/32"),
+        remote_ts=IPv4Network(f"{peer.system_ip}/32"),
+        ike=tuple(IkeProposal(*parse_ike(p)) for p in ip.ike_proposals),
+        esp=tuple(EspProposal(*parse_esp(p)) for p in ip.esp_proposals),
+        timers=Timers(ike_rekey_s=ip.ike_rekey_s, child_rekey_s=ip.child_rekey_s, dpd_s=ip.dpd_s),
+        **creds,
+    )
+
+
+def initiates(cfg: GatewayConfig, peer: Peer) -> bool:
+    if peer.initiate != "auto":
+        return peer.initiate == "always"
+    return cfg.behind_nat or int(cfg.system_ip) < int(peer.system_ip)
+
+
+class Tunnels:
+    def __init__(self) -> None:
+        self.sad = Sad()
+        self.engine: UserspaceEngine | None = None
+        self.driver: IkeDriver | None = None
+        self.manager: IkeManager | None = None
+        self.kernel_esp = False
+        self.backend = "userspace"
+
+    def start_engine(self, cfg: GatewayConfig) -> None:
+        """Create the TUN device first: the dataplane routes into it."""
+        self.kernel_esp = xfrm.probe()
+        # The XFRM backend's messages are built and checked (ipsec/engine/xfrm*.py); wiring it in
+        # as the gateway's data path waits for a kernel with ESP to test it on (the firmware image).
+        self.backend = "userspace"
+        assert cfg.ipsec is not None
+        self.engine = UserspaceEngine(ESP_TUN, self.sad)
+        self.engine.open()
+        self.engine.add_socket("0.0.0.0")
+        self.installer = SadInstaller(self.sad, window=cfg.ipsec.replay_window)
+        self.engine.start()
+
+    async def start_ike(self, cfg: GatewayConfig, local_ip: str) -> None:
+        assert self.engine is not None
+        self.manager = IkeManager((local_ip, 500))
+        self.driver = IkeDriver(self.manager, self.engine, self.installer, "0.0.0.0")
+        self.engine.on_ike = self.driver.from_engine_thread
+        await self.driver.start()
+        self.apply(cfg, local_ip)
+
+    def apply(self, cfg: GatewayConfig, local_ip: str) -> None:
+        """Bring the IKE peerings in line with the config (raises TunnelConfigError, changing nothing)."""
+        if self.manager is None or self.driver is None or cfg.ipsec is None:
+            return
+        creds = load_credentials(cfg.ipsec)
+        policies = [(peer_policy(cfg, p, creds), p) for p in cfg.peers]
+        self.manager.local = (local_ip, 500)
+        tagged = []
+        for name in set(self.manager.peers) - {p.name for p in cfg.peers}:
+            tagged += self.manager.remove_peer(name)
+        for pol, peer in policies:
+            go = initiates(cfg, peer)
+            tagged += self.manager.set_peer(pol, (str(peer.endpoint), 500) if go else None, go)
+        self.driver.apply(tagged)
+
+    def rekey(self, peer: str, ike: bool) -> bool:
+        if self.manager is None or self.driver is None or peer not in self.manager.peers:
+            return False
+        self.driver.apply(self.manager.rekey_ike(peer) if ike else self.manager.rekey_child(peer))
+        return True
+
+    async def stop(self) -> None:
+        if self.manager is not None and self.driver is not None:
+            self.driver.apply(self.manager.close_all())
+            await asyncio.sleep(0.2)  # let the deletes leave; peers then know at once
+            self.driver.close()
+        if self.engine is not None:
+            self.engine.stop()
+        self.engine = self.driver = self.manager = None
+
+    def status(self) -> dict:
+        if self.engine is None:
+            return {"backend": None}
+        sas = []
+        for e in self.sad.inbound.values():
+            sas.append({"dir": "in", "spi": f"{e.sa.spi:#010x}", **e.sa.counters.as_dict()})
+        for o in self.sad.outbound.values():
+            sas.append({"dir": "out", "spi": f"{o.sa.spi:#010x}", "endpoint": f"{o.endpoint.host}:{o.endpoint.port}",
+                        **o.sa.counters.as_dict()})
+        return {
+            "backend": self.backend,
+            "kernel_esp": self.kernel_esp,
+            "engine": dict(self.engine.counters),
+            "ike": self.manager.status() if self.manager else [],
+            "child_sas": sas,
+            "ike_driver": dict(self.driver.counters) if self.driver else {},
+        }
+
+
+__all__ = ["TunnelConfigError", "Tunnels"]
