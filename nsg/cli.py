@@ -31,6 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     st.add_argument("--json", action="store_true")
 
+    ips = sub.add_parser("ipsec", help="act on the IPsec tunnels of the running daemon")
+    ips_sub = ips.add_subparsers(dest="ipsec_cmd", required=True, metavar="ACTION")
+    rk = ips_sub.add_parser("rekey", help="rekey the child SA (or with --ike the IKE SA) toward a peer")
+    rk.add_argument("peer")
+    rk.add_argument("--ike", action="store_true")
+    rk.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+
     chk = sub.add_parser("check-config", help="validate a config file without applying it")
     chk.add_argument("config", type=Path)
     return p
@@ -58,6 +65,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"nsg: {exc}", file=sys.stderr)
             return 1
         print(json.dumps(st, indent=2) if args.json else render(st))
+        return 0
+    if args.cmd == "ipsec":
+        from nsg.control import ControlError, request
+
+        try:
+            res = request(args.state_dir, "rekey", peer=args.peer, ike=args.ike)
+        except ControlError as exc:
+            print(f"nsg: {exc}", file=sys.stderr)
+            return 1
+        print(f"rekey of the {res['rekey']} SA toward {res['peer']} started")
         return 0
     if args.cmd == "check-config":
         from nsg.model import ConfigError, load_config

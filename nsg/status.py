@@ -30,6 +30,19 @@ def render(st: dict) -> str:
         vni = f" vni {d['vni']}" if d["vni"] else ""
         lines.append(f"  {d['name']:<10} {d['kind'] or '-':<7} mtu {d['mtu']:<5} {state:<4}"
                      f" master {d['master'] or '-'}{vni}")
+    tun = st.get("tunnels")
+    if tun:
+        lines.append(f"ipsec: backend {tun['backend']} (kernel ESP {'yes' if tun['kernel_esp'] else 'no'})")
+        for p in tun["ike"]:
+            sa = p["ike_sa"]
+            state = sa["state"] if sa else "down"
+            err = f"  last error: {p['last_error']}" if p["last_error"] else ""
+            lines.append(f"  {p['peer']:<10} IKE {state:<12} {sa['peer'] if sa else '-':<22}{err}")
+        for c in tun["child_sas"]:
+            lines.append(f"    {c['dir']:<3} spi {c['spi']} packets {c['packets']} bytes {c['bytes']}"
+                         f" replay {c['replay_drops']} auth {c['auth_failures']}")
+        e = tun["engine"]
+        lines.append("  engine: " + " ".join(f"{k}={v}" for k, v in e.items() if v))
     la = st.get("last_apply")
     if la:
         when = time.strftime("%H:%M:%S", time.localtime(la["at"]))
