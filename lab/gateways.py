@@ -80,6 +80,23 @@ class Gateways:
             raise LabError(f"{gw}: nsg status: {proc.stderr.strip()}")
         return json.loads(proc.stdout)
 
+    def wait_tunnels(self, gw: str, timeout: float = 20.0) -> dict:
+        """Until every IKE peering of the gateway is established."""
+        deadline = time.monotonic() + timeout
+        st: dict = {}
+        while time.monotonic() < deadline:
+            try:
+                st = self.status(gw)
+            except LabError:  # not listening yet
+                time.sleep(0.1)
+                continue
+            ike = (st.get("tunnels") or {}).get("ike") or []
+            if ike and all(p["ike_sa"] and p["ike_sa"]["state"] == "established" and p["ike_sa"]["children"]
+                           for p in ike):
+                return st
+            time.sleep(0.1)
+        raise LabError(f"{gw}: tunnels not up within {timeout}s: {json.dumps((st.get('tunnels') or {}).get('ike'))}")
+
     def wait_applied(self, gw: str, timeout: float = 20.0, generation: int | None = None) -> dict:
         deadline = time.monotonic() + timeout
         last = ""
