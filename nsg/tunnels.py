@@ -149,6 +149,7 @@ class Tunnels:
             "ike": self.manager.status() if self.manager else [],
             "child_sas": sas,
             "ike_driver": dict(self.driver.counters) if self.driver else {},
+            "ike_manager": dict(self.manager.counters) if self.manager else {},
         }
 
 

@@ -55,6 +55,7 @@ class Ctx:
     pending: Pending | None = None
     queue: deque[Queued] = field(default_factory=deque)
     last_response: tuple[int, bytes] | None = None
+    last_request: bytes = b""  # SHA-256 of the request last_response answers
 
     @property
     def local_spi(self) -> bytes:

@@ -18,6 +18,7 @@ retransmission, INFORMATIONAL (liveness and deletes) and the timers.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import random
 from collections.abc import Callable
@@ -261,7 +262,12 @@ class IkeSa:
             self.counters["stale"] += 1
             return
         if header.exchange == ExchangeType.IKE_SA_INIT:
-            msg = Message.decode(data)
+            try:
+                msg = Message.decode(data)
+            except RemoteProtocolError:
+                # unauthenticated garbage must not end the exchange (2.21): keep waiting
+                self.counters["malformed"] += 1
+                return
             self.init["response"] = data  # signed in IKE_AUTH byte for byte (2.15)
         else:
             msg = ctx.open(data)
@@ -277,14 +283,28 @@ class IkeSa:
         from ipsec.ike import exchanges
 
         if ctx.last_response is not None and header.message_id == ctx.last_response[0]:
-            self.counters["retransmits"] += 1
-            self.emit(ev.Send(ctx.last_response[1], src, self.local_port))  # the peer lost our answer (2.1)
+            # The peer lost our answer (2.1): answer again, but only to the very same request,
+            # so a forgery with the live SPIs cannot make us reflect traffic anywhere.
+            if hashlib.sha256(data).digest() == ctx.last_request:
+                self.counters["retransmits"] += 1
+                self.emit(ev.Send(ctx.last_response[1], src, self.local_port))
+            else:
+                self.counters["stale"] += 1
             return
         if header.message_id != ctx.peer_id:
             self.counters["stale"] += 1
             return
         plain = header.exchange == ExchangeType.IKE_SA_INIT
-        msg = Message.decode(data) if plain else ctx.open(data)
+        if plain and self.state is not State.IDLE:
+            self.counters["stale"] += 1  # an unauthenticated IKE_SA_INIT cannot touch a keyed SA (2.21)
+            return
+        try:
+            msg = Message.decode(data) if plain else ctx.open(data)
+        except RemoteProtocolError as exc:
+            if plain or isinstance(exc, IntegrityError):
+                self.counters["malformed"] += 1
+                return
+            raise
         after: list[Callable[[], None]] = []
         try:
             payloads = exchanges.answer(self, ctx, msg, src, data, after)
@@ -292,13 +312,15 @@ class IkeSa:
             if exc.notify is None:
                 raise
             payloads = (Notify(exc.notify, exc.notify_data),)
-            if header.exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH):
+            if plain or (header.exchange == ExchangeType.IKE_AUTH and self.state is State.INIT_DONE):
+                # a refused IKE_SA_INIT or failed authentication ends this responder (2.21.2)
                 after.append(lambda e=exc: self.fail(str(e), e.fault))
         reply = ctx.message(header.exchange, header.message_id, payloads, response=True)
         out = reply.encode() if plain else ctx.protect(reply)
         if plain:
             self.init["response"] = out
         ctx.last_response = (header.message_id, out)
+        ctx.last_request = hashlib.sha256(data).digest()
         ctx.peer_id += 1
         if not plain:
             self._heard(src)

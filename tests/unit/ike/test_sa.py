@@ -199,3 +199,31 @@ def test_hostile_datagrams_change_nothing():
     assert after["children"] == state["children"]
     assert after["counters"]["malformed"] >= 3
     assert net.ping(net.a)
+
+
+def test_no_reflection_of_cached_responses_to_forgeries():
+    net = SimNet(*psk_policies())
+    net.start()
+    b = net.b.sa
+    msg_id, _cached = b.ctx.last_response
+    from ipsec.ike.message import Message
+
+    # the live SPIs and the answered message ID, but not the original request's bytes
+    forged = Message(b.ctx.spi_i, b.ctx.spi_r, 35, 0x08, msg_id, ()).encode()
+    assert b.receive(forged, ("203.0.113.66", 4500), 4500) == []
+    assert b.counters["retransmits"] == 0
+
+
+def test_unauthenticated_init_cannot_touch_an_established_sa():
+    net = SimNet(*psk_policies())
+    net.start()
+    b = net.b.sa
+    from ipsec.ike.message import Message
+
+    for mid in range(4):
+        for body in (b"", b"\x00\x05garbage"):
+            hdr = Message(b.ctx.spi_i, b.ctx.spi_r, 34, 0x08, mid, ()).encode()
+            data = hdr[:24] + (28 + len(body)).to_bytes(4, "big") + body
+            b.receive(data, ("203.0.113.66", 500), 500)
+    assert b.state is State.ESTABLISHED
+    assert net.ping(net.a) and net.ping(net.b)

@@ -1,0 +1,84 @@
+"""Hostile IKE traffic at a running gateway: hypothesis-generated datagrams on UDP 500 and 4500,
+and forgeries that carry the real SPIs of the live IKE SA. All are dropped and counted; the
+daemon keeps running and its tunnel keeps its keys and carries traffic."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lab.gateways import Gateways
+
+EXCHANGES = st.sampled_from([34, 35, 36, 37, 0, 255])
+
+
+@st.composite
+def ike_datagram(draw, spis=None):
+    """A plausible IKE header (sometimes with the live SPIs) in front of arbitrary payload bytes."""
+    if spis and draw(st.booleans()):
+        spi_i, spi_r = spis
+    else:
+        spi_i = draw(st.binary(min_size=8, max_size=8))
+        spi_r = draw(st.sampled_from([bytes(8), draw(st.binary(min_size=8, max_size=8))]))
+    body = draw(st.binary(max_size=300))
+    nxt = draw(st.sampled_from([0, 33, 34, 40, 41, 46, 200]))
+    version = draw(st.sampled_from([0x20, 0x20, 0x10, 0x30]))
+    flags = draw(st.sampled_from([0x08, 0x20, 0x28, 0x00, 0xFF]))
+    length = draw(st.sampled_from([28 + len(body), 28 + len(body), draw(st.integers(0, 0xFFFFFFFF))]))
+    head = spi_i + spi_r + struct.pack("!BBBBII", nxt, version, draw(EXCHANGES), flags,
+                                       draw(st.integers(0, 3)), length)
+    return head + body if draw(st.integers(0, 9)) else draw(st.binary(max_size=60))
+
+
+SENDER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for line in open(sys.argv[1]):
+    port, _, hexdata = line.strip().partition(" ")
+    data = bytes.fromhex(hexdata)
+    s.sendto((b"\\x00\\x00\\x00\\x00" + data) if port == "4500" else data, (sys.argv[2], int(port)))
+"""
+
+
+def test_hostile_ike_is_dropped_and_counted(make_lab, tmp_path):
+    lab, plan = make_lab("two-branch")
+    gws = Gateways(lab, plan, transport="esp")
+    gws.write_configs()
+    for g in ("b1", "b2"):
+        gws.start(g)
+    before = {g: gws.wait_tunnels(g) for g in ("b1", "b2")}
+    ike = before["b2"]["tunnels"]["ike"][0]["ike_sa"]
+    # b1 (lower system IP) initiated: on the wire SPIi is b1's, SPIr is b2's
+    live = (bytes.fromhex(ike["remote_spi"]), bytes.fromhex(ike["local_spi"]))
+    target = plan.gateways[1].uplinks[0].address.split("/")[0]
+    sent = {"n": 0}
+
+    @settings(max_examples=4, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                     HealthCheck.data_too_large, HealthCheck.large_base_example])
+    @given(st.lists(st.tuples(st.sampled_from([500, 4500]), ike_datagram(live)), min_size=150, max_size=150))
+    def fire(batch):
+        f = tmp_path / "batch.txt"
+        f.write_text("".join(f"{port} {data.hex()}\n" for port, data in batch))
+        subprocess.run(lab.exec_argv("inet", [sys.executable, "-c", SENDER, str(f), target]), check=True)
+        sent["n"] += len(batch)
+
+    fire()
+    after = gws.wait_tunnels("b2")
+    t = after["tunnels"]
+    sa = t["ike"][0]["ike_sa"]
+    print(f"sent {sent['n']} hostile datagrams; manager {t['ike_manager']}; SA counters {sa['counters']}; "
+          f"engine ike_in {t['engine']['ike_in']}")
+    # same IKE SA, same child SA: nothing hostile changed state
+    assert sa["local_spi"] == ike["local_spi"] and sa["children"] == ike["children"]
+    dropped = sum(t["ike_manager"].values()) + sa["counters"]["malformed"] + sa["counters"]["integrity_failures"] \
+        + sa["counters"]["stale"]
+    assert dropped >= sent["n"] // 2, (dropped, sent["n"])
+    assert sa["counters"]["integrity_failures"] + sa["counters"]["stale"] > 0  # forgeries with the live SPIs
+    # the overlay still works both ways
+    for src, dst in (("b1-h1", "198.19.0.21"), ("b2-h1", "198.19.0.11")):
+        assert lab.run(src, "ping", "-c", "2", "-W", "2", dst, check=False).returncode == 0
