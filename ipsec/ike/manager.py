@@ -185,7 +185,9 @@ class IkeManager:
                 # A responder became the peering's IKE SA; one that existed before gives way.
                 self._forget_half_open(half_open)
                 if p.sa is not None and p.sa is not half_open and p.sa.state is not State.CLOSED:
-                    out += self._run(name, p.sa.close("replaced by a new IKE SA from the peer"))
+                    # The peer started over (it restarted, or lost its state): the old SA and its
+                    # children are gone on its side, so drop ours without asking (cf. INITIAL_CONTACT).
+                    out += [(name, c) for c in p.sa.drop("replaced by a new IKE SA from the peer")]
                 p.sa = half_open
                 p.failures = 0
                 p.last_error = None

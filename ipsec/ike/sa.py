@@ -177,6 +177,11 @@ class IkeSa:
             self.fail(reason, "none")
         return self._flush()
 
+    def drop(self, reason: str) -> list[ev.Command]:
+        """Forget this IKE SA and its children at once, telling the peer nothing."""
+        self.fail(reason, "none")
+        return self._flush()
+
     # --- plumbing used by exchanges.py ----------------------------------------------
 
     def emit(self, cmd: ev.Command) -> None:
