@@ -21,7 +21,7 @@ from ipsec.engine.userspace import UserspaceEngine
 from ipsec.ike.driver import IkeDriver
 from ipsec.ike.manager import IkeManager
 from ipsec.ike.policy import EspProposal, Identity, IkeProposal, PeerPolicy, Timers
-from ipsec.sad import Sad
+from ipsec.sad import Expiry, Lifetime, Sad
 from nsg.dataplane.desired import ESP_TUN
 from nsg.model import GatewayConfig, Peer
 from nsg.model.ipsec import IpsecConfig, parse_esp, parse_ike
@@ -81,6 +81,9 @@ class Tunnels:
         self.manager: IkeManager | None = None
         self.kernel_esp = False
         self.backend = "userspace"
+        self.installer = SadInstaller(self.sad)
+        self.expired = {"soft": 0, "hard": 0}
+        self._soft_done: set[tuple[str, int]] = set()
 
     def start_engine(self, cfg: GatewayConfig) -> None:
         """Create the TUN device first: the dataplane routes into it."""
@@ -92,7 +95,12 @@ class Tunnels:
         self.engine = UserspaceEngine(ESP_TUN, self.sad)
         self.engine.open()
         self.engine.add_socket("0.0.0.0")
-        self.installer = SadInstaller(self.sad, window=cfg.ipsec.replay_window)
+        ip = cfg.ipsec
+        self.installer = SadInstaller(self.sad, window=ip.replay_window, lifetime=Lifetime(
+            soft_s=ip.child_rekey_s, hard_s=ip.child_rekey_s * 1.25,
+            soft_bytes=ip.child_soft_bytes, hard_bytes=ip.child_hard_bytes,
+            soft_packets=ip.child_soft_packets, hard_packets=ip.child_hard_packets))
+
         self.engine.start()
 
     async def start_ike(self, cfg: GatewayConfig, local_ip: str) -> None:
@@ -102,6 +110,29 @@ class Tunnels:
         self.engine.on_ike = self.driver.from_engine_thread
         await self.driver.start()
         self.apply(cfg, local_ip)
+        self._lifetimes = asyncio.get_running_loop().create_task(self._watch_lifetimes())
+
+    async def _watch_lifetimes(self, every: float = 1.0) -> None:
+        """Soft limit reached: rekey now. Hard limit: the SA goes, whatever IKE is doing."""
+        while True:
+            await asyncio.sleep(every)
+            self.check_lifetimes()
+
+    def check_lifetimes(self) -> None:
+        for _direction, spi, state in self.sad.expiries():
+            found = self.installer.peer_of(spi)
+            if found is None:
+                continue
+            peer, child = found
+            if state is Expiry.HARD:
+                self.expired["hard"] += 1
+                log.warning("child SA hit its hard lifetime, dropped", extra={"fields": {"peer": peer,
+                                                                                       "spi": f"{spi:#010x}"}})
+                self.installer.remove(peer, child.child_id, child.in_spi, child.out_spi)
+            elif (peer, child.child_id) not in self._soft_done:
+                self._soft_done.add((peer, child.child_id))
+                self.expired["soft"] += 1
+                self.rekey(peer, ike=False)
 
     def apply(self, cfg: GatewayConfig, local_ip: str) -> None:
         """Bring the IKE peerings in line with the config (raises TunnelConfigError, changing nothing)."""
@@ -125,6 +156,9 @@ class Tunnels:
         return True
 
     async def stop(self) -> None:
+        task = getattr(self, "_lifetimes", None)
+        if task is not None:
+            task.cancel()
         if self.manager is not None and self.driver is not None:
             self.driver.apply(self.manager.close_all())
             await asyncio.sleep(0.2)  # let the deletes leave; peers then know at once
@@ -150,6 +184,7 @@ class Tunnels:
             "child_sas": sas,
             "ike_driver": dict(self.driver.counters) if self.driver else {},
             "ike_manager": dict(self.manager.counters) if self.manager else {},
+            "lifetime_expiries": dict(self.expired),
         }
 
 

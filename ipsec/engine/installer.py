@@ -12,16 +12,18 @@ def _split(key: bytes) -> tuple[bytes, bytes]:
 
 
 class SadInstaller:
-    def __init__(self, sad: Sad, window: int = 1024, sock: int = 0):
+    def __init__(self, sad: Sad, window: int = 1024, sock: int = 0, lifetime: Lifetime | None = None):
         self.sad = sad
         self.window = window
         self.sock = sock
+        self.lifetime = lifetime or Lifetime()
         self.children: dict[tuple[str, int], ChildSa] = {}
 
     def install(self, peer: str, child: ChildSa, outbound: bool) -> None:
         key, salt = _split(child.in_key)
         inner = child.remote_ts.network_address.packed
-        self.sad.add_inbound(Inbound(InboundSA(child.in_spi, key, salt, child.esn, self.window), inner, Lifetime()))
+        self.sad.add_inbound(Inbound(InboundSA(child.in_spi, key, salt, child.esn, self.window), inner,
+                                     self.lifetime))
         self.children[(peer, child.child_id)] = child
         if outbound:
             self.activate(peer, child.child_id)
@@ -31,7 +33,7 @@ class SadInstaller:
         key, salt = _split(child.out_key)
         self.sad.set_outbound(child.remote_ts.network_address.packed,
                               Outbound(OutboundSA(child.out_spi, key, salt, child.esn),
-                                       Endpoint(child.peer[0], child.peer[1], self.sock), Lifetime()))
+                                       Endpoint(child.peer[0], child.peer[1], self.sock), self.lifetime))
 
     def remove(self, peer: str, child_id: int, in_spi: int, out_spi: int) -> None:
         child = self.children.pop((peer, child_id), None)
@@ -41,3 +43,10 @@ class SadInstaller:
             current = self.sad.outbound.get(inner)
             if current is not None and current.sa.spi == out_spi:
                 self.sad.remove_outbound(inner)
+
+    def peer_of(self, spi: int) -> tuple[str, ChildSa] | None:
+        """The peering and child SA an SPI (either direction) belongs to."""
+        for (peer, _cid), child in self.children.items():
+            if spi in (child.in_spi, child.out_spi):
+                return peer, child
+        return None

@@ -49,6 +49,12 @@ class IpsecConfig(Frozen):
     ike_rekey_s: int = Field(default=14400, ge=60, le=7 * 86400)
     child_rekey_s: int = Field(default=3600, ge=30, le=86400)
     dpd_s: int = Field(default=30, ge=2, le=3600)
+    # Volume limits of a child SA (0: none): past the soft one it is rekeyed, past the hard
+    # one it is dropped (RFC 4301 4.4.2.1). The hard time limit is 1.25 x child_rekey_s.
+    child_soft_bytes: int = Field(default=0, ge=0)
+    child_hard_bytes: int = Field(default=0, ge=0)
+    child_soft_packets: int = Field(default=0, ge=0)
+    child_hard_packets: int = Field(default=0, ge=0)
     replay_window: int = Field(default=1024, ge=32, le=65536)
 
     @field_validator("ike_proposals")
@@ -71,6 +77,10 @@ class IpsecConfig(Frozen):
 
     @model_validator(mode="after")
     def _auth(self) -> IpsecConfig:
+        for kind in ("bytes", "packets"):
+            soft, hard = getattr(self, f"child_soft_{kind}"), getattr(self, f"child_hard_{kind}")
+            if soft and hard and soft >= hard:
+                raise ValueError(f"child_soft_{kind} must be below child_hard_{kind}")
         certs = (self.cert, self.key, self.ca)
         if self.psk is None and not all(certs):
             raise ValueError("give 'psk', or all of 'cert', 'key' and 'ca'")
