@@ -1,10 +1,13 @@
-"""Userspace ESP engine throughput, against the plain veth path in the same run.
+"""ESP throughput: nsg's userspace engine against strongSwan's userspace ESP, same run, same box.
 
     sudo .venv/bin/python bench/esp.py [--seconds 5]
 
-Builds two namespaces, runs iperf3 (TCP, one stream) over the plain WAN path and
-then through nsg's userspace ESP engine (AES-GCM-128, ESP-in-UDP), tears down,
-and prints one JSON object on its last line (Mbit/s).
+Two namespaces joined by a veth; iperf3 (TCP, one stream, 198.19.250.1 -> .2):
+  1. the plain veth path (the ceiling);
+  2. through nsg's userspace ESP engine (AES-GCM-128, ESP-in-UDP, manually keyed);
+  3. through strongSwan charon with kernel-libipsec (its userspace ESP; the peer the
+     other numbers are compared with), IKEv2 PSK, AES-GCM-128, ESP-in-UDP.
+Tears everything down and prints one JSON object on its last line (Mbit/s).
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lab.esp_pair import INNER, WAN, EspPair
+from tests.interop.strongswan import Charon, Child, Connection, two_peers
 
 
-def iperf(pair: EspPair, dst: str, bind: str, seconds: float) -> float:
+def iperf(pair, dst: str, bind: str, seconds: float) -> float:
     a, b = pair.ns
     srv = subprocess.Popen(["ip", "netns", "exec", b, "iperf3", "-s", "-1", "-B", dst],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -34,6 +38,26 @@ def iperf(pair: EspPair, dst: str, bind: str, seconds: float) -> float:
     finally:
         srv.wait(10)
     return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
+
+
+def strongswan(workdir: Path, seconds: float) -> float:
+    """The same transfer between two charons (kernel-libipsec) in a fresh pair of namespaces."""
+    with two_peers(ike=WAN, inner=INNER) as net:
+        charons = []
+        try:
+            for side in (0, 1):
+                child = Child("net", (f"{INNER[side]}/32",), (f"{INNER[1 - side]}/32",))
+                c = Charon(net.ns[side], workdir / f"swan{side}", WAN[side], name=f"swan{side}")
+                c.add(Connection("gw", remote_addrs=(WAN[1 - side],), local_id=WAN[side], remote_id=WAN[1 - side],
+                                 children=(child,), auth="psk", psk="bench-psk-0123456789"))
+                charons.append(c.start())
+            charons[0].initiate("net", "gw")
+            charons[0].wait_established("gw", "net")
+            charons[1].wait_established("gw", "net")
+            return iperf(net, INNER[1], INNER[0], seconds)
+        finally:
+            for c in charons:
+                c.stop()
 
 
 def main() -> int:
@@ -49,13 +73,15 @@ def main() -> int:
             c = pair.counters(1)
         finally:
             pair.down()
+        swan = strongswan(Path(tmp), args.seconds)
     result = {
         "bench": "esp_userspace_tcp",
         "seconds": args.seconds,
         "plain_veth_mbps": round(plain, 1),
         "nsg_userspace_esp_mbps": round(esp, 1),
+        "strongswan_libipsec_mbps": round(swan, 1),
+        "nsg_vs_strongswan": round(esp / swan, 3) if swan else None,
         "esp_drops_rx": c["engine"]["esp_drops"],
-        "ratio_vs_plain": round(esp / plain, 4) if plain else None,
     }
     print(json.dumps(result))
     return 0

@@ -8,12 +8,13 @@ from ipaddress import IPv4Address
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ipsec.ike import crypto
 from ipsec.ike.constants import AuthMethod, CertEncoding, HashAlgorithm, IdType, NotifyType
 from ipsec.ike.errors import RemoteProtocolError
-from ipsec.ike.payloads import Auth, Cert, IdPayload
+from ipsec.ike.payloads import Auth, Cert, CertReq, IdPayload
 from ipsec.ike.policy import PeerPolicy
 
 HASHES_WE_SIGN_WITH = (HashAlgorithm.SHA2_256, HashAlgorithm.SHA2_384)
@@ -35,6 +36,20 @@ def our_certs(policy: PeerPolicy) -> tuple[Cert, ...]:
     if policy.cert is None:
         return ()
     return (Cert(CertEncoding.X509_SIGNATURE, policy.cert.public_bytes(Encoding.DER)),)
+
+
+def our_certreqs(policy: PeerPolicy) -> tuple[CertReq, ...]:
+    """With certificate auth, ask for the peer's certificate (3.7): many peers (strongSwan's default
+    send_cert = ifasked) send theirs only when asked. The authority field lists the SHA-1 hashes of
+    our trust anchors' SubjectPublicKeyInfo."""
+    if policy.key is None or not policy.cas:
+        return ()
+    spki_hashes = []
+    for ca in policy.cas:
+        h = hashes.Hash(hashes.SHA1())  # the hash 3.7 prescribes (an identifier, not a signature)
+        h.update(ca.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
+        spki_hashes.append(h.finalize())
+    return (CertReq(CertEncoding.X509_SIGNATURE, b"".join(spki_hashes)),)
 
 
 def check_peer(policy: PeerPolicy, prf: crypto.Prf, octets: bytes, peer_id: IdPayload, auth: Auth | None,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ipsec.ike import crypto
 from ipsec.ike import events as ev
-from ipsec.ike.auth import HASHES_WE_SIGN_WITH, check_peer, our_auth, our_certs
+from ipsec.ike.auth import HASHES_WE_SIGN_WITH, check_peer, our_auth, our_certreqs, our_certs
 from ipsec.ike.constants import DhGroup, ExchangeType, NotifyType, ProtocolId
 from ipsec.ike.context import ZERO_SPI, Ctx
 from ipsec.ike.errors import IkeError, LocalProtocolError, RemoteProtocolError
@@ -168,7 +168,7 @@ def _send_auth(sa: IkeSa, ctx: Ctx) -> None:
     octets = crypto.signed_octets(sa.init["request"], sa.init["nr"], ctx.prf, ctx.keys.sk_pi, idi.encode())
     spi = sa.new_child_spi()
     sa.init["child_spi"] = spi
-    payloads: list[Payload] = [idi, *our_certs(p)]
+    payloads: list[Payload] = [idi, *our_certs(p), *our_certreqs(p)]  # 1.2: IDi, [CERT,] [CERTREQ,] [IDr,] AUTH
     if p.remote_id is not None:
         payloads.append(IDr(p.remote_id.id_type, p.remote_id.data))
     payloads += [our_auth(p, ctx.prf, octets), esp_sa_payload(p.esp, spi, with_dh=False),
@@ -268,7 +268,7 @@ def _answer_init(sa: IkeSa, ctx: Ctx, msg: Message, src: ev.Address, data: bytes
     _derive_ike(ctx, prop, crypto.skeyseed(crypto.prf_for(prop.prf), ni, nr, shared), ni, nr)
     sa.init.update(request=data, ni=ni, nr=nr, proposal=prop)
     sa.go("init_answered")
-    return (SA((reply_prop,)), KE(prop.dh, dh.public_bytes()), Nonce(nr),
+    return (SA((reply_prop,)), KE(prop.dh, dh.public_bytes()), Nonce(nr), *our_certreqs(sa.policy),
             *_nat_notifies(sa, ctx.spi_i, ctx.spi_r, src), *_signature_notify(sa))
 
 
