@@ -17,9 +17,12 @@ from nsg.model.config import dump_config
 from nsg.model.ipsec import IpsecConfig
 
 
-def enterprise_for(plan: Plan, name: str = "lab", transport: str = "plain", psk: str | None = None) -> Enterprise:
+def enterprise_for(plan: Plan, name: str = "lab", transport: str = "plain", psk: str | None = None,
+                   ipsec_options: dict | None = None) -> Enterprise:
     t = plan.tenant
-    ipsec = IpsecConfig(psk=psk or secrets.token_urlsafe(24)) if transport == "esp" else None
+    ipsec = None
+    if transport == "esp":
+        ipsec = IpsecConfig(psk=psk or secrets.token_urlsafe(24), **(ipsec_options or {}))
     return Enterprise(
         name=name,
         transport=transport,
@@ -49,10 +52,11 @@ def nsg_argv(*args: str) -> list[str]:
 class Gateways:
     """Configs under <lab>/nodes/<gw>/config.json, state dirs beside them, daemons spawned in the lab."""
 
-    def __init__(self, lab: Lab, plan: Plan, transport: str = "plain"):
+    def __init__(self, lab: Lab, plan: Plan, transport: str = "plain", ipsec_options: dict | None = None):
         self.lab = lab
         self.plan = plan
         self.transport = transport
+        self.ipsec_options = ipsec_options
 
     def config_path(self, gw: str) -> Path:
         return self.lab.node_dir(gw) / "config.json"
@@ -62,7 +66,8 @@ class Gateways:
 
     def write_configs(self) -> dict[str, Path]:
         out = {}
-        for name, cfg in render(enterprise_for(self.plan, transport=self.transport)).items():
+        for name, cfg in render(enterprise_for(self.plan, transport=self.transport,
+                                                      ipsec_options=self.ipsec_options)).items():
             path = self.config_path(name)
             path.touch(mode=0o600)  # it may hold the PSK
             path.write_text(dump_config(cfg))

@@ -62,7 +62,8 @@ def peer_policy(cfg: GatewayConfig, peer: Peer, creds: dict) -> PeerPolicy:
         remote_ts=IPv4Network(f"{peer.system_ip}/32"),
         ike=tuple(IkeProposal(*parse_ike(p)) for p in ip.ike_proposals),
         esp=tuple(EspProposal(*parse_esp(p)) for p in ip.esp_proposals),
-        timers=Timers(ike_rekey_s=ip.ike_rekey_s, child_rekey_s=ip.child_rekey_s, dpd_s=ip.dpd_s),
+        timers=Timers(ike_rekey_s=ip.ike_rekey_s, child_rekey_s=ip.child_rekey_s, dpd_s=ip.dpd_s,
+                      old_child_linger_s=ip.rekey_overlap_s),
         **creds,
     )
 

@@ -49,6 +49,8 @@ class IpsecConfig(Frozen):
     ike_rekey_s: int = Field(default=14400, ge=60, le=7 * 86400)
     child_rekey_s: int = Field(default=3600, ge=30, le=86400)
     dpd_s: int = Field(default=30, ge=2, le=3600)
+    # After a child rekey the old inbound SA stays this long for packets already under way.
+    rekey_overlap_s: float = Field(default=5.0, ge=0.5, le=60)
     # Volume limits of a child SA (0: none): past the soft one it is rekeyed, past the hard
     # one it is dropped (RFC 4301 4.4.2.1). The hard time limit is 1.25 x child_rekey_s.
     child_soft_bytes: int = Field(default=0, ge=0)

@@ -30,7 +30,7 @@ def settle(gws, gw, timeout=15):
 
 def test_rekeys_lose_nothing_and_restart_recovers(make_lab):
     lab, plan = make_lab("two-branch-nat")
-    gws = Gateways(lab, plan, transport="esp")
+    gws = Gateways(lab, plan, transport="esp", ipsec_options={"rekey_overlap_s": 1.0})
     gws.write_configs()
     procs = {g: gws.start(g) for g in ("b1", "b2")}
     for g in ("b1", "b2"):

@@ -227,3 +227,24 @@ def test_unauthenticated_init_cannot_touch_an_established_sa():
             b.receive(data, ("203.0.113.66", 500), 500)
     assert b.state is State.ESTABLISHED
     assert net.ping(net.a) and net.ping(net.b)
+
+
+def test_certreq_with_certificates_only():
+    from ipsec.ike.message import Message
+    from ipsec.ike.payloads import CertReq
+
+    for policies, expect in ((cert_policies(), True), (psk_policies(), False)):
+        net = SimNet(*policies)
+        net.start()
+        # b's IKE_SA_INIT response is plain: it must carry a CERTREQ naming the CA iff certs are used
+        resp = Message.decode(net.a.sa.init.get("response") or next(
+            e.data for e in net.b.events if isinstance(e, ev.Send)))
+        req = resp.get(CertReq)
+        assert (req is not None) is expect
+        if expect:
+            from cryptography.hazmat.primitives import hashes
+            from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+            h = hashes.Hash(hashes.SHA1())
+            h.update(policies[0].cas[0].public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
+            assert req.ca_hashes() == (h.finalize(),)
