@@ -237,7 +237,8 @@ class Daemon:
         assert self.config is not None
         async with self._lock:
             try:
-                desired = build_desired(self.config, self.leases)
+                esp_tun = self.tunnels is None or self.tunnels.backend == "userspace"
+                desired = build_desired(self.config, self.leases, esp_tun=esp_tun)
             except ValueError as exc:  # e.g. a lease MTU too small for any tenant MTU
                 result = ApplyResult((), (), f"cannot build the desired state: {exc}")
             else:

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from ipsec.engine import xfrm
 from ipsec.engine.installer import SadInstaller
 from ipsec.engine.userspace import UserspaceEngine
+from ipsec.engine.xfrm_installer import EncapSocket, XfrmInstaller
 from ipsec.ike.driver import IkeDriver
 from ipsec.ike.manager import IkeManager
 from ipsec.ike.policy import EspProposal, Identity, IkeProposal, PeerPolicy, Timers
@@ -82,36 +83,53 @@ class Tunnels:
         self.manager: IkeManager | None = None
         self.kernel_esp = False
         self.backend = "userspace"
-        self.installer = SadInstaller(self.sad)
+        self.installer: SadInstaller | XfrmInstaller = SadInstaller(self.sad)
+        self.xfrm: xfrm.XfrmBackend | None = None
+        self.encap: EncapSocket | None = None
+        self.local_ip = "0.0.0.0"
         self.expired = {"soft": 0, "hard": 0}
         self._soft_done: set[tuple[str, int]] = set()
 
     def start_engine(self, cfg: GatewayConfig) -> None:
-        """Create the TUN device first: the dataplane routes into it."""
-        self.kernel_esp = xfrm.probe()
-        # The XFRM backend's messages are built and checked (ipsec/engine/xfrm*.py); wiring it in
-        # as the gateway's data path waits for a kernel with ESP to test it on (the firmware image).
-        self.backend = "userspace"
+        """Pick the backend by probing. Userspace: create the TUN first, the dataplane routes into it."""
         assert cfg.ipsec is not None
+        ip = cfg.ipsec
+        self.kernel_esp = xfrm.probe()
+        if self.kernel_esp:
+            self.backend = "xfrm"
+            self.xfrm = xfrm.XfrmBackend()
+            self.installer = XfrmInstaller(self.xfrm, lambda: self.local_ip)
+            return
+        self.backend = "userspace"
         self.engine = UserspaceEngine(ESP_TUN, self.sad)
         self.engine.open()
         self.engine.add_socket("0.0.0.0")
-        ip = cfg.ipsec
         self.installer = SadInstaller(self.sad, window=ip.replay_window, lifetime=Lifetime(
             soft_s=ip.child_rekey_s, hard_s=ip.child_rekey_s * 1.25,
             soft_bytes=ip.child_soft_bytes, hard_bytes=ip.child_hard_bytes,
             soft_packets=ip.child_soft_packets, hard_packets=ip.child_hard_packets))
-
         self.engine.start()
 
     async def start_ike(self, cfg: GatewayConfig, local_ip: str) -> None:
-        assert self.engine is not None
+        self.local_ip = local_ip
         self.manager = IkeManager((local_ip, 500))
-        self.driver = IkeDriver(self.manager, self.engine, self.installer, "0.0.0.0")
-        self.engine.on_ike = self.driver.from_engine_thread
+        nat: UserspaceEngine | EncapSocket
+        if self.backend == "xfrm":
+            nat = self.encap = EncapSocket(lambda data, addr, _i: self._ike_4500(data, addr))
+        else:
+            assert self.engine is not None
+            nat = self.engine
+        self.driver = IkeDriver(self.manager, nat, self.installer, "0.0.0.0")
+        if self.engine is not None:
+            self.engine.on_ike = self.driver.from_engine_thread
         await self.driver.start()
         self.apply(cfg, local_ip)
-        self._lifetimes = asyncio.get_running_loop().create_task(self._watch_lifetimes())
+        if self.backend == "userspace":  # the kernel enforces lifetimes of its own states
+            self._lifetimes = asyncio.get_running_loop().create_task(self._watch_lifetimes())
+
+    def _ike_4500(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.driver is not None:
+            self.driver.datagram(data, addr, 4500)
 
     async def _watch_lifetimes(self, every: float = 1.0) -> None:
         """Soft limit reached: rekey now. Hard limit: the SA goes, whatever IKE is doing."""
@@ -120,6 +138,8 @@ class Tunnels:
             self.check_lifetimes()
 
     def check_lifetimes(self) -> None:
+        if not isinstance(self.installer, SadInstaller):
+            return
         for _direction, spi, state in self.sad.expiries():
             found = self.installer.peer_of(spi)
             if found is None:
@@ -142,6 +162,7 @@ class Tunnels:
         creds = load_credentials(cfg.ipsec)
         policies = [(peer_policy(cfg, p, creds), p) for p in cfg.peers]
         self.manager.local = (local_ip, 500)
+        self.local_ip = local_ip
         tagged = []
         for name in set(self.manager.peers) - {p.name for p in cfg.peers}:
             tagged += self.manager.remove_peer(name)
@@ -166,10 +187,14 @@ class Tunnels:
             self.driver.close()
         if self.engine is not None:
             self.engine.stop()
+        if self.encap is not None:
+            self.encap.close()
+        if self.xfrm is not None:
+            self.xfrm.close()
         self.engine = self.driver = self.manager = None
 
     def status(self) -> dict:
-        if self.engine is None:
+        if self.engine is None and self.xfrm is None:
             return {"backend": None}
         sas = []
         for e in self.sad.inbound.values():
@@ -177,10 +202,14 @@ class Tunnels:
         for o in self.sad.outbound.values():
             sas.append({"dir": "out", "spi": f"{o.sa.spi:#010x}", "endpoint": f"{o.endpoint.host}:{o.endpoint.port}",
                         **o.sa.counters.as_dict()})
+        if self.backend == "xfrm":
+            sas = [{"dir": d, "spi": f"{spi:#010x}", "peer": peer}
+                   for (peer, _cid), c in self.installer.children.items()
+                   for d, spi in (("in", c.in_spi), ("out", c.out_spi))]
         return {
             "backend": self.backend,
             "kernel_esp": self.kernel_esp,
-            "engine": dict(self.engine.counters),
+            "engine": dict(self.engine.counters) if self.engine else {},
             "ike": self.manager.status() if self.manager else [],
             "child_sas": sas,
             "ike_driver": dict(self.driver.counters) if self.driver else {},

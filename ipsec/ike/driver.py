@@ -126,6 +126,6 @@ class IkeDriver:
     def _guard(self, what: str, peer: str, action: Callable[..., None], *args: object) -> None:
         try:
             action(*args)
-        except (ValueError, KeyError, OSError) as exc:
+        except (ValueError, KeyError, OSError, RuntimeError) as exc:  # RuntimeError: XfrmError
             self.counters["install_errors"] += 1
             log.error("child SA %s failed: %s", what, exc, extra={"fields": {"peer": peer}})

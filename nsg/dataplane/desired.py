@@ -31,7 +31,9 @@ def anycast_mac(vni: int) -> str:
     return f"02:4e:53:{(vni >> 16) & 0xFF:02x}:{(vni >> 8) & 0xFF:02x}:{vni & 0xFF:02x}"
 
 
-def build_desired(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None) -> Desired:
+def build_desired(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None, esp_tun: bool = True) -> Desired:
+    """``esp_tun``: with transport "esp", route peers into the userspace engine's TUN; False for
+    the kernel XFRM backend, whose policies encrypt what goes out through the uplinks."""
     leases = leases or {}
     sysip = str(cfg.system_ip)
     addrs: set[Addr] = {Addr("lo", f"{sysip}/32")}
@@ -75,15 +77,15 @@ def build_desired(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None)
             fdb.add(Fdb(vx, ZERO_MAC, str(peer.system_ip)))
 
     mtus: dict[str, int] = {}
-    if cfg.transport == "esp":
+    if cfg.transport == "esp" and esp_tun:
         # Peer system IPs lead into the ESP engine; it sends ESP-in-UDP over the uplinks.
         up.add(ESP_TUN)
         mtus[ESP_TUN] = esp_udp_tunnel_max_inner(min(wan_mtus))
         for peer in cfg.peers:
             routes.add(Route(f"{peer.system_ip}/32", ESP_TUN, None, sysip, 0))
     else:
-        # transport "plain": the underlay routes system IPs, so the peer's system IP
-        # is reached through the uplink next hops, sourced from our own system IP.
+        # transport "plain" (or ESP in the kernel): the peer's system IP is reached through the
+        # uplink next hops, sourced from our own system IP (XFRM policies match these packets).
         for peer in cfg.peers:
             for i, (ifname, gw) in enumerate(gateways):
                 routes.add(Route(f"{peer.system_ip}/32", ifname, gw, sysip, i))
