@@ -4,13 +4,13 @@ LAN hosts ping and run iperf3 across; the core router sees nothing but IKE and E
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 
 from scapy.all import IP, UDP, PcapReader
 
 from lab.gateways import Gateways
+from tests.capture import capture
 
 PATTERN = "6e73672d7365637265742d7061747465"  # "nsg-secret-patte": must never show on the WAN
 
@@ -29,15 +29,7 @@ def test_esp_through_nat(make_lab, tmp_path):
     assert b1_ike["peer"].startswith("198.18.2.2:")  # ... from the NAT's outside address
 
     pcap = tmp_path / "inet.pcap"
-    cap = subprocess.Popen(lab.exec_argv("inet", ["tcpdump", "-i", "any", "-n", "-U", "--immediate-mode", "-w",
-                                                  str(pcap), "not", "arp"]),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for _ in range(3):  # "data link type ..." may come first
-        if "listening" in cap.stderr.readline():
-            break
-    else:
-        raise AssertionError("tcpdump did not start")
-    try:
+    with capture(lab.ns("inet"), "any", pcap, "not", "arp"):
         for src, dst in (("b1-h1", "198.19.0.21"), ("b2-h1", "198.19.0.11")):
             ping = lab.run(src, "ping", "-c", "5", "-i", "0.1", "-W", "2", "-p", PATTERN, dst, check=False)
             assert ping.returncode == 0 and " 0% packet loss" in ping.stdout, ping.stdout
@@ -46,10 +38,6 @@ def test_esp_through_nat(make_lab, tmp_path):
         time.sleep(0.5)
         res = lab.run("b2-h1", "iperf3", "-c", "198.19.0.11", "-t", "3", "-J", timeout=30)
         srv.wait(10)
-    finally:
-        time.sleep(0.3)
-        cap.send_signal(signal.SIGINT)
-        cap.wait(10)
     mbps = json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
     print(f"iperf3 b2-h1 -> b1-h1 through NAT and ESP: {mbps:.1f} Mbit/s (while tcpdump records)")
     assert mbps > 20

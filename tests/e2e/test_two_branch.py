@@ -8,27 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 
 from scapy.all import ICMP, IP, UDP, VXLAN, rdpcap
 
 from lab.gateways import Gateways
-
-
-def start_capture(lab, node, ifname, path):
-    argv = ["tcpdump", "-i", ifname, "-n", "-U", "--immediate-mode", "-w", str(path)]
-    proc = subprocess.Popen(lab.exec_argv(node, argv),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    line = proc.stderr.readline()  # "listening on ..." once the socket is open
-    assert "listening on" in line, line
-    return proc
-
-
-def stop_capture(proc):
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
-    proc.wait(10)
+from tests.capture import capture
 
 
 def test_lan_hosts_ping_across_vxlan(make_lab, tmp_path):
@@ -42,11 +27,8 @@ def test_lan_hosts_ping_across_vxlan(make_lab, tmp_path):
         assert st["last_apply"]["waiting"] == []
 
     pcap = tmp_path / "inet.pcap"
-    cap = start_capture(lab, "inet", "b1-w0", pcap)
-    try:
+    with capture(lab.ns("inet"), "b1-w0", pcap):
         ping = lab.run("b1-h1", "ping", "-c", "5", "-i", "0.2", "-W", "2", "198.19.0.21", check=False)
-    finally:
-        stop_capture(cap)
     assert ping.returncode == 0, ping.stdout + ping.stderr
     assert " 0% packet loss" in ping.stdout
 

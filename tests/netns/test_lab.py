@@ -6,12 +6,12 @@ import ipaddress
 import json
 import subprocess
 import sys
-import time
 
 from scapy.all import ICMP, IP, rdpcap
 
 from lab import netns
 from lab.lab import Lab
+from tests.capture import capture
 from tests.conftest import unique_name
 
 ALLOWED = [ipaddress.ip_network(n) for n in ("198.18.0.0/15", "192.0.2.0/24", "198.51.100.0/24",
@@ -78,13 +78,8 @@ def test_nat_topology_masquerades(make_lab, tmp_path):
     u = b2.uplinks[0]
     lab.run("b2", "ip", "addr", "add", u.address, "dev", "wan0")
     lab.run("b2", "ip", "route", "add", "default", "via", u.gateway)
-    argv = ["tcpdump", "-i", "ctl0", "-n", "-U", "--immediate-mode", "-w", str(tmp_path / "c.pcap"), "icmp"]
-    cap = subprocess.Popen(lab.exec_argv("inet", argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert "listening" in cap.stderr.readline()
-    ping = lab.run("b2", "ping", "-c2", "-W2", plan.controller, check=False)
-    time.sleep(0.3)
-    cap.terminate()
-    cap.wait(5)
+    with capture(lab.ns("inet"), "ctl0", tmp_path / "c.pcap", "icmp"):
+        ping = lab.run("b2", "ping", "-c2", "-W2", plan.controller, check=False)
     assert ping.returncode == 0, ping.stdout
     pkts = [p for p in rdpcap(str(tmp_path / "c.pcap")) if p.haslayer(ICMP)]
     # The controller sees the NAT's outside address, never b2's inside one.

@@ -7,7 +7,6 @@ dropped and counted while the engine keeps forwarding.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 from scapy.all import IP, UDP, rdpcap
 
 from lab.esp_pair import INNER, SPIS, WAN, EspPair
+from tests.capture import capture
 from tests.conftest import sh, unique_name
 
 
@@ -29,36 +29,21 @@ def pair(tmp_path):
         p.down()
 
 
-def capture(ns, path, *filt):
-    argv = ["tcpdump", "-i", "wan0", "-n", "-U", "--immediate-mode", "-w", str(path), *filt]
-    cap = subprocess.Popen(["ip", "netns", "exec", ns, *argv],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert "listening" in cap.stderr.readline()
-    return cap
-
-
-def stop(cap):
-    time.sleep(0.2)
-    cap.send_signal(signal.SIGINT)
-    cap.wait(5)
-
-
 def test_ping_and_tcp_over_esp_only_udp_4500_on_the_wire(pair, tmp_path):
     a, b = pair.ns
-    cap = capture(a, tmp_path / "wan.pcap")
-    ping = subprocess.run(["ip", "netns", "exec", a, "ping", "-c", "5", "-i", "0.1", "-W", "2", INNER[1]],
-                          capture_output=True, text=True, check=False)
-    # a TCP transfer (the kernel's TCP over the engine) of 2 MB, counted at the far end
-    srv = subprocess.Popen(["ip", "netns", "exec", b, sys.executable, "-c",
-                            f"import socket;s=socket.socket();s.setsockopt(1,2,1);s.bind(('{INNER[1]}',5001));"
-                            "s.listen(1);c,_=s.accept();n=0\nwhile (d:=c.recv(65536)):n+=len(d)\nprint(n)"],
-                           stdout=subprocess.PIPE, text=True)
-    time.sleep(0.3)
-    subprocess.run(["ip", "netns", "exec", a, sys.executable, "-c",
-                    f"import socket;s=socket.create_connection(('{INNER[1]}',5001));s.sendall(b'z'*2_000_000);"
-                    "s.close()"], check=True, timeout=30)
-    assert srv.communicate(timeout=30)[0].strip() == "2000000"
-    stop(cap)
+    with capture(a, "wan0", tmp_path / "wan.pcap"):
+        ping = subprocess.run(["ip", "netns", "exec", a, "ping", "-c", "5", "-i", "0.1", "-W", "2", INNER[1]],
+                              capture_output=True, text=True, check=False)
+        # a TCP transfer (the kernel's TCP over the engine) of 2 MB, counted at the far end
+        srv = subprocess.Popen(["ip", "netns", "exec", b, sys.executable, "-c",
+                                f"import socket;s=socket.socket();s.setsockopt(1,2,1);s.bind(('{INNER[1]}',5001));"
+                                "s.listen(1);c,_=s.accept();n=0\nwhile (d:=c.recv(65536)):n+=len(d)\nprint(n)"],
+                               stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        subprocess.run(["ip", "netns", "exec", a, sys.executable, "-c",
+                        f"import socket;s=socket.create_connection(('{INNER[1]}',5001));s.sendall(b'z'*2_000_000);"
+                        "s.close()"], check=True, timeout=30)
+        assert srv.communicate(timeout=30)[0].strip() == "2000000"
     assert ping.returncode == 0, ping.stdout
     pkts = [p for p in rdpcap(str(tmp_path / "wan.pcap")) if p.haslayer(IP)]
     assert len(pkts) > 100
@@ -75,9 +60,8 @@ def test_ping_and_tcp_over_esp_only_udp_4500_on_the_wire(pair, tmp_path):
 
 def test_hostile_packets_dropped_and_counted(pair, tmp_path):
     a, b = pair.ns
-    cap = capture(b, tmp_path / "wan.pcap", "udp", "and", "dst", "port", "4500")
-    sh("ip", "netns", "exec", a, "ping", "-c", "2", "-W", "2", INNER[1])
-    stop(cap)
+    with capture(b, "wan0", tmp_path / "wan.pcap", "udp", "and", "dst", "port", "4500"):
+        sh("ip", "netns", "exec", a, "ping", "-c", "2", "-W", "2", INNER[1])
     esp = [bytes(p[UDP].payload) for p in rdpcap(str(tmp_path / "wan.pcap")) if p.haslayer(UDP)]
     assert len(esp) >= 2
     good = esp[0]
