@@ -1,17 +1,21 @@
-"""Hostile IKE traffic at a running gateway: hypothesis-generated datagrams on UDP 500 and 4500,
-and forgeries that carry the real SPIs of the live IKE SA. All are dropped and counted; the
-daemon keeps running and its tunnel keeps its keys and carries traffic."""
+"""Hostile traffic at a running gateway: hypothesis-generated IKE datagrams on UDP 500 and 4500,
+forgeries that carry the real SPIs of the live IKE SA, and replayed, tampered, unknown-SPI and
+truncated ESP. All are dropped and counted; the daemon keeps running and its tunnel keeps its
+keys and carries traffic."""
 
 from __future__ import annotations
 
 import struct
 import subprocess
 import sys
+import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scapy.all import UDP, rdpcap
 
 from lab.gateways import Gateways
+from tests.capture import capture
 
 EXCHANGES = st.sampled_from([34, 35, 36, 37, 0, 255])
 
@@ -38,9 +42,11 @@ SENDER = """
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for line in open(sys.argv[1]):
-    port, _, hexdata = line.strip().partition(" ")
+    kind, _, hexdata = line.strip().partition(" ")
     data = bytes.fromhex(hexdata)
-    s.sendto((b"\\x00\\x00\\x00\\x00" + data) if port == "4500" else data, (sys.argv[2], int(port)))
+    if kind == "4500":  # IKE on the NAT-T port carries the non-ESP marker (RFC 3948 2.2)
+        data = b"\\x00\\x00\\x00\\x00" + data
+    s.sendto(data, (sys.argv[2], 4500 if kind == "esp" else int(kind)))
 """
 
 
@@ -82,3 +88,41 @@ def test_hostile_ike_is_dropped_and_counted(make_lab, tmp_path):
     # the overlay still works both ways
     for src, dst in (("b1-h1", "198.19.0.21"), ("b2-h1", "198.19.0.11")):
         assert lab.run(src, "ping", "-c", "2", "-W", "2", dst, check=False).returncode == 0
+
+
+def test_hostile_esp_at_the_gateway(make_lab, tmp_path):
+    lab, plan = make_lab("two-branch")
+    gws = Gateways(lab, plan, transport="esp")
+    gws.write_configs()
+    for g in ("b1", "b2"):
+        gws.start(g)
+    for g in ("b1", "b2"):
+        gws.wait_tunnels(g)
+    target = plan.gateways[1].uplinks[0].address.split("/")[0]
+    with capture(lab.ns("inet"), "b2-w0", tmp_path / "esp.pcap", "udp", "dst", "port", "4500", "and",
+                 "greater", "60"):
+        lab.run("b1-h1", "ping", "-c", "3", "-i", "0.2", "-W", "2", "198.19.0.21")
+    esp = [bytes(p[UDP].payload) for p in rdpcap(str(tmp_path / "esp.pcap")) if p.haslayer(UDP)]
+    esp = [e for e in esp if e[:4] != bytes(4)]
+    assert esp
+    good = esp[0]
+    tampered = bytearray(good)
+    tampered[4:8] = (99999).to_bytes(4, "big")  # fresh sequence number: reaches the ICV check, fails it
+    hostile = [good, bytes(tampered), b"\x00\x00\x99\x99" + good[4:], good[:12], b"\x01\x02\x03"]
+    before = gws.status("b2")["tunnels"]
+    f = tmp_path / "esp.txt"
+    f.write_text("".join(f"esp {h.hex()}\n" for h in hostile))  # to 4500 as ESP: no marker
+    subprocess.run(lab.exec_argv("inet", [sys.executable, "-c", SENDER, str(f), target]), check=True)
+    time.sleep(0.5)
+    after = gws.status("b2")["tunnels"]
+
+    def sa_sum(t, key):
+        return sum(c[key] for c in t["child_sas"] if c["dir"] == "in")
+
+    eng = {k: after["engine"][k] - before["engine"][k] for k in ("unknown_spi", "truncated", "esp_drops")}
+    print(f"hostile ESP at b2: engine {eng}, replay +{sa_sum(after, 'replay_drops') - sa_sum(before, 'replay_drops')},"
+          f" auth +{sa_sum(after, 'auth_failures') - sa_sum(before, 'auth_failures')}")
+    assert sa_sum(after, "replay_drops") - sa_sum(before, "replay_drops") == 1
+    assert sa_sum(after, "auth_failures") - sa_sum(before, "auth_failures") == 1
+    assert eng["unknown_spi"] == 1 and eng["truncated"] == 1 and eng["esp_drops"] == 3
+    assert lab.run("b1-h1", "ping", "-c", "2", "-W", "2", "198.19.0.21", check=False).returncode == 0

@@ -31,8 +31,9 @@ def test_establish_and_traffic(kind):
 
 @pytest.mark.parametrize("group", [19, 20, 31])
 @pytest.mark.parametrize("bits", [128, 256])
-def test_groups_and_key_sizes(group, bits):
-    prop = IkeProposal(encr_bits=bits, dh=group)
+@pytest.mark.parametrize("prf", [5, 6])  # PRF_HMAC_SHA2_256, _384
+def test_groups_and_key_sizes(group, bits, prf):
+    prop = IkeProposal(encr_bits=bits, prf=prf, dh=group)
     pa, pb = psk_policies(ike=(prop,), esp=(EspProposal(encr_bits=bits, esn=True, dh=group),))
     net = SimNet(pa, pb)
     net.start()
