@@ -38,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     rk.add_argument("--ike", action="store_true")
     rk.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
 
+    fi = sub.add_parser("factory-init", help="give this box its factory identity (IDevID), for labs and images")
+    fi.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    fi.add_argument("--manufacturer-dir", type=Path, required=True,
+                    help="the manufacturer CA (created there if absent: a lab CA)")
+    fi.add_argument("--serial", help="serial number (default: from DMI)")
+    fi.add_argument("--force", action="store_true", help="replace an existing identity")
+
     chk = sub.add_parser("check-config", help="validate a config file without applying it")
     chk.add_argument("config", type=Path)
     return p
@@ -75,6 +82,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"nsg: {exc}", file=sys.stderr)
             return 1
         print(f"rekey of the {res['rekey']} SA toward {res['peer']} started")
+        return 0
+    if args.cmd == "factory-init":
+        from bootstrap.identity import IdentityError, discover_serial, factory_init, make_manufacturer_ca
+
+        try:
+            serial = args.serial or discover_serial(store=None)[0]
+            cert = factory_init(args.state_dir, serial, make_manufacturer_ca(args.manufacturer_dir),
+                                force=args.force)
+        except (IdentityError, OSError) as exc:
+            print(f"nsg: factory-init: {exc}", file=sys.stderr)
+            return 1
+        print(f"{args.state_dir}: IDevID for serial {serial}, issued by {cert.issuer.rfc4514_string()}")
         return 0
     if args.cmd == "check-config":
         from nsg.model import ConfigError, load_config
