@@ -16,7 +16,7 @@ PACKAGES = ("nsg", "bootstrap", "ipsec", "containers", "controller", "lab")
 LEAF_PACKAGES = ("bootstrap", "ipsec", "containers")
 OS_INTERFACES = ("pyroute2", "docker")
 # Modules of nsg the controller may use: pure models, wire formats, codecs.
-NSG_PURE_FOR_CONTROLLER = ("nsg.model",)
+NSG_PURE_FOR_CONTROLLER = ("nsg.model", "nsg.channel.wire")
 
 
 def modules(pkg: str):

@@ -1,0 +1,115 @@
+"""The controller's side of the management channel: gateways connect with their LDevID over
+mTLS; the serial in the certificate says who they are. Uses nsg.channel.wire (pure)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from nsg.channel import wire
+
+log = logging.getLogger("controller.channel")
+
+# serial -> (generation, config document) or None for an unknown gateway
+ConfigLookup = Callable[[str], tuple[int, dict[str, Any]] | None]
+
+
+@dataclass
+class GatewaySession:
+    serial: str
+    ws: web.WebSocketResponse
+    sent_generation: int = 0
+    results: list[wire.ApplyResult] = field(default_factory=list)
+    telemetry: wire.Telemetry | None = None
+    events: list[wire.Event] = field(default_factory=list)
+
+
+def peer_serial(request: web.Request) -> str | None:
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+    if not der:
+        return None
+    cert = x509.load_der_x509_certificate(der)
+    attrs = cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+    return str(attrs[0].value) if attrs else None
+
+
+class ChannelHub:
+    def __init__(self, lookup: ConfigLookup):
+        self.lookup = lookup
+        self.sessions: dict[str, GatewaySession] = {}
+        self.counters = {"connects": 0, "refused": 0, "bad_frames": 0}
+
+    def add_routes(self, app: web.Application, path: str = "/channel") -> None:
+        app.router.add_get(path, self.handle)
+        app.on_shutdown.append(self._close_all)
+
+    async def _close_all(self, _app: web.Application) -> None:
+        """On shutdown say goodbye (1001), so gateways reconnect at once instead of timing out."""
+        for session in list(self.sessions.values()):
+            await session.ws.close(code=1001, message=b"controller shutting down")
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        serial = peer_serial(request)
+        if serial is None or self.lookup(serial) is None:
+            self.counters["refused"] += 1
+            raise web.HTTPForbidden(text="unknown gateway")
+        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=wire.MAX_FRAME)
+        await ws.prepare(request)
+        session = GatewaySession(serial, ws)
+        try:
+            hello = wire.decode((await ws.receive(timeout=10)).data)
+            if not isinstance(hello, wire.Hello) or hello.serial != serial:
+                await ws.send_str(wire.encode(wire.Error(code="hello", message="first frame must be our hello")))
+                return ws
+            version = wire.choose_version(hello.versions)
+        except (wire.ChannelProtocolError, TimeoutError, TypeError) as exc:
+            self.counters["bad_frames"] += 1
+            await ws.send_str(wire.encode(wire.Error(code="hello", message=str(exc))))
+            return ws
+        old = self.sessions.get(serial)
+        if old is not None:
+            await old.ws.close()
+        self.sessions[serial] = session
+        self.counters["connects"] += 1
+        await ws.send_str(wire.encode(wire.Hello(versions=(version,))))
+        await self.push(serial)
+        async for frame in ws:
+            if frame.type != WSMsgType.TEXT:
+                continue
+            try:
+                msg = wire.decode(frame.data)
+            except wire.ChannelProtocolError as exc:
+                self.counters["bad_frames"] += 1
+                await ws.send_str(wire.encode(wire.Error(code=exc.code, message=str(exc))))
+                continue
+            if isinstance(msg, wire.ApplyResult):
+                session.results.append(msg)
+                log.info("gateway applied", extra={"fields": {"serial": serial, "generation": msg.generation,
+                                                              "ok": msg.ok, "error": msg.error}})
+            elif isinstance(msg, wire.Telemetry):
+                session.telemetry = msg
+            elif isinstance(msg, wire.Event):
+                session.events = [*session.events[-99:], msg]
+        if self.sessions.get(serial) is session:
+            del self.sessions[serial]
+        return ws
+
+    async def push(self, serial: str) -> bool:
+        """Send the gateway its current config if it does not have it yet."""
+        session = self.sessions.get(serial)
+        found = self.lookup(serial)
+        if session is None or found is None:
+            return False
+        generation, doc = found
+        if generation <= session.sent_generation:
+            return False
+        await session.ws.send_str(wire.encode(wire.Config(generation=generation, config=doc)))
+        session.sent_generation = generation
+        return True

@@ -1,0 +1,1 @@
+"""The management channel to the controller: mTLS WebSocket, versioned JSON messages."""

@@ -1,0 +1,123 @@
+"""The gateway's side of the management channel: mTLS WebSocket, reconnect with jittered backoff.
+
+The channel only carries desired state in and results out; applying a config is the daemon's
+business (``on_config``), which validates it and keeps what runs if it is bad.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from nsg.channel import wire
+
+log = logging.getLogger("nsg.channel")
+
+ApplyFn = Callable[[wire.Config], Awaitable[wire.ApplyResult]]
+
+
+class ChannelClient:
+    def __init__(self, url: str, ssl_context: Callable[[], ssl.SSLContext], serial: str, on_config: ApplyFn,
+                 running: Callable[[], int], *, capabilities: tuple[str, ...] = ("config", "telemetry"),
+                 backoff: tuple[float, float] = (1.0, 60.0), heartbeat: float = 20.0):
+        self.url = url
+        self.ssl_context = ssl_context
+        self.serial = serial
+        self.on_config = on_config
+        self.running = running
+        self.capabilities = capabilities
+        self.backoff = backoff
+        self.heartbeat = heartbeat
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self.stats = {"connects": 0, "failures": 0, "frames_in": 0, "frames_out": 0, "bad_frames": 0,
+                      "configs": 0}
+        self.last_error: str | None = None
+        self.connected_since: float | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and not self._ws.closed
+
+    async def run(self) -> None:
+        delay = self.backoff[0]
+        while True:
+            try:
+                await self._session()
+                delay = self.backoff[0]  # it worked for a while: start over with short waits
+            except (aiohttp.ClientError, OSError, TimeoutError, wire.ChannelProtocolError, ssl.SSLError) as exc:
+                self.stats["failures"] += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("channel down: %s", self.last_error, extra={"fields": {"url": self.url}})
+            self._ws = None
+            self.connected_since = None
+            # jitter spreads 500 gateways reconnecting after a controller restart
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, self.backoff[1])
+
+    async def _session(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.ws_connect(
+                self.url, ssl=self.ssl_context(), heartbeat=self.heartbeat, max_msg_size=wire.MAX_FRAME) as ws:
+            self._ws = ws
+            await self._send(wire.Hello(versions=wire.VERSIONS, serial=self.serial, capabilities=self.capabilities,
+                                        generation=self.running()))
+            first = await self._receive(ws)
+            if not isinstance(first, wire.Hello):
+                raise wire.ChannelProtocolError("order", f"expected hello, got {first.type}")
+            wire.choose_version(first.versions)
+            self.stats["connects"] += 1
+            self.connected_since = time.time()
+            self.last_error = None
+            log.info("channel up", extra={"fields": {"url": self.url}})
+            while True:
+                try:
+                    msg = await self._receive(ws)
+                except wire.ChannelProtocolError as exc:
+                    if exc.code == "closed":
+                        raise
+                    self.stats["bad_frames"] += 1
+                    await self._send(wire.Error(code=exc.code, message=str(exc)))
+                    continue
+                if isinstance(msg, wire.Config):
+                    self.stats["configs"] += 1
+                    await self._send(await self.on_config(msg))
+                elif isinstance(msg, wire.Error):
+                    log.warning("controller says: %s", msg.message, extra={"fields": {"code": msg.code}})
+
+    async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> wire.Hello | wire.Config | wire.Error:
+        frame = await ws.receive()
+        if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
+                          aiohttp.WSMsgType.ERROR):
+            raise wire.ChannelProtocolError("closed", f"controller closed the channel ({frame.type.name})")
+        if frame.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+            raise wire.ChannelProtocolError("frame", f"unexpected frame type {frame.type.name}")
+        self.stats["frames_in"] += 1
+        msg = wire.decode(frame.data)
+        if not isinstance(msg, wire.Hello | wire.Config | wire.Error):
+            raise wire.ChannelProtocolError("direction", f"'{msg.type}' is not sent by a controller")
+        return msg
+
+    async def _send(self, msg: wire._Msg) -> None:
+        assert self._ws is not None
+        await self._ws.send_str(wire.encode(msg))
+        self.stats["frames_out"] += 1
+
+    async def send(self, msg: wire.Telemetry | wire.Event) -> bool:
+        """Best effort: False when the channel is down (the caller keeps or drops it)."""
+        if not self.connected:
+            return False
+        try:
+            await self._send(msg)
+        except (aiohttp.ClientError, ConnectionError):
+            return False
+        return True
+
+    def status(self) -> dict:
+        return {"url": self.url, "connected": self.connected, "since": self.connected_since,
+                "last_error": self.last_error, **self.stats}
