@@ -93,7 +93,7 @@ def test_config_flows_and_results_come_back(pki):
                                 running=3 if msg.generation == 4 else msg.generation)
 
     async def main():
-        hub = ChannelHub(lambda s: configs.get(s))
+        hub = ChannelHub(configs.get)
         runner, port = await start(hub, pki)
         client = ChannelClient(f"wss://127.0.0.1:{port}/channel", lambda: client_ctx(pki), "NSG-1", on_config,
                                lambda: 0, backoff=(0.05, 0.2))
@@ -135,11 +135,11 @@ def test_unknown_gateway_and_untrusted_server_are_refused(pki, tmp_path):
             await stranger._session()
         assert hub.counters["refused"] == 1
         # a client that does not trust the server's CA never talks to it
-        other_ca_key, other_ca, _, other_pem = _cert(tmp_path, "otherca", ca=True)
+        _, _, _, other_pem = _cert(tmp_path, "otherca", ca=True)
         bad = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(other_pem))
         bad.load_cert_chain(str(pki["gw"][0]), str(pki["gw"][1]))
         c = ChannelClient(f"wss://127.0.0.1:{port}/channel", lambda: bad, "NSG-1", never, lambda: 0)
-        with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+        with pytest.raises(Exception, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
             await c._session()
         await runner.cleanup()
 
