@@ -18,7 +18,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the gateway daemon")
-    run.add_argument("--config", type=Path, required=True, help="gateway config (JSON)")
+    run.add_argument("--config", type=Path, help="gateway config (JSON); default: the last good config kept")
     run.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     run.add_argument("--flush-on-exit", action="store_true",
                      help="remove the dataplane nsg built when the daemon exits")

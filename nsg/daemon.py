@@ -24,17 +24,20 @@ from nsg.control import SOCKET_NAME, ControlServer
 from nsg.dataplane.desired import bridge_name, build_desired, vxlan_name
 from nsg.dataplane.reconciler import ApplyResult, Kernel, Reconciler
 from nsg.model import ConfigError, GatewayConfig, load_config
+from nsg.model.config import dump_config
 from nsg.tunnels import TunnelConfigError, Tunnels, load_credentials
 from nsg.uplinks.dhcp import DhcpClient, write_hook
 from nsg.uplinks.lease import Lease
 
 log = logging.getLogger("nsg.daemon")
 
+LAST_GOOD = "last-good-config.json"
+
 
 class Daemon:
     def __init__(
         self,
-        config_path: Path,
+        config_path: Path | None,
         state_dir: Path,
         kernel_factory: Callable[[], Kernel],
         *,
@@ -65,7 +68,7 @@ class Daemon:
 
     async def run(self) -> int:
         try:
-            self.config = load_config(self.config_path)
+            self.config = self._boot_config()
         except ConfigError as exc:
             log.error("refusing to start: %s", exc, extra={"fields": {"problems": exc.problems}})
             return 2
@@ -88,10 +91,9 @@ class Daemon:
         log.info("nsg started", extra={"fields": {"version": __version__, "pid": os.getpid(),
                                                   "config": str(self.config_path)}})
         try:
-            self._sync_dhcp()
-            await self._sync_tunnels(before_apply=True)
-            await self._apply("start")
-            await self._sync_tunnels(before_apply=False)
+            result = await self._converge("start")
+            if result.ok:
+                self._persist_last_good()
             await self._main_loop()
         finally:
             for client in self.dhcp.values():
@@ -108,6 +110,24 @@ class Daemon:
                 close()
             log.info("nsg stopped", extra={"fields": {"flushed": self.flush_on_exit}})
         return 0
+
+    def _boot_config(self) -> GatewayConfig:
+        """The config file if given and valid; else the last config that ran (a headless boot)."""
+        last = self.state_dir / LAST_GOOD
+        if self.config_path is None:
+            if not last.exists():
+                raise ConfigError(str(last), ["no --config given and no last good config kept yet"])
+            log.warning("booting from the last good config", extra={"fields": {"path": str(last)}})
+            return load_config(last)
+        try:
+            return load_config(self.config_path)
+        except ConfigError as exc:
+            if not last.exists():
+                raise
+            log.error("config file refused (%s); booting from the last good config", exc,
+                      extra={"fields": {"problems": exc.problems, "path": str(last)}})
+            self.last_reload_error = str(exc)
+            return load_config(last)
 
     def _request(self, what: str) -> None:
         self._pending.append(what)
@@ -136,32 +156,64 @@ class Daemon:
 
     async def _reload(self) -> None:
         self.counters["reloads"] += 1
+        if self.config_path is None:
+            log.info("reload: no config file (the controller sends configs)")
+            return
         try:
             new = await asyncio.to_thread(load_config, self.config_path)
         except ConfigError as exc:
-            self.counters["reloads_rejected"] += 1
-            self.last_reload_error = str(exc)
-            log.error("reload refused, running state kept", extra={"fields": {"problems": exc.problems,
-                                                                              "generation": self.generation}})
+            self._refused(str(exc), exc.problems)
             return
+        await self.install_config(new, "reload")
+
+    def _refused(self, error: str, problems: list[str]) -> None:
+        self.counters["reloads_rejected"] += 1
+        self.last_reload_error = error
+        log.error("config refused, running state kept", extra={"fields": {"problems": problems,
+                                                                        "generation": self.generation}})
+
+    async def install_config(self, new: GatewayConfig, reason: str, generation: int | None = None) -> str | None:
+        """Make ``new`` the running config; None on success, else why it was refused (and the
+        previous config keeps running, in the kernel too)."""
         if new.ipsec is not None:
             try:
                 load_credentials(new.ipsec)
             except TunnelConfigError as exc:
-                self.counters["reloads_rejected"] += 1
-                self.last_reload_error = str(exc)
-                log.error("reload refused, running state kept", extra={"fields": {"problems": [str(exc)]}})
-                return
+                self._refused(str(exc), [str(exc)])
+                return str(exc)
         self.last_reload_error = None
+        previous, previous_generation = self.config, self.generation
         if new == self.config:
-            log.info("reload: configuration unchanged", extra={"fields": {"generation": self.generation}})
+            log.info("configuration unchanged", extra={"fields": {"generation": self.generation, "reason": reason}})
         else:
             self.config = new
-            self.generation += 1
+            self.generation = generation if generation is not None else self.generation + 1
+        result = await self._converge(reason)
+        if not result.ok and previous is not None and new != previous:
+            self.config, self.generation = previous, previous_generation
+            await self._converge(f"{reason}-rollback")
+            self._refused(f"could not apply: {result.error}", [str(result.error)])
+            return f"could not apply: {result.error}"
+        self._persist_last_good()
+        return None
+
+    async def _converge(self, reason: str) -> ApplyResult:
         self._sync_dhcp()
         await self._sync_tunnels(before_apply=True)
-        await self._apply("reload")
+        result = await self._apply(reason)
         await self._sync_tunnels(before_apply=False)
+        return result
+
+    def _persist_last_good(self) -> None:
+        """The config in force, kept atomically so the box boots and forwards with its controller away.
+        Mode 0600: it may hold the IPsec PSK."""
+        assert self.config is not None
+        path = self.state_dir / LAST_GOOD
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(dump_config(self.config))
+        os.replace(tmp, path)
 
     def _local_ip(self) -> str:
         assert self.config is not None
@@ -311,7 +363,7 @@ class Daemon:
         }
 
 
-def run_daemon(config: Path, state_dir: Path, *, flush_on_exit: bool, resync_interval: float) -> int:
+def run_daemon(config: Path | None, state_dir: Path, *, flush_on_exit: bool, resync_interval: float) -> int:
     from nsg.dataplane.netlink import NetlinkAdapter
 
     daemon = Daemon(config, state_dir, NetlinkAdapter, flush_on_exit=flush_on_exit,

@@ -13,12 +13,13 @@ from tests.conftest import sh
 
 
 class NsgProcess:
-    def __init__(self, ns: str, config: Path, state: Path, *extra: str):
+    def __init__(self, ns: str, config: Path | None, state: Path, *extra: str):
         self.ns, self.config, self.state = ns, config, state
+        cfg_args = ["--config", str(config)] if config is not None else []
         self.log = state.parent / f"{state.name}.log"
         self._log = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "nsg.cli", "run", "--config", str(config),
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "nsg.cli", "run", *cfg_args,
              "--state-dir", str(state), *extra],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 

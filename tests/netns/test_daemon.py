@@ -152,3 +152,26 @@ def test_cli_typo_is_a_clear_error():
     p = subprocess.run([sys.executable, "-m", "nsg.cli", "status", "--jsno"], capture_output=True, text=True,
                        check=False)
     assert p.returncode == 2 and "unrecognized arguments: --jsno" in p.stderr
+
+
+def test_last_good_config_boots_headless(gw):
+    ns, cfg, start = gw
+    d = start()
+    d.wait(applied)
+    assert d.stop() == 0
+    last = d.state / "last-good-config.json"
+    assert oct(last.stat().st_mode & 0o777) == "0o600"
+    # the config file is gone bad while the box was off: it boots from what ran last
+    cfg.write_text("{ broken")
+    d2 = start()
+    st = d2.wait(applied)
+    assert "not JSON" in st["last_reload_error"]
+    assert {x["name"] for x in st["devices"]} >= {"br-100", "vx-100"}
+    assert d2.stop() == 0
+    # and with no config file at all (a bootstrapped box restarting without its controller)
+    d3 = NsgProcess(ns, None, d.state)
+    try:
+        st = d3.wait(applied)
+        assert st["last_apply"]["error"] is None and st["config"]["system_ip"] == "198.19.255.1"
+    finally:
+        assert d3.stop() == 0
