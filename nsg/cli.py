@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="remove the dataplane nsg built when the daemon exits")
     run.add_argument("--resync-interval", type=float, default=30.0, metavar="SECONDS",
                      help="re-apply the desired state this often (repairs drift)")
+    run.add_argument("--controller", metavar="URL",
+                     help="hold the management channel to this controller (wss://...); identity from STATE/identity")
     run.add_argument("--log-format", choices=("json", "text"), default="json")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             print("nsg: --resync-interval must be positive", file=sys.stderr)
             return 2
         return run_daemon(args.config, args.state_dir, flush_on_exit=args.flush_on_exit,
-                          resync_interval=args.resync_interval)
+                          resync_interval=args.resync_interval, controller_url=args.controller)
     if args.cmd == "status":
         from nsg.control import ControlError, request
         from nsg.status import render
@@ -88,12 +90,12 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             serial = args.serial or discover_serial(store=None)[0]
-            cert = factory_init(args.state_dir, serial, make_manufacturer_ca(args.manufacturer_dir),
+            cert = factory_init(args.state_dir / "identity", serial, make_manufacturer_ca(args.manufacturer_dir),
                                 force=args.force)
         except (IdentityError, OSError) as exc:
             print(f"nsg: factory-init: {exc}", file=sys.stderr)
             return 1
-        print(f"{args.state_dir}: IDevID for serial {serial}, issued by {cert.issuer.rfc4514_string()}")
+        print(f"{args.state_dir / 'identity'}: IDevID for serial {serial}, issued by {cert.issuer.rfc4514_string()}")
         return 0
     if args.cmd == "check-config":
         from nsg.model import ConfigError, load_config

@@ -43,6 +43,7 @@ class Daemon:
         *,
         flush_on_exit: bool = False,
         resync_interval: float = 30.0,
+        controller_url: str | None = None,
     ):
         self.config_path = config_path
         self.state_dir = state_dir
@@ -63,6 +64,8 @@ class Daemon:
         self._wake = asyncio.Event()
         self._pending: list[str] = []
         self.tunnels: Tunnels | None = None
+        self.controller_url = controller_url
+        self.channel = None
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -72,13 +75,13 @@ class Daemon:
         except ConfigError as exc:
             log.error("refusing to start: %s", exc, extra={"fields": {"problems": exc.problems}})
             return 2
-        if self.config.ipsec is not None:
+        if self.config is not None and self.config.ipsec is not None:
             try:
                 load_credentials(self.config.ipsec)
             except TunnelConfigError as exc:
                 log.error("refusing to start: %s", exc)
                 return 2
-        self.generation = 1
+        self.generation = 1 if self.config is not None else 0
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.kernel = await asyncio.to_thread(self.kernel_factory)
         self.reconciler = Reconciler(self.kernel)
@@ -91,10 +94,18 @@ class Daemon:
         log.info("nsg started", extra={"fields": {"version": __version__, "pid": os.getpid(),
                                                   "config": str(self.config_path)}})
         try:
-            result = await self._converge("start")
-            if result.ok:
-                self._persist_last_good()
-            await self._main_loop()
+            if self.config is not None:
+                result = await self._converge("start")
+                if result.ok:
+                    self._persist_last_good()
+            else:
+                log.info("no config yet: waiting for the controller", extra={"fields": {"url": self.controller_url}})
+            channel_task = self._start_channel()
+            try:
+                await self._main_loop()
+            finally:
+                if channel_task is not None:
+                    channel_task.cancel()
         finally:
             for client in self.dhcp.values():
                 await client.stop()
@@ -111,11 +122,41 @@ class Daemon:
             log.info("nsg stopped", extra={"fields": {"flushed": self.flush_on_exit}})
         return 0
 
-    def _boot_config(self) -> GatewayConfig:
+    def _start_channel(self) -> asyncio.Task | None:
+        """With a controller: hold the mTLS channel (LDevID, the controller's trust anchor from bootstrap)."""
+        if self.controller_url is None:
+            return None
+        from bootstrap.identity import FileIdentityStore
+        from nsg.channel.client import ChannelClient
+
+        ident = FileIdentityStore(self.state_dir / "identity")
+        cafile = self.state_dir / "identity" / "controller-ca.pem"
+        self.channel = ChannelClient(self.controller_url, lambda: ident.tls_context("ldevid", cafile), ident.serial(),
+                                     self._remote_config, lambda: self.generation)
+        return asyncio.get_running_loop().create_task(self.channel.run(), name="channel")
+
+    async def _remote_config(self, msg):
+        """A config from the controller: validated here; refused ones leave everything as it was."""
+        from nsg.channel import wire
+        from nsg.model import parse_config
+
+        try:
+            cfg = parse_config(msg.config, source=f"controller generation {msg.generation}")
+        except ConfigError as exc:
+            self._refused(str(exc), exc.problems)
+            return wire.ApplyResult(generation=msg.generation, ok=False, error=str(exc)[:4000],
+                                    running=self.generation)
+        error = await self.install_config(cfg, "controller", generation=msg.generation)
+        return wire.ApplyResult(generation=msg.generation, ok=error is None, error=error and error[:4000],
+                                running=self.generation)
+
+    def _boot_config(self) -> GatewayConfig | None:
         """The config file if given and valid; else the last config that ran (a headless boot)."""
         last = self.state_dir / LAST_GOOD
         if self.config_path is None:
             if not last.exists():
+                if self.controller_url is not None:
+                    return None  # a freshly bootstrapped box: the controller sends the first config
                 raise ConfigError(str(last), ["no --config given and no last good config kept yet"])
             log.warning("booting from the last good config", extra={"fields": {"path": str(last)}})
             return load_config(last)
@@ -189,9 +230,10 @@ class Daemon:
             self.config = new
             self.generation = generation if generation is not None else self.generation + 1
         result = await self._converge(reason)
-        if not result.ok and previous is not None and new != previous:
-            self.config, self.generation = previous, previous_generation
-            await self._converge(f"{reason}-rollback")
+        if not result.ok:
+            if previous is not None and new != previous:
+                self.config, self.generation = previous, previous_generation
+                await self._converge(f"{reason}-rollback")
             self._refused(f"could not apply: {result.error}", [str(result.error)])
             return f"could not apply: {result.error}"
         self._persist_last_good()
@@ -286,7 +328,8 @@ class Daemon:
     # --- dataplane ---------------------------------------------------------
 
     async def _apply(self, reason: str) -> ApplyResult:
-        assert self.config is not None
+        if self.config is None:
+            return ApplyResult((), (), "no config yet")
         async with self._lock:
             try:
                 esp_tun = self.tunnels is None or self.tunnels.backend == "userspace"
@@ -323,7 +366,10 @@ class Daemon:
 
     async def _status(self, _req: dict) -> dict:
         cfg = self.config
-        assert cfg is not None
+        if cfg is None:
+            return {"version": __version__, "pid": os.getpid(), "config": None, "last_apply": None,
+                    "channel": self.channel.status() if self.channel else None, "counters": dict(self.counters),
+                    "last_reload_error": self.last_reload_error}
         async with self._lock:
             snap = await asyncio.to_thread(self.kernel.snapshot)
         ours = {n for n, link in snap.links.items() if link.owned}
@@ -357,17 +403,19 @@ class Daemon:
             "devices": devices,
             "fdb": sorted(f"{f.ifname} {f.mac} dst {f.dst}" for f in snap.fdb),
             "tunnels": self.tunnels.status() if self.tunnels else None,
+            "channel": self.channel.status() if self.channel else None,
             "last_apply": self.last_apply,
             "last_reload_error": self.last_reload_error,
             "counters": dict(self.counters),
         }
 
 
-def run_daemon(config: Path | None, state_dir: Path, *, flush_on_exit: bool, resync_interval: float) -> int:
+def run_daemon(config: Path | None, state_dir: Path, *, flush_on_exit: bool, resync_interval: float,
+               controller_url: str | None = None) -> int:
     from nsg.dataplane.netlink import NetlinkAdapter
 
     daemon = Daemon(config, state_dir, NetlinkAdapter, flush_on_exit=flush_on_exit,
-                    resync_interval=resync_interval)
+                    resync_interval=resync_interval, controller_url=controller_url)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(daemon.run())
     return 0
