@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from controller import admin_cli
 from controller.enterprise import Enterprise
 from controller.mesh import render
 from nsg.model import ConfigError
@@ -20,11 +21,14 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("render", help="write each gateway's config (full mesh) from an enterprise file")
     r.add_argument("--enterprise", type=Path, required=True)
     r.add_argument("--out", type=Path, required=True, help="directory; writes <gateway>.json")
+    admin_cli.add_subcommands(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.cmd in admin_cli.COMMANDS:
+        return admin_cli.dispatch(args)
     if args.cmd == "render":
         try:
             ent = Enterprise.model_validate_json(args.enterprise.read_text())

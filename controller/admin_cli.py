@@ -1,0 +1,352 @@
+"""`nsg-controller` commands for operators: ``serve`` the admin API, manage ``token``s on the
+database file, and ``enterprise``/``subnet``/``gateway`` commands that talk to a running
+controller over HTTP with a bearer token (``--token`` or $NSG_CONTROLLER_TOKEN).
+
+controller/cli.py hooks these in with ``add_subcommands(sub)`` and ``dispatch(args)``;
+``python -m controller.admin_cli`` runs them on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+from controller.store import Store, StoreError
+
+COMMANDS = ("serve", "token", "enterprise", "subnet", "gateway")
+DEFAULT_URL = "http://127.0.0.1:8443"
+API = "/api/v1"
+
+
+class CliError(Exception):
+    """Something the operator can fix; ``status`` is the exit status (2: bad input, 1: otherwise)."""
+
+    def __init__(self, message: str, status: int = 2):
+        super().__init__(message)
+        self.status = status
+
+
+class Client:
+    """The admin API over plain HTTP (loopback for now). Proxies from the environment are ignored."""
+
+    def __init__(self, url: str, token: str, timeout: float = 10.0):
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def call(self, method: str, path: str, body: object = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + API + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {self.token}")
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with self._opener.open(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            raise _api_error(exc.code, exc.reason, exc.read()) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CliError(f"cannot reach the controller at {self.url}: {reason}", 1) from None
+        return json.loads(raw) if raw else None
+
+
+def _api_error(status: int, reason: str, raw: bytes) -> CliError:
+    try:
+        err = json.loads(raw)["error"]
+        text = f"{err['field']}: {err['message']}" if err.get("field") else err["message"]
+        code = err["code"]
+    except (ValueError, KeyError, TypeError):
+        return CliError(f"HTTP {status} {reason}", 2 if status < 500 else 1)
+    if status == 401:
+        text += " (give --token or set NSG_CONTROLLER_TOKEN; `nsg-controller token create` makes one)"
+    return CliError(f"{text} [{code}]", 2 if status < 500 else 1)
+
+
+def _q(name: str) -> str:
+    return urllib.parse.quote(name, safe="")
+
+
+def _client(args: argparse.Namespace) -> Client:
+    token = args.token or os.environ.get("NSG_CONTROLLER_TOKEN")
+    if not token:
+        raise CliError("no admin token: give --token or set NSG_CONTROLLER_TOKEN")
+    return Client(args.url or os.environ.get("NSG_CONTROLLER_URL") or DEFAULT_URL, token)
+
+
+def _print_json(doc: object) -> None:
+    print(json.dumps(doc, indent=2))
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+# -- argument types ------------------------------------------------------------------------------
+
+
+def _uplink(text: str) -> dict[str, Any]:
+    """``name=wan0,interface=eth0,mode=static,address=198.18.1.2/24,gateway=198.18.1.1`` or JSON."""
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    out: dict[str, Any] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"{part!r} is not key=value")
+        out[key.strip()] = int(value) if key.strip() == "mtu" and value.strip().isdigit() else value.strip()
+    return out
+
+
+def _port(text: str) -> tuple[str, list[str]]:
+    """``SUBNET=IFACE[,IFACE...]``"""
+    subnet, sep, ifaces = text.partition("=")
+    if not sep or not subnet or not ifaces:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SUBNET=IFACE[,IFACE...]")
+    return subnet, [i.strip() for i in ifaces.split(",") if i.strip()]
+
+
+def _read_code(path: str) -> str:
+    """The activation code from a file or stdin ('-'): a command line shows in `ps`."""
+    try:
+        text = sys.stdin.readline() if path == "-" else Path(path).read_text().splitlines()[0]
+    except (OSError, IndexError) as exc:
+        raise CliError(f"--activation-code-file {path}: cannot read a line: {exc}") from None
+    return text.strip()
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def _enterprise_create(args: argparse.Namespace) -> None:
+    body: dict[str, Any] = {"name": args.name, "transport": args.transport}
+    if args.ipsec:
+        try:
+            body["ipsec"] = json.loads(args.ipsec.read_text())
+        except (OSError, ValueError) as exc:
+            raise CliError(f"--ipsec {args.ipsec}: {exc}") from None
+    _print_json(_client(args).call("POST", "/enterprises", body))
+
+
+def _enterprise_list(args: argparse.Namespace) -> None:
+    ents = _client(args).call("GET", "/enterprises")["enterprises"]
+    _table([[e["name"], e["transport"], str(e["generation"])] for e in ents], ["NAME", "TRANSPORT", "GENERATION"])
+
+
+def _enterprise_show(args: argparse.Namespace) -> None:
+    _print_json(_client(args).call("GET", f"/enterprises/{_q(args.name)}"))
+
+
+def _enterprise_delete(args: argparse.Namespace) -> None:
+    _client(args).call("DELETE", f"/enterprises/{_q(args.name)}")
+
+
+def _subnet_add(args: argparse.Namespace) -> None:
+    body = {"name": args.name, "vni": args.vni, "cidr": args.cidr, "gateway": args.gateway}
+    _print_json(_client(args).call("POST", f"/enterprises/{_q(args.enterprise)}/subnets", body))
+
+
+def _subnet_list(args: argparse.Namespace) -> None:
+    subnets = _client(args).call("GET", f"/enterprises/{_q(args.enterprise)}/subnets")["subnets"]
+    _table([[s["name"], str(s["vni"]), s["cidr"], s["gateway"]] for s in subnets], ["NAME", "VNI", "CIDR", "GATEWAY"])
+
+
+def _subnet_delete(args: argparse.Namespace) -> None:
+    _client(args).call("DELETE", f"/enterprises/{_q(args.enterprise)}/subnets/{_q(args.name)}")
+
+
+def _gateway_add(args: argparse.Namespace) -> None:
+    ports: dict[str, list[str]] = {}
+    for subnet, ifaces in args.port:
+        ports.setdefault(subnet, []).extend(ifaces)
+    body: dict[str, Any] = {"name": args.name, "serial": args.serial, "uplinks": args.uplink, "ports": ports,
+                            "behind_nat": args.behind_nat}
+    if args.activation_code_file:
+        body["activation_code"] = _read_code(args.activation_code_file)
+    _print_json(_client(args).call("POST", f"/enterprises/{_q(args.enterprise)}/gateways", body))
+
+
+def _gateway_list(args: argparse.Namespace) -> None:
+    gws = _client(args).call("GET", f"/enterprises/{_q(args.enterprise)}/gateways")["gateways"]
+    rows = [[g["name"], g["serial"], g["system_ip"], "yes" if g["behind_nat"] else "no"] for g in gws]
+    _table(rows, ["NAME", "SERIAL", "SYSTEM IP", "BEHIND NAT"])
+
+
+def _gateway_show(args: argparse.Namespace) -> None:
+    _print_json(_client(args).call("GET", f"/gateways/{_q(args.name)}"))
+
+
+def _gateway_config(args: argparse.Namespace) -> None:
+    _print_json(_client(args).call("GET", f"/gateways/{_q(args.name)}/config"))
+
+
+def _gateway_delete(args: argparse.Namespace) -> None:
+    _client(args).call("DELETE", f"/gateways/{_q(args.name)}")
+
+
+def _open_store(args: argparse.Namespace) -> Store:
+    if not args.db.exists() and args.action != "create":
+        raise CliError(f"--db {args.db}: no such file")
+    return Store(args.db)
+
+
+def _token(args: argparse.Namespace) -> None:
+    with _open_store(args) as store:
+        if args.action == "create":
+            print(store.create_token(args.name))
+            print("nsg-controller: this token is shown once; only its hash is stored", file=sys.stderr)
+        elif args.action == "list":
+            _table([[t.name, t.created] for t in store.list_tokens()], ["NAME", "CREATED"])
+        else:
+            store.revoke_token(args.name)
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    try:
+        if not sep or not 0 <= int(port) <= 65535 or not ip_address(host).is_loopback:
+            raise ValueError
+    except ValueError:
+        raise CliError(f"--listen {text}: give a loopback ADDRESS:PORT (plain HTTP stays on loopback "
+                       "until the API has TLS)") from None
+    return host, int(port)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from controller.api import make_app  # aiohttp only for the command that needs it
+
+    host, port = _listen(args.listen)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    with Store(args.db, system_pool=args.system_pool) as store:
+        asyncio.run(_run(make_app(store), store, host, port))
+
+
+async def _run(app: Any, store: Store, host: str, port: int) -> None:
+    from aiohttp import web
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0][1]
+        shown = f"[{host}]" if ":" in host else host
+        print(f"nsg-controller: admin API on http://{shown}:{bound}{API}", flush=True)
+        if not store.list_tokens():
+            print(f"nsg-controller: no admin tokens yet: nsg-controller token create NAME --db {store.path}",
+                  file=sys.stderr, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+# -- argparse ------------------------------------------------------------------------------------
+
+
+def add_subcommands(sub: Any) -> None:
+    """Adds COMMANDS to an argparse subparsers object (``ArgumentParser.add_subparsers()``)."""
+    api = argparse.ArgumentParser(add_help=False)
+    api.add_argument("--url", help=f"controller API base (default: $NSG_CONTROLLER_URL or {DEFAULT_URL})")
+    api.add_argument("--token", help="admin token (default: $NSG_CONTROLLER_TOKEN)")
+    db = argparse.ArgumentParser(add_help=False)
+    db.add_argument("--db", type=Path, required=True, help="the controller's SQLite database")
+
+    def group(name: str, help_: str) -> Any:
+        return sub.add_parser(name, help=help_).add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def leaf(parent: Any, name: str, run: Any, *parents: argparse.ArgumentParser, help_: str) -> Any:
+        p = parent.add_parser(name, parents=list(parents), help=help_)
+        p.set_defaults(admin_run=run)
+        return p
+
+    s = sub.add_parser("serve", parents=[db], help="serve the admin REST API")
+    s.add_argument("--listen", default="127.0.0.1:8443", help="loopback ADDRESS:PORT (default 127.0.0.1:8443)")
+    s.add_argument("--system-pool", default=None, help="system IP pool of a new database (default 198.19.255.0/24)")
+    s.set_defaults(admin_run=_serve)
+
+    t = group("token", "admin API tokens, on the database file")
+    leaf(t, "create", _token, db, help_="make a token and print it (once)").add_argument("name")
+    leaf(t, "list", _token, db, help_="list token names")
+    leaf(t, "revoke", _token, db, help_="revoke a token").add_argument("name")
+
+    e = group("enterprise", "enterprises (over the API)")
+    p = leaf(e, "create", _enterprise_create, api, help_="create an enterprise")
+    p.add_argument("name")
+    p.add_argument("--transport", choices=("plain", "esp"), default="plain")
+    p.add_argument("--ipsec", type=Path, help="JSON file of IPsec settings (esp without one: a PSK is made)")
+    leaf(e, "list", _enterprise_list, api, help_="list enterprises")
+    leaf(e, "show", _enterprise_show, api, help_="show an enterprise").add_argument("name")
+    leaf(e, "delete", _enterprise_delete, api, help_="delete an enterprise").add_argument("name")
+
+    n = group("subnet", "subnets of an enterprise (over the API)")
+    p = leaf(n, "add", _subnet_add, api, help_="add a subnet")
+    p.add_argument("enterprise")
+    p.add_argument("name")
+    p.add_argument("--vni", type=int, required=True)
+    p.add_argument("--cidr", required=True)
+    p.add_argument("--gateway", required=True, help="the subnet's gateway address (on every site's bridge)")
+    leaf(n, "list", _subnet_list, api, help_="list subnets").add_argument("enterprise")
+    p = leaf(n, "delete", _subnet_delete, api, help_="delete a subnet")
+    p.add_argument("enterprise")
+    p.add_argument("name")
+
+    g = group("gateway", "gateways (over the API)")
+    p = leaf(g, "add", _gateway_add, api, help_="add a gateway; the controller assigns its system IP")
+    p.add_argument("enterprise")
+    p.add_argument("name")
+    p.add_argument("--serial", required=True)
+    p.add_argument("--uplink", type=_uplink, action="append", required=True,
+                   help="name=wan0,interface=eth0,mode=static|dhcp[,address=A/P,gateway=G][,public=IP][,mtu=N]")
+    p.add_argument("--port", type=_port, action="append", default=[], help="SUBNET=IFACE[,IFACE...]")
+    p.add_argument("--behind-nat", action="store_true")
+    p.add_argument("--activation-code-file", help="file whose first line is the activation code ('-': stdin)")
+    leaf(g, "list", _gateway_list, api, help_="list an enterprise's gateways").add_argument("enterprise")
+    leaf(g, "show", _gateway_show, api, help_="show a gateway").add_argument("name")
+    leaf(g, "config", _gateway_config, api, help_="print a gateway's rendered config").add_argument("name")
+    leaf(g, "delete", _gateway_delete, api, help_="delete a gateway").add_argument("name")
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Runs a command parsed by add_subcommands' parsers; returns the exit status."""
+    try:
+        args.admin_run(args)
+    except CliError as exc:
+        print(f"nsg-controller: {exc}", file=sys.stderr)
+        return exc.status
+    except StoreError as exc:
+        print(f"nsg-controller: {exc.field}: {exc.message} [{exc.kind}]", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nsg-controller", description="nsg reference controller: admin commands")
+    add_subcommands(parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND"))
+    return dispatch(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

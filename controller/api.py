@@ -1,0 +1,451 @@
+"""The controller's admin REST API under /api/v1, and its OpenAPI 3.1 document.
+
+One table, ROUTES, names each operation: method, path, handler, request and response model.
+The aiohttp router and the OpenAPI document are both built from it, so they cannot drift
+apart (tests/unit/controller/test_openapi.py checks both ways anyway).
+
+Every request needs ``Authorization: Bearer <token>`` (tokens come from ``nsg-controller token
+create``; there are no default credentials). Bodies are validated by pydantic models that refuse
+unknown fields; semantics (duplicates, overlaps, references) are the store's to check. Errors
+are ``{"error": {"code", "message", "field"}}``; a server fault is logged here and the client
+learns only that it happened.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import Annotated, Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic.json_schema import models_json_schema
+
+from controller.enterprise import UplinkDef
+from controller.inputs import ACTIVATION_MAX, ACTIVATION_MIN, SERIAL_RE
+from controller.store import (
+    EnterpriseRec,
+    GatewayRec,
+    Store,
+    StoreError,
+    SubnetRec,
+)
+from nsg.model import ConfigError, GatewayConfig
+from nsg.model.config import IfName, Name
+from nsg.model.ipsec import IpsecConfig
+
+log = logging.getLogger(__name__)
+
+API = "/api/v1"
+MAX_BODY = 64 * 1024
+STATUS = {"invalid": 400, "bad_json": 400, "unauthorized": 401, "not_found": 404, "conflict": 409}
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
+
+Serial = Annotated[str, StringConstraints(pattern=SERIAL_RE.pattern)]
+ActivationCode = Annotated[str, Field(min_length=ACTIVATION_MIN, max_length=ACTIVATION_MAX,
+                                      json_schema_extra={"writeOnly": True, "format": "password"})]
+
+
+# -- wire models ---------------------------------------------------------------------------------
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class IpsecSettings(IpsecConfig):
+    """IPsec settings of an enterprise; without psk or certificates the controller makes a PSK."""
+
+    @model_validator(mode="after")
+    def _auth(self) -> IpsecSettings:  # replaces IpsecConfig's: credentials may be left out here
+        return self
+
+
+class EnterpriseIn(_In):
+    name: Name
+    transport: Literal["plain", "esp"] = "plain"
+    ipsec: IpsecSettings | None = None
+
+
+class EnterpriseOut(_Out):
+    name: str
+    transport: Literal["plain", "esp"]
+    ipsec: dict[str, Any] | None = Field(description="IPsec settings; the PSK itself is left out")
+    psk_set: bool
+    generation: int
+    created: str
+
+
+class EnterpriseList(_Out):
+    enterprises: list[EnterpriseOut]
+
+
+class SubnetIn(_In):
+    name: Name
+    vni: int
+    cidr: IPv4Network
+    gateway: IPv4Address
+
+
+class SubnetOut(_Out):
+    enterprise: str
+    name: str
+    vni: int
+    cidr: IPv4Network
+    gateway: IPv4Address
+
+
+class SubnetList(_Out):
+    subnets: list[SubnetOut]
+
+
+class GatewayIn(_In):
+    name: Name
+    serial: Serial
+    uplinks: list[UplinkDef] = Field(min_length=1)
+    ports: dict[Name, list[IfName]] = Field(default_factory=dict, description="subnet name -> LAN interfaces")
+    behind_nat: bool = False
+    activation_code: ActivationCode | None = Field(default=None, repr=False)
+
+
+class GatewayPatch(_In):
+    """Only the fields given change; ``activation_code: null`` removes the code."""
+
+    serial: Serial | None = None
+    uplinks: list[UplinkDef] | None = Field(default=None, min_length=1)
+    ports: dict[Name, list[IfName]] | None = None
+    behind_nat: bool | None = None
+    activation_code: ActivationCode | None = Field(default=None, repr=False)
+
+
+class GatewayOut(_Out):
+    enterprise: str
+    name: str
+    serial: str
+    system_ip: IPv4Address
+    uplinks: list[UplinkDef]
+    ports: dict[str, list[str]]
+    behind_nat: bool
+    activation_code_set: bool
+    created: str
+
+
+class GatewayList(_Out):
+    gateways: list[GatewayOut]
+
+
+class ErrorBody(_Out):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class Error(_Out):
+    error: ErrorBody
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 headers: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+        self.headers = dict(headers or {})
+
+
+def _enterprise_out(e: EnterpriseRec) -> EnterpriseOut:
+    ipsec = None if e.ipsec is None else e.ipsec.model_dump(mode="json", exclude_none=True, exclude={"psk"})
+    return EnterpriseOut(name=e.name, transport=e.transport, ipsec=ipsec,
+                         psk_set=bool(e.ipsec and e.ipsec.psk), generation=e.generation, created=e.created)
+
+
+def _subnet_out(s: SubnetRec) -> SubnetOut:
+    return SubnetOut(enterprise=s.enterprise, name=s.name, vni=s.vni, cidr=s.cidr, gateway=s.gateway)
+
+
+def _gateway_out(g: GatewayRec) -> GatewayOut:
+    return GatewayOut(enterprise=g.enterprise, name=g.name, serial=g.serial, system_ip=g.system_ip,
+                      uplinks=list(g.uplinks), ports={k: list(v) for k, v in g.ports.items()},
+                      behind_nat=g.behind_nat, activation_code_set=g.has_activation_code, created=g.created)
+
+
+# -- plumbing ------------------------------------------------------------------------------------
+
+STORE = web.AppKey("store", Store)
+AUTH: web.AppKey[Callable[[str], bool]] = web.AppKey("auth")  # is this bearer token good?
+
+
+def _loc(loc: tuple[int | str, ...]) -> str | None:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not part.startswith("function-"):
+            out += ("." if out else "") + part
+    return out or None
+
+
+async def _body(request: web.Request, model: type[BaseModel]) -> Any:
+    try:
+        doc = json.loads(await request.read())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_json", f"the request body is not JSON: {exc}") from None
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+        msg = errors[0]["msg"].removeprefix("Value error, ")
+        raise ApiError(400, "invalid", msg + more, _loc(errors[0]["loc"])) from None
+
+
+def _json(model: BaseModel, status: int = 200, location: str | None = None) -> web.Response:
+    headers = {"Location": location} if location else None
+    return web.json_response(text=model.model_dump_json(), status=status, headers=headers)
+
+
+def _error(status: int, code: str, message: str, field: str | None = None,
+           headers: Mapping[str, str] | None = None) -> web.Response:
+    body = Error(error=ErrorBody(code=code, message=message, field=field))
+    return web.json_response(text=body.model_dump_json(), status=status, headers=headers)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _error(exc.status, exc.code, exc.message, exc.field, exc.headers)
+    except StoreError as exc:
+        return _error(STATUS[exc.kind], exc.kind, exc.message, exc.field)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason)
+    except ConfigError as exc:  # the store refuses writes that do not render; this is our fault
+        log.error("%s %s: stored state does not render: %s", request.method, request.path, exc)
+        return _error(500, "render_failed", "the stored enterprise does not render; see the controller log")
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return _error(500, "internal", "internal error; see the controller log")
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or not request.app[AUTH](token):
+        raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is needed",
+                       headers={"WWW-Authenticate": 'Bearer realm="nsg-controller"'})
+    return await handler(request)
+
+
+# -- handlers ------------------------------------------------------------------------------------
+
+
+def _store(request: web.Request) -> Store:
+    return request.app[STORE]
+
+
+async def list_enterprises(request: web.Request) -> web.Response:
+    """List the enterprises."""
+    return _json(EnterpriseList(enterprises=[_enterprise_out(e) for e in _store(request).list_enterprises()]))
+
+
+async def create_enterprise(request: web.Request) -> web.Response:
+    """Create an enterprise (transport esp without credentials: the controller generates a PSK)."""
+    body: EnterpriseIn = await _body(request, EnterpriseIn)
+    ipsec = None if body.ipsec is None else body.ipsec.model_dump(exclude_none=True)
+    rec = _store(request).create_enterprise(body.name, transport=body.transport, ipsec=ipsec)
+    return _json(_enterprise_out(rec), 201, f"{API}/enterprises/{rec.name}")
+
+
+async def get_enterprise(request: web.Request) -> web.Response:
+    """Show an enterprise and its generation."""
+    return _json(_enterprise_out(_store(request).get_enterprise(request.match_info["enterprise"])))
+
+
+async def delete_enterprise(request: web.Request) -> web.Response:
+    """Delete an enterprise with its subnets (refused while it has gateways)."""
+    _store(request).delete_enterprise(request.match_info["enterprise"])
+    return web.Response(status=204)
+
+
+async def list_subnets(request: web.Request) -> web.Response:
+    """List an enterprise's subnets."""
+    subnets = _store(request).list_subnets(request.match_info["enterprise"])
+    return _json(SubnetList(subnets=[_subnet_out(s) for s in subnets]))
+
+
+async def add_subnet(request: web.Request) -> web.Response:
+    """Add a subnet (a VNI and an IPv4 prefix, the same at every site)."""
+    body: SubnetIn = await _body(request, SubnetIn)
+    ent = request.match_info["enterprise"]
+    rec = _store(request).add_subnet(ent, body.name, vni=body.vni, cidr=body.cidr, gateway=body.gateway)
+    return _json(_subnet_out(rec), 201, f"{API}/enterprises/{ent}/subnets/{rec.name}")
+
+
+async def delete_subnet(request: web.Request) -> web.Response:
+    """Delete a subnet (refused while a gateway has LAN ports in it)."""
+    _store(request).delete_subnet(request.match_info["enterprise"], request.match_info["subnet"])
+    return web.Response(status=204)
+
+
+async def list_gateways(request: web.Request) -> web.Response:
+    """List an enterprise's gateways."""
+    gateways = _store(request).list_gateways(request.match_info["enterprise"])
+    return _json(GatewayList(gateways=[_gateway_out(g) for g in gateways]))
+
+
+async def add_gateway(request: web.Request) -> web.Response:
+    """Add a gateway; the controller assigns its system IP."""
+    body: GatewayIn = await _body(request, GatewayIn)
+    rec = _store(request).add_gateway(
+        request.match_info["enterprise"], body.name, serial=body.serial, uplinks=body.uplinks, ports=body.ports,
+        behind_nat=body.behind_nat, activation_code=body.activation_code)
+    return _json(_gateway_out(rec), 201, f"{API}/gateways/{rec.name}")
+
+
+async def get_gateway(request: web.Request) -> web.Response:
+    """Show a gateway (the activation code is never shown, only whether one is set)."""
+    return _json(_gateway_out(_store(request).get_gateway(request.match_info["gateway"])))
+
+
+async def update_gateway(request: web.Request) -> web.Response:
+    """Change some of a gateway's fields."""
+    body: GatewayPatch = await _body(request, GatewayPatch)
+    changes = {k: getattr(body, k) for k in body.model_fields_set}
+    for k in ("serial", "uplinks", "ports", "behind_nat"):
+        if k in changes and changes[k] is None:
+            raise ApiError(400, "invalid", "may be left out but not null", k)
+    rec = _store(request).update_gateway(request.match_info["gateway"], **changes)
+    return _json(_gateway_out(rec))
+
+
+async def delete_gateway(request: web.Request) -> web.Response:
+    """Delete a gateway (its peers lose it at the next generation)."""
+    _store(request).delete_gateway(request.match_info["gateway"])
+    return web.Response(status=204)
+
+
+async def gateway_config(request: web.Request) -> web.Response:
+    """The gateway's rendered configuration: full mesh, the enterprise's generation."""
+    return _json(_store(request).config_for(request.match_info["gateway"]))
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    """This API's OpenAPI 3.1 document."""
+    return web.json_response(openapi())
+
+
+# -- the route table -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Callable[[web.Request], Awaitable[web.Response]]
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", f"{API}/enterprises", list_enterprises, response=EnterpriseList),
+    Route("POST", f"{API}/enterprises", create_enterprise, EnterpriseIn, EnterpriseOut, 201),
+    Route("GET", f"{API}/enterprises/{{enterprise}}", get_enterprise, response=EnterpriseOut),
+    Route("DELETE", f"{API}/enterprises/{{enterprise}}", delete_enterprise, status=204),
+    Route("GET", f"{API}/enterprises/{{enterprise}}/subnets", list_subnets, response=SubnetList),
+    Route("POST", f"{API}/enterprises/{{enterprise}}/subnets", add_subnet, SubnetIn, SubnetOut, 201),
+    Route("DELETE", f"{API}/enterprises/{{enterprise}}/subnets/{{subnet}}", delete_subnet, status=204),
+    Route("GET", f"{API}/enterprises/{{enterprise}}/gateways", list_gateways, response=GatewayList),
+    Route("POST", f"{API}/enterprises/{{enterprise}}/gateways", add_gateway, GatewayIn, GatewayOut, 201),
+    Route("GET", f"{API}/gateways/{{gateway}}", get_gateway, response=GatewayOut),
+    Route("PATCH", f"{API}/gateways/{{gateway}}", update_gateway, GatewayPatch, GatewayOut),
+    Route("DELETE", f"{API}/gateways/{{gateway}}", delete_gateway, status=204),
+    Route("GET", f"{API}/gateways/{{gateway}}/config", gateway_config, response=GatewayConfig),
+    Route("GET", f"{API}/openapi.json", get_openapi),
+)
+
+
+def make_app(store: Store, *, tokens: Callable[[str], bool] | None = None) -> web.Application:
+    """The admin API over ``store``. ``tokens`` decides whether a bearer token is good; by
+    default the store's token table does (``nsg-controller token create``)."""
+    app = web.Application(middlewares=[_errors, _auth], client_max_size=MAX_BODY)
+    app[STORE] = store
+    app[AUTH] = tokens or store.check_token
+    for r in ROUTES:
+        app.router.add_route(r.method, r.path, r.handler, name=r.handler.__name__)
+    return app
+
+
+def _path_params(path: str) -> list[str]:
+    return [seg[1:-1] for seg in path.split("/") if seg.startswith("{") and seg.endswith("}")]
+
+
+def _responses(r: Route, refs: Mapping[tuple[type[BaseModel], str], Any]) -> dict[str, Any]:
+    def content(ref: Any) -> dict[str, Any]:
+        return {"content": {"application/json": {"schema": ref}}}
+
+    if r.response is not None:
+        ok = {"description": "OK", **content(refs[(r.response, "serialization")])}
+    elif r.status == 204:
+        ok = {"description": "done"}
+    else:
+        ok = {"description": "OK", **content({"type": "object"})}
+    out = {str(r.status): ok}
+    error = content(refs[(Error, "serialization")])
+    out["401"] = {"description": "no valid bearer token", **error}
+    if r.body is not None:
+        out["400"] = {"description": "the body is invalid; error.field names the field", **error}
+    if _path_params(r.path):
+        out["404"] = {"description": "not found", **error}
+    if r.method in ("POST", "PATCH", "DELETE"):
+        out["409"] = {"description": "conflicts with what is stored (a duplicate, or still in use)", **error}
+    return out
+
+
+@functools.cache
+def _openapi_json() -> str:
+    bodies = {r.body for r in ROUTES if r.body is not None}
+    answers = {r.response for r in ROUTES if r.response is not None} | {Error}
+    pairs = [(m, "validation") for m in sorted(bodies, key=lambda m: m.__name__)]
+    pairs += [(m, "serialization") for m in sorted(answers, key=lambda m: m.__name__)]
+    refs, defs = models_json_schema(pairs, ref_template="#/components/schemas/{model}")
+    paths: dict[str, dict[str, Any]] = {}
+    for r in ROUTES:
+        doc = (r.handler.__doc__ or r.handler.__name__).strip()
+        op: dict[str, Any] = {
+            "operationId": r.handler.__name__,
+            "summary": doc.splitlines()[0],
+            "parameters": [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                           for p in _path_params(r.path)],
+            "responses": _responses(r, refs),
+        }
+        if r.body is not None:
+            op["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": refs[(r.body, "validation")]}}}
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    return json.dumps({
+        "openapi": "3.1.0",
+        "info": {"title": "nsg-controller admin API", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    })
+
+
+def openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 document, built from ROUTES and the models' JSON schemas."""
+    return json.loads(_openapi_json())

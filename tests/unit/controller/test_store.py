@@ -1,0 +1,358 @@
+"""controller.store: validation naming the field, conflicts, system IPs, generations, secrets, persistence."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import stat
+from ipaddress import IPv4Address
+
+import pytest
+
+from controller.store import SCHEMA_VERSION, Conflict, NotFound, Store, StoreError
+from nsg.model import ConfigError, parse_config
+from nsg.model.config import dump_config
+
+
+def wan(n: int, **extra) -> list[dict]:
+    return [{"name": "wan0", "interface": "eth0", "mode": "static", "address": f"198.18.{n}.2/24",
+             "gateway": f"198.18.{n}.1", **extra}]
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "c.db") as s:
+        yield s
+
+
+@pytest.fixture
+def acme(store):
+    store.create_enterprise("acme")
+    store.add_subnet("acme", "corp", vni=100, cidr="192.0.2.0/24", gateway="192.0.2.1")
+    return store
+
+
+def gen(store: Store, ent: str = "acme") -> int:
+    return store.get_enterprise(ent).generation
+
+
+def raises(exc_type, field: str):
+    """pytest.raises that also checks the error names the field."""
+
+    class _Check:
+        def __enter__(self):
+            self.ctx = pytest.raises(exc_type)
+            self.info = self.ctx.__enter__()
+            return self.info
+
+        def __exit__(self, *exc):
+            handled = self.ctx.__exit__(*exc)
+            assert self.info.value.field == field, self.info.value
+            return handled
+
+    return _Check()
+
+
+# -- enterprises ---------------------------------------------------------------------------------
+
+
+def test_enterprise_round_trip_and_duplicate(store):
+    e = store.create_enterprise("acme")
+    assert (e.name, e.transport, e.ipsec, e.generation) == ("acme", "plain", None, 1)
+    assert [x.name for x in store.list_enterprises()] == ["acme"]
+    with raises(Conflict, "name"):
+        store.create_enterprise("acme")
+    with raises(StoreError, "name"):
+        store.create_enterprise("Not A Name")
+    with raises(StoreError, "transport"):
+        store.create_enterprise("other", transport="gre")
+    store.delete_enterprise("acme")
+    with raises(NotFound, "enterprise"):
+        store.get_enterprise("acme")
+
+
+def test_esp_enterprise_gets_a_generated_psk_unless_given(store):
+    a = store.create_enterprise("a", transport="esp")
+    b = store.create_enterprise("b", transport="esp")
+    assert a.ipsec.psk and b.ipsec.psk and a.ipsec.psk != b.ipsec.psk and len(a.ipsec.psk) >= 32
+    c = store.create_enterprise("c", transport="esp", ipsec={"psk": "0123456789abcdef-given", "dpd_s": 10})
+    assert (c.ipsec.psk, c.ipsec.dpd_s) == ("0123456789abcdef-given", 10)
+    d = store.create_enterprise("d", transport="esp", ipsec={"dpd_s": 7})  # settings without credentials
+    assert d.ipsec.psk and d.ipsec.dpd_s == 7
+    with raises(StoreError, "ipsec.ike_proposals"):
+        store.create_enterprise("e", transport="esp", ipsec={"ike_proposals": ["des-md5"]})
+
+
+# -- subnets -------------------------------------------------------------------------------------
+
+
+def test_subnet_validation_names_the_field(acme):
+    cases = [
+        ({"vni": 0}, StoreError, "vni"),
+        ({"vni": 1 << 24}, StoreError, "vni"),
+        ({"vni": 100, "name": "other"}, Conflict, "vni"),
+        ({"name": "corp", "vni": 101, "cidr": "198.51.100.0/24", "gateway": "198.51.100.1"}, Conflict, "name"),
+        ({"cidr": "198.51.100.1/24"}, StoreError, "cidr"),  # host bits
+        ({"cidr": "not-a-net"}, StoreError, "cidr"),
+        ({"cidr": "198.51.100.0/31", "gateway": "198.51.100.1"}, StoreError, "cidr"),
+        ({"cidr": "192.0.2.128/25", "gateway": "192.0.2.129"}, StoreError, "cidr"),  # overlaps corp
+        ({"cidr": "198.19.0.0/16", "gateway": "198.19.0.1"}, StoreError, "cidr"),  # holds the system IP pool
+        ({"gateway": "203.0.113.1"}, StoreError, "gateway"),
+        ({"gateway": "198.51.100.0"}, StoreError, "gateway"),
+        ({"name": "Bad Name"}, StoreError, "name"),
+    ]
+    for change, exc, field in cases:
+        args = {"name": "dmz", "vni": 200, "cidr": "198.51.100.0/24", "gateway": "198.51.100.1", **change}
+        name = args.pop("name")
+        with raises(exc, field):
+            acme.add_subnet("acme", name, **args)
+    assert [s.name for s in acme.list_subnets("acme")] == ["corp"]
+    assert gen(acme) == 2  # only the first subnet counted
+    with raises(NotFound, "enterprise"):
+        acme.add_subnet("nope", "x", vni=5, cidr="198.51.100.0/24", gateway="198.51.100.1")
+
+
+def test_same_vni_and_cidr_are_fine_in_another_enterprise(acme):
+    acme.create_enterprise("globex")
+    s = acme.add_subnet("globex", "corp", vni=100, cidr="192.0.2.0/24", gateway="192.0.2.1")
+    assert (s.enterprise, s.vni) == ("globex", 100)
+
+
+def test_subnet_with_ports_cannot_be_deleted(acme):
+    acme.add_gateway("acme", "b1", serial="SN1", uplinks=wan(1), ports={"corp": ["lan0"]})
+    with raises(Conflict, "name"):
+        acme.delete_subnet("acme", "corp")
+    acme.update_gateway("b1", ports={})
+    acme.delete_subnet("acme", "corp")
+    with raises(NotFound, "name"):
+        acme.delete_subnet("acme", "corp")
+
+
+# -- gateways ------------------------------------------------------------------------------------
+
+
+def test_gateway_round_trip(acme):
+    g = acme.add_gateway("acme", "b1", serial="SN-0001", uplinks=wan(1), ports={"corp": ["lan0", "lan1"]})
+    assert g.system_ip == IPv4Address("198.19.255.1")
+    assert g.ports == {"corp": ("lan0", "lan1")} and g.uplinks[0].interface == "eth0"
+    assert acme.get_gateway("b1") == g
+    assert acme.list_gateways("acme") == [g]
+    acme.delete_gateway("b1")
+    with raises(NotFound, "name"):
+        acme.get_gateway("b1")
+
+
+def test_gateway_validation_names_the_field(acme):
+    cases = [
+        ({"serial": "has space"}, StoreError, "serial"),
+        ({"uplinks": []}, StoreError, "uplinks"),
+        ({"uplinks": [{"name": "wan0", "interface": "eth0", "mode": "static"}]}, StoreError, "uplinks[0]"),
+        ({"uplinks": wan(1, address="198.18.1.300/24")}, StoreError, "uplinks[0].address"),
+        ({"uplinks": wan(1) + wan(2)}, StoreError, "uplinks[1].name"),
+        ({"uplinks": [{"name": "wan0", "interface": "eth0", "mode": "dhcp"}]}, StoreError, "uplinks"),
+        ({"ports": {"nope": ["lan0"]}}, StoreError, "ports.nope"),
+        ({"ports": {"corp": ["eth0"]}}, StoreError, "ports.corp[0]"),
+        ({"ports": {"corp": ["lan0", "lan0"]}}, StoreError, "ports.corp[1]"),
+        ({"ports": {"corp": ["this-is-far-too-long"]}}, StoreError, "ports.corp[0]"),
+        ({"activation_code": "123"}, StoreError, "activation_code"),
+        ({"name": "B1"}, StoreError, "name"),
+    ]
+    for change, exc, field in cases:
+        args = {"name": "b9", "serial": "SN9", "uplinks": wan(9), **change}
+        with raises(exc, field):
+            acme.add_gateway("acme", args.pop("name"), **args)
+    assert acme.list_gateways("acme") == [] and gen(acme) == 2
+
+
+def test_serial_and_name_are_unique_across_enterprises(acme):
+    acme.create_enterprise("globex")
+    acme.add_gateway("acme", "b1", serial="SN1", uplinks=wan(1))
+    with raises(Conflict, "serial"):
+        acme.add_gateway("globex", "g1", serial="SN1", uplinks=wan(2))
+    with raises(Conflict, "name"):
+        acme.add_gateway("globex", "b1", serial="SN2", uplinks=wan(2))
+    acme.add_gateway("acme", "b2", serial="SN2", uplinks=wan(2))
+    with raises(Conflict, "serial"):
+        acme.update_gateway("b2", serial="SN1")
+
+
+def test_system_ips_come_from_the_pool_and_are_not_reused_early(tmp_path):
+    with Store(tmp_path / "c.db", system_pool="198.19.255.0/29") as s:
+        assert s.controller_ip == IPv4Address("198.19.255.6")
+        s.create_enterprise("acme")
+        ips = [s.add_gateway("acme", f"b{i}", serial=f"SN{i}", uplinks=wan(i)).system_ip for i in range(1, 4)]
+        assert [str(ip) for ip in ips] == ["198.19.255.1", "198.19.255.2", "198.19.255.3"]
+        s.delete_gateway("b2")
+        assert str(s.add_gateway("acme", "b4", serial="SN4", uplinks=wan(4)).system_ip) == "198.19.255.4"
+    with Store(tmp_path / "c.db") as s:  # the cursor survives a restart
+        assert str(s.add_gateway("acme", "b5", serial="SN5", uplinks=wan(5)).system_ip) == "198.19.255.5"
+        # .6 is the controller's, .7 broadcast: wrap around to the freed .2
+        assert str(s.add_gateway("acme", "b6", serial="SN6", uplinks=wan(6)).system_ip) == "198.19.255.2"
+        with raises(Conflict, "system_ip"):
+            s.add_gateway("acme", "b7", serial="SN7", uplinks=wan(7))
+        ips = [g.system_ip for g in s.list_gateways("acme")]
+        assert len(set(ips)) == len(ips) == 5 and s.controller_ip not in ips
+
+
+def test_system_ips_are_unique_across_enterprises(acme):
+    acme.create_enterprise("globex")
+    a = acme.add_gateway("acme", "a1", serial="A1", uplinks=wan(1)).system_ip
+    b = acme.add_gateway("globex", "g1", serial="G1", uplinks=wan(2)).system_ip
+    assert a != b
+
+
+def test_the_pool_of_a_database_cannot_change(tmp_path):
+    Store(tmp_path / "c.db", system_pool="198.19.254.0/24").close()
+    with raises(Conflict, "system_pool"):
+        Store(tmp_path / "c.db", system_pool="198.19.255.0/24")
+    with Store(tmp_path / "c.db") as s:
+        assert str(s.system_pool) == "198.19.254.0/24"
+    with raises(StoreError, "system_pool"):
+        Store(tmp_path / "d.db", system_pool="224.0.0.0/24")
+
+
+def test_generation_counts_changes_that_reach_configs(acme):
+    g0 = gen(acme)
+    acme.add_gateway("acme", "b1", serial="SN1", uplinks=wan(1), activation_code="first-code")
+    assert gen(acme) == g0 + 1
+    acme.update_gateway("b1", activation_code="second-code", serial="SN1b")  # not in any config
+    assert gen(acme) == g0 + 1
+    acme.update_gateway("b1", behind_nat=False)  # unchanged value
+    assert gen(acme) == g0 + 1
+    acme.update_gateway("b1", behind_nat=True)
+    acme.update_gateway("b1", ports={"corp": ["lan0"]})
+    acme.update_gateway("b1", uplinks=wan(7))
+    assert gen(acme) == g0 + 4
+    acme.add_subnet("acme", "dmz", vni=200, cidr="198.51.100.0/24", gateway="198.51.100.1")
+    acme.delete_subnet("acme", "dmz")
+    acme.delete_gateway("b1")
+    assert gen(acme) == g0 + 7
+
+
+def test_failed_write_changes_nothing(acme):
+    acme.add_gateway("acme", "b1", serial="SN1", uplinks=wan(1), ports={"corp": ["lan0"]})
+    before = (acme.get_gateway("b1"), gen(acme))
+    with raises(StoreError, "ports.corp[0]"):  # the new uplink takes the LAN port's interface
+        acme.update_gateway("b1", uplinks=[{**wan(1)[0], "interface": "lan0"}], behind_nat=True)
+    with raises(StoreError, "uplinks[0].public"):
+        acme.update_gateway("b1", uplinks=wan(1, public="224.0.0.5"))
+    assert (acme.get_gateway("b1"), gen(acme)) == before
+
+
+def test_a_write_that_does_not_render_is_rolled_back(acme, monkeypatch):
+    """The last check: every write that reaches configs renders the whole enterprise before commit."""
+    import controller.store
+
+    def broken(ent):
+        raise ConfigError("gateway b2", ["peers[0].endpoint: not good"])
+
+    acme.add_gateway("acme", "b1", serial="SN1", uplinks=wan(1))
+    before = gen(acme)
+    monkeypatch.setattr(controller.store, "render", broken)
+    with raises(StoreError, "config") as info:
+        acme.add_gateway("acme", "b2", serial="SN2", uplinks=wan(2))
+    assert "peers[0].endpoint" in info.value.message
+    monkeypatch.undo()
+    assert [g.name for g in acme.list_gateways("acme")] == ["b1"] and gen(acme) == before
+    # the system IP that failed write took is handed out again: the cursor moved back with the rollback
+    assert str(acme.add_gateway("acme", "b3", serial="SN3", uplinks=wan(3)).system_ip) == "198.19.255.2"
+
+
+def test_enterprise_with_gateways_cannot_be_deleted(acme):
+    acme.add_gateway("acme", "b1", serial="SN1", uplinks=wan(1))
+    with raises(Conflict, "enterprise"):
+        acme.delete_enterprise("acme")
+    acme.delete_gateway("b1")
+    acme.delete_enterprise("acme")  # subnets go with it
+    assert acme.list_enterprises() == []
+
+
+# -- activation codes and tokens -----------------------------------------------------------------
+
+
+def test_activation_code_is_kept_as_a_salted_scrypt_hash(acme, tmp_path):
+    acme.add_gateway("acme", "b1", serial="SN1", uplinks=wan(1), activation_code="open-sesame-42")
+    acme.add_gateway("acme", "b2", serial="SN2", uplinks=wan(2), activation_code="open-sesame-42")
+    acme.add_gateway("acme", "b3", serial="SN3", uplinks=wan(3))
+    rows = sqlite3.connect(tmp_path / "c.db").execute("SELECT activation_hash FROM gateways ORDER BY name").fetchall()
+    assert rows[0][0].startswith("scrypt$") and rows[0][0] != rows[1][0] and rows[2][0] is None  # salted
+    assert b"open-sesame-42" not in b"".join(p.read_bytes() for p in tmp_path.glob("c.db*"))
+    assert acme.get_gateway("b1").has_activation_code
+    assert acme.check_activation("SN1", "open-sesame-42")
+    assert not acme.check_activation("SN1", "open-sesame-43")
+    assert not acme.check_activation("SN1", None)
+    assert not acme.check_activation("SN-unknown", "open-sesame-42")
+    assert acme.check_activation("SN3", None)  # no code set: none needed
+    acme.update_gateway("b1", activation_code=None)
+    assert not acme.get_gateway("b1").has_activation_code and acme.check_activation("SN1", None)
+
+
+def test_tokens_are_kept_as_sha256_only(store, tmp_path):
+    token = store.create_token("admin")
+    other = store.create_token("ci")
+    assert token != other and len(token) > 40
+    assert store.check_token(token) and store.check_token(other)
+    assert not store.check_token(token + "x") and not store.check_token("")
+    assert token.encode() not in b"".join(p.read_bytes() for p in tmp_path.glob("c.db*"))
+    with raises(Conflict, "name"):
+        store.create_token("admin")
+    assert [t.name for t in store.list_tokens()] == ["admin", "ci"]
+    store.revoke_token("admin")
+    assert not store.check_token(token) and store.check_token(other)
+    with raises(NotFound, "name"):
+        store.revoke_token("admin")
+
+
+# -- rendering and persistence -------------------------------------------------------------------
+
+
+def test_config_for_is_the_full_mesh_with_the_generation(tmp_path):
+    with Store(tmp_path / "c.db") as s:
+        s.create_enterprise("acme", transport="esp")
+        s.add_subnet("acme", "corp", vni=100, cidr="192.0.2.0/24", gateway="192.0.2.1")
+        s.add_gateway("acme", "b1", serial="SN1", uplinks=wan(1), ports={"corp": ["lan0"]})
+        s.add_gateway("acme", "b2", serial="SN2", uplinks=wan(2))
+        s.add_gateway("acme", "b3", serial="SN3", behind_nat=True,
+                      uplinks=[{"name": "wan0", "interface": "eth0", "mode": "dhcp", "public": "203.0.113.9"}])
+        s.create_enterprise("globex")
+        s.add_gateway("globex", "g1", serial="G1", uplinks=wan(9))
+        for name in ("b1", "b2", "b3"):
+            cfg = parse_config(json.loads(dump_config(s.config_for(name))))
+            assert cfg.generation == s.get_enterprise("acme").generation == 5
+            assert cfg.system_ip == s.get_gateway(name).system_ip
+            assert sorted(p.name for p in cfg.peers) == sorted({"b1", "b2", "b3"} - {name})
+            assert cfg.transport == "esp" and cfg.ipsec.psk == s.get_enterprise("acme").ipsec.psk
+        b1 = s.config_for("b1")
+        assert b1.subnets[0].ports == ("lan0",)
+        assert {p.name: (str(p.endpoint), p.initiate) for p in b1.peers} == {
+            "b2": ("198.18.2.2", "auto"), "b3": ("203.0.113.9", "never")}
+        assert s.config_for("b3").behind_nat and {p.initiate for p in s.config_for("b3").peers} == {"always"}
+        assert [p.name for p in s.config_for("g1").peers] == []
+        with raises(NotFound, "name"):
+            s.config_for("nope")
+
+
+def test_store_persists_across_reopen(tmp_path):
+    path = tmp_path / "c.db"
+    with Store(path) as s:
+        assert s.journal_mode == "wal"
+        s.create_enterprise("acme", transport="esp")
+        s.add_subnet("acme", "corp", vni=100, cidr="192.0.2.0/24", gateway="192.0.2.1")
+        s.add_gateway("acme", "b1", serial="SN1", uplinks=wan(1), ports={"corp": ["lan0"]}, activation_code="abcdef")
+        token = s.create_token("admin")
+        before = (s.get_enterprise("acme"), s.list_subnets("acme"), s.get_gateway("b1"), s.config_for("b1"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with Store(path) as s:
+        assert s.schema_version() == SCHEMA_VERSION
+        assert (s.get_enterprise("acme"), s.list_subnets("acme"), s.get_gateway("b1"), s.config_for("b1")) == before
+        assert s.check_token(token) and s.check_activation("SN1", "abcdef")
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    Store(tmp_path / "c.db").close()
+    db = sqlite3.connect(tmp_path / "c.db")
+    db.execute("INSERT INTO schema_migrations VALUES (?, 'later')", (SCHEMA_VERSION + 1,))
+    db.commit()
+    db.close()
+    with raises(StoreError, "schema"):
+        Store(tmp_path / "c.db")
