@@ -406,6 +406,11 @@ class Store:
             cur.execute("DELETE FROM gateways WHERE id = ?", (gw_id,))
             self._bump(cur, ent_id)
 
+    def gateway_by_serial(self, serial: str) -> GatewayRec | None:
+        with self._tx() as cur:
+            row = cur.execute("SELECT id FROM gateways WHERE serial = ?", (serial,)).fetchone()
+            return self._gateway(cur, row[0]) if row is not None else None
+
     def check_activation(self, serial: str, code: str | None) -> bool:
         """Does ``code`` activate the gateway with this serial? True also when it needs no code."""
         with self._tx() as cur:

@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     fi.add_argument("--serial", help="serial number (default: from DMI)")
     fi.add_argument("--force", action="store_true", help="replace an existing identity")
 
+    act = sub.add_parser("activate", help="give this gateway its activation code (asked for by the controller)")
+    act.add_argument("code", nargs="?", help="the code; '-' or nothing: read it from standard input")
+    act.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+
     chk = sub.add_parser("check-config", help="validate a config file without applying it")
     chk.add_argument("config", type=Path)
     return p
@@ -96,6 +100,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"nsg: factory-init: {exc}", file=sys.stderr)
             return 1
         print(f"{args.state_dir / 'identity'}: IDevID for serial {serial}, issued by {cert.issuer.rfc4514_string()}")
+        return 0
+    if args.cmd == "activate":
+        from bootstrap.driver import ACTIVATION_CODE
+        from bootstrap.identity import write_private
+
+        code = args.code if args.code not in (None, "-") else sys.stdin.readline().strip()
+        if not code or len(code) > 128 or not code.isprintable():
+            print("nsg: activate: the code must be 1-128 printable characters", file=sys.stderr)
+            return 2
+        ident = args.state_dir / "identity"
+        if not (ident / "idevid.pem").exists():
+            print(f"nsg: activate: {ident} holds no factory identity", file=sys.stderr)
+            return 1
+        write_private(ident / ACTIVATION_CODE, code.encode())
+        print("activation code stored; the gateway presents it at its next enrollment attempt")
         return 0
     if args.cmd == "check-config":
         from nsg.model import ConfigError, load_config
