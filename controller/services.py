@@ -1,0 +1,145 @@
+"""The controller's device-facing services on one TLS site: SZTP bootstrap (RFC 8572), EST
+(RFC 7030) and the management channel — composed over the store.
+
+    https://ADDR:PORT/restconf/...          SZTP: IDevID clients, signed onboarding data
+    https://ADDR:PORT/.well-known/est/...   EST: IDevID (enroll) / LDevID (reenroll) clients
+    wss://ADDR:PORT/channel                 the channel: LDevID clients
+
+The site's certificate is issued by the controller CA for ADDR; that CA is the trust anchor the
+onboarding data gives gateways. Admin API tokens never work here, device certificates never work
+on the admin API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from bootstrap.identity import make_manufacturer_ca, write_private
+from controller.activation import ActivationGate
+from controller.ca import CertificateAuthority
+from controller.channel_server import ChannelHub
+from controller.est_server import DeviceAuthorizer, add_est_routes, server_ssl_context
+from controller.store import Store
+from controller.sztp_server import Manufacturer, Owner, SztpServer
+
+log = logging.getLogger("controller.services")
+
+
+def _issue(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
+           issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool, ip: str | None = None,
+           days: int = 3650) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "nsg controller"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    b = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer.subject if issuer else name)
+         .public_key(key.public_key()).serial_number(x509.random_serial_number())
+         .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
+         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if ip:
+        b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+def _load_or_make(directory: Path, stem: str, make) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    kp, cp = directory / f"{stem}.key", directory / f"{stem}.pem"
+    if kp.exists() and cp.exists():
+        key = serialization.load_pem_private_key(kp.read_bytes(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return key, x509.load_pem_x509_certificate(cp.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = make(key)
+    write_private(kp, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
+    cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key, cert
+
+
+@dataclass
+class DeviceServices:
+    store: Store
+    state_dir: Path
+    address: str  # where gateways reach us (certificate SAN, onboarding URLs)
+    port: int
+    manufacturer_dir: Path  # lab: the manufacturer CA whose key issues vouchers and whose IDevIDs we accept
+
+    def __post_init__(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.ca = CertificateAuthority.load_or_create(self.state_dir / "ca")
+        pki = self.state_dir / "pki"
+        pki.mkdir(exist_ok=True, mode=0o700)
+        okey, oca = _load_or_make(pki, "owner-ca", lambda k: _issue("owner CA", k, None, k, ca=True))
+        owner_key, owner = _load_or_make(pki, "owner", lambda k: _issue("owner", k, oca, okey, ca=False))
+        _load_or_make(pki, f"tls-{self.address}",
+                      lambda k: _issue(self.address, k, self.ca.cert, self.ca.key, ca=False, ip=self.address,
+                                       days=825))
+        mkey, mcert = make_manufacturer_ca(self.manufacturer_dir)
+        self.gate = ActivationGate(self.store)
+        self.hub = ChannelHub(self._config_doc)
+        self.sztp = SztpServer(Owner(owner_key, owner, oca), Manufacturer(mkey, mcert), self._onboarding, (mcert,))
+        self._tls = (pki / f"tls-{self.address}.pem", pki / f"tls-{self.address}.key")
+        self._client_cas = [mcert, self.ca.cert]
+        self._authorizer = DeviceAuthorizer(self.ca, [mcert], self.gate.lookup)
+        self._runner: web.AppRunner | None = None
+        self._pusher: asyncio.Task | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{self.address}:{self.port}"
+
+    def _onboarding(self, serial: str) -> dict | None:
+        if self.store.gateway_by_serial(serial) is None:
+            return None
+        return {"channel_url": f"wss://{self.address}:{self.port}/channel", "est_url": self.base_url,
+                "trust_anchor": self.ca.cert_pem.decode()}
+
+    def _config_doc(self, serial: str) -> tuple[int, dict] | None:
+        rec = self.store.gateway_by_serial(serial)
+        if rec is None:
+            return None
+        cfg = self.store.config_for(rec.name)
+        return cfg.generation, cfg.model_dump(mode="json")
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024)
+        self.sztp.add_routes(app)
+        add_est_routes(app, self.ca, self._authorizer)
+        self.hub.add_routes(app)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        ctx = server_ssl_context(self._tls[0], self._tls[1], self._client_cas)
+        site = web.TCPSite(self._runner, self.address, self.port, ssl_context=ctx)
+        await site.start()
+        if self.port == 0:
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._pusher = asyncio.get_running_loop().create_task(self._push_loop())
+        log.info("device services up", extra={"fields": {"url": self.base_url}})
+
+    async def _push_loop(self, every: float = 0.5) -> None:
+        """Configs follow the store: whenever a gateway's generation moved, it gets the new one."""
+        while True:
+            await asyncio.sleep(every)
+            for serial in list(self.hub.sessions):
+                try:
+                    await self.hub.push(serial)
+                except (ConnectionError, RuntimeError) as exc:
+                    log.warning("push failed", extra={"fields": {"serial": serial, "error": str(exc)}})
+
+    async def stop(self) -> None:
+        if self._pusher is not None:
+            self._pusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pusher
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -1,0 +1,79 @@
+"""The controller end to end on loopback: an operator registers a gateway; the box, knowing nothing
+but its factory identity, bootstraps (SZTP, signed data checked through the voucher), enrolls (EST),
+opens the mTLS channel and receives its config; the operator changes the enterprise and the new
+generation arrives by itself."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bootstrap.driver import Bootstrapper, Server
+from bootstrap.identity import FileIdentityStore, factory_init, make_manufacturer_ca
+from controller.services import DeviceServices
+from controller.store import Store
+from nsg.channel import wire
+from nsg.channel.client import ChannelClient
+from nsg.model import parse_config
+
+
+def uplink(n):
+    return [{"name": "wan0", "interface": "wan0", "mode": "static", "address": f"198.18.{n}.2/24",
+             "gateway": f"198.18.{n}.1"}]
+
+
+def test_register_bootstrap_enroll_configure(tmp_path):
+    store = Store(tmp_path / "ctl.db")
+    store.create_enterprise("acme", transport="esp")
+    store.add_subnet("acme", "corp", vni=100, cidr="198.19.0.0/24", gateway="198.19.0.1")
+    store.add_gateway("acme", "b1", serial="NSG-21", uplinks=uplink(1), ports={"corp": ["lan0"]}, behind_nat=False)
+    store.add_gateway("acme", "b2", serial="NSG-22", uplinks=uplink(2), ports={"corp": ["lan0"]}, behind_nat=True)
+    ident_dir = tmp_path / "gw" / "identity"
+    factory_init(ident_dir, "NSG-21", make_manufacturer_ca(tmp_path / "mfg"))
+
+    async def main():
+        svc = DeviceServices(store, tmp_path / "ctl", "127.0.0.1", 0, tmp_path / "mfg")
+        await svc.start()
+        try:
+            ident = FileIdentityStore(ident_dir)
+            doc = await Bootstrapper(ident).run([Server(svc.base_url, source="dhcp")])
+            assert ident.ldevid() is not None
+            got: list[wire.Config] = []
+
+            async def on_config(msg):
+                parse_config(msg.config)  # what the daemon does first
+                got.append(msg)
+                return wire.ApplyResult(generation=msg.generation, ok=True, running=msg.generation)
+
+            client = ChannelClient(doc.channel_url,
+                                   lambda: ident.tls_context("ldevid", ident_dir / "controller-ca.pem"),
+                                   ident.serial(), on_config, lambda: 0, backoff=(0.05, 0.2))
+            task = asyncio.create_task(client.run())
+            for _ in range(200):
+                if got:
+                    break
+                await asyncio.sleep(0.02)
+            first = parse_config(got[0].config)
+            assert str(first.system_ip) == str(store.get_gateway("b1").system_ip)
+            assert [p.name for p in first.peers] == ["b2"] and first.peers[0].initiate == "never"
+            assert first.transport == "esp" and first.ipsec is not None and first.ipsec.psk
+            # the operator adds a subnet: a new generation reaches the gateway unasked
+            store.add_subnet("acme", "guest", vni=200, cidr="198.19.1.0/24", gateway="198.19.1.1")
+            for _ in range(200):
+                if len(got) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert got[1].generation > got[0].generation
+            assert {s.name for s in parse_config(got[1].config).subnets} == {"corp", "guest"}
+            results = svc.hub.sessions["NSG-21"].results
+            for _ in range(100):
+                if len(results) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert [r.ok for r in results] == [True, True]
+            task.cancel()
+        finally:
+            await svc.stop()
+        assert svc.sztp.counters["served"] == 1 and svc.gate.counters["granted"] == 1
+
+    asyncio.run(main())
+    store.close()
