@@ -237,14 +237,29 @@ def _serve(args: argparse.Namespace) -> None:
     host, port = _listen(args.listen)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     with Store(args.db, system_pool=args.system_pool) as store:
-        asyncio.run(_run(make_app(store), store, host, port))
+        asyncio.run(_run(make_app(store), store, host, port, args))
 
 
-async def _run(app: Any, store: Store, host: str, port: int) -> None:
+async def _run(app: Any, store: Store, host: str, port: int, args: argparse.Namespace | None = None) -> None:
     from aiohttp import web
 
     runner = web.AppRunner(app)
     await runner.setup()
+    devices = None
+    if args is not None and getattr(args, "devices", None):
+        from controller.services import DeviceServices
+
+        dhost, _, dport = args.devices.rpartition(":")
+        try:
+            ip_address(dhost)
+            dport_n = int(dport)
+        except ValueError:
+            raise CliError(f"--devices {args.devices}: give ADDRESS:PORT") from None
+        if not args.state_dir or not args.manufacturer_dir:
+            raise CliError("--devices needs --state-dir and --manufacturer-dir")
+        devices = DeviceServices(store, args.state_dir, dhost, dport_n, args.manufacturer_dir)
+        await devices.start()
+        print(f"nsg-controller: device services (SZTP, EST, channel) on {devices.base_url}", flush=True)
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
@@ -260,6 +275,8 @@ async def _run(app: Any, store: Store, host: str, port: int) -> None:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
+        if devices is not None:
+            await devices.stop()
         await runner.cleanup()
 
 
@@ -285,6 +302,11 @@ def add_subcommands(sub: Any) -> None:
     s = sub.add_parser("serve", parents=[db], help="serve the admin REST API")
     s.add_argument("--listen", default="127.0.0.1:8443", help="loopback ADDRESS:PORT (default 127.0.0.1:8443)")
     s.add_argument("--system-pool", default=None, help="system IP pool of a new database (default 198.19.255.0/24)")
+    s.add_argument("--devices", metavar="ADDRESS:PORT",
+                   help="also serve gateways (SZTP, EST, channel; TLS) on this address, e.g. 198.18.0.2:8444")
+    s.add_argument("--state-dir", type=Path, help="controller CA, owner and TLS keys (with --devices)")
+    s.add_argument("--manufacturer-dir", type=Path,
+                   help="manufacturer CA whose IDevIDs are accepted and (labs) whose key signs vouchers")
     s.set_defaults(admin_run=_serve)
 
     t = group("token", "admin API tokens, on the database file")
