@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="re-apply the desired state this often (repairs drift)")
     run.add_argument("--controller", metavar="URL",
                      help="hold the management channel to this controller (wss://...); identity from STATE/identity")
+    run.add_argument("--bootstrap", metavar="WAN",
+                     help="zero-touch: DHCP on this WAN port, discover bootstrap servers, SZTP + EST, then the channel")
+    run.add_argument("--media", type=Path, action="append", help="where to look for nsg-bootstrap.json (repeatable)")
     run.add_argument("--log-format", choices=("json", "text"), default="json")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             print("nsg: --resync-interval must be positive", file=sys.stderr)
             return 2
         return run_daemon(args.config, args.state_dir, flush_on_exit=args.flush_on_exit,
-                          resync_interval=args.resync_interval, controller_url=args.controller)
+                          resync_interval=args.resync_interval, controller_url=args.controller,
+                          bootstrap_wan=args.bootstrap, media_dirs=args.media)
     if args.cmd == "status":
         from nsg.control import ControlError, request
         from nsg.status import render

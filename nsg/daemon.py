@@ -44,6 +44,8 @@ class Daemon:
         flush_on_exit: bool = False,
         resync_interval: float = 30.0,
         controller_url: str | None = None,
+        bootstrap_wan: str | None = None,
+        media_dirs: list[Path] | None = None,
     ):
         self.config_path = config_path
         self.state_dir = state_dir
@@ -66,10 +68,19 @@ class Daemon:
         self.tunnels: Tunnels | None = None
         self.controller_url = controller_url
         self.channel = None
+        self.bootstrap_wan = bootstrap_wan
+        self.media_dirs = media_dirs
+        self.zerotouch = None
 
     # --- lifecycle ---------------------------------------------------------
 
     async def run(self) -> int:
+        if self.bootstrap_wan is not None and self.controller_url is None:
+            from nsg.zerotouch import ZeroTouch
+
+            self.zerotouch = ZeroTouch(self.state_dir, self.bootstrap_wan, lambda op: self.kernel.apply(op),  # noqa: PLW0108 - kernel comes later
+                                       media_dirs=self.media_dirs)
+            self.controller_url = self.zerotouch.bootstrapped()  # bootstrapped before: straight to the channel
         try:
             self.config = self._boot_config()
         except ConfigError as exc:
@@ -101,6 +112,8 @@ class Daemon:
             else:
                 log.info("no config yet: waiting for the controller", extra={"fields": {"url": self.controller_url}})
             channel_task = self._start_channel()
+            if channel_task is None and self.zerotouch is not None:
+                channel_task = asyncio.get_running_loop().create_task(self._bootstrap_then_channel())
             try:
                 await self._main_loop()
             finally:
@@ -121,6 +134,13 @@ class Daemon:
                 close()
             log.info("nsg stopped", extra={"fields": {"flushed": self.flush_on_exit}})
         return 0
+
+    async def _bootstrap_then_channel(self) -> None:
+        assert self.zerotouch is not None
+        self.controller_url = await self.zerotouch.run()
+        task = self._start_channel()
+        if task is not None:
+            await task
 
     def _start_channel(self) -> asyncio.Task | None:
         """With a controller: hold the mTLS channel (LDevID, the controller's trust anchor from bootstrap)."""
@@ -155,8 +175,8 @@ class Daemon:
         last = self.state_dir / LAST_GOOD
         if self.config_path is None:
             if not last.exists():
-                if self.controller_url is not None:
-                    return None  # a freshly bootstrapped box: the controller sends the first config
+                if self.controller_url is not None or self.zerotouch is not None:
+                    return None  # a fresh box: the controller sends the first config
                 raise ConfigError(str(last), ["no --config given and no last good config kept yet"])
             log.warning("booting from the last good config", extra={"fields": {"path": str(last)}})
             return load_config(last)
@@ -369,7 +389,8 @@ class Daemon:
         if cfg is None:
             return {"version": __version__, "pid": os.getpid(), "config": None, "last_apply": None,
                     "channel": self.channel.status() if self.channel else None, "counters": dict(self.counters),
-                    "last_reload_error": self.last_reload_error}
+                    "last_reload_error": self.last_reload_error,
+                    "bootstrap": self.zerotouch.status() if self.zerotouch else None}
         async with self._lock:
             snap = await asyncio.to_thread(self.kernel.snapshot)
         ours = {n for n, link in snap.links.items() if link.owned}
@@ -404,6 +425,7 @@ class Daemon:
             "fdb": sorted(f"{f.ifname} {f.mac} dst {f.dst}" for f in snap.fdb),
             "tunnels": self.tunnels.status() if self.tunnels else None,
             "channel": self.channel.status() if self.channel else None,
+            "bootstrap": self.zerotouch.status() if self.zerotouch else None,
             "last_apply": self.last_apply,
             "last_reload_error": self.last_reload_error,
             "counters": dict(self.counters),
@@ -411,11 +433,13 @@ class Daemon:
 
 
 def run_daemon(config: Path | None, state_dir: Path, *, flush_on_exit: bool, resync_interval: float,
-               controller_url: str | None = None) -> int:
+               controller_url: str | None = None, bootstrap_wan: str | None = None,
+               media_dirs: list[Path] | None = None) -> int:
     from nsg.dataplane.netlink import NetlinkAdapter
 
     daemon = Daemon(config, state_dir, NetlinkAdapter, flush_on_exit=flush_on_exit,
-                    resync_interval=resync_interval, controller_url=controller_url)
+                    resync_interval=resync_interval, controller_url=controller_url, bootstrap_wan=bootstrap_wan,
+                    media_dirs=media_dirs)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(daemon.run())
     return 0

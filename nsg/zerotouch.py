@@ -1,0 +1,115 @@
+"""The gateway's bootstrap mode: from an empty box (factory identity only) to a controller URL.
+
+DHCP on the WAN port comes first: its lease is applied at once (marked as nsg's, so the
+controller's config later replaces it cleanly) and its options name bootstrap servers. Then the
+bootstrap driver (bootstrap/driver.py) does SZTP and EST. Failures are retried with jittered
+backoff; the state shows in `nsg status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography import x509
+
+from bootstrap.driver import Bootstrapper, Server
+from bootstrap.errors import BootstrapError
+from bootstrap.identity import FileIdentityStore, IdentityError
+from bootstrap.sources import DiscoveryStats, discover
+from bootstrap.sources.default import DefaultSource
+from bootstrap.sources.dhcp import DhcpResult, DhcpSource
+from bootstrap.sources.dns import DnsSource
+from bootstrap.sources.file import FileSource
+from bootstrap.sources.model import DiscoveryContext
+from nsg.dataplane.errors import DataplaneError
+from nsg.dataplane.types import AddAddr, Addr, AddRoute, Op, Route, SetUp
+
+log = logging.getLogger("nsg.zerotouch")
+
+
+class ZeroTouch:
+    def __init__(self, state_dir: Path, wan: str, apply_op: Callable[[Op], None], *,
+                 media_dirs: list[Path] | None = None, default_uri: str | None = None,
+                 backoff: tuple[float, float] = (2.0, 60.0)):
+        self.identity = FileIdentityStore(state_dir / "identity")
+        self.wan = wan
+        self.apply_op = apply_op
+        self.media_dirs = media_dirs
+        self.default_uri = default_uri
+        self.backoff = backoff
+        self.stats = DiscoveryStats()
+        self.state = "discovering"
+        self.attempts = 0
+        self.last_error: str | None = None
+
+    def bootstrapped(self) -> str | None:
+        """The controller's channel URL once bootstrapped (SZTP then stops for good)."""
+        doc = Bootstrapper(self.identity).done()
+        return doc.channel_url if doc else None
+
+    async def _apply_lease(self, lease: DhcpResult) -> None:
+        """Make the lease usable now: address, link up, default route (all marked as nsg's)."""
+        if lease.address is None or lease.prefixlen is None:
+            return
+        ops: list[Op] = [SetUp(self.wan), AddAddr(Addr(self.wan, f"{lease.address}/{lease.prefixlen}"))]
+        net = ipaddress.IPv4Network(f"{lease.address}/{lease.prefixlen}", strict=False)
+        gw = next((r for r in lease.routers if ipaddress.IPv4Address(r) in net), None)
+        if gw:
+            ops.append(AddRoute(Route("0.0.0.0/0", self.wan, gw, None, 100)))
+        for op in ops:
+            try:
+                await asyncio.to_thread(self.apply_op, op)
+            except DataplaneError as exc:
+                if exc.errno != 17:  # EEXIST: a renewal of what is there
+                    raise
+        log.info("bootstrap lease applied", extra={"fields": {"interface": self.wan, "address": lease.address,
+                                                              "gateway": gw}})
+
+    def _sources(self) -> list:
+        out = [FileSource(self.media_dirs), DhcpSource(self.wan, apply_lease=self._apply_lease), DnsSource()]
+        if self.default_uri:
+            out.append(DefaultSource(self.default_uri))
+        return out
+
+    async def run(self) -> str:
+        delay = self.backoff[0]
+        while True:
+            self.attempts += 1
+            try:
+                url = self.bootstrapped()
+                if url:
+                    self.state = "done"
+                    return url
+                self.state = "discovering"
+                ctx = DiscoveryContext(serial_number=self.identity.serial())
+                found = await discover(self._sources(), ctx, stats=self.stats)
+                servers = [Server(s.uri.rstrip("/"), _anchors(s.trust_anchor_der), s.source)
+                           for s in found if s.inline is None]
+                if not servers:
+                    raise BootstrapError("no bootstrap server found")
+                self.state = "bootstrapping"
+                doc = await Bootstrapper(self.identity).run(servers)
+                self.state = "done"
+                self.last_error = None
+                return doc.channel_url
+            except (BootstrapError, IdentityError, DataplaneError, OSError) as exc:
+                self.last_error = str(exc)
+                self.state = "activation-required" if "activation required" in str(exc) else "retrying"
+                log.warning("bootstrap attempt failed", extra={"fields": {"attempt": self.attempts,
+                                                                          "error": str(exc)}})
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, self.backoff[1])
+
+    def status(self) -> dict:
+        return {"state": self.state, "attempts": self.attempts, "last_error": self.last_error,
+                "discovery": {"attempts": self.stats.attempts, "failures": self.stats.failures,
+                              "last_error": self.stats.last_error}}
+
+
+def _anchors(der: bytes | None) -> tuple[x509.Certificate, ...]:
+    return (x509.load_der_x509_certificate(der),) if der else ()
