@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from bootstrap import cms
 from bootstrap.identity import make_manufacturer_ca, write_private
 from controller.activation import ActivationGate
 from controller.ca import CertificateAuthority
@@ -123,6 +124,9 @@ class DeviceServices:
         await site.start()
         if self.port == 0:
             self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        # Untrusting devices are redirected here, now with our CA as the anchor: onboarding and
+        # progress reports then run over authenticated TLS.
+        self.sztp.redirect = (self.address, self.port, cms.certs_only([self.ca.cert]))
         self._pusher = asyncio.get_running_loop().create_task(self._push_loop())
         log.info("device services up", extra={"fields": {"url": self.base_url}})
 

@@ -52,6 +52,9 @@ class SztpServer:
     manufacturer: Manufacturer
     onboarding: Callable[[str], dict | None]  # serial -> nsg onboarding document, None if unknown
     trusted_manufacturers: tuple[x509.Certificate, ...]
+    # Where a device that does not trust us yet is sent, with the trust anchor to trust it by:
+    # (address, port, certs-only CMS of the CA). None: onboard it directly with signed data.
+    redirect: tuple[str, int, bytes] | None = None
     progress: dict[str, list[dict]] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=lambda: {"served": 0, "refused": 0, "bad_requests": 0,
                                                                "reports": 0})
@@ -118,8 +121,15 @@ class SztpServer:
         if doc is None:
             self.counters["refused"] += 1
             raise self._error(404, "data-missing", f"no bootstrapping data for serial {serial}")
-        info = sztp_data.OnboardingInfo(configuration_handling="replace",
-                                        configuration=json.dumps(doc, sort_keys=True).encode())
+        info: sztp_data.ConveyedInfo
+        if self.redirect is not None and "signed-data-preferred" in inp:
+            # The device cannot authenticate us: hand it, signed, the way to a server it can (RFC 8572
+            # 5.2), so that what follows -- onboarding and progress reports -- runs over trusted TLS.
+            address, port, anchor = self.redirect
+            info = sztp_data.RedirectInfo((sztp_data.BootstrapServer(address, port, anchor),))
+        else:
+            info = sztp_data.OnboardingInfo(configuration_handling="replace",
+                                            configuration=json.dumps(doc, sort_keys=True).encode())
         now = datetime.datetime.now(datetime.UTC)
         voucher = sztp_data.make_voucher(
             serial, self.owner.ca, self.manufacturer.key, self.manufacturer.cert, nonce=nonce,
@@ -146,4 +156,5 @@ class SztpServer:
         entry = {"type": kind, "message": str(msg)[:1000], "at": datetime.datetime.now(datetime.UTC).isoformat()}
         self.progress.setdefault(serial, []).append(entry)
         self.counters["reports"] += 1
+        log.info("bootstrap progress %s %s", serial, kind, extra={"fields": {"serial": serial, "type": kind}})
         return web.Response(status=204)

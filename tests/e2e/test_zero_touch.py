@@ -80,3 +80,15 @@ def test_zero_touch_two_branches(make_lab, tmp_path):
     assert r.returncode == 0, r.stdout
     gw = json.loads(ctl_cli(lab, token, "gateway", "show", "b1").stdout)
     assert gw["serial"] == "LAB-B1"
+    # each box told the controller how far it got (over trusted TLS, after the signed redirect)
+    log = lab.log_path("ctl", "controller").read_text()
+    for g in plan.gateways:
+        serial = f"LAB-{g.name.upper()}"
+        for stage in ("onboarding-initiated", "bootstrap-complete"):
+            assert f"bootstrap progress {serial} {stage}" in log, (serial, stage)
+        st = gws.status(g.name)
+        assert st["config"]["generation"] >= 1 and st["last_apply"]["error"] is None
+        ident = gws.state_dir(g.name) / "identity"
+        for f in ("idevid.key", "ldevid.key", "onboarding.json"):
+            assert oct((ident / f).stat().st_mode & 0o777) == "0o600", f
+        assert oct(ident.stat().st_mode & 0o777) == "0o700"

@@ -73,7 +73,9 @@ def test_register_bootstrap_enroll_configure(tmp_path):
             task.cancel()
         finally:
             await svc.stop()
-        assert svc.sztp.counters["served"] == 1 and svc.gate.counters["granted"] == 1
+        # first a signed redirect (we were untrusted), then onboarding over trusted TLS, with reports
+        assert svc.sztp.counters["served"] == 2 and svc.gate.counters["granted"] == 1
+        assert [p["type"] for p in svc.sztp.progress["NSG-21"]] == ["onboarding-initiated", "bootstrap-complete"]
 
     asyncio.run(main())
     store.close()
