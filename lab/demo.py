@@ -1,18 +1,19 @@
-"""The demo: two branches (b2 behind a NAT), their gateways running nsg, the overlay
-encrypted with IKEv2/ESP, hosts pinging across.
+"""The demo: a controller and two branches (b2 behind a NAT) whose gateways start empty — only a
+factory identity — and set themselves up: DHCP option 143, SZTP, EST, the mTLS channel, IKEv2/ESP.
 
-`make demo` runs `nsg-lab demo` (returns once everything is up, daemons keep
-running); `make demo-down` runs `nsg-lab down --name demo`.
+`make demo` runs `nsg-lab demo` (returns once everything is up; daemons keep running);
+`make demo-down` runs `nsg-lab down --name demo`.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from lab import topology
-from lab.gateways import Gateways
 from lab.lab import Lab
+from lab.zerotouch import ZeroTouchLab, serial_of
 
 DEMO_NAME = "demo"
 TOPOLOGY = "two-branch-nat"
@@ -22,30 +23,44 @@ def up(name: str = DEMO_NAME) -> str:
     lab = Lab(name)
     plan = lab.up(topology.load(TOPOLOGY))
     try:
-        gws = Gateways(lab, plan, transport="esp")
-        gws.write_configs()
+        zt = ZeroTouchLab(lab, plan)
+        zt.start_controller()
+        zt.register()
+        zt.start_dhcp()
+        t0 = time.monotonic()
         for g in plan.gateways:
-            gws.start(g.name)
-        for g in plan.gateways:
-            gws.wait_applied(g.name)
-        for g in plan.gateways:
-            gws.wait_tunnels(g.name)
+            zt.power_on(g.name)
+        zt.wait_up()
+        took = time.monotonic() - t0
         hosts = plan.to_json()["hosts"]
-        ping = lab.run("b1-h1", "ping", "-c", "3", "-i", "0.2", "-W", "2", hosts["b2-h1"].split("/")[0], check=False)
+        b2h1 = hosts["b2-h1"].split("/")[0]
+        ping = lab.run("b1-h1", "ping", "-c", "3", "-i", "0.2", "-W", "2", b2h1, check=False)
+        rows = []
+        for g in plan.gateways:
+            st = zt.gws.status(g.name)
+            ike = st["tunnels"]["ike"][0]["ike_sa"]
+            rows.append(f"  {g.name:<4} serial {serial_of(g.name):<8} system ip "
+                        f"{st['config']['system_ip']:<14} config gen {st['config']['generation']:<3} "
+                        f"channel {'up' if st['channel']['connected'] else 'DOWN':<4} IKE {ike['state']}"
+                        f"{' (behind NAT)' if g.nat else ''}")
     except Exception:
         lab.down()
         raise
-    b2h1 = hosts["b2-h1"].split("/")[0]
-    bindir = Path(sys.executable).parent
     verdict = "ok" if ping.returncode == 0 else "FAILED"
+    bindir = Path(sys.executable).parent
+    table = "\n".join(rows)
     return f"""\
-demo lab '{name}' is up: {len(plan.nodes)} namespaces, gateways b1 and b2 (behind NAT) running nsg.
-  b1-h1 -> b2-h1 ping over VXLAN inside IKEv2/ESP: {verdict}
+demo lab '{name}' is up: {len(plan.nodes)} namespaces. Both gateways started empty and set themselves up
+in {took:.1f}s (DHCP option 143 -> SZTP -> EST -> mTLS channel -> config -> IKEv2/ESP):
+{table}
+  b1-h1 -> b2-h1 ping over VXLAN inside ESP: {verdict}
 
 Look around:
   {bindir}/nsg-lab status --name {name}
   {bindir}/nsg-lab exec --name {name} b1-h1 -- ping -c3 {b2h1}
-  {bindir}/nsg-lab exec --name {name} b1 -- {bindir}/nsg status --state-dir {gws.state_dir('b1')}
+  {bindir}/nsg-lab exec --name {name} b1 -- {bindir}/nsg status --state-dir {zt.state_dir('b1')}
+  {bindir}/nsg-lab exec --name {name} ctl -- env NSG_CONTROLLER_TOKEN={zt.token} {bindir}/nsg-controller \\
+      gateway list acme --url http://127.0.0.1:8443
   {bindir}/nsg-lab exec --name {name} inet -- tcpdump -ni b1-w0      # only UDP 500/4500 on the WAN
   logs: {lab.dir / 'logs'}
 Tear down: make demo-down

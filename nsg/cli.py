@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--bootstrap", metavar="WAN",
                      help="zero-touch: DHCP on this WAN port, discover bootstrap servers, SZTP + EST, then the channel")
     run.add_argument("--media", type=Path, action="append", help="where to look for nsg-bootstrap.json (repeatable)")
+    run.add_argument("--channel-retry-max", type=float, default=60.0, metavar="SECONDS",
+                     help="longest wait between reconnects to the controller (jittered backoff)")
     run.add_argument("--log-format", choices=("json", "text"), default="json")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
@@ -66,12 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         from nsg.daemon import run_daemon
 
         log.setup(args.log_format, args.log_level)
-        if args.resync_interval <= 0:
-            print("nsg: --resync-interval must be positive", file=sys.stderr)
+        if args.resync_interval <= 0 or args.channel_retry_max < 1:
+            print("nsg: --resync-interval must be positive and --channel-retry-max at least 1", file=sys.stderr)
             return 2
         return run_daemon(args.config, args.state_dir, flush_on_exit=args.flush_on_exit,
                           resync_interval=args.resync_interval, controller_url=args.controller,
-                          bootstrap_wan=args.bootstrap, media_dirs=args.media)
+                          bootstrap_wan=args.bootstrap, media_dirs=args.media,
+                          channel_retry_max=args.channel_retry_max)
     if args.cmd == "status":
         from nsg.control import ControlError, request
         from nsg.status import render

@@ -46,6 +46,7 @@ class Daemon:
         controller_url: str | None = None,
         bootstrap_wan: str | None = None,
         media_dirs: list[Path] | None = None,
+        channel_retry_max: float = 60.0,
     ):
         self.config_path = config_path
         self.state_dir = state_dir
@@ -69,6 +70,7 @@ class Daemon:
         self.controller_url = controller_url
         self.channel = None
         self.bootstrap_wan = bootstrap_wan
+        self.channel_retry_max = channel_retry_max
         self.media_dirs = media_dirs
         self.zerotouch = None
 
@@ -152,7 +154,8 @@ class Daemon:
         ident = FileIdentityStore(self.state_dir / "identity")
         cafile = self.state_dir / "identity" / "controller-ca.pem"
         self.channel = ChannelClient(self.controller_url, lambda: ident.tls_context("ldevid", cafile), ident.serial(),
-                                     self._remote_config, lambda: self.generation)
+                                     self._remote_config, lambda: self.generation,
+                                     backoff=(1.0, self.channel_retry_max))
         return asyncio.get_running_loop().create_task(self.channel.run(), name="channel")
 
     async def _remote_config(self, msg):
@@ -434,12 +437,12 @@ class Daemon:
 
 def run_daemon(config: Path | None, state_dir: Path, *, flush_on_exit: bool, resync_interval: float,
                controller_url: str | None = None, bootstrap_wan: str | None = None,
-               media_dirs: list[Path] | None = None) -> int:
+               media_dirs: list[Path] | None = None, channel_retry_max: float = 60.0) -> int:
     from nsg.dataplane.netlink import NetlinkAdapter
 
     daemon = Daemon(config, state_dir, NetlinkAdapter, flush_on_exit=flush_on_exit,
                     resync_interval=resync_interval, controller_url=controller_url, bootstrap_wan=bootstrap_wan,
-                    media_dirs=media_dirs)
+                    media_dirs=media_dirs, channel_retry_max=channel_retry_max)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(daemon.run())
     return 0

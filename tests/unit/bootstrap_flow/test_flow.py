@@ -142,3 +142,55 @@ def test_unknown_device_gets_nothing(world):
         assert sztp.counters["refused"] == 1
 
     asyncio.run(main())
+
+
+def test_rogue_server_with_unsigned_data_is_refused_and_the_next_one_used(world):
+    """A rogue DHCP server names a rogue bootstrap server that hands out unsigned onboarding data:
+    the device refuses it (RFC 8572: untrusted servers must sign) and goes on to the next server."""
+    import base64
+    import json as _json
+
+    from bootstrap import sztp_data
+    from bootstrap.sztp import GET_PATH, MEDIA, MODULE
+
+    async def rogue(_request):
+        info = sztp_data.OnboardingInfo(configuration=b'{"channel_url": "wss://203.0.113.66/x"}')
+        out = {"conveyed-information": base64.b64encode(sztp_data.encode_unsigned_conveyed(info)).decode()}
+        return web.Response(text=_json.dumps({f"{MODULE}:output": out}), content_type=MEDIA)
+
+    async def main():
+        app = web.Application()
+        app.router.add_post(GET_PATH, rogue)
+        rrunner = web.AppRunner(app)
+        await rrunner.setup()
+        ctx = server_ssl_context(world["tmp"] / "server.pem", world["tmp"] / "server.key", [world["maker"][1]])
+        rsite = web.TCPSite(rrunner, "127.0.0.1", 0, ssl_context=ctx)
+        await rsite.start()
+        rport = rsite._server.sockets[0].getsockname()[1]
+        runner, port, _ = await serve(world)
+        try:
+            doc = await Bootstrapper(FileIdentityStore(world["ident"])).run(
+                [Server(f"https://127.0.0.1:{rport}", source="dhcp"), Server(f"https://127.0.0.1:{port}")])
+        finally:
+            await runner.cleanup()
+            await rrunner.cleanup()
+        assert doc.channel_url == "wss://127.0.0.1:9/channel"
+
+    asyncio.run(main())
+
+
+def test_controller_refuses_an_idevid_from_another_manufacturer(world, tmp_path):
+    other = make_manufacturer_ca(tmp_path / "other-mfg", name="someone else")
+    ident = tmp_path / "stranger" / "identity"
+    factory_init(ident, "NSG-9", other)  # a known serial, but not our manufacturer's certificate
+
+    async def main():
+        runner, port, sztp = await serve(world)
+        try:
+            with pytest.raises(LocalBootstrapError):
+                await Bootstrapper(FileIdentityStore(ident)).run([Server(f"https://127.0.0.1:{port}")])
+        finally:
+            await runner.cleanup()
+        assert sztp.counters["served"] == 0
+
+    asyncio.run(main())

@@ -1,0 +1,118 @@
+"""The zero-touch story in a lab: the controller on `ctl`, DHCP with option 143 on every branch's
+WAN (from `inet`, or from the branch's NAT router), and gateways that start with nothing but a
+factory identity. Used by the demo, the e2e test and bench/bootstrap.py."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from bootstrap.identity import factory_init, make_manufacturer_ca
+from bootstrap.sources.dhcp import encode_option_143
+from lab.gateways import Gateways, nsg_argv
+from lab.lab import Lab
+from lab.netns import LabError
+from lab.topology import Plan
+
+DEVICE_PORT = 8444
+ADMIN = "127.0.0.1:8443"
+
+
+def serial_of(gw: str) -> str:
+    return f"LAB-{gw.upper()}"
+
+
+class ZeroTouchLab:
+    def __init__(self, lab: Lab, plan: Plan):
+        if plan.controller is None:
+            raise LabError("the topology has no controller node")
+        self.lab = lab
+        self.plan = plan
+        self.ctl_dir = lab.node_dir("ctl")
+        self.mfg = self.ctl_dir / "manufacturer"  # the lab manufacturer: IDevIDs and vouchers
+        self.db = self.ctl_dir / "ctl.db"
+        self.gws = Gateways(lab, plan, transport="esp")
+        self.token = ""
+
+    @property
+    def bootstrap_uri(self) -> str:
+        return f"https://{self.plan.controller}:{DEVICE_PORT}"
+
+    def controller(self, *args: str, check: bool = True):
+        return self.lab.run("ctl", "env", f"NSG_CONTROLLER_TOKEN={self.token}", sys.executable, "-m",
+                            "controller.cli", *args, "--url", f"http://{ADMIN}", check=check)
+
+    def start_controller(self, timeout: float = 15) -> None:
+        make_manufacturer_ca(self.mfg)
+        if not self.token:  # a restart keeps the database and its token
+            out = self.lab.run("ctl", sys.executable, "-m", "controller.cli", "token", "create", "admin", "--db",
+                               str(self.db)).stdout
+            self.token = out.strip().split()[-1]
+        self.lab.spawn("ctl", "controller", [
+            sys.executable, "-m", "controller.cli", "serve", "--db", str(self.db), "--listen", ADMIN,
+            "--devices", f"{self.plan.controller}:{DEVICE_PORT}", "--state-dir", str(self.ctl_dir / "state"),
+            "--manufacturer-dir", str(self.mfg)])
+        deadline = time.monotonic() + timeout
+        probe = "import socket,sys; socket.create_connection(('127.0.0.1', 8443)); socket.create_connection(" \
+                f"('{self.plan.controller}', {DEVICE_PORT}))"
+        while self.lab.run("ctl", sys.executable, "-c", probe, check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise LabError(f"controller did not come up: {self.lab.log_path('ctl', 'controller').read_text()}")
+            time.sleep(0.2)
+
+    def register(self) -> None:
+        t = self.plan.tenant
+        self.controller("enterprise", "create", "acme", "--transport", "esp")
+        self.controller("subnet", "add", "acme", t.name, "--vni", str(t.vni), "--cidr", str(t.cidr), "--gateway",
+                        str(t.gateway))
+        for g in self.plan.gateways:
+            u = g.uplinks[0]
+            uplink = f"name=wan0,interface=wan0,mode=static,address={u.address},gateway={u.gateway}"
+            if g.nat:
+                uplink += f",public={u.public}"
+            self.controller("gateway", "add", "acme", g.name, "--serial", serial_of(g.name), "--port",
+                            f"{t.name}={g.lan_port}", "--uplink", uplink, *(["--behind-nat"] if g.nat else []))
+
+    def start_dhcp(self) -> None:
+        """Each branch's WAN gets its planned address by DHCP, and option 143 names the bootstrap server."""
+        opt143 = ":".join(f"{b:02x}" for b in encode_option_143([self.bootstrap_uri]))
+        dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+        per_node: dict[str, list[str]] = {}
+        for g in self.plan.gateways:
+            u = g.uplinks[0]
+            host = u.address.split("/")[0]
+            node = f"{g.name}-nat" if g.nat else "inet"
+            per_node.setdefault(node, []).extend([f"--dhcp-range=set:{g.name},{host},{host},255.255.255.0,1h",
+                                                  f"--dhcp-option=tag:{g.name},3,{u.gateway}"])
+        for node, ranges in per_node.items():
+            d = self.lab.node_dir(node)
+            self.lab.spawn(node, "dhcp", [dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+                                          "--no-resolv", "--no-hosts", "--user=root", "--dhcp-authoritative",
+                                          "--no-ping", f"--dhcp-leasefile={d / 'leases'}",
+                                          f"--pid-file={d / 'dnsmasq.pid'}", "--log-dhcp", "--log-facility=-",
+                                          *ranges, f"--dhcp-option-force=143,{opt143}"])
+
+    def state_dir(self, gw: str) -> Path:
+        return self.gws.state_dir(gw)
+
+    def power_on(self, gw: str, *extra: str):
+        """A box fresh from the factory: an IDevID, an empty configuration, plugged in."""
+        ident = self.state_dir(gw) / "identity"
+        if not (ident / "idevid.pem").exists():
+            factory_init(ident, serial_of(gw), make_manufacturer_ca(self.mfg))
+        return self.lab.spawn(gw, "nsg", nsg_argv("run", "--bootstrap", "wan0", "--state-dir",
+                                                 str(self.state_dir(gw)), *extra))
+
+    def wait_up(self, timeout: float = 60) -> None:
+        for g in self.plan.gateways:
+            self.gws.wait_tunnels(g.name, timeout=timeout)
+
+    def up(self) -> None:
+        self.start_controller()
+        self.register()
+        self.start_dhcp()
+        for g in self.plan.gateways:
+            self.power_on(g.name)
+        self.wait_up()
