@@ -49,6 +49,7 @@ class Onboarding:
     channel_url: str
     est_url: str
     trust_anchor_pem: str
+    config: dict | None = None  # the gateway's initial config (validated by the daemon before use)
 
     @classmethod
     def parse(cls, data: bytes | None) -> Onboarding:
@@ -59,8 +60,11 @@ class Onboarding:
             doc = json.loads(data or b"")
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise bad("not JSON") from None
-        if not isinstance(doc, dict) or set(doc) != {"channel_url", "est_url", "trust_anchor"}:
-            raise bad("must hold exactly channel_url, est_url and trust_anchor")
+        if not isinstance(doc, dict) or not {"channel_url", "est_url", "trust_anchor"} <= set(doc) <= {
+                "channel_url", "est_url", "trust_anchor", "config"}:
+            raise bad("must hold channel_url, est_url, trust_anchor and optionally config")
+        if "config" in doc and not isinstance(doc["config"], dict):
+            raise bad("config must be an object")
         for k, scheme in (("channel_url", "wss"), ("est_url", "https")):
             u = urlsplit(str(doc[k]))
             if u.scheme != scheme or not u.hostname:
@@ -69,7 +73,7 @@ class Onboarding:
             x509.load_pem_x509_certificates(str(doc["trust_anchor"]).encode())
         except ValueError:
             raise bad("trust_anchor is not PEM certificates") from None
-        return cls(doc["channel_url"], doc["est_url"], doc["trust_anchor"])
+        return cls(doc["channel_url"], doc["est_url"], doc["trust_anchor"], doc.get("config"))
 
 
 @dataclass
@@ -143,19 +147,28 @@ class Bootstrapper:
 
     async def _ask(self, server: Server) -> sztp_data.ConveyedInfo:
         trusted = bool(server.trust_anchors)
+        await self._report(server, "bootstrap-initiated")
         nonce = secrets.token_bytes(16)
         out = await sztp.get_bootstrapping_data(server.url, self._tls(server), nonce=nonce,
                                                 signed_data_preferred=not trusted, hw_model=self.hw_model,
                                                 os_name=self.os_name, os_version=self.os_version)
+        await self._report(server, "parsing-initiated")
         if out.signed:
             assert out.owner_certificate is not None and out.ownership_voucher is not None
             anchor = x509.load_pem_x509_certificate((self.identity.directory / "manufacturer-ca.pem").read_bytes())
-            return sztp_data.verify_bootstrapping_data(out.conveyed_information, out.owner_certificate,
-                                                       out.ownership_voucher, anchor, self.identity.serial(),
-                                                       nonce, self.clock())
-        if not trusted:
+            try:
+                info = sztp_data.verify_bootstrapping_data(out.conveyed_information, out.owner_certificate,
+                                                           out.ownership_voucher, anchor, self.identity.serial(),
+                                                           nonce, self.clock())
+            except BootstrapError as exc:
+                await self._report(server, "parsing-error", str(exc))
+                raise
+        elif not trusted:
             raise RemoteBootstrapError("unsigned data from a server we do not trust", reason=Reason.UNSIGNED)
-        return sztp_data.decode_unsigned_conveyed(out.conveyed_information)
+        else:
+            info = sztp_data.decode_unsigned_conveyed(out.conveyed_information)
+        await self._report(server, "parsing-complete")
+        return info
 
     async def _onboard(self, server: Server, info: sztp_data.OnboardingInfo) -> Onboarding:
         await self._report(server, "onboarding-initiated")
@@ -175,12 +188,15 @@ class Bootstrapper:
                 raise LocalBootstrapError("activation required: the controller waits for this gateway's "
                                           "activation code (`nsg activate CODE`)") from None
             raise RemoteBootstrapError(f"EST enrollment: {exc}", reason=Reason.TRANSPORT) from None
+        await self._report(server, "config-initiated")
         self.identity.store_ldevid(cert, key)
         (d / "controller-ca.pem").write_text(doc.trust_anchor_pem)
         tmp = d / (ONBOARDING + ".tmp")
         write_private(tmp, json.dumps({"channel_url": doc.channel_url, "est_url": doc.est_url,
-                                       "trust_anchor": doc.trust_anchor_pem}).encode())
+                                       "trust_anchor": doc.trust_anchor_pem,
+                                       **({"config": doc.config} if doc.config else {})}).encode())
         os.replace(tmp, d / ONBOARDING)
+        await self._report(server, "config-complete")
         await self._report(server, "bootstrap-complete")
         log.info("bootstrapped", extra={"fields": {"serial": self.identity.serial(), "controller": doc.channel_url}})
         return doc

@@ -100,10 +100,14 @@ class DeviceServices:
         return f"https://{self.address}:{self.port}"
 
     def _onboarding(self, serial: str) -> dict | None:
-        if self.store.gateway_by_serial(serial) is None:
+        """nsg's onboarding document: where EST and the channel are, the CA to trust for them, and the
+        gateway's initial config (it starts forwarding before the channel is even up)."""
+        rec = self.store.gateway_by_serial(serial)
+        if rec is None:
             return None
         return {"channel_url": f"wss://{self.address}:{self.port}/channel", "est_url": self.base_url,
-                "trust_anchor": self.ca.cert_pem.decode()}
+                "trust_anchor": self.ca.cert_pem.decode(),
+                "config": self.store.config_for(rec.name).model_dump(mode="json")}
 
     def _config_doc(self, serial: str) -> tuple[int, dict] | None:
         rec = self.store.gateway_by_serial(serial)

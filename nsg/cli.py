@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--bootstrap", metavar="WAN",
                      help="zero-touch: DHCP on this WAN port, discover bootstrap servers, SZTP + EST, then the channel")
     run.add_argument("--media", type=Path, action="append", help="where to look for nsg-bootstrap.json (repeatable)")
+    run.add_argument("--imds-url", help="bootstrap: also ask this AWS IMDSv2 endpoint (AMI builds)")
     run.add_argument("--channel-retry-max", type=float, default=60.0, metavar="SECONDS",
                      help="longest wait between reconnects to the controller (jittered backoff)")
     run.add_argument("--log-format", choices=("json", "text"), default="json")
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_daemon(args.config, args.state_dir, flush_on_exit=args.flush_on_exit,
                           resync_interval=args.resync_interval, controller_url=args.controller,
                           bootstrap_wan=args.bootstrap, media_dirs=args.media,
-                          channel_retry_max=args.channel_retry_max)
+                          channel_retry_max=args.channel_retry_max, imds_url=args.imds_url)
     if args.cmd == "status":
         from nsg.control import ControlError, request
         from nsg.status import render

@@ -47,6 +47,7 @@ class Daemon:
         bootstrap_wan: str | None = None,
         media_dirs: list[Path] | None = None,
         channel_retry_max: float = 60.0,
+        imds_url: str | None = None,
     ):
         self.config_path = config_path
         self.state_dir = state_dir
@@ -71,6 +72,7 @@ class Daemon:
         self.channel = None
         self.bootstrap_wan = bootstrap_wan
         self.channel_retry_max = channel_retry_max
+        self.imds_url = imds_url
         self.media_dirs = media_dirs
         self.zerotouch = None
 
@@ -81,8 +83,9 @@ class Daemon:
             from nsg.zerotouch import ZeroTouch
 
             self.zerotouch = ZeroTouch(self.state_dir, self.bootstrap_wan, lambda op: self.kernel.apply(op),  # noqa: PLW0108 - kernel comes later
-                                       media_dirs=self.media_dirs)
-            self.controller_url = self.zerotouch.bootstrapped()  # bootstrapped before: straight to the channel
+                                       media_dirs=self.media_dirs, imds_url=self.imds_url)
+            done = self.zerotouch.bootstrapped()  # bootstrapped before: straight to the channel
+            self.controller_url = done.channel_url if done else None
         try:
             self.config = self._boot_config()
         except ConfigError as exc:
@@ -139,7 +142,18 @@ class Daemon:
 
     async def _bootstrap_then_channel(self) -> None:
         assert self.zerotouch is not None
-        self.controller_url = await self.zerotouch.run()
+        doc = await self.zerotouch.run()
+        self.controller_url = doc.channel_url
+        if doc.config is not None and self.config is None:
+            # the initial config came signed with the onboarding data: forward before the channel is up
+            from nsg.model import parse_config
+
+            try:
+                cfg = parse_config(doc.config, source="onboarding information")
+            except ConfigError as exc:
+                self._refused(str(exc), exc.problems)
+            else:
+                await self.install_config(cfg, "onboarding", generation=cfg.generation)
         task = self._start_channel()
         if task is not None:
             await task
@@ -437,12 +451,13 @@ class Daemon:
 
 def run_daemon(config: Path | None, state_dir: Path, *, flush_on_exit: bool, resync_interval: float,
                controller_url: str | None = None, bootstrap_wan: str | None = None,
-               media_dirs: list[Path] | None = None, channel_retry_max: float = 60.0) -> int:
+               media_dirs: list[Path] | None = None, channel_retry_max: float = 60.0,
+               imds_url: str | None = None) -> int:
     from nsg.dataplane.netlink import NetlinkAdapter
 
     daemon = Daemon(config, state_dir, NetlinkAdapter, flush_on_exit=flush_on_exit,
                     resync_interval=resync_interval, controller_url=controller_url, bootstrap_wan=bootstrap_wan,
-                    media_dirs=media_dirs, channel_retry_max=channel_retry_max)
+                    media_dirs=media_dirs, channel_retry_max=channel_retry_max, imds_url=imds_url)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(daemon.run())
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from bootstrap.driver import Bootstrapper, Server
+from bootstrap.driver import Bootstrapper, Onboarding, Server
 from bootstrap.errors import BootstrapError
 from bootstrap.identity import FileIdentityStore, IdentityError
 from bootstrap.sources import DiscoveryStats, discover
@@ -25,6 +25,8 @@ from bootstrap.sources.default import DefaultSource
 from bootstrap.sources.dhcp import DhcpResult, DhcpSource
 from bootstrap.sources.dns import DnsSource
 from bootstrap.sources.file import FileSource
+from bootstrap.sources.imds import ImdsSource
+from bootstrap.sources.mdns import MdnsSource
 from bootstrap.sources.model import DiscoveryContext
 from nsg.dataplane.errors import DataplaneError
 from nsg.dataplane.types import AddAddr, Addr, AddRoute, Op, Route, SetUp
@@ -35,22 +37,23 @@ log = logging.getLogger("nsg.zerotouch")
 class ZeroTouch:
     def __init__(self, state_dir: Path, wan: str, apply_op: Callable[[Op], None], *,
                  media_dirs: list[Path] | None = None, default_uri: str | None = None,
+                 imds_url: str | None = None,
                  backoff: tuple[float, float] = (2.0, 60.0)):
         self.identity = FileIdentityStore(state_dir / "identity")
         self.wan = wan
         self.apply_op = apply_op
         self.media_dirs = media_dirs
         self.default_uri = default_uri
+        self.imds_url = imds_url
         self.backoff = backoff
         self.stats = DiscoveryStats()
         self.state = "discovering"
         self.attempts = 0
         self.last_error: str | None = None
 
-    def bootstrapped(self) -> str | None:
-        """The controller's channel URL once bootstrapped (SZTP then stops for good)."""
-        doc = Bootstrapper(self.identity).done()
-        return doc.channel_url if doc else None
+    def bootstrapped(self) -> Onboarding | None:
+        """The onboarding document once bootstrapped (SZTP then stops for good)."""
+        return Bootstrapper(self.identity).done()
 
     async def _apply_lease(self, lease: DhcpResult) -> None:
         """Make the lease usable now: address, link up, default route (all marked as nsg's)."""
@@ -71,20 +74,23 @@ class ZeroTouch:
                                                               "gateway": gw}})
 
     def _sources(self) -> list:
-        out = [FileSource(self.media_dirs), DhcpSource(self.wan, apply_lease=self._apply_lease), DnsSource()]
+        out = [FileSource(self.media_dirs), DhcpSource(self.wan, apply_lease=self._apply_lease), DnsSource(),
+               MdnsSource()]
+        if self.imds_url:  # AMI builds: the instance's user-data names the controller
+            out.append(ImdsSource(self.imds_url))
         if self.default_uri:
             out.append(DefaultSource(self.default_uri))
         return out
 
-    async def run(self) -> str:
+    async def run(self) -> Onboarding:
         delay = self.backoff[0]
         while True:
             self.attempts += 1
             try:
-                url = self.bootstrapped()
-                if url:
+                done = self.bootstrapped()
+                if done:
                     self.state = "done"
-                    return url
+                    return done
                 self.state = "discovering"
                 ctx = DiscoveryContext(serial_number=self.identity.serial())
                 found = await discover(self._sources(), ctx, stats=self.stats)
@@ -96,7 +102,7 @@ class ZeroTouch:
                 doc = await Bootstrapper(self.identity).run(servers)
                 self.state = "done"
                 self.last_error = None
-                return doc.channel_url
+                return doc
             except (BootstrapError, IdentityError, DataplaneError, OSError) as exc:
                 self.last_error = str(exc)
                 self.state = "activation-required" if "activation required" in str(exc) else "retrying"

@@ -38,7 +38,8 @@ def test_zero_touch_two_branches_behind_nat(make_lab):
     # every stage reached, and reported to the controller (over trusted TLS, after the signed redirect)
     log = lab.log_path("ctl", "controller").read_text()
     for g in plan.gateways:
-        for stage in ("onboarding-initiated", "bootstrap-complete"):
+        for stage in ("bootstrap-initiated", "parsing-initiated", "parsing-complete", "onboarding-initiated",
+                      "config-initiated", "config-complete", "bootstrap-complete"):
             assert f"bootstrap progress {serial_of(g.name)} {stage}" in log, (g.name, stage)
         st = zt.gws.status(g.name)
         assert st["bootstrap"]["state"] == "done" and st["channel"]["connected"]

@@ -14,6 +14,7 @@ from controller.store import Store
 from nsg.channel import wire
 from nsg.channel.client import ChannelClient
 from nsg.model import parse_config
+from tests.unit.bootstrap_flow.test_flow import STAGES
 
 
 def uplink(n):
@@ -75,7 +76,7 @@ def test_register_bootstrap_enroll_configure(tmp_path):
             await svc.stop()
         # first a signed redirect (we were untrusted), then onboarding over trusted TLS, with reports
         assert svc.sztp.counters["served"] == 2 and svc.gate.counters["granted"] == 1
-        assert [p["type"] for p in svc.sztp.progress["NSG-21"]] == ["onboarding-initiated", "bootstrap-complete"]
+        assert [p["type"] for p in svc.sztp.progress["NSG-21"]] == STAGES
 
     asyncio.run(main())
     store.close()
