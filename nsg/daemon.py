@@ -70,6 +70,7 @@ class Daemon:
         self.tunnels: Tunnels | None = None
         self.controller_url = controller_url
         self.channel = None
+        self._renew: asyncio.Task | None = None
         self.bootstrap_wan = bootstrap_wan
         self.channel_retry_max = channel_retry_max
         self.imds_url = imds_url
@@ -122,8 +123,9 @@ class Daemon:
             try:
                 await self._main_loop()
             finally:
-                if channel_task is not None:
-                    channel_task.cancel()
+                for task in (channel_task, self._renew):
+                    if task is not None:
+                        task.cancel()
         finally:
             for client in self.dhcp.values():
                 await client.stop()
@@ -167,6 +169,13 @@ class Daemon:
 
         ident = FileIdentityStore(self.state_dir / "identity")
         cafile = self.state_dir / "identity" / "controller-ca.pem"
+        from bootstrap.driver import Bootstrapper
+        from bootstrap.renew import keep_enrolled
+
+        onboarding = Bootstrapper(ident).done()
+        if onboarding is not None:  # bootstrapped here: keep the LDevID fresh (re-enroll at 2/3 of its life)
+            self._renew = asyncio.get_running_loop().create_task(keep_enrolled(ident, onboarding.est_url),
+                                                                 name="ldevid-renewal")
         self.channel = ChannelClient(self.controller_url, lambda: ident.tls_context("ldevid", cafile), ident.serial(),
                                      self._remote_config, lambda: self.generation,
                                      backoff=(1.0, self.channel_retry_max))

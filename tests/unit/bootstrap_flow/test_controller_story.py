@@ -80,3 +80,53 @@ def test_register_bootstrap_enroll_configure(tmp_path):
 
     asyncio.run(main())
     store.close()
+
+
+def test_ldevid_is_renewed_at_two_thirds_of_its_life(tmp_path):
+    import datetime
+
+    from bootstrap import est
+    from bootstrap.renew import keep_enrolled
+
+    store = Store(tmp_path / "ctl.db")
+    store.create_enterprise("acme")
+    store.add_gateway("acme", "b1", serial="NSG-21", uplinks=uplink(1), ports={}, behind_nat=False)
+    ident_dir = tmp_path / "gw" / "identity"
+    factory_init(ident_dir, "NSG-21", make_manufacturer_ca(tmp_path / "mfg"))
+
+    async def main():
+        svc = DeviceServices(store, tmp_path / "ctl", "127.0.0.1", 0, tmp_path / "mfg")
+        await svc.start()
+        try:
+            ident = FileIdentityStore(ident_dir)
+            doc = await Bootstrapper(ident).run([Server(svc.base_url)])
+            first = ident.ldevid()
+            naps = []
+
+            async def nap(seconds):
+                naps.append(seconds)
+                await asyncio.sleep(0)
+
+            # before 2/3 of its life: it only waits
+            before = est.renew_at(first) - datetime.timedelta(days=1)
+            task = asyncio.create_task(keep_enrolled(ident, doc.est_url, clock=lambda: before, sleep=nap))
+            for _ in range(50):
+                await asyncio.sleep(0.01)
+            assert ident.ldevid() == first and naps and all(n == 3600.0 for n in naps)
+            task.cancel()
+            # past it: a new certificate with a new key, issued by the controller's CA
+            after = est.renew_at(first) + datetime.timedelta(seconds=1)
+            task = asyncio.create_task(keep_enrolled(ident, doc.est_url, clock=lambda: after, sleep=nap))
+            for _ in range(200):
+                if ident.ldevid() != first:
+                    break
+                await asyncio.sleep(0.02)
+            task.cancel()
+            renewed = ident.ldevid()
+            assert renewed != first and renewed.public_key() != first.public_key()
+            renewed.verify_directly_issued_by(svc.ca.cert)
+        finally:
+            await svc.stop()
+
+    asyncio.run(main())
+    store.close()
