@@ -164,13 +164,13 @@ class Daemon:
         """With a controller: hold the mTLS channel (LDevID, the controller's trust anchor from bootstrap)."""
         if self.controller_url is None:
             return None
+        from bootstrap.driver import Bootstrapper
         from bootstrap.identity import FileIdentityStore
+        from bootstrap.renew import keep_enrolled
         from nsg.channel.client import ChannelClient
 
         ident = FileIdentityStore(self.state_dir / "identity")
         cafile = self.state_dir / "identity" / "controller-ca.pem"
-        from bootstrap.driver import Bootstrapper
-        from bootstrap.renew import keep_enrolled
 
         onboarding = Bootstrapper(ident).done()
         if onboarding is not None:  # bootstrapped here: keep the LDevID fresh (re-enroll at 2/3 of its life)
@@ -179,7 +179,31 @@ class Daemon:
         self.channel = ChannelClient(self.controller_url, lambda: ident.tls_context("ldevid", cafile), ident.serial(),
                                      self._remote_config, lambda: self.generation,
                                      backoff=(1.0, self.channel_retry_max))
-        return asyncio.get_running_loop().create_task(self.channel.run(), name="channel")
+        return asyncio.get_running_loop().create_task(self._channel_and_telemetry(), name="channel")
+
+    async def _channel_and_telemetry(self, every: float = 30.0) -> None:
+        assert self.channel is not None
+        runner = asyncio.create_task(self.channel.run())
+        try:
+            while not runner.done():
+                await asyncio.sleep(every)
+                await self.channel.send(self._telemetry())
+        finally:
+            runner.cancel()
+
+    def _telemetry(self):
+        from nsg.channel import wire
+
+        counters: dict[str, int | float | str | None] = {f"daemon.{k}": v for k, v in self.counters.items()}
+        counters["generation"] = self.generation
+        if self.tunnels is not None:
+            t = self.tunnels.status()
+            counters["ike.established"] = sum(1 for p in t["ike"] if p["ike_sa"] and
+                                              p["ike_sa"]["state"] == "established")
+            counters["ike.peers"] = len(t["ike"])
+            for k, v in t["engine"].items():
+                counters[f"esp.{k}"] = v
+        return wire.Telemetry(ts=time.time(), counters=counters)
 
     async def _remote_config(self, msg):
         """A config from the controller: validated here; refused ones leave everything as it was."""
