@@ -30,12 +30,8 @@ def one_run() -> float:
     plan = lab.up(topology.load("two-branch-nat"))
     try:
         zt = ZeroTouchLab(lab, plan)
-        zt.start_controller()
-        zt.register()
-        zt.start_dhcp()
-        t0 = time.monotonic()
-        for g in plan.gateways:
-            zt.power_on(g.name)
+        zt.prepare()
+        t0 = zt.power_on_all()
         while True:
             if lab.run("b1-h1", "ping", "-c", "1", "-W", "0.2", "198.19.0.21", check=False).returncode == 0:
                 return time.monotonic() - t0

@@ -24,12 +24,8 @@ def up(name: str = DEMO_NAME) -> str:
     plan = lab.up(topology.load(TOPOLOGY))
     try:
         zt = ZeroTouchLab(lab, plan)
-        zt.start_controller()
-        zt.register()
-        zt.start_dhcp()
-        t0 = time.monotonic()
-        for g in plan.gateways:
-            zt.power_on(g.name)
+        zt.prepare()
+        t0 = zt.power_on_all()
         zt.wait_up()
         took = time.monotonic() - t0
         hosts = plan.to_json()["hosts"]

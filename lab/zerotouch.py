@@ -109,10 +109,15 @@ class ZeroTouchLab:
         for g in self.plan.gateways:
             self.gws.wait_tunnels(g.name, timeout=timeout)
 
-    def up(self) -> None:
+    def prepare(self) -> None:
+        """Everything but the boxes: the controller with the gateways registered, DHCP on the WANs."""
         self.start_controller()
         self.register()
         self.start_dhcp()
+
+    def power_on_all(self, *extra: str) -> float:
+        """Power on every gateway; returns the monotonic time it happened."""
+        t0 = time.monotonic()
         for g in self.plan.gateways:
-            self.power_on(g.name)
-        self.wait_up()
+            self.power_on(g.name, *extra)
+        return t0

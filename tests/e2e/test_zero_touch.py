@@ -18,12 +18,8 @@ from lab.zerotouch import ZeroTouchLab, serial_of
 def test_zero_touch_two_branches_behind_nat(make_lab):
     lab, plan = make_lab("two-branch-nat")
     zt = ZeroTouchLab(lab, plan)
-    zt.start_controller()
-    zt.register()
-    zt.start_dhcp()
-    t0 = time.monotonic()
-    for g in plan.gateways:
-        zt.power_on(g.name, "--channel-retry-max", "4")  # reconnect soon after the controller returns
+    zt.prepare()
+    t0 = zt.power_on_all("--channel-retry-max", "4")  # reconnect soon after the controller returns
     try:
         zt.wait_up(timeout=60)
     except Exception:
