@@ -15,11 +15,13 @@ from nsg.dataplane.types import (
     OWNER_ALIAS,
     AddAddr,
     AddFdb,
+    AddNeigh,
     AddRoute,
     CreateLink,
     DelAddr,
     DeleteLink,
     DelFdb,
+    DelNeigh,
     DelRoute,
     LinkState,
     Op,
@@ -40,6 +42,7 @@ class FakeKernel:
         self.owned_addrs = set(snap.owned_addrs)
         self.fdb = set(snap.fdb)
         self.routes = set(snap.routes)
+        self.neighbors = set(snap.neighbors)
         self.applied: list[Op] = []
         self.fail_on = fail_on
         self._next_index = max((link.index for link in self.links.values()), default=1) + 1
@@ -51,6 +54,7 @@ class FakeKernel:
             owned_addrs=frozenset(self.owned_addrs),
             fdb=frozenset(self.fdb),
             routes=frozenset(self.routes),
+            neighbors=frozenset(self.neighbors),
         )
 
     def _need(self, op: Op, name: str) -> LinkState:
@@ -80,6 +84,7 @@ class FakeKernel:
                 self.owned_addrs = {a for a in self.owned_addrs if a.ifname != name}
                 self.fdb = {f for f in self.fdb if f.ifname != name}
                 self.routes = {r for r in self.routes if r.ifname != name}
+                self.neighbors = {n for n in self.neighbors if n.ifname != name}
             case SetAlias(name):
                 self.links[name] = replace(self._need(op, name), alias=OWNER_ALIAS)
             case SetMtu(name, mtu):
@@ -112,6 +117,15 @@ class FakeKernel:
                 if fdb not in self.fdb:
                     raise DataplaneError(op, "No such file or directory", 2)
                 self.fdb.discard(fdb)
+            case AddNeigh(neigh):
+                self._need(op, neigh.ifname)
+                if any((n.ifname, n.ip) == (neigh.ifname, neigh.ip) for n in self.neighbors):
+                    raise DataplaneError(op, "File exists", 17)
+                self.neighbors.add(neigh)
+            case DelNeigh(neigh):
+                if neigh not in self.neighbors:
+                    raise DataplaneError(op, "No such file or directory", 2)
+                self.neighbors.discard(neigh)
             case AddRoute(route):
                 self._need(op, route.ifname)
                 if any((r.dst, r.metric) == (route.dst, route.metric) for r in self.routes):

@@ -17,15 +17,18 @@ from nsg.dataplane.types import (
     OWNER_ALIAS,
     AddAddr,
     AddFdb,
+    AddNeigh,
     Addr,
     AddRoute,
     CreateLink,
     DelAddr,
     DeleteLink,
     DelFdb,
+    DelNeigh,
     DelRoute,
     Fdb,
     LinkState,
+    Neigh,
     Op,
     Route,
     SetAlias,
@@ -38,6 +41,7 @@ from nsg.dataplane.types import (
 )
 
 IFF_UP = 0x1
+NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
 MAIN_TABLE = 254
 
@@ -108,7 +112,15 @@ class NetlinkAdapter:
                     metric=r.get("RTA_PRIORITY") or 0,
                 )
             )
-        return Snapshot(links, frozenset(addrs), frozenset(owned), frozenset(fdb), frozenset(routes))
+        neighbors = set()
+        br_owned = {link.index: n for n, link in links.items() if link.owned and link.kind == "bridge"}
+        if br_owned:
+            for nb in self._ip.get_neighbours(family=socket.AF_INET):
+                ifname = br_owned.get(nb["ifindex"])
+                if ifname and nb["state"] & NUD_PERMANENT and nb.get("NDA_LLADDR"):
+                    neighbors.add(Neigh(ifname, nb.get("NDA_DST"), nb.get("NDA_LLADDR")))
+        return Snapshot(links, frozenset(addrs), frozenset(owned), frozenset(fdb), frozenset(routes),
+                        frozenset(neighbors))
 
     # --- writing ---------------------------------------------------------
 
@@ -160,6 +172,9 @@ class NetlinkAdapter:
             case AddFdb(f) | DelFdb(f):
                 verb = "append" if isinstance(op, AddFdb) else "del"
                 ip.fdb(verb, ifindex=self._index(op, f.ifname), lladdr=f.mac, dst=f.dst)
+            case AddNeigh(n) | DelNeigh(n):
+                verb = "add" if isinstance(op, AddNeigh) else "del"
+                ip.neigh(verb, dst=n.ip, lladdr=n.mac, ifindex=self._index(op, n.ifname), state=NUD_PERMANENT)
             case AddRoute(r) | DelRoute(r):
                 verb = "add" if isinstance(op, AddRoute) else "del"
                 kw: dict[str, object] = {

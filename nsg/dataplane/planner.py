@@ -14,11 +14,13 @@ from __future__ import annotations
 from nsg.dataplane.types import (
     AddAddr,
     AddFdb,
+    AddNeigh,
     AddRoute,
     CreateLink,
     DelAddr,
     DeleteLink,
     DelFdb,
+    DelNeigh,
     DelRoute,
     Desired,
     LinkSpec,
@@ -139,6 +141,13 @@ def plan(desired: Desired, actual: Snapshot) -> Plan:
         if f.ifname in present:
             adds.append(AddFdb(f))
 
+    actual_neigh = {n for n in actual.neighbors if n.ifname not in gone}
+    for n in sorted(actual_neigh - desired.neighbors):
+        removals.append(DelNeigh(n))
+    for n in sorted(desired.neighbors - actual_neigh):
+        if n.ifname in present:
+            adds.append(AddNeigh(n))
+
     actual_routes = {r for r in actual.routes if r.ifname not in gone}
     for r in sorted(actual_routes - desired.routes):
         removals.append(DelRoute(r))
@@ -148,8 +157,8 @@ def plan(desired: Desired, actual: Snapshot) -> Plan:
             continue
         adds.append(AddRoute(r))
 
-    order = {DelRoute: 0, DelFdb: 1, DelAddr: 2, DeleteLink: 3}
+    order = {DelRoute: 0, DelNeigh: 1, DelFdb: 1, DelAddr: 2, DeleteLink: 3}
     removals.sort(key=lambda op: order[type(op)])
-    order_add = {AddAddr: 0, AddFdb: 1, AddRoute: 2}
+    order_add = {AddAddr: 0, AddFdb: 1, AddNeigh: 1, AddRoute: 2}
     adds.sort(key=lambda op: order_add[type(op)])
     return Plan(tuple(removals + creates + configure + adds), tuple(waiting))

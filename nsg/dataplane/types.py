@@ -71,6 +71,15 @@ class Fdb:
 
 
 @dataclass(frozen=True, order=True)
+class Neigh:
+    """A static neighbour entry on a bridge (ARP suppression: the gateway answers for remote hosts)."""
+
+    ifname: str
+    ip: str
+    mac: str
+
+
+@dataclass(frozen=True, order=True)
 class Route:
     dst: str  # "198.19.255.2/32", "0.0.0.0/0"
     ifname: str
@@ -88,6 +97,7 @@ class Snapshot:
     owned_addrs: frozenset[Addr] = frozenset()  # those carrying NSG_PROTO
     fdb: frozenset[Fdb] = frozenset()  # entries with a remote dst on owned vxlan links
     routes: frozenset[Route] = frozenset()  # main-table IPv4 routes carrying NSG_PROTO
+    neighbors: frozenset[Neigh] = frozenset()  # permanent IPv4 neighbours on owned bridges
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,7 @@ class Desired:
     addrs: frozenset[Addr] = frozenset()
     fdb: frozenset[Fdb] = frozenset()
     routes: frozenset[Route] = frozenset()
+    neighbors: frozenset[Neigh] = frozenset()
 
 
 # --- operations -------------------------------------------------------------
@@ -199,6 +210,22 @@ class DelFdb:
         return f"delete fdb {self.fdb.mac} dev {self.fdb.ifname} dst {self.fdb.dst}"
 
 
+@dataclass(frozen=True)
+class AddNeigh:
+    neigh: Neigh
+
+    def __str__(self) -> str:
+        return f"add neighbour {self.neigh.ip} lladdr {self.neigh.mac} dev {self.neigh.ifname}"
+
+
+@dataclass(frozen=True)
+class DelNeigh:
+    neigh: Neigh
+
+    def __str__(self) -> str:
+        return f"delete neighbour {self.neigh.ip} lladdr {self.neigh.mac} dev {self.neigh.ifname}"
+
+
 def _route_text(r: Route) -> str:
     via = f" via {r.gateway}" if r.gateway else ""
     src = f" src {r.src}" if r.src else ""
@@ -223,7 +250,7 @@ class DelRoute:
 
 Op = (
     CreateLink | DeleteLink | SetAlias | SetMtu | SetMac | SetMaster | SetUp | AddAddr | DelAddr | AddFdb | DelFdb
-    | AddRoute | DelRoute
+    | AddRoute | DelRoute | AddNeigh | DelNeigh
 )
 
 

@@ -204,3 +204,24 @@ def test_real_devices_match_config(netns_name):
     routes = json.loads(sh("ip", "-n", netns_name, "-j", "route", "show", "proto", "250"))
     assert {(r["dst"], r.get("gateway"), r.get("prefsrc")) for r in routes} == {
         ("default", "198.18.1.1", None), ("198.19.255.2", "198.18.1.1", "198.19.255.1")}
+
+
+def test_neighbours_for_arp_suppression(env):
+    from dataclasses import replace as dc_replace
+
+    from nsg.dataplane.types import Neigh
+
+    r = Reconciler(env.kernel)
+    base = build_desired(cfg())
+    n1 = Neigh("br-100", "198.19.0.21", "02:00:00:00:00:21")
+    n2 = Neigh("br-100", "198.19.0.22", "02:00:00:00:00:22")
+    res = r.apply(dc_replace(base, neighbors=frozenset({n1, n2})))
+    assert res.ok, res.error
+    assert env.kernel.snapshot().neighbors == {n1, n2}
+    assert r.apply(dc_replace(base, neighbors=frozenset({n1, n2}))).changes == ()
+    moved = Neigh("br-100", "198.19.0.22", "02:00:00:00:00:99")  # the IP now lives behind another MAC
+    res = r.apply(dc_replace(base, neighbors=frozenset({n1, moved})))
+    assert res.ok, res.error
+    assert env.kernel.snapshot().neighbors == {n1, moved}
+    assert r.apply(base).ok
+    assert env.kernel.snapshot().neighbors == frozenset()
