@@ -1,0 +1,98 @@
+"""Errors of the BGP codec, saying whose fault it was and which NOTIFICATION fits.
+
+A ``RemoteBgpError`` means the peer sent something malformed; its ``code``,
+``subcode`` and ``data`` are what the NOTIFICATION (RFC 4271 section 4.5) should
+carry, should the caller decide the session must go (RFC 7606 may say otherwise
+for UPDATE errors: see ``codec.UpdateResult``). A ``LocalBgpError`` is our own
+bad value caught before it reaches the wire.
+
+``Reader`` lives here because every short read is a remote error: it raises
+with the code/subcode the caller chose for the structure being read.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from nsg.evpn.constants import ErrorCode, UpdateSubcode
+
+
+class BgpError(Exception):
+    """Base of all BGP codec errors."""
+
+    fault: ClassVar[str] = "unknown"
+
+    def __init__(self, message: str, *, code: int = 0, subcode: int = 0, data: bytes = b"") -> None:
+        super().__init__(message)
+        self.code = code
+        self.subcode = subcode
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r}, code={self.code}, subcode={self.subcode})"
+
+
+class LocalBgpError(BgpError):
+    """We tried to build something that does not fit the wire format: a bug on our side."""
+
+    fault = "local"
+
+
+class RemoteBgpError(BgpError):
+    """The peer sent something malformed or unacceptable."""
+
+    fault = "remote"
+
+
+def check_uint(name: str, value: int, bits: int) -> None:
+    if not isinstance(value, int) or not 0 <= value < (1 << bits):
+        raise LocalBgpError(f"{name}={value!r} does not fit {bits} bits")
+
+
+class Reader:
+    """A bounds-checked cursor: a short read raises ``RemoteBgpError`` with the
+    code/subcode given for this structure, never IndexError or struct.error."""
+
+    __slots__ = ("_code", "_data", "_pos", "_subcode", "_what")
+
+    def __init__(
+        self,
+        data: bytes,
+        what: str,
+        code: int = ErrorCode.UPDATE_MESSAGE,
+        subcode: int = UpdateSubcode.OPTIONAL_ATTRIBUTE_ERROR,
+    ) -> None:
+        self._data, self._pos, self._what = bytes(data), 0, what
+        self._code, self._subcode = code, subcode
+
+    def error(self, message: str, data: bytes = b"") -> RemoteBgpError:
+        return RemoteBgpError(f"{self._what}: {message}", code=self._code, subcode=self._subcode, data=data)
+
+    @property
+    def remaining(self) -> int:
+        return len(self._data) - self._pos
+
+    def take(self, n: int) -> bytes:
+        if n > self.remaining:
+            raise self.error(f"truncated (need {n} octets, have {self.remaining})")
+        self._pos += n
+        return self._data[self._pos - n : self._pos]
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return int.from_bytes(self.take(2), "big")
+
+    def u24(self) -> int:
+        return int.from_bytes(self.take(3), "big")
+
+    def u32(self) -> int:
+        return int.from_bytes(self.take(4), "big")
+
+    def rest(self) -> bytes:
+        return self.take(self.remaining)
+
+    def end(self) -> None:
+        if self.remaining:
+            raise self.error(f"{self.remaining} trailing octets")
