@@ -1,0 +1,186 @@
+"""The one asyncio driver of a BGP session: TCP 179, the codec (codec.py) and the state machine
+(fsm.py) put together. Routes we originate are (re)announced whenever the session comes up;
+received UPDATEs go to ``on_update`` after the RFC 7606 classification."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from ipaddress import IPv4Address
+
+from nsg.evpn import fsm
+from nsg.evpn.codec import Keepalive, Notification, Open, RouteRefresh, Update, UpdateResult, decode, next_frame
+from nsg.evpn.constants import ErrorCode
+from nsg.evpn.errors import BgpError
+
+log = logging.getLogger("nsg.evpn")
+
+BGP_PORT = 179
+
+
+class Speaker:
+    def __init__(self, config: fsm.Config, peer: str, *, local: str | None = None, port: int = BGP_PORT,
+                 on_update: Callable[[UpdateResult], None] | None = None,
+                 on_state: Callable[[str], None] | None = None):
+        self.config = config
+        self.peer = peer
+        self.local = local
+        self.port = port
+        self.on_update = on_update
+        self.on_state = on_state
+        self.session = fsm.Session(config)
+        self.announce: list[Update] = []
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task | None = None
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.counters = {"bad_messages": 0, "withdrawn_by_7606": 0}
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._apply(self.session.start())
+
+    async def stop(self) -> None:
+        self._apply(self.session.stop())
+        for h in self._timers.values():
+            h.cancel()
+        self._timers.clear()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader_task
+
+    def advertise(self, update: Update) -> None:
+        """Announce now if the session is up, and again every time it comes up."""
+        self.announce.append(update)
+        if self.session.state is fsm.State.ESTABLISHED:
+            self._send(update.encode())
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def _apply(self, cmds: list[fsm.Command]) -> None:
+        for c in cmds:
+            match c:
+                case fsm.Connect():
+                    assert self._loop is not None
+                    self._loop.create_task(self._connect())
+                case fsm.Disconnect():
+                    if self._writer is not None:
+                        self._writer.close()
+                        self._writer = None
+                case fsm.SendOpen(hold):
+                    self._send(Open.build(self.config.local_asn, self.config.local_id, hold_time=hold).encode())
+                case fsm.SendKeepalive():
+                    self._send(Keepalive().encode())
+                case fsm.SendNotification(code, subcode, data):
+                    self._send(Notification(code, subcode, data).encode())
+                case fsm.SetTimer(name, seconds):
+                    self._cancel(name)
+                    assert self._loop is not None
+                    self._timers[name] = self._loop.call_later(seconds, self._fire, name)
+                case fsm.CancelTimer(name):
+                    self._cancel(name)
+                case fsm.Up():
+                    log.info("BGP session up", extra={"fields": {"peer": self.peer, "hold": c.hold_time}})
+                    for upd in self.announce:
+                        self._send(upd.encode())
+                    self._state("up")
+                case fsm.Down(reason, fault):
+                    log.info("BGP session down: %s", reason, extra={"fields": {"peer": self.peer, "fault": fault}})
+                    self._state("down")
+                case fsm.Deliver(update):
+                    if self.on_update is not None:
+                        self.on_update(update)  # type: ignore[arg-type]
+
+    def _state(self, what: str) -> None:
+        if self.on_state is not None:
+            self.on_state(what)
+
+    def _cancel(self, name: str) -> None:
+        h = self._timers.pop(name, None)
+        if h is not None:
+            h.cancel()
+
+    def _fire(self, name: str) -> None:
+        self._timers.pop(name, None)
+        self._apply(self.session.timer(name))
+
+    def _send(self, data: bytes) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(data)
+
+    # --- I/O ----------------------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        try:
+            local = (self.local, 0) if self.local else None
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.peer, self.port, local_addr=local), timeout=5)
+        except (OSError, TimeoutError) as exc:
+            log.debug("BGP connect to %s failed: %s", self.peer, exc)
+            self._apply(self.session.tcp_failed())
+            return
+        self._writer = writer
+        self._apply(self.session.tcp_up())
+        self._reader_task = asyncio.get_running_loop().create_task(self._read(reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        buffer = b""
+        try:
+            while True:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                buffer += chunk
+                while True:
+                    try:
+                        frame, buffer = next_frame(buffer)
+                    except BgpError as exc:  # a broken header: the stream cannot be trusted any more
+                        self.counters["bad_messages"] += 1
+                        self._apply(self.session.protocol_error(exc.code, exc.subcode, str(exc), exc.data))
+                        return
+                    if frame is None:
+                        break
+                    self._message(frame)
+        except (ConnectionError, OSError):
+            pass
+        if self.session.state is not fsm.State.IDLE:
+            self._apply(self.session.tcp_down())
+
+    def _message(self, frame: bytes) -> None:
+        try:
+            msg = decode(frame)
+        except BgpError as exc:
+            self.counters["bad_messages"] += 1
+            self._apply(self.session.protocol_error(exc.code, exc.subcode, str(exc), exc.data))
+            return
+        match msg:
+            case Open():
+                self._apply(self.session.open(fsm.PeerOpen(msg.version, msg.asn, msg.hold_time, str(msg.bgp_id),
+                                                           frozenset(msg.families), True)))
+            case Keepalive():
+                self._apply(self.session.keepalive())
+            case Notification():
+                self._apply(self.session.notification(msg.code, msg.subcode))
+            case RouteRefresh():
+                for upd in self.announce:  # RFC 2918: send our routes again
+                    self._send(upd.encode())
+            case UpdateResult():
+                if msg.session_reset:
+                    self.counters["bad_messages"] += 1
+                    err = msg.error
+                    self._apply(self.session.protocol_error(ErrorCode.UPDATE_MESSAGE,
+                                                            err.subcode if err else 0, str(err),
+                                                            err.data if err else b""))
+                    return
+                if msg.withdraw_nlri:
+                    self.counters["withdrawn_by_7606"] += 1
+                self._apply(self.session.update(msg))
+
+
+def bgp_id(address: str) -> str:
+    return str(IPv4Address(address))
