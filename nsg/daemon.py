@@ -68,6 +68,7 @@ class Daemon:
         self._wake = asyncio.Event()
         self._pending: list[str] = []
         self.tunnels: Tunnels | None = None
+        self.evpn = None
         self.controller_url = controller_url
         self.channel = None
         self._renew: asyncio.Task | None = None
@@ -131,6 +132,8 @@ class Daemon:
                 await client.stop()
             if self.tunnels is not None:
                 await self.tunnels.stop()
+            if self.evpn is not None:
+                await self.evpn.stop()
             if self.flush_on_exit:
                 async with self._lock:
                     res = await asyncio.to_thread(self.reconciler.flush)
@@ -314,6 +317,7 @@ class Daemon:
         await self._sync_tunnels(before_apply=True)
         result = await self._apply(reason)
         await self._sync_tunnels(before_apply=False)
+        self._sync_evpn()
         return result
 
     def _persist_last_good(self) -> None:
@@ -356,6 +360,18 @@ class Daemon:
             await self.tunnels.start_ike(self.config, self._local_ip())
         else:
             self.tunnels.apply(self.config, self._local_ip())
+
+    def _sync_evpn(self) -> None:
+        """With an evpn section: BGP toward its peers; the RIB then feeds the dataplane."""
+        assert self.config is not None
+        if self.config.evpn is None:
+            return
+        if self.evpn is None:
+            from nsg.evpn.control import EvpnControl
+            from nsg.evpn.rib import EvpnRib
+
+            self.evpn = EvpnControl(EvpnRib(), lambda: self._request("evpn"))
+        self.evpn.apply(self.config, self._local_ip())
 
     async def _rekey(self, req: dict) -> dict:
         peer, ike = req.get("peer"), bool(req.get("ike"))
@@ -403,7 +419,8 @@ class Daemon:
         async with self._lock:
             try:
                 esp_tun = self.tunnels is None or self.tunnels.backend == "userspace"
-                desired = build_desired(self.config, self.leases, esp_tun=esp_tun)
+                evpn_fdb = self.evpn.rib.fdb() if self.evpn is not None else None
+                desired = build_desired(self.config, self.leases, esp_tun=esp_tun, evpn_fdb=evpn_fdb)
             except ValueError as exc:  # e.g. a lease MTU too small for any tenant MTU
                 result = ApplyResult((), (), f"cannot build the desired state: {exc}")
             else:
@@ -476,6 +493,7 @@ class Daemon:
             "tunnels": self.tunnels.status() if self.tunnels else None,
             "channel": self.channel.status() if self.channel else None,
             "bootstrap": self.zerotouch.status() if self.zerotouch else None,
+            "evpn": self.evpn.status() if self.evpn else None,
             "last_apply": self.last_apply,
             "last_reload_error": self.last_reload_error,
             "counters": dict(self.counters),

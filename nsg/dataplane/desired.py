@@ -31,7 +31,8 @@ def anycast_mac(vni: int) -> str:
     return f"02:4e:53:{(vni >> 16) & 0xFF:02x}:{(vni >> 8) & 0xFF:02x}:{vni & 0xFF:02x}"
 
 
-def build_desired(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None, esp_tun: bool = True) -> Desired:
+def build_desired(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None, esp_tun: bool = True,
+                  evpn_fdb: frozenset[Fdb] | None = None) -> Desired:
     """``esp_tun``: with transport "esp", route peers into the userspace engine's TUN; False for
     the kernel XFRM backend, whose policies encrypt what goes out through the uplinks."""
     leases = leases or {}
@@ -71,10 +72,15 @@ def build_desired(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None,
         addrs.add(Addr(br, f"{s.gateway}/{s.cidr.prefixlen}"))
         for p in s.ports:
             ports[p] = br
-        # Head-end replication: BUM and unknown unicast go to every peer
-        # (the all-zero MAC is the kernel's default destination list).
-        for peer in cfg.peers:
-            fdb.add(Fdb(vx, ZERO_MAC, str(peer.system_ip)))
+        if cfg.evpn is None:
+            # Head-end replication: BUM and unknown unicast go to every peer
+            # (the all-zero MAC is the kernel's default destination list).
+            for peer in cfg.peers:
+                fdb.add(Fdb(vx, ZERO_MAC, str(peer.system_ip)))
+    if cfg.evpn is not None and evpn_fdb is not None:
+        # EVPN: flood lists from type-3 routes, MAC entries from type-2 routes (the RIB decides)
+        vx_names = {vxlan_name(s.vni) for s in cfg.subnets}
+        fdb |= {f for f in evpn_fdb if f.ifname in vx_names}
 
     mtus: dict[str, int] = {}
     if cfg.transport == "esp" and esp_tun:

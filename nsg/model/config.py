@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from nsg.model.base import Frozen
+from nsg.model.evpn import EvpnConfig
 from nsg.model.ipsec import IpsecConfig
 
 SCHEMA_VERSION = 1
@@ -129,6 +130,7 @@ class GatewayConfig(_Frozen):
     system_ip: IPv4Address
     transport: Literal["plain", "esp"] = "plain"
     ipsec: IpsecConfig | None = None
+    evpn: EvpnConfig | None = None  # BGP EVPN control plane; without it: static flood lists to every peer
     behind_nat: bool = False  # this gateway's uplinks are NATed: it starts every IKE SA
     uplinks: tuple[Uplink, ...] = Field(min_length=1)
     subnets: tuple[Subnet, ...] = ()
