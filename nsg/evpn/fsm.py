@@ -147,6 +147,7 @@ class Session:
     state: State = State.IDLE
     hold_time: int = 0
     afi_safis: frozenset[tuple[int, int]] = frozenset()
+    peer_id: str | None = None  # the peer's BGP identifier, once its OPEN was accepted
     counters: dict[str, int] = field(default_factory=lambda: {"opens": 0, "updates": 0, "keepalives": 0,
                                                                "notifications_in": 0, "notifications_out": 0,
                                                                "flaps": 0})
@@ -225,6 +226,7 @@ class Session:
         if missing:
             return self._error(OPEN_ERROR, OPEN_UNSUPPORTED_CAPABILITY,
                                f"peer lacks multiprotocol capability for {sorted(missing)}")
+        self.peer_id = peer.bgp_id
         self.hold_time = min(c.hold_time, peer.hold_time)  # 0: no keepalives, no hold timer (4.2)
         self.afi_safis = c.required & peer.afi_safis
         self._go("open")

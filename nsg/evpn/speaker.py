@@ -54,6 +54,20 @@ class Speaker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader_task
 
+    def attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Take over a connection the peer opened to us (passive side, e.g. a route reflector)."""
+        self._loop = asyncio.get_running_loop()
+        if self.session.state is fsm.State.IDLE:
+            self._apply(self.session.start())
+        self._writer = writer
+        self._apply(self.session.tcp_up())
+        self._reader_task = self._loop.create_task(self._read(reader))
+
+    def send(self, update: Update) -> None:
+        """Send one UPDATE now (if the session is up); not remembered for later sessions."""
+        if self.session.state is fsm.State.ESTABLISHED:
+            self._send(update.encode())
+
     def advertise(self, update: Update) -> None:
         """Announce now if the session is up, and again every time it comes up."""
         self.announce.append(update)

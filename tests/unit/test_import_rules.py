@@ -16,7 +16,13 @@ PACKAGES = ("nsg", "bootstrap", "ipsec", "containers", "controller", "lab")
 LEAF_PACKAGES = ("bootstrap", "ipsec", "containers")
 OS_INTERFACES = ("pyroute2", "docker")
 # Modules of nsg the controller may use: pure models, wire formats, codecs.
-NSG_PURE_FOR_CONTROLLER = ("nsg.model", "nsg.channel.wire")
+NSG_PURE_FOR_CONTROLLER = (
+    "nsg.model", "nsg.channel.wire",
+    # the BGP/EVPN library: codecs and the session machine are pure; speaker.py is the one asyncio
+    # driver of that library (no daemon state), which the controller's route reflector reuses
+    "nsg.evpn.codec", "nsg.evpn.attributes", "nsg.evpn.capabilities", "nsg.evpn.constants", "nsg.evpn.errors",
+    "nsg.evpn.evpn_nlri", "nsg.evpn.fsm", "nsg.evpn.speaker",
+)
 
 
 def modules(pkg: str):

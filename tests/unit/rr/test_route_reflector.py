@@ -1,0 +1,60 @@
+"""The controller's route reflector with two of our speakers as clients, on loopback: what one client
+announces reaches the other with ORIGINATOR_ID and CLUSTER_LIST (RFC 4456); a newcomer is caught up;
+a client that leaves takes its routes along."""
+
+from __future__ import annotations
+
+import asyncio
+from ipaddress import IPv4Address
+
+from controller.route_reflector import RouteReflector
+from nsg.evpn import fsm
+from nsg.evpn.codec import Update
+from nsg.evpn.constants import AttrType
+from nsg.evpn.evpn_nlri import MacIpRoute, RouteDistinguisher, encap_vxlan, mac_ip_route, route_target
+from nsg.evpn.speaker import Speaker
+
+ASN = 65000
+
+
+def client(rr_port: int, local: str, router_id: str, got: list) -> Speaker:
+    return Speaker(fsm.Config(ASN, router_id, ASN, hold_time=9), "127.0.0.1", local=local, port=rr_port,
+                   on_update=got.append)
+
+
+async def until(pred, timeout=5.0):
+    for _ in range(int(timeout / 0.02)):
+        if pred():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+def test_reflection_originator_cluster_and_withdrawal():
+    async def main():
+        rr = RouteReflector(ASN, "198.19.255.254")
+        port = await rr.start("127.0.0.1", 0)
+        got_a, got_b = [], []
+        a = client(port, "127.0.0.2", "198.19.255.1", got_a)
+        route = mac_ip_route(RouteDistinguisher.ipv4("198.19.255.1", 1), "02:00:00:00:00:0a", "198.19.0.10", 100)
+        a.advertise(Update.for_evpn((route,), "198.19.255.1", (route_target(ASN, 100), encap_vxlan())))
+        a.start()
+        await until(lambda: a.session.state is fsm.State.ESTABLISHED and rr.clients.get("127.0.0.2")
+                    and rr.clients["127.0.0.2"].routes)
+        b = client(port, "127.0.0.3", "198.19.255.2", got_b)  # joins later: must be caught up
+        b.start()
+        await until(lambda: any(r.update and r.update.mp_reach for r in got_b))
+        upd = next(r.update for r in got_b if r.update and r.update.mp_reach)
+        (nlri,) = upd.mp_reach.nlri
+        assert isinstance(nlri, MacIpRoute) and nlri.mac == "02:00:00:00:00:0a" and nlri.vni == 100
+        assert upd.get(AttrType.ORIGINATOR_ID).router_id == IPv4Address("198.19.255.1")
+        assert upd.get(AttrType.CLUSTER_LIST).cluster_ids == (IPv4Address("198.19.255.254"),)
+        assert str(upd.mp_reach.next_hop) == "198.19.255.1"  # a reflector leaves the next hop alone
+        assert not any(r.update and r.update.mp_reach for r in got_a)  # nothing comes back to its sender
+        await a.stop()
+        await until(lambda: any(r.update and r.update.mp_unreach for r in got_b))
+        assert rr.counters["reflected"] == 1 and rr.counters["accepted"] == 2
+        await b.stop()
+        await rr.stop()
+
+    asyncio.run(main())
