@@ -7,7 +7,7 @@ import datetime
 from ipaddress import IPv4Address
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -82,9 +82,11 @@ def verify_chain(certs: tuple[Cert, ...], cas: tuple[x509.Certificate, ...], now
         if c.encoding != CertEncoding.X509_SIGNATURE:
             continue
         try:
-            parsed.append(x509.load_der_x509_certificate(c.data))
-        except ValueError:
+            cert = x509.load_der_x509_certificate(c.data)
+            _ = (cert.subject, cert.issuer, cert.extensions, cert.public_key())  # parsed lazily: fail here
+        except (ValueError, TypeError, UnsupportedAlgorithm):
             raise _fail("peer sent a certificate that does not parse") from None
+        parsed.append(cert)
     if not parsed:
         raise _fail("peer sent no X.509 certificate")
     leaf = parsed[0]
