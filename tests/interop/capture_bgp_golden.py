@@ -27,7 +27,6 @@ import datetime
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ if str(REPO) not in sys.path:
 
 from tests.interop.frr import BGPD, BgpNet, Frr, Neighbor, bgp_pair, make_vtep  # noqa: E402
 from tests.interop.gobgp import GOBGPD, GoBgp, GoNeighbor  # noqa: E402
+from tests.interop.procs import CaptureError, Tcpdump  # noqa: E402
 
 ASN, VNI = 65000, 100
 RT = f"{ASN}:{VNI}"
@@ -50,39 +50,6 @@ GO_MAC_IP = ("02:00:5e:00:53:01", "198.51.100.101")
 GO_MAC_ONLY = "02:00:5e:00:53:02"
 MARKER = b"\xff" * 16
 TYPE_NAMES = {1: "OPEN", 2: "UPDATE", 3: "NOTIFICATION", 4: "KEEPALIVE", 5: "ROUTE-REFRESH"}
-
-
-class CaptureError(RuntimeError):
-    pass
-
-
-class Tcpdump:
-    """tcpdump in a namespace writing a pcap; stopped by pid with SIGINT so the file is complete."""
-
-    def __init__(self, ns: str, ifname: str, pcap: Path, bpf: list[str]) -> None:
-        self.pcap, self.err = pcap, pcap.with_suffix(".err")
-        with open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-i", ifname, "-n", "-U",
-                                          "--immediate-mode", "-s", "0", "-Z", "root", "-w", str(pcap), *bpf],
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                         start_new_session=True)
-        deadline = time.monotonic() + 5
-        while b"listening on" not in self.err.read_bytes():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise CaptureError(f"tcpdump on {ns}/{ifname} did not start: {self.err.read_text()}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
 
 
 def run_capture(net: BgpNet, work: Path) -> dict[str, Any]:

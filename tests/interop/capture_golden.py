@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -37,6 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.interop.procs import CaptureError, Tcpdump  # noqa: E402
 from tests.interop.strongswan import (  # noqa: E402
     CHARON,
     KEY_LOG_LEVELS,
@@ -53,10 +53,6 @@ PINGS = 3
 NON_ESP_MARKER = b"\x00\x00\x00\x00"  # RFC 3948 section 2.2
 IKE_SA_INIT, IKE_AUTH = 34, 35  # RFC 7296 section 3.1 exchange types
 FLAG_RESPONSE = 0x20
-
-
-class CaptureError(RuntimeError):
-    pass
 
 
 # ------------------------------------------------------------------------------------------------
@@ -116,40 +112,6 @@ def logged_spis(log: str) -> dict[str, tuple[str, list[str]]]:
                     raise CaptureError(f"no SPI after: {raw}")
                 found[direction] = (m[1], [raw, nxt])
     return found
-
-
-# ------------------------------------------------------------------------------------------------
-# capture
-# ------------------------------------------------------------------------------------------------
-
-class Tcpdump:
-    """tcpdump in a namespace writing a pcap; stopped by pid with SIGINT so the file is complete."""
-
-    def __init__(self, ns: str, ifname: str, pcap: Path, bpf: list[str]) -> None:
-        self.pcap, self.err = pcap, pcap.with_suffix(".err")
-        with open(self.err, "wb") as err:
-            # --immediate-mode: without it packets still in the kernel ring are lost when we stop it
-            self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-i", ifname, "-n", "-U",
-                                          "--immediate-mode", "-s", "0", "-Z", "root", "-w", str(pcap), *bpf],
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                         start_new_session=True)
-        deadline = time.monotonic() + 5
-        while b"listening on" not in self.err.read_bytes():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise CaptureError(f"tcpdump on {ns}/{ifname} did not start: {self.err.read_text()}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
 
 
 def run_capture(net: PeerNet, work: Path) -> dict:

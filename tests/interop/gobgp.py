@@ -18,17 +18,16 @@ and read back as JSON (``gobgp -j global rib -a evpn``, ``gobgp -j neighbor``).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.interop.procs import stop_process
 
 GOBGPD = "gobgpd"
 GOBGP = "gobgp"
@@ -142,16 +141,7 @@ class GoBgp:
         proc, self.proc = self.proc, None
         if proc is None:
             return None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout)
-        return proc.returncode
+        return stop_process(proc, timeout=timeout)
 
     def __enter__(self) -> GoBgp:
         return self.start() if self.proc is None else self

@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.interop.certs import key_type, write_private
+from tests.interop.procs import stop_process
 
 CHARON = "/usr/lib/ipsec/charon"
 # kernel-libipsec before kernel-netlink: the first kernel interface that loads handles IPsec.
@@ -256,16 +256,7 @@ class Charon:
         proc, self.proc = self.proc, None
         if proc is None:
             return None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout)
-        return proc.returncode
+        return stop_process(proc, timeout=timeout)
 
     def __enter__(self) -> Charon:
         return self.start() if self.proc is None else self
