@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from bootstrap import cms, der
 from bootstrap.errors import CmsError, LocalBootstrapError, Reason, RemoteBootstrapError
+from tests.mutate import mutate
 
 UTC = datetime.UTC
 NOW = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -535,19 +536,7 @@ VALID = [signed(), cms.sign(b"", JSON_CT, RSA_KEY, RSA_LEAF, use_ski=True), craf
 @st.composite
 def mutated(draw, valid: list[bytes]) -> bytes:
     data = bytearray(draw(st.sampled_from(valid)))
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["set", "flip", "cut", "insert", "delete"]))
-        at = draw(st.integers(0, max(len(data) - 1, 0)))
-        if op == "set" and data:
-            data[at] = draw(st.integers(0, 255))
-        elif op == "flip" and data:
-            data[at] ^= 1 << draw(st.integers(0, 7))
-        elif op == "cut":
-            del data[at:]
-        elif op == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=8))
-        elif data:
-            del data[at:at + draw(st.integers(1, 8))]
+    mutate(draw, data)
     return bytes(data)
 
 

@@ -44,6 +44,7 @@ from nsg.evpn.evpn_nlri import (
     encap_vxlan,
     route_target,
 )
+from tests.mutate import mutate
 from tests.unit.evpn.test_codec import OPEN_GOLDEN, UPDATE_GOLDEN, every_attribute_update
 
 FUZZ = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -80,19 +81,7 @@ def decode_checked(data: bytes) -> object:
 @st.composite
 def mutated(draw: st.DrawFn) -> bytes:
     data = bytearray(draw(st.sampled_from(VALID)))
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["set", "flip", "cut", "insert", "delete"]))
-        at = draw(st.integers(0, max(len(data) - 1, 0)))
-        if op == "set" and data:
-            data[at] = draw(st.integers(0, 255))
-        elif op == "flip" and data:
-            data[at] ^= 1 << draw(st.integers(0, 7))
-        elif op == "cut":
-            del data[at:]
-        elif op == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=8))
-        elif data:
-            del data[at : at + draw(st.integers(1, 8))]
+    mutate(draw, data)
     if draw(st.booleans()) and len(data) >= 19:
         data[16:18] = len(data).to_bytes(2, "big")  # keep the header honest to reach the body
         data[:16] = b"\xff" * 16

@@ -16,6 +16,7 @@ from ipsec.ike.crypto import Aead
 from ipsec.ike.errors import IntegrityError, RemoteProtocolError
 from ipsec.ike.message import Message, decode_payloads, seal, unseal
 from ipsec.ike.payloads import PAYLOAD_CLASSES
+from tests.mutate import mutate
 from tests.unit.ike.test_payloads import SPI_I, SPI_R, every_payload, ike_auth_request, ike_sa_init_request
 
 FUZZ = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -42,19 +43,7 @@ def decode_or_fail(data: bytes) -> Message | None:
 @st.composite
 def mutated(draw, valid: list[bytes]) -> bytes:
     data = bytearray(draw(st.sampled_from(valid)))
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["set", "flip", "cut", "insert", "delete"]))
-        at = draw(st.integers(0, max(len(data) - 1, 0)))
-        if op == "set" and data:
-            data[at] = draw(st.integers(0, 255))
-        elif op == "flip" and data:
-            data[at] ^= 1 << draw(st.integers(0, 7))
-        elif op == "cut":
-            del data[at:]
-        elif op == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=8))
-        elif data:
-            del data[at : at + draw(st.integers(1, 8))]
+    mutate(draw, data)
     if draw(st.booleans()) and len(data) >= IKE_HEADER_LEN:
         data[24:28] = len(data).to_bytes(4, "big")  # keep the length honest to get past the header
     return bytes(data)
