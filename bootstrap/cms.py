@@ -226,8 +226,10 @@ def load_certificates(blobs: Sequence[bytes], what: str = "certificate") -> tupl
             # cryptography parses some parts lazily; touch them now, so that a malformed
             # certificate fails here as a remote fault and not later as a surprise.
             _touched = (cert.version, cert.public_key(), cert.subject, cert.issuer, cert.extensions)
-        except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
-            # TypeError: cryptography's verdict on a name attribute of the wrong ASN.1 type
+        except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension,
+                x509.UnsupportedGeneralNameType) as exc:
+            # TypeError: cryptography's verdict on a name attribute of the wrong ASN.1 type;
+            # DuplicateExtension (found by the fuzz test) is not a ValueError either
             raise CmsError(f"{what} {i + 1} does not parse: {exc}", reason=Reason.BAD_CERTIFICATE) from None
         if cert not in out:
             out.append(cert)

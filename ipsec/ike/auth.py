@@ -84,7 +84,8 @@ def verify_chain(certs: tuple[Cert, ...], cas: tuple[x509.Certificate, ...], now
         try:
             cert = x509.load_der_x509_certificate(c.data)
             _ = (cert.subject, cert.issuer, cert.extensions, cert.public_key())  # parsed lazily: fail here
-        except (ValueError, TypeError, UnsupportedAlgorithm):
+        except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension,
+                x509.UnsupportedGeneralNameType):
             raise _fail("peer sent a certificate that does not parse") from None
         parsed.append(cert)
     if not parsed:
