@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     st.add_argument("--json", action="store_true")
 
+    show = sub.add_parser("show", help="show a table of the running daemon")
+    show_sub = show.add_subparsers(dest="show_cmd", required=True, metavar="TABLE")
+    sh_evpn = show_sub.add_parser("evpn", help="EVPN routes: ours and those each BGP peer sent")
+    sh_evpn.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    sh_evpn.add_argument("--json", action="store_true")
+
     ips = sub.add_parser("ipsec", help="act on the IPsec tunnels of the running daemon")
     ips_sub = ips.add_subparsers(dest="ipsec_cmd", required=True, metavar="ACTION")
     rk = ips_sub.add_parser("rekey", help="rekey the child SA (or with --ike the IKE SA) toward a peer")
@@ -86,6 +92,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"nsg: {exc}", file=sys.stderr)
             return 1
         print(json.dumps(st, indent=2) if args.json else render(st))
+        return 0
+    if args.cmd == "show":
+        from nsg.control import ControlError, request
+
+        try:
+            res = request(args.state_dir, "evpn")
+        except ControlError as exc:
+            print(f"nsg: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps(res, indent=2) if args.json else _evpn_table(res))
         return 0
     if args.cmd == "ipsec":
         from nsg.control import ControlError, request
@@ -137,6 +153,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: ok (system ip {cfg.system_ip}, {len(cfg.subnets)} subnets, {len(cfg.peers)} peers)")
         return 0
     return 2
+
+
+def _evpn_table(res: dict) -> str:
+    lines = ["BGP peers:"]
+    for addr, p in sorted(res.get("peers", {}).items()):
+        lines.append(f"  {addr:<16} {p['state']}")
+    lines.append(f"{'':<2}{'origin':<8}{'type':<6}{'vni':<9}{'mac':<19}{'ip':<17}{'vtep':<17}{'seq':<5}best")
+    for r in res.get("local", []):
+        lines.append(f"  {'local':<8}{r['type']:<6}{r['vni']:<9}{r.get('mac') or '-':<19}{r.get('ip') or '-':<17}"
+                     f"{r.get('vtep') or 'self':<17}{r.get('seq', 0):<5}*")
+    for r in res.get("received", []):
+        lines.append(f"  {r['peer']:<8}"[:10].ljust(10) + f"{r['type']:<6}{r['vni']:<9}{r.get('mac') or '-':<19}"
+                     f"{r.get('ip') or '-':<17}{r['vtep']:<17}{r.get('seq', 0):<5}{'*' if r.get('best', True) else ''}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ class Daemon:
         self._pending: list[str] = []
         self.tunnels: Tunnels | None = None
         self.evpn = None
+        self.neigh_watch = None
         self.controller_url = controller_url
         self.channel = None
         self._renew: asyncio.Task | None = None
@@ -103,7 +104,8 @@ class Daemon:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.kernel = await asyncio.to_thread(self.kernel_factory)
         self.reconciler = Reconciler(self.kernel)
-        control = ControlServer(self.state_dir / SOCKET_NAME, {"status": self._status, "rekey": self._rekey})
+        control = ControlServer(self.state_dir / SOCKET_NAME, {"status": self._status, "rekey": self._rekey,
+                                                                   "evpn": self._show_evpn})
         await control.start()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self._request, "reload")
@@ -132,6 +134,8 @@ class Daemon:
                 await client.stop()
             if self.tunnels is not None:
                 await self.tunnels.stop()
+            if self.neigh_watch is not None:
+                await asyncio.to_thread(self.neigh_watch.stop)
             if self.evpn is not None:
                 await self.evpn.stop()
             if self.flush_on_exit:
@@ -372,6 +376,18 @@ class Daemon:
 
             self.evpn = EvpnControl(EvpnRib(), lambda: self._request("evpn"))
         self.evpn.apply(self.config, self._local_ip())
+        if self.neigh_watch is None:
+            from nsg.evpn.watch import NeighWatch
+
+            loop = asyncio.get_running_loop()
+            evpn = self.evpn
+            self.neigh_watch = NeighWatch(lambda vnis, events: loop.call_soon_threadsafe(evpn.on_local, vnis, events))
+        self.neigh_watch.set_bridges({bridge_name(s.vni): s.vni for s in self.config.subnets})
+
+    async def _show_evpn(self, _req: dict) -> dict:
+        if self.evpn is None:
+            raise ValueError("EVPN is not configured (no 'evpn' section in the running config)")
+        return {**self.evpn.show(), **self.evpn.status()}
 
     async def _rekey(self, req: dict) -> dict:
         peer, ike = req.get("peer"), bool(req.get("ike"))
@@ -419,8 +435,10 @@ class Daemon:
         async with self._lock:
             try:
                 esp_tun = self.tunnels is None or self.tunnels.backend == "userspace"
-                evpn_fdb = self.evpn.rib.fdb() if self.evpn is not None else None
-                desired = build_desired(self.config, self.leases, esp_tun=esp_tun, evpn_fdb=evpn_fdb)
+                evpn_fdb = self.evpn.fdb() if self.evpn is not None else None
+                evpn_neigh = self.evpn.neighbors() if self.evpn is not None else None
+                desired = build_desired(self.config, self.leases, esp_tun=esp_tun, evpn_fdb=evpn_fdb,
+                                        evpn_neighbors=evpn_neigh)
             except ValueError as exc:  # e.g. a lease MTU too small for any tenant MTU
                 result = ApplyResult((), (), f"cannot build the desired state: {exc}")
             else:
@@ -489,7 +507,9 @@ class Daemon:
             "peers": [{"name": p.name, "system_ip": str(p.system_ip), "endpoint": str(p.endpoint)}
                       for p in cfg.peers],
             "devices": devices,
-            "fdb": sorted(f"{f.ifname} {f.mac} dst {f.dst}" for f in snap.fdb),
+            "fdb": sorted(f"{f.ifname} {f.mac} master" if f.master else f"{f.ifname} {f.mac} dst {f.dst}"
+                          for f in snap.fdb),
+            "neighbors": sorted(f"{n.ifname} {n.ip} lladdr {n.mac}" for n in snap.neighbors),
             "tunnels": self.tunnels.status() if self.tunnels else None,
             "channel": self.channel.status() if self.channel else None,
             "bootstrap": self.zerotouch.status() if self.zerotouch else None,

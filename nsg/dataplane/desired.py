@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from ipsec.constants import esp_udp_tunnel_max_inner
 from nsg.dataplane.mtu import tenant_mtu
-from nsg.dataplane.types import ZERO_MAC, Addr, Desired, Fdb, LinkSpec, Route, VxlanSpec
+from nsg.dataplane.types import ZERO_MAC, Addr, Desired, Fdb, LinkSpec, Neigh, PortFlags, Route, VxlanSpec
 from nsg.model import GatewayConfig
 from nsg.uplinks.lease import Lease
 
@@ -32,7 +32,7 @@ def anycast_mac(vni: int) -> str:
 
 
 def build_desired(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None, esp_tun: bool = True,
-                  evpn_fdb: frozenset[Fdb] | None = None) -> Desired:
+                  evpn_fdb: frozenset[Fdb] | None = None, evpn_neighbors: frozenset[Neigh] | None = None) -> Desired:
     """``esp_tun``: with transport "esp", route peers into the userspace engine's TUN; False for
     the kernel XFRM backend, whose policies encrypt what goes out through the uplinks."""
     leases = leases or {}
@@ -68,7 +68,11 @@ def build_desired(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None,
     for s in cfg.subnets:
         br, vx = bridge_name(s.vni), vxlan_name(s.vni)
         links.append(LinkSpec(br, "bridge", mtu, mac=anycast_mac(s.vni)))
-        links.append(LinkSpec(vx, "vxlan", mtu, master=br, vxlan=VxlanSpec(s.vni, sysip, VXLAN_PORT)))
+        # With EVPN the VXLAN port learns nothing (remote MACs come from BGP) and suppresses ARP
+        # for the hosts whose MAC+IP routes we hold (the bridge answers from its neighbour table).
+        flags = PortFlags(learning=False, neigh_suppress=True) if cfg.evpn is not None else None
+        links.append(LinkSpec(vx, "vxlan", mtu, master=br, vxlan=VxlanSpec(s.vni, sysip, VXLAN_PORT),
+                              port_flags=flags))
         addrs.add(Addr(br, f"{s.gateway}/{s.cidr.prefixlen}"))
         for p in s.ports:
             ports[p] = br
@@ -81,6 +85,10 @@ def build_desired(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None,
         # EVPN: flood lists from type-3 routes, MAC entries from type-2 routes (the RIB decides)
         vx_names = {vxlan_name(s.vni) for s in cfg.subnets}
         fdb |= {f for f in evpn_fdb if f.ifname in vx_names}
+    neighbors: set[Neigh] = set()
+    if cfg.evpn is not None and evpn_neighbors is not None:
+        br_names = {bridge_name(s.vni) for s in cfg.subnets}
+        neighbors = {n for n in evpn_neighbors if n.ifname in br_names}
 
     mtus: dict[str, int] = {}
     if cfg.transport == "esp" and esp_tun:
@@ -104,4 +112,5 @@ def build_desired(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None,
         addrs=frozenset(addrs),
         fdb=frozenset(fdb),
         routes=frozenset(routes),
+        neighbors=frozenset(neighbors),
     )

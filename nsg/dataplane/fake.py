@@ -25,13 +25,17 @@ from nsg.dataplane.types import (
     DelRoute,
     LinkState,
     Op,
+    PortFlags,
     SetAlias,
     SetMac,
     SetMaster,
     SetMtu,
+    SetPortFlags,
     SetUp,
     Snapshot,
 )
+
+DEFAULT_PORT_FLAGS = PortFlags(learning=True, neigh_suppress=False)
 
 
 class FakeKernel:
@@ -94,7 +98,14 @@ class FakeKernel:
             case SetMaster(name, master):
                 if master is not None:
                     self._need(op, master)
-                self.links[name] = replace(self._need(op, name), master=master)
+                # leaving a bridge (or joining another) resets the port's flags, as in the kernel
+                self.links[name] = replace(self._need(op, name), master=master,
+                                           port_flags=None if master is None else DEFAULT_PORT_FLAGS)
+            case SetPortFlags(name, flags):
+                link = self._need(op, name)
+                if link.master is None:
+                    raise DataplaneError(op, "Operation not supported", 95)
+                self.links[name] = replace(link, port_flags=flags)
             case SetUp(name):
                 self.links[name] = replace(self._need(op, name), up=True)
             case AddAddr(addr):
@@ -109,7 +120,9 @@ class FakeKernel:
                 self.addrs.discard(addr)
                 self.owned_addrs.discard(addr)
             case AddFdb(fdb):
-                self._need(op, fdb.ifname)
+                link = self._need(op, fdb.ifname)
+                if fdb.master and link.master is None:
+                    raise DataplaneError(op, "Invalid argument", 22)
                 if fdb in self.fdb:
                     raise DataplaneError(op, "File exists", 17)
                 self.fdb.add(fdb)

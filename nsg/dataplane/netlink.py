@@ -30,11 +30,13 @@ from nsg.dataplane.types import (
     LinkState,
     Neigh,
     Op,
+    PortFlags,
     Route,
     SetAlias,
     SetMac,
     SetMaster,
     SetMtu,
+    SetPortFlags,
     SetUp,
     Snapshot,
     VxlanSpec,
@@ -43,6 +45,10 @@ from nsg.dataplane.types import (
 IFF_UP = 0x1
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
+NTF_MASTER = 0x04
+NTF_EXT_LEARNED = 0x10
+NUD_NOARP = 0x40
+ZERO_MAC = "00:00:00:00:00:00"
 MAIN_TABLE = 254
 
 
@@ -72,6 +78,12 @@ class NetlinkAdapter:
                     port=data.get("IFLA_VXLAN_PORT"),
                     learning=bool(data.get("IFLA_VXLAN_LEARNING")),
                 )
+            flags = None
+            if info and info.get("IFLA_INFO_SLAVE_KIND") == "bridge":
+                sd = info.get("IFLA_INFO_SLAVE_DATA")
+                if sd is not None:
+                    flags = PortFlags(bool(sd.get("IFLA_BRPORT_LEARNING")),
+                                      bool(sd.get("IFLA_BRPORT_NEIGH_SUPPRESS")))
             name = m.get("ifname")
             links[name] = LinkState(
                 name=name,
@@ -83,6 +95,7 @@ class NetlinkAdapter:
                 alias=m.get("IFLA_IFALIAS"),
                 mac=m.get("IFLA_ADDRESS"),
                 vxlan=vx,
+                port_flags=flags,
             )
         addrs, owned = set(), set()
         for a in self._ip.get_addr(family=socket.AF_INET):
@@ -96,8 +109,12 @@ class NetlinkAdapter:
             for f in self._ip.fdb("dump"):
                 ifname = vx_owned.get(f["ifindex"])
                 dst = f.get("NDA_DST")
-                if ifname and dst and f["flags"] & NTF_SELF:
+                if not ifname:
+                    continue
+                if dst and f["flags"] & NTF_SELF:
                     fdb.add(Fdb(ifname, f.get("NDA_LLADDR"), dst))
+                elif f.get("NDA_MASTER") and f["flags"] & NTF_EXT_LEARNED and not f["flags"] & NTF_SELF:
+                    fdb.add(Fdb(ifname, f.get("NDA_LLADDR"), "", master=True))
         routes = set()
         for r in self._ip.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
             if r["proto"] != NSG_PROTO:
@@ -162,6 +179,9 @@ class NetlinkAdapter:
             case SetMaster(name, master):
                 target = self._index(op, master) if master else 0
                 ip.link("set", index=self._index(op, name), master=target)
+            case SetPortFlags(name, flags):
+                ip.brport("set", index=self._index(op, name), learning=int(flags.learning),
+                          neigh_suppress=int(flags.neigh_suppress))
             case SetUp(name):
                 ip.link("set", index=self._index(op, name), state="up")
             case AddAddr(a) | DelAddr(a):
@@ -169,11 +189,19 @@ class NetlinkAdapter:
                 verb = "add" if isinstance(op, AddAddr) else "del"
                 extra = {"proto": NSG_PROTO} if verb == "add" else {}
                 ip.addr(verb, index=self._index(op, a.ifname), address=host, prefixlen=int(plen), **extra)
+            case AddFdb(f) | DelFdb(f) if f.master:
+                # the bridge's entry: frames to the MAC go to the VXLAN port, and ARP suppression
+                # answers for the MAC's IPs (the kernel replies only for MACs it has an entry for)
+                verb = "add" if isinstance(op, AddFdb) else "del"
+                ip.fdb(verb, ifindex=self._index(op, f.ifname), lladdr=f.mac, flags=NTF_MASTER | NTF_EXT_LEARNED,
+                       state=NUD_NOARP)
             case AddFdb(f) | DelFdb(f):
                 verb = "append" if isinstance(op, AddFdb) else "del"
-                ip.fdb(verb, ifindex=self._index(op, f.ifname), lladdr=f.mac, dst=f.dst)
+                flags = NTF_SELF | (NTF_EXT_LEARNED if f.mac != ZERO_MAC else 0)
+                ip.fdb(verb, ifindex=self._index(op, f.ifname), lladdr=f.mac, dst=f.dst, flags=flags)
             case AddNeigh(n) | DelNeigh(n):
-                verb = "add" if isinstance(op, AddNeigh) else "del"
+                # replace: a dynamic entry the kernel learned for the IP gives way to the EVPN one
+                verb = "replace" if isinstance(op, AddNeigh) else "del"
                 ip.neigh(verb, dst=n.ip, lladdr=n.mac, ifindex=self._index(op, n.ifname), state=NUD_PERMANENT)
             case AddRoute(r) | DelRoute(r):
                 verb = "add" if isinstance(op, AddRoute) else "del"

@@ -31,6 +31,7 @@ from nsg.dataplane.types import (
     SetMac,
     SetMaster,
     SetMtu,
+    SetPortFlags,
     SetUp,
     Snapshot,
 )
@@ -73,17 +74,21 @@ def plan(desired: Desired, actual: Snapshot) -> Plan:
         if have is None:
             creates.append(CreateLink(spec))
             creates.append(SetAlias(spec.name))
-            have_mtu, have_master, have_up, have_mac = None, None, False, None
+            have_mtu, have_master, have_up, have_mac, have_flags = None, None, False, None, None
         else:
             if not have.owned:
                 configure.append(SetAlias(spec.name))
             have_mtu, have_master, have_up, have_mac = have.mtu, have.master, have.up, have.mac
+            have_flags = have.port_flags
         if spec.mac and have_mac != spec.mac:
             configure.append(SetMac(spec.name, spec.mac))
         if have_mtu != spec.mtu:
             configure.append(SetMtu(spec.name, spec.mtu))
         if have_master != spec.master:
             configure.append(SetMaster(spec.name, spec.master))
+        if spec.master and spec.port_flags is not None and (have_flags != spec.port_flags
+                                                            or have_master != spec.master):
+            configure.append(SetPortFlags(spec.name, spec.port_flags))
         if not have_up:
             configure.append(SetUp(spec.name))
 

@@ -36,6 +36,15 @@ class LinkSpec:
     master: str | None = None
     mac: str | None = None
     vxlan: VxlanSpec | None = None
+    # As a bridge port (EVPN's VXLAN ports): MAC learning and ARP/ND suppression (RFC 7432
+    # section 10: the gateway answers for remote hosts). None: left as the kernel has it.
+    port_flags: PortFlags | None = None
+
+
+@dataclass(frozen=True)
+class PortFlags:
+    learning: bool
+    neigh_suppress: bool
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,7 @@ class LinkState:
     alias: str | None = None
     mac: str | None = None
     vxlan: VxlanSpec | None = None
+    port_flags: PortFlags | None = None  # when it is a bridge port
 
     @property
     def owned(self) -> bool:
@@ -65,9 +75,13 @@ class Addr:
 
 @dataclass(frozen=True, order=True)
 class Fdb:
+    """A VXLAN device's own entry (MAC -> remote VTEP ``dst``), or with ``master`` the bridge's entry
+    for a remote MAC, learned from EVPN (extern_learn) and pointing at the VXLAN port (dst "")."""
+
     ifname: str
     mac: str
     dst: str
+    master: bool = False
 
 
 @dataclass(frozen=True, order=True)
@@ -171,6 +185,17 @@ class SetMaster:
 
 
 @dataclass(frozen=True)
+class SetPortFlags:
+    name: str
+    flags: PortFlags
+
+    def __str__(self) -> str:
+        onoff = {True: "on", False: "off"}
+        return (f"set bridge port {self.name} learning {onoff[self.flags.learning]} "
+                f"neigh_suppress {onoff[self.flags.neigh_suppress]}")
+
+
+@dataclass(frozen=True)
 class SetUp:
     name: str
 
@@ -199,6 +224,8 @@ class AddFdb:
     fdb: Fdb
 
     def __str__(self) -> str:
+        if self.fdb.master:
+            return f"add fdb {self.fdb.mac} dev {self.fdb.ifname} master extern_learn"
         return f"append fdb {self.fdb.mac} dev {self.fdb.ifname} dst {self.fdb.dst}"
 
 
@@ -207,6 +234,8 @@ class DelFdb:
     fdb: Fdb
 
     def __str__(self) -> str:
+        if self.fdb.master:
+            return f"delete fdb {self.fdb.mac} dev {self.fdb.ifname} master"
         return f"delete fdb {self.fdb.mac} dev {self.fdb.ifname} dst {self.fdb.dst}"
 
 
@@ -249,8 +278,8 @@ class DelRoute:
 
 
 Op = (
-    CreateLink | DeleteLink | SetAlias | SetMtu | SetMac | SetMaster | SetUp | AddAddr | DelAddr | AddFdb | DelFdb
-    | AddRoute | DelRoute | AddNeigh | DelNeigh
+    CreateLink | DeleteLink | SetAlias | SetMtu | SetMac | SetMaster | SetPortFlags | SetUp | AddAddr | DelAddr
+    | AddFdb | DelFdb | AddRoute | DelRoute | AddNeigh | DelNeigh
 )
 
 

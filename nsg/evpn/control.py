@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
+from nsg.dataplane.types import ZERO_MAC, Fdb, Neigh
 from nsg.evpn import fsm
 from nsg.evpn.codec import Update, UpdateResult
 from nsg.evpn.evpn_nlri import (
@@ -17,8 +18,10 @@ from nsg.evpn.evpn_nlri import (
     RouteDistinguisher,
     encap_vxlan,
     inclusive_multicast_route,
+    mac_ip_route,
     route_target,
 )
+from nsg.evpn.local import IpEvent, LocalRoute, LocalTable, MacEvent
 from nsg.evpn.rib import EvpnRib, ImetRoute, MacRoute
 from nsg.evpn.speaker import Speaker
 from nsg.model import GatewayConfig
@@ -64,13 +67,22 @@ def _rib_routes(result: UpdateResult) -> tuple[list[MacRoute | ImetRoute], list[
 
 
 class EvpnControl:
+    """Speakers toward the configured peers; received routes into the RIB; our routes out: one
+    type-3 per VNI and a type-2 per MAC (and MAC+IP) learned on the LAN side (local.py)."""
+
     def __init__(self, rib: EvpnRib, changed: Callable[[], None]):
         self.rib = rib
         self.changed = changed
         self.speakers: dict[str, Speaker] = {}
-        self.config = None
+        self.config: GatewayConfig | None = None
         # withdrawals name routes without their next hop: remember who announced what, per peer
         self._announced: dict[str, dict[tuple, MacRoute | ImetRoute]] = {}
+        self.local = LocalTable()
+        self._imets: list[Update] = []
+        self._rds: dict[int, RouteDistinguisher] = {}  # VNI -> our RD for it
+        self._advertised: dict[LocalRoute, Update] = {}  # local route -> the UPDATE that announced it
+        self._seq: dict[tuple[int, str], int] = {}  # (vni, mac) -> our MAC Mobility sequence number
+        self.counters = {"local_learned": 0, "local_withdrawn": 0, "moved_away": 0}
 
     def _key(self, r) -> tuple:
         return ("mac", r.vni, r.mac, r.ip) if isinstance(r, MacRoute) else ("imet", r.vtep)
@@ -82,26 +94,40 @@ class EvpnControl:
             known = mine.pop(self._key(r), None)
             if known is not None:
                 self.rib.withdraw(known)
+        moved = False
         for r in add:
             old = mine.get(self._key(r))
             if old is not None and old != r:
                 self.rib.withdraw(old)  # an implicit withdraw: the same route with new attributes
             mine[self._key(r)] = r
             self.rib.add(r)
+            if (isinstance(r, MacRoute) and r.vtep not in self.rib.local_vteps and self.local.is_local(r.vni, r.mac)
+                    and r.seq > self._seq.get((r.vni, r.mac), 0)):
+                # RFC 7432 15.1: a higher sequence number elsewhere: the host moved there. Ours goes;
+                # if the host is still here its next frame makes the bridge learn it again (seq + 1).
+                self.local.forget_mac(r.vni, r.mac)
+                self.counters["moved_away"] += 1
+                moved = True
+        if moved:
+            self._sync_local()
         if add or gone:
             self.changed()
 
     def apply(self, cfg: GatewayConfig, local: str) -> None:
         """Start speakers toward new peers; (re)announce our type-3 routes (one per VNI)."""
         assert cfg.evpn is not None
+        self.config = cfg
         sysip = str(cfg.system_ip)
         self.rib.local_vteps = frozenset({sysip})
-        updates = []
-        for i, s in enumerate(cfg.subnets, start=1):
-            rd = RouteDistinguisher.ipv4(sysip, i)
-            imet, pmsi = inclusive_multicast_route(rd, s.vni, sysip)
-            updates.append(Update.for_evpn((imet,), IPv4Address(sysip), (route_target(cfg.evpn.asn, s.vni),
-                                                                          encap_vxlan()), pmsi=pmsi))
+        self._rds = {s.vni: RouteDistinguisher.ipv4(sysip, i) for i, s in enumerate(cfg.subnets, start=1)}
+        self._imets = []
+        for s in cfg.subnets:
+            imet, pmsi = inclusive_multicast_route(self._rds[s.vni], s.vni, sysip)
+            self._imets.append(Update.for_evpn((imet,), IPv4Address(sysip), (route_target(cfg.evpn.asn, s.vni),
+                                                                             encap_vxlan()), pmsi=pmsi))
+        for vni in {r.vni for r in self.local.routes()} - set(self._rds):
+            self.local.forget_vni(vni)
+        self._sync_local(announce=False)
         for peer in cfg.evpn.peers:
             addr = str(peer.address)
             if addr not in self.speakers:
@@ -109,10 +135,76 @@ class EvpnControl:
                              local=local, on_update=lambda res, a=addr: self._on_update(a, res),
                              on_state=lambda st, a=addr: self._state(a, st))
                 self.speakers[addr] = sp
-                sp.announce = list(updates)
+                sp.announce = self._announcements()
                 sp.start()
             else:
-                self.speakers[addr].announce = list(updates)
+                self.speakers[addr].announce = self._announcements()
+
+    def _announcements(self) -> list[Update]:
+        return [*self._imets, *self._advertised.values()]
+
+    # --- local learning -------------------------------------------------------------------------
+
+    def on_local(self, resync: frozenset[int] | None, events: list[MacEvent | IpEvent]) -> None:
+        """A batch from the neighbour watch; ``resync``: the full state of those VNIs."""
+        for vni in resync or ():
+            self.local.forget_vni(vni)
+        for e in events:
+            if e.vni in self._rds:
+                self.local.apply(e)
+        self._sync_local()
+
+    def _sync_local(self, announce: bool = True) -> None:
+        """Announce local routes that appeared, withdraw those that went (to every peer)."""
+        assert self.config is None or self.config.evpn is not None
+        want = {r for r in self.local.routes() if r.vni in self._rds}
+        gone = [r for r in self._advertised if r not in want]
+        new = sorted(want - set(self._advertised), key=LocalRoute.sort_key)
+        if not gone and not new:
+            return
+        sysip = self.config.system_ip if self.config is not None else None
+        outgoing: list[Update] = []
+        if gone:
+            routes = [mac_ip_route(self._rds.get(r.vni, RouteDistinguisher.ipv4("0.0.0.0", 0)), r.mac, r.ip, r.vni)
+                      for r in gone]
+            for r in gone:
+                del self._advertised[r]
+                if r.ip is None:
+                    self._seq.pop((r.vni, r.mac), None)
+            outgoing.append(Update.withdraw_evpn(routes))
+            self.counters["local_withdrawn"] += len(gone)
+        for r in new:
+            assert self.config is not None and self.config.evpn is not None and sysip is not None
+            seq = self._seq.get((r.vni, r.mac))
+            if seq is None:
+                seq = self._seq[(r.vni, r.mac)] = self.rib.next_local_seq(r.vni, r.mac)
+            comms = [route_target(self.config.evpn.asn, r.vni), encap_vxlan()]
+            if seq > 0:
+                comms.append(MacMobility(seq))
+            upd = Update.for_evpn((mac_ip_route(self._rds[r.vni], r.mac, r.ip, r.vni),), sysip, comms)
+            self._advertised[r] = upd
+            outgoing.append(upd)
+            self.counters["local_learned"] += 1
+        announcements = self._announcements()
+        for sp in self.speakers.values():
+            sp.announce = list(announcements)
+            if announce:
+                for upd in outgoing:
+                    sp.send(upd)
+        self.changed()
+
+    # --- what the kernel gets ---------------------------------------------------------------------
+
+    def fdb(self) -> frozenset[Fdb]:
+        """The RIB's entries, minus MACs that are ours now (a host that moved here from elsewhere)."""
+        return frozenset(f for f in self.rib.fdb()
+                         if f.mac == ZERO_MAC or not self.local.is_local(_vni_of_vxlan(f.ifname), f.mac))
+
+    def neighbors(self) -> frozenset[Neigh]:
+        return frozenset(Neigh(n.ifname, n.ip, n.mac) for n in self.rib.neighbors()
+                         if not self.local.is_local(_vni_of_bridge(n.ifname), n.mac))
+
+    # --- sessions ---------------------------------------------------------------------------------
 
     def _state(self, peer: str, state: str) -> None:
         if state == "down":  # without graceful restart, what the peer told us is gone with it
@@ -127,5 +219,33 @@ class EvpnControl:
     def status(self) -> dict:
         return {
             "peers": {a: {"state": sp.session.state.value, **sp.session.counters} for a, sp in self.speakers.items()},
-            "routes": {"mac": sum(len(p) for p in self.rib.macs.values()), "imet": len(self.rib.imets)},
+            "routes": {"mac": sum(len(p) for p in self.rib.macs.values()), "imet": len(self.rib.imets),
+                       "local": len(self._advertised)},
+            "counters": dict(self.counters),
         }
+
+    def show(self) -> dict:
+        """Every EVPN route we hold: what we originate and what each peer sent (best paths marked)."""
+        local = [{"type": 3, "vni": vni, "rd": str(rd), "vtep": str(self.config.system_ip) if self.config else None}
+                 for vni, rd in sorted(self._rds.items())]
+        local += [{"type": 2, "vni": r.vni, "mac": r.mac, "ip": r.ip, "rd": str(self._rds[r.vni]),
+                   "seq": self._seq.get((r.vni, r.mac), 0)}
+                  for r in sorted(self._advertised, key=LocalRoute.sort_key) if r.vni in self._rds]
+        remote = []
+        for peer, routes in sorted(self._announced.items()):
+            for r in sorted(routes.values(), key=lambda r: (isinstance(r, MacRoute), r.vni, r.vtep)):
+                if isinstance(r, ImetRoute):
+                    remote.append({"type": 3, "vni": r.vni, "vtep": r.vtep, "peer": peer})
+                else:
+                    best = self.rib.best(r.vni, r.mac)
+                    remote.append({"type": 2, "vni": r.vni, "mac": r.mac, "ip": r.ip, "vtep": r.vtep, "seq": r.seq,
+                                   "peer": peer, "best": best is not None and best.vtep == r.vtep})
+        return {"local": local, "received": remote}
+
+
+def _vni_of_vxlan(ifname: str) -> int:
+    return int(ifname.removeprefix("vx-"))
+
+
+def _vni_of_bridge(ifname: str) -> int:
+    return int(ifname.removeprefix("br-"))

@@ -112,7 +112,9 @@ class EvpnRib:
                 continue
             best = self.best(vni, mac)
             if best is not None:
-                out.add(Fdb(vxlan_name(vni), mac, best.vtep))
+                out.add(Fdb(vxlan_name(vni), mac, best.vtep))  # where the VXLAN device sends it
+                out.add(Fdb(vxlan_name(vni), mac, "", master=True))  # the bridge: toward the VXLAN port
+
         for r in self.imets:
             if vnis is None or r.vni in vnis:
                 out.add(Fdb(vxlan_name(r.vni), ZERO_MAC, r.vtep))

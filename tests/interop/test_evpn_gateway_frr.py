@@ -1,11 +1,15 @@
 """The gateway with its EVPN control plane against real FRR (advertise-all-vni): BGP comes up, FRR's
-type-3 route becomes the gateway's flood list, FRR's MAC routes become FDB entries, FRR sees our
-type-3, and a host behind the FRR VTEP pings a host behind nsg over VXLAN."""
+type-3 route becomes the gateway's flood list, FRR's MAC and MAC+IP routes become FDB and neighbour
+entries, FRR sees our type-3 and the type-2 of the MAC our bridge learned on its LAN port, `nsg show
+evpn` lists FRR's routes, a host behind the FRR VTEP pings a host behind nsg over VXLAN, and our
+LAN host's ARP for FRR's host is answered by our bridge (ARP suppression): no ARP crosses VXLAN."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -14,6 +18,7 @@ from lab import netns
 from tests.conftest import sh, unique_name
 from tests.interop import frr as frr_mod
 from tests.interop.frr import Frr, Neighbor, bgp_pair, make_vtep
+from tests.interop.procs import Tcpdump
 from tests.netns.daemon_util import NsgProcess
 
 pytestmark = [
@@ -27,7 +32,7 @@ ASN, VNI, SYSIP = 65000, 100, "198.19.255.1"
 def test_gateway_evpn_with_frr(tmp_path):
     with bgp_pair(host=True) as net:
         frr_ns, gw_ns = net.ns
-        make_vtep(frr_ns, net.addr[0], vni=VNI)
+        make_vtep(frr_ns, net.addr[0], vni=VNI, bridge_address="198.19.0.2/24")  # MAC+IP routes from its SVI
         net.add_host("br100", "198.19.0.50/24")
         sh("ip", "-n", frr_ns, "route", "add", f"{SYSIP}/32", "via", net.addr[1])  # our VTEP, for FRR's next hop
         # a LAN host on the gateway side
@@ -68,7 +73,38 @@ def test_gateway_evpn_with_frr(tmp_path):
                     st = d.wait(lambda s: any(f.startswith(f"vx-{VNI} ") and " 00:00:00:00:00:00 " not in f
                                               and f.endswith(f"dst {net.addr[0]}") for f in s["fdb"]),
                                 what="FRR's MAC route in our FDB")
-                    print("gateway FDB:", st["fdb"], "EVPN:", st["evpn"])
+                    lan_mac = json.loads(sh("ip", "-n", lan_host, "-j", "link", "show", "eth0"))[0]["address"]
+                    host_mac = json.loads(sh("ip", "-n", net.host_ns, "-j", "link", "show", "h0"))[0]["address"]
+                    # our bridge learned the LAN host: FRR has our type-2 for it, next hop our VTEP
+                    frr.wait_route(lambda r: r.get("routeType") == 2 and r.get("mac") == lan_mac and any(
+                        h.get("ip") == SYSIP for h in r.get("nexthops", [])), what="our type-2 route in FRR")
+                    # FRR's SVI resolves its host: a MAC+IP route -> our neighbour entry (ARP suppression)
+                    sh("ip", "netns", "exec", frr_ns, "ping", "-c", "1", "-W", "1", "198.19.0.50", check=False)
+                    d.wait(lambda s: True, timeout=1)
+                    deadline = time.monotonic() + 15
+                    while f"198.19.0.50 lladdr {host_mac}" not in sh("ip", "-n", gw_ns, "neigh", "show", "dev",
+                                                                   f"br-{VNI}"):
+                        assert time.monotonic() < deadline, "FRR's MAC+IP route did not become a neighbour entry"
+                        time.sleep(0.2)
+                    shown = json.loads(subprocess.run(
+                        ["ip", "netns", "exec", gw_ns, sys.executable, "-m", "nsg.cli", "show", "evpn", "--json",
+                         "--state-dir", str(tmp_path / "state")], capture_output=True, text=True, check=True).stdout)
+                    got = {(r["type"], r.get("mac"), r.get("ip"), r["vtep"]) for r in shown["received"]}
+                    assert {(3, None, None, net.addr[0]), (2, host_mac, None, net.addr[0]),
+                            (2, host_mac, "198.19.0.50", net.addr[0])} <= got, shown
+                    assert any(r["type"] == 2 and r["mac"] == lan_mac for r in shown["local"]), shown
+                    # ARP suppression: the LAN host asks for FRR's host; our bridge answers, nothing crosses
+                    sh("ip", "-n", lan_host, "neigh", "flush", "dev", "eth0")
+                    cap = Tcpdump(gw_ns, f"vx-{VNI}", tmp_path / "vx.pcap", ["arp"])
+                    try:
+                        sh("ip", "netns", "exec", lan_host, "ping", "-c", "1", "-W", "2", "198.19.0.50")
+                        time.sleep(0.3)
+                    finally:
+                        cap.stop()
+                    assert host_mac in sh("ip", "-n", lan_host, "neigh", "show", "198.19.0.50")
+                    arps = sh("tcpdump", "-nr", str(cap.pcap), check=False)
+                    assert "198.19.0.50" not in arps, f"an ARP for FRR's host crossed VXLAN:\n{arps}"
+                    print("gateway FDB:", st["fdb"], "EVPN:", st["evpn"], "shown:", shown)
                 finally:
                     d.stop()
         finally:

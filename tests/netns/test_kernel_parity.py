@@ -225,3 +225,31 @@ def test_neighbours_for_arp_suppression(env):
     assert env.kernel.snapshot().neighbors == {n1, moved}
     assert r.apply(base).ok
     assert env.kernel.snapshot().neighbors == frozenset()
+
+
+def test_evpn_port_flags_and_remote_macs(env):
+    """With EVPN the VXLAN port neither learns nor floods ARP it can answer; a remote MAC is an
+    entry of the VXLAN device (-> VTEP) and an extern_learn entry of the bridge (-> VXLAN port)."""
+    from nsg.dataplane.types import Fdb, PortFlags
+
+    doc = base_doc()
+    doc["evpn"] = {"asn": 65000, "peers": [{"address": "198.18.1.1", "asn": 65000}]}
+    evpn_cfg = parse_config(doc)
+    mac = "02:00:00:00:00:31"
+    remote = frozenset({Fdb("vx-100", mac, "198.19.255.7"), Fdb("vx-100", mac, "", master=True),
+                        Fdb("vx-100", "00:00:00:00:00:00", "198.19.255.7")})
+    r = Reconciler(env.kernel)
+    res = r.apply(build_desired(evpn_cfg, evpn_fdb=remote))
+    assert res.ok, res.error
+    snap = env.kernel.snapshot()
+    assert snap.links["vx-100"].port_flags == PortFlags(learning=False, neigh_suppress=True)
+    assert {f for f in snap.fdb if f.ifname == "vx-100"} == remote
+    assert r.apply(build_desired(evpn_cfg, evpn_fdb=remote)).changes == ()
+    # the MAC moves to another VTEP; then it is withdrawn
+    moved = frozenset({Fdb("vx-100", mac, "198.19.255.8"), Fdb("vx-100", mac, "", master=True)})
+    assert r.apply(build_desired(evpn_cfg, evpn_fdb=moved)).ok
+    assert {f for f in env.kernel.snapshot().fdb if f.ifname == "vx-100"} == moved
+    assert r.apply(build_desired(evpn_cfg, evpn_fdb=frozenset())).ok
+    assert {f for f in env.kernel.snapshot().fdb if f.ifname == "vx-100"} == frozenset()
+    # without EVPN the port flags are left as they are (no churn on configs that never had them)
+    assert all(s.port_flags is None for s in build_desired(cfg()).links)

@@ -14,10 +14,11 @@ def test_routes_to_kernel_objects():
     rib.add(MacRoute(100, M1, A))
     rib.add(MacRoute(100, M1, A, ip="198.19.0.21"))
     rib.add(MacRoute(200, M2, B, ip="198.19.1.5"))
+    # each remote MAC twice: the VXLAN device's entry (-> VTEP) and the bridge's (-> the VXLAN port)
     assert rib.fdb() == {Fdb("vx-100", ZERO_MAC, A), Fdb("vx-100", ZERO_MAC, B), Fdb("vx-100", M1, A),
-                         Fdb("vx-200", M2, B)}
+                         Fdb("vx-100", M1, "", master=True), Fdb("vx-200", M2, B), Fdb("vx-200", M2, "", master=True)}
     assert rib.neighbors() == {Neighbor("br-100", "198.19.0.21", M1), Neighbor("br-200", "198.19.1.5", M2)}
-    assert rib.fdb({200}) == {Fdb("vx-200", M2, B)}
+    assert rib.fdb({200}) == {Fdb("vx-200", M2, B), Fdb("vx-200", M2, "", master=True)}
 
 
 def test_own_routes_reflected_back_are_ignored():
@@ -48,7 +49,7 @@ def test_peer_loss_removes_everything_behind_it():
     rib.add(MacRoute(100, M1, A))
     rib.add(MacRoute(100, M2, B))
     rib.withdraw_vtep(A)
-    assert rib.fdb() == {Fdb("vx-100", M2, B)}
+    assert rib.fdb() == {Fdb("vx-100", M2, B), Fdb("vx-100", M2, "", master=True)}
     rib.withdraw(MacRoute(100, M2, B))
     rib.withdraw(MacRoute(100, M2, B))  # twice is harmless
     assert rib.fdb() == frozenset() and rib.macs == {}

@@ -1,0 +1,135 @@
+"""Local learning -> type-2 origination: the pure table and the control plane's announce/withdraw logic
+(speakers replaced by recorders; the real speaker runs against FRR and GoBGP in tests/interop)."""
+
+from __future__ import annotations
+
+import pytest
+
+from nsg.dataplane.types import ZERO_MAC, Fdb
+from nsg.evpn import control as control_mod
+from nsg.evpn.codec import Update, UpdateResult
+from nsg.evpn.constants import ErrorAction
+from nsg.evpn.evpn_nlri import MacIpRoute, MacMobility, RouteDistinguisher, encap_vxlan, mac_ip_route, route_target
+from nsg.evpn.local import IpEvent, LocalRoute, LocalTable, MacEvent
+from nsg.evpn.rib import EvpnRib
+from nsg.model import parse_config
+
+M1, M2 = "02:00:00:00:00:01", "02:00:00:00:00:02"
+SYSIP, REMOTE = "198.19.255.1", "198.19.255.2"
+
+
+def test_table_macs_and_ips():
+    t = LocalTable()
+    t.apply(MacEvent(100, M1, "5", True))
+    t.apply(IpEvent(100, "198.19.0.10", M1, True))
+    t.apply(IpEvent(100, "198.19.0.20", M2, True))  # M2 is not local: no MAC+IP route for it
+    assert t.routes() == {LocalRoute(100, M1), LocalRoute(100, M1, "198.19.0.10")}
+    t.apply(MacEvent(100, M1, "6", True))  # moved to another LAN port: still one route
+    t.apply(MacEvent(100, M1, "5", False))  # the old port's late delete changes nothing
+    assert LocalRoute(100, M1) in t.routes()
+    t.apply(IpEvent(100, "198.19.0.10", "", False))  # a failed entry without its MAC
+    assert t.routes() == {LocalRoute(100, M1)}
+    t.apply(MacEvent(100, M1, "6", False))
+    assert t.routes() == set()
+
+
+class Recorder:
+    instances: list[Recorder] = []
+
+    def __init__(self, config, peer, **kw):
+        self.peer, self.sent, self.announce = peer, [], []
+        self.kw = kw
+        Recorder.instances.append(self)
+
+    def start(self):
+        pass
+
+    def send(self, upd: Update):
+        self.sent.append(upd)
+
+
+@pytest.fixture
+def ctl(monkeypatch):
+    Recorder.instances = []
+    monkeypatch.setattr(control_mod, "Speaker", Recorder)
+    changes = []
+    c = control_mod.EvpnControl(EvpnRib(), lambda: changes.append(1))
+    cfg = parse_config({"schema_version": 1, "system_ip": SYSIP,
+                        "uplinks": [{"name": "w", "interface": "eth0", "mode": "static", "address": "198.18.0.2/24",
+                                     "gateway": "198.18.0.1"}],
+                        "subnets": [{"name": "corp", "vni": 100, "cidr": "198.19.0.0/24", "gateway": "198.19.0.1",
+                                     "ports": ["lan0"]}],
+                        "evpn": {"asn": 65000, "peers": [{"address": "198.18.0.1", "asn": 65000}]}})
+    c.apply(cfg, "198.18.0.2")
+    return c
+
+
+def routes_of(upd: Update):
+    reach, unreach = upd.mp_reach, upd.mp_unreach
+    return ("announce", reach.nlri) if reach is not None else ("withdraw", unreach.nlri)
+
+
+def seq_of(upd: Update) -> int:
+    ext = upd.get(16)
+    return max((c.sequence for c in ext.communities if isinstance(c, MacMobility)), default=0)
+
+
+def test_learned_mac_is_announced_then_withdrawn(ctl):
+    sp = Recorder.instances[0]
+    assert len(sp.announce) == 1  # our type-3
+    ctl.on_local(None, [MacEvent(100, M1, "5", True), IpEvent(100, "198.19.0.10", M1, True)])
+    kinds = [routes_of(u) for u in sp.sent]
+    assert [k for k, _ in kinds] == ["announce", "announce"]
+    sent = [r for _, nlri in kinds for r in nlri]
+    assert {(r.mac, str(r.ip) if r.ip else None, r.vni) for r in sent} == {(M1, None, 100), (M1, "198.19.0.10", 100)}
+    assert all(r.rd == RouteDistinguisher.ipv4(SYSIP, 1) for r in sent)
+    assert len(sp.announce) == 3  # a session coming up later gets them too
+    assert ctl.show()["local"][1:] == [{"type": 2, "vni": 100, "mac": M1, "ip": None, "rd": f"{SYSIP}:1", "seq": 0},
+                                       {"type": 2, "vni": 100, "mac": M1, "ip": "198.19.0.10", "rd": f"{SYSIP}:1",
+                                        "seq": 0}]
+    sp.sent.clear()
+    ctl.on_local(None, [MacEvent(100, M1, "5", False)])  # aged out: the MAC and its MAC+IP go
+    assert [k for k, _ in map(routes_of, sp.sent)] == ["withdraw"]
+    assert len(routes_of(sp.sent[0])[1]) == 2 and len(sp.announce) == 1
+
+
+def test_resync_replaces_the_vni_state(ctl):
+    sp = Recorder.instances[0]
+    ctl.on_local(None, [MacEvent(100, M1, "5", True)])
+    sp.sent.clear()
+    ctl.on_local(frozenset({100}), [MacEvent(100, M2, "5", True)])  # the dump: M1 is gone, M2 is there
+    assert sorted(k for k, _ in map(routes_of, sp.sent)) == ["announce", "withdraw"]
+    assert ctl.local.routes() == {LocalRoute(100, M2)}
+
+
+def test_events_for_unknown_vnis_are_ignored(ctl):
+    ctl.on_local(None, [MacEvent(999, M1, "5", True)])
+    assert ctl.local.routes() == set() and Recorder.instances[0].sent == []
+
+
+def remote_update(mac: str, seq: int) -> UpdateResult:
+    comms = [route_target(65000, 100), encap_vxlan()] + ([MacMobility(seq)] if seq else [])
+    upd = Update.for_evpn((mac_ip_route(RouteDistinguisher.ipv4(REMOTE, 1), mac, None, 100),), REMOTE, comms)
+    return UpdateResult(ErrorAction.NONE, update=upd)
+
+
+def test_mac_mobility(ctl):
+    sp = Recorder.instances[0]
+    # the MAC was remote (seq 0) and then appears here: we claim it with seq 1; the kernel keeps no
+    # remote entry for it any more
+    ctl._on_update("198.18.0.1", remote_update(M1, 0))
+    assert Fdb("vx-100", M1, REMOTE) in ctl.fdb()
+    ctl.on_local(None, [MacEvent(100, M1, "5", True)])
+    assert seq_of(sp.sent[-1]) == 1
+    assert {f for f in ctl.fdb() if f.mac != ZERO_MAC} == set()
+    # it moves away again: the remote side says seq 2 -> ours is withdrawn, the remote entry returns
+    sp.sent.clear()
+    ctl._on_update("198.18.0.1", remote_update(M1, 2))
+    assert [k for k, _ in map(routes_of, sp.sent)] == ["withdraw"]
+    assert ctl.counters["moved_away"] == 1
+    assert Fdb("vx-100", M1, REMOTE) in ctl.fdb() and Fdb("vx-100", M1, "", master=True) in ctl.fdb()
+    # and back here: seq 3
+    ctl.on_local(None, [MacEvent(100, M1, "5", True)])
+    assert seq_of(sp.sent[-1]) == 3
+    announced = [r for r in routes_of(sp.sent[-1])[1] if isinstance(r, MacIpRoute)]
+    assert announced[0].mac == M1
