@@ -275,6 +275,12 @@ def _answer_init(sa: IkeSa, ctx: Ctx, msg: Message, src: ev.Address, data: bytes
 def _answer_auth(sa: IkeSa, ctx: Ctx, msg: Message, src: ev.Address) -> tuple[Payload, ...]:
     assert ctx.prf is not None and ctx.keys is not None
     idi = _need(msg, IDi, "IDi")
+    if sa.rebind is not None and sa.policy.remote_id is not None and not sa.policy.remote_id.matches(idi):
+        # the provisional peering chosen at IKE_SA_INIT was another one: take the identity's own, if
+        # it accepts the IKE proposal already agreed (authentication below still decides)
+        other = sa.rebind(idi)
+        if other is not None and sa.init["proposal"] in other.ike:
+            sa.policy = other
     octets = crypto.signed_octets(sa.init["request"], sa.init["nr"], ctx.prf, ctx.keys.sk_pi, idi.encode())
     sa.remote_id = check_peer(sa.policy, ctx.prf, octets, idi, msg.get(Auth), msg.all(Cert), sa.clock())
     sa.peer = src  # IKE_AUTH arrived on the port the initiator moved to (4500 after NAT detection)

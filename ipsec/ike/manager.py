@@ -18,7 +18,7 @@ from ipsec.ike.constants import ExchangeType, HeaderFlag, NotifyType
 from ipsec.ike.context import ZERO_SPI
 from ipsec.ike.errors import RemoteProtocolError
 from ipsec.ike.message import Header, Message
-from ipsec.ike.payloads import Nonce, Notify
+from ipsec.ike.payloads import IdPayload, Nonce, Notify
 from ipsec.ike.policy import PeerPolicy
 from ipsec.ike.sa import IkeSa, State
 
@@ -87,7 +87,8 @@ class IkeManager:
             return self._run(name, sa.receive(data, src, local_port))
         if ours in self.half_open:
             sa = self.half_open[ours]
-            return self._run(sa.policy.name, sa.receive(data, src, local_port), half_open=sa)
+            cmds = sa.receive(data, src, local_port)  # first: IKE_AUTH may rebind it to another peering
+            return self._run(sa.policy.name, cmds, half_open=sa)
         if h.exchange == ExchangeType.IKE_SA_INIT and not h.flags & HeaderFlag.RESPONSE and h.spi_r == ZERO_SPI:
             again = self.half_open_by_peer.get((h.spi_i, src[0]))
             if again is not None:  # a retransmitted IKE_SA_INIT: the same responder answers from its cache
@@ -138,6 +139,10 @@ class IkeManager:
             return passive[0].policy
         return next((p.policy for p in passive if p.policy.remote_id is not None), None)
 
+    def _policy_by_identity(self, peer_id: IdPayload) -> PeerPolicy | None:
+        return next((p.policy for p in self.peers.values()
+                     if p.policy.remote_id is not None and p.policy.remote_id.matches(peer_id)), None)
+
     def _cookie(self, ni: bytes, src: ev.Address, spi_i: bytes) -> bytes:
         # 2.6: Cookie = <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>)
         mac = hmac.new(self._secret, ni + src[0].encode() + spi_i, hashlib.sha256).digest()
@@ -167,6 +172,7 @@ class IkeManager:
                                 (Notify(NotifyType.COOKIE, want),))
                 return [(policy.name, ev.Send(reply.encode(), src, local_port))]
         sa = IkeSa(policy, self.local, src, initiator=False, peer_spi=h.spi_i, rng=self.rng)
+        sa.rebind = self._policy_by_identity
         out = sa.receive(data, src, local_port)
         if sa.state is State.INIT_DONE:
             self.half_open[sa.ctx.local_spi] = sa

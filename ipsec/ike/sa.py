@@ -30,7 +30,7 @@ from ipsec.ike.constants import ExchangeType, NotifyType, ProtocolId
 from ipsec.ike.context import ZERO_SPI, Ctx, Pending, Queued, ResponseHandler
 from ipsec.ike.errors import IkeError, IntegrityError, LocalProtocolError, RemoteProtocolError
 from ipsec.ike.message import Header, Message
-from ipsec.ike.payloads import Delete, Notify, Payload
+from ipsec.ike.payloads import Delete, IdPayload, Notify, Payload
 from ipsec.ike.policy import PeerPolicy
 
 
@@ -96,6 +96,9 @@ class IkeSa:
         self._next_child = 1
         self.nat_local = self.nat_remote = False
         self.remote_id = ""
+        # responder: IKE_SA_INIT cannot say which of several peers without a fixed address is calling;
+        # IDi in IKE_AUTH can. ``rebind`` names the peering that identity belongs to (manager.py).
+        self.rebind: Callable[[IdPayload], PeerPolicy | None] | None = None
         self.heard = False
         self.closed_reason: str | None = None
         self.counters = {"malformed": 0, "integrity_failures": 0, "retransmits": 0, "stale": 0,

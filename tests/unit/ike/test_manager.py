@@ -117,3 +117,29 @@ def test_closed_initiator_reconnects_with_backoff():
     tagged = a._run("b", out)
     timers = [c for _p, c in tagged if isinstance(c, ev.SetTimer) and c.name == "reconnect"]
     assert timers and 0.5 < timers[0].delay < 1.5
+
+
+def test_several_passive_peerings_are_told_apart_by_identity():
+    """Peers behind NATs (no fixed address: passive peerings) all look alike at IKE_SA_INIT; the
+    responder starts with one of them and takes the right one when IDi arrives in IKE_AUTH."""
+    from dataclasses import replace
+
+    from ipsec.ike.policy import Identity
+
+    pa, pb = psk_policies()
+    a = IkeManager(A_ADDR)
+    a.set_peer(pa, B_ADDR, initiate=True)
+    b = IkeManager(B_ADDR)
+    other = replace(pb, name="x", remote_id=Identity.address("198.19.255.9"))
+    b.set_peer(other, None, initiate=False)  # first: the provisional choice at IKE_SA_INIT
+    b.set_peer(pb, None, initiate=False)
+    wire(a, b, a.timer("b", "reconnect"))
+    assert a.peers["b"].sa.state is State.ESTABLISHED
+    assert b.peers["a"].sa is not None and b.peers["a"].sa.state is State.ESTABLISHED
+    assert b.peers["x"].sa is None
+    # an identity no peering has is still refused (authentication decides, nothing is rebound)
+    stranger = replace(pa, local_id=Identity.address("198.19.255.77"))
+    c = IkeManager(A_ADDR)
+    c.set_peer(stranger, B_ADDR, initiate=True)
+    wire(c, b, c.timer("b", "reconnect"))
+    assert c.peers["b"].sa.state is not State.ESTABLISHED and b.peers["x"].sa is None
