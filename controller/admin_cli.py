@@ -178,7 +178,7 @@ def _gateway_add(args: argparse.Namespace) -> None:
     for subnet, ifaces in args.port:
         ports.setdefault(subnet, []).extend(ifaces)
     body: dict[str, Any] = {"name": args.name, "serial": args.serial, "uplinks": args.uplink, "ports": ports,
-                            "behind_nat": args.behind_nat}
+                            "behind_nat": args.behind_nat, "role": args.role}
     if args.activation_code_file:
         body["activation_code"] = _read_code(args.activation_code_file)
     _print_json(_client(args).call("POST", f"/enterprises/{_q(args.enterprise)}/gateways", body))
@@ -186,8 +186,8 @@ def _gateway_add(args: argparse.Namespace) -> None:
 
 def _gateway_list(args: argparse.Namespace) -> None:
     gws = _client(args).call("GET", f"/enterprises/{_q(args.enterprise)}/gateways")["gateways"]
-    rows = [[g["name"], g["serial"], g["system_ip"], "yes" if g["behind_nat"] else "no"] for g in gws]
-    _table(rows, ["NAME", "SERIAL", "SYSTEM IP", "BEHIND NAT"])
+    rows = [[g["name"], g["role"], g["serial"], g["system_ip"], "yes" if g["behind_nat"] else "no"] for g in gws]
+    _table(rows, ["NAME", "ROLE", "SERIAL", "SYSTEM IP", "BEHIND NAT"])
 
 
 def _gateway_show(args: argparse.Namespace) -> None:
@@ -344,6 +344,8 @@ def add_subcommands(sub: Any) -> None:
                    help="name=wan0,interface=eth0,mode=static|dhcp[,address=A/P,gateway=G][,public=IP][,mtu=N]")
     p.add_argument("--port", type=_port, action="append", default=[], help="SUBNET=IFACE[,IFACE...]")
     p.add_argument("--behind-nat", action="store_true")
+    p.add_argument("--role", choices=("edge", "hub"), default="edge",
+                   help="hub: the overlay end beside the route reflector (no LAN ports, no subnets)")
     p.add_argument("--activation-code-file", help="file whose first line is the activation code ('-': stdin)")
     leaf(g, "list", _gateway_list, api, help_="list an enterprise's gateways").add_argument("enterprise")
     leaf(g, "show", _gateway_show, api, help_="show a gateway").add_argument("name")

@@ -114,6 +114,8 @@ class GatewayIn(_In):
     ports: dict[Name, list[IfName]] = Field(default_factory=dict, description="subnet name -> LAN interfaces")
     behind_nat: bool = False
     activation_code: ActivationCode | None = Field(default=None, repr=False)
+    role: Literal["edge", "hub"] = Field(default="edge", description="hub: the overlay end beside the route "
+                                         "reflector (no LAN ports)")
 
 
 class GatewayPatch(_In):
@@ -136,6 +138,7 @@ class GatewayOut(_Out):
     behind_nat: bool
     activation_code_set: bool
     created: str
+    role: str
 
 
 class GatewayList(_Out):
@@ -173,7 +176,8 @@ def _subnet_out(s: SubnetRec) -> SubnetOut:
 def _gateway_out(g: GatewayRec) -> GatewayOut:
     return GatewayOut(enterprise=g.enterprise, name=g.name, serial=g.serial, system_ip=g.system_ip,
                       uplinks=list(g.uplinks), ports={k: list(v) for k, v in g.ports.items()},
-                      behind_nat=g.behind_nat, activation_code_set=g.has_activation_code, created=g.created)
+                      behind_nat=g.behind_nat, activation_code_set=g.has_activation_code, created=g.created,
+                      role=g.role)
 
 
 # -- plumbing ------------------------------------------------------------------------------------
@@ -309,7 +313,7 @@ async def add_gateway(request: web.Request) -> web.Response:
     body: GatewayIn = await _body(request, GatewayIn)
     rec = _store(request).add_gateway(
         request.match_info["enterprise"], body.name, serial=body.serial, uplinks=body.uplinks, ports=body.ports,
-        behind_nat=body.behind_nat, activation_code=body.activation_code)
+        behind_nat=body.behind_nat, activation_code=body.activation_code, role=body.role)
     return _json(_gateway_out(rec), 201, f"{API}/gateways/{rec.name}")
 
 

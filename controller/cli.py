@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     rr.add_argument("--client", action="append", default=[], metavar="ADDR",
                     help="accept only these client addresses (repeat); default: any")
     rr.add_argument("--hold-time", type=int, default=9)
+    rr.add_argument("--log-level", choices=("debug", "info", "warning"), default="info")
     admin_cli.add_subcommands(sub)
     return p
 
@@ -52,7 +53,7 @@ def _route_reflector(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"nsg-controller route-reflector: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def run() -> None:
         rr = RouteReflector(args.asn, args.router_id, hold_time=args.hold_time,

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from nsg.model import Subnet, Uplink
 from nsg.model.ipsec import IpsecConfig
 
+EVPN_ASN = 65000  # a private AS (RFC 6996): iBGP inside one enterprise
+
 
 class _M(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -28,12 +30,18 @@ class UplinkDef(Uplink):
     public: IPv4Address | None = None
 
 
+Role = Literal["edge", "hub"]
+
+
 class GatewayDef(_M):
     name: str
     system_ip: IPv4Address
     uplinks: tuple[UplinkDef, ...] = Field(min_length=1)
     ports: dict[str, tuple[str, ...]] = {}  # subnet name -> LAN interfaces
     behind_nat: bool = False  # its uplinks are NATed: it starts IKE toward every peer
+    # "hub": the overlay end of the controller's site. It carries no subnets; the route reflector
+    # beside it listens on its system IP, so every edge's BGP session runs inside its tunnel to the hub.
+    role: Role = "edge"
 
     def endpoint(self) -> IPv4Address | None:
         for u in self.uplinks:
@@ -51,6 +59,7 @@ class Enterprise(_M):
     ipsec: IpsecConfig | None = None
     subnets: tuple[SubnetDef, ...] = ()
     gateways: tuple[GatewayDef, ...] = ()
+    evpn_asn: int = Field(default=EVPN_ASN, ge=1, le=(1 << 32) - 1)  # iBGP: the RR and every gateway
 
     @model_validator(mode="after")
     def _check(self) -> Enterprise:
@@ -65,6 +74,9 @@ class Enterprise(_M):
             raise ValueError("gateway names must be unique")
         if len({g.system_ip for g in self.gateways}) != len(self.gateways):
             raise ValueError("gateway system IPs must be unique")
+        for g in self.gateways:
+            if g.role == "hub" and g.ports:
+                raise ValueError(f"gateway {g.name}: a hub has no LAN ports")
         return self
 
 

@@ -1,4 +1,10 @@
-"""Derive each gateway's configuration from the enterprise: full mesh of peers. Pure."""
+"""Derive each gateway's configuration from the enterprise. Pure.
+
+Data plane: a full mesh of peers (every gateway has an IKE/VXLAN peering with every other).
+Control plane: with a hub in the enterprise, every edge gateway runs BGP EVPN toward the route
+reflector at the hub's system IP; the session runs inside the edge's tunnel to the hub. Without a
+hub there is no EVPN and the flood lists are static (every peer gets every BUM frame).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ def _initiate(me: GatewayDef, peer: GatewayDef) -> str:
 def render(ent: Enterprise) -> dict[str, GatewayConfig]:
     """One validated GatewayConfig per gateway; raises ConfigError naming the gateway's field."""
     out = {}
+    hubs = [h for h in ent.gateways if h.role == "hub"]
     for g in ent.gateways:
         doc = {
             "schema_version": SCHEMA_VERSION,
@@ -26,7 +33,7 @@ def render(ent: Enterprise) -> dict[str, GatewayConfig]:
             "uplinks": [u.model_dump(mode="json", exclude={"public"}, exclude_none=True) for u in g.uplinks],
             "subnets": [
                 {**s.model_dump(mode="json"), "ports": list(g.ports.get(s.name, ()))} for s in ent.subnets
-            ],
+            ] if g.role == "edge" else [],
             "peers": [
                 {"name": p.name, "system_ip": str(p.system_ip), "endpoint": str(p.endpoint()),
                  "initiate": _initiate(g, p)}
@@ -36,6 +43,9 @@ def render(ent: Enterprise) -> dict[str, GatewayConfig]:
             "transport": ent.transport,
             "behind_nat": g.behind_nat,
         }
+        if hubs and g.role == "edge":
+            doc["evpn"] = {"asn": ent.evpn_asn,
+                           "peers": [{"address": str(h.system_ip), "asn": ent.evpn_asn} for h in hubs]}
         if ent.ipsec is not None:
             doc["ipsec"] = ent.ipsec.model_dump(mode="json", exclude_none=True)
         out[g.name] = parse_config(doc, source=f"gateway {g.name}")

@@ -79,6 +79,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """CREATE TABLE tokens (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
             sha256 TEXT NOT NULL UNIQUE, created TEXT NOT NULL)""",
     ),
+    2: (
+        "ALTER TABLE gateways ADD COLUMN role TEXT NOT NULL DEFAULT 'edge' CHECK (role IN ('edge', 'hub'))",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -112,6 +115,7 @@ class GatewayRec:
     behind_nat: bool
     has_activation_code: bool
     created: str
+    role: str = "edge"
 
 
 @dataclass(frozen=True)
@@ -339,8 +343,10 @@ class Store:
 
     def add_gateway(self, enterprise: str, name: str, *, serial: str, uplinks: Sequence[UplinkDef | Mapping[str, Any]],
                     ports: Mapping[str, Sequence[str]] | None = None, behind_nat: bool = False,
-                    activation_code: str | None = None) -> GatewayRec:
+                    activation_code: str | None = None, role: str = "edge") -> GatewayRec:
         """A new gateway with the next free system IP of the pool."""
+        if role not in ("edge", "hub"):
+            raise StoreError("role", f"role {role!r} is not 'edge' or 'hub'")
         name = _name(name)
         serial = _serial(serial)
         ups = _uplinks(uplinks)
@@ -354,8 +360,9 @@ class Store:
             ip = self._allocate(cur)
             cur.execute(
                 "INSERT INTO gateways (enterprise_id, name, serial, system_ip, activation_hash, uplinks, behind_nat,"
-                " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (ent_id, name, serial, str(ip), code_hash, _UPLINKS.dump_json(ups).decode(), int(behind_nat), _now()))
+                " created, role) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (ent_id, name, serial, str(ip), code_hash, _UPLINKS.dump_json(ups).decode(), int(behind_nat), _now(),
+                 role))
             gw_id = cur.lastrowid
             assert gw_id is not None
             self._set_ports(cur, ent_id, gw_id, lan)
@@ -423,7 +430,8 @@ class Store:
 
     def _gateway(self, cur: sqlite3.Cursor, gw_id: int) -> GatewayRec:
         row = cur.execute(
-            "SELECT e.name, g.name, g.serial, g.system_ip, g.uplinks, g.behind_nat, g.activation_hash, g.created "
+            "SELECT e.name, g.name, g.serial, g.system_ip, g.uplinks, g.behind_nat, g.activation_hash, g.created, "
+            "g.role "
             "FROM gateways g JOIN enterprises e ON e.id = g.enterprise_id WHERE g.id = ?", (gw_id,)).fetchone()
         ports: dict[str, list[str]] = {}
         for subnet, iface in cur.execute(
@@ -432,7 +440,8 @@ class Store:
             ports.setdefault(subnet, []).append(iface)
         return GatewayRec(enterprise=row[0], name=row[1], serial=row[2], system_ip=IPv4Address(row[3]),
                           uplinks=_UPLINKS.validate_json(row[4]), ports={k: tuple(v) for k, v in ports.items()},
-                          behind_nat=bool(row[5]), has_activation_code=row[6] is not None, created=row[7])
+                          behind_nat=bool(row[5]), has_activation_code=row[6] is not None, created=row[7],
+                          role=row[8])
 
     @staticmethod
     def _set_ports(cur: sqlite3.Cursor, ent_id: int, gw_id: int, lan: Mapping[str, Sequence[str]]) -> None:
@@ -473,7 +482,7 @@ class Store:
         for gw_id in ids:
             g = self._gateway(cur, gw_id)
             gateways.append(GatewayDef(name=g.name, system_ip=g.system_ip, uplinks=g.uplinks, ports=g.ports,
-                                       behind_nat=g.behind_nat))
+                                       behind_nat=g.behind_nat, role=g.role))  # type: ignore[arg-type]
         return Enterprise(name=ent.name, generation=ent.generation, transport=ent.transport, ipsec=ent.ipsec,
                           subnets=tuple(subnets), gateways=tuple(gateways))
 

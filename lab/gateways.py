@@ -1,4 +1,11 @@
-"""Run nsg gateways inside a lab: enterprise from the lab plan -> configs -> daemons."""
+"""Run nsg gateways inside a lab: enterprise from the lab plan -> configs -> daemons.
+
+With a controller node in the plan (every built-in topology has one), the enterprise has a hub: an
+nsg gateway on the controller node (system IP 198.19.255.254, no subnets) with the route reflector
+beside it. Every branch runs BGP EVPN to the reflector inside its tunnel to the hub, and the flood
+lists and MAC entries come from EVPN; nothing is static. The hub and the reflector start with the
+first branch.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +19,28 @@ from controller.enterprise import Enterprise, GatewayDef, SubnetDef, UplinkDef
 from controller.mesh import render
 from lab.lab import Lab
 from lab.netns import LabError
-from lab.topology import Plan
+from lab.topology import CONTROLLER_SYSTEM_IP, Plan
 from nsg.model.config import dump_config
 from nsg.model.ipsec import IpsecConfig
+
+HUB = "hub"  # the hub gateway's name; it runs on the controller node
+HUB_NODE = "ctl"
+HUB_UPLINK = "eth0"
+HUB_GATEWAY = "198.18.0.1"  # inet's side of the controller link (lab/topology.py)
+
+
+def hub_def(plan: Plan) -> GatewayDef:
+    assert plan.controller is not None
+    return GatewayDef(name=HUB, system_ip=CONTROLLER_SYSTEM_IP, role="hub", uplinks=(
+        UplinkDef(name="wan0", interface=HUB_UPLINK, mode="static", address=f"{plan.controller}/24",
+                  gateway=HUB_GATEWAY),))
+
+
+def rr_argv(router_id: str, clients: list[str], asn: int = 65000) -> list[str]:
+    """The route reflector beside the hub: it listens in the controller node; only the branches'
+    system IPs may connect (their sessions arrive through the hub's tunnels)."""
+    return [sys.executable, "-m", "controller.cli", "route-reflector", "--listen", "0.0.0.0:179", "--asn", str(asn),
+            "--router-id", router_id, "--log-level", "debug", *[a for c in clients for a in ("--client", c)]]
 
 
 def enterprise_for(plan: Plan, name: str = "lab", transport: str = "plain", psk: str | None = None,
@@ -23,6 +49,7 @@ def enterprise_for(plan: Plan, name: str = "lab", transport: str = "plain", psk:
     ipsec = None
     if transport == "esp":
         ipsec = IpsecConfig(psk=psk or secrets.token_urlsafe(24), **(ipsec_options or {}))
+    hub = (hub_def(plan),) if plan.controller else ()
     return Enterprise(
         name=name,
         transport=transport,
@@ -41,7 +68,7 @@ def enterprise_for(plan: Plan, name: str = "lab", transport: str = "plain", psk:
                 behind_nat=g.nat,
             )
             for g in plan.gateways
-        ),
+        ) + hub,
     )
 
 
@@ -57,12 +84,26 @@ class Gateways:
         self.plan = plan
         self.transport = transport
         self.ipsec_options = ipsec_options
+        self.hub_started = False
+
+    @staticmethod
+    def node(gw: str) -> str:
+        return HUB_NODE if gw == HUB else gw
 
     def config_path(self, gw: str) -> Path:
-        return self.lab.node_dir(gw) / "config.json"
+        return self.lab.node_dir(self.node(gw)) / ("hub-config.json" if gw == HUB else "config.json")
 
     def state_dir(self, gw: str) -> Path:
-        return self.lab.node_dir(gw) / "state"
+        return self.lab.node_dir(self.node(gw)) / ("hub-state" if gw == HUB else "state")
+
+    def start_hub(self) -> None:
+        """The hub gateway and the route reflector on the controller node (once)."""
+        if self.hub_started or self.plan.controller is None:
+            return
+        self.hub_started = True
+        self.lab.spawn(HUB_NODE, "rr", rr_argv(CONTROLLER_SYSTEM_IP, [g.system_ip for g in self.plan.gateways]))
+        self.lab.spawn(HUB_NODE, "nsg", nsg_argv("run", "--config", str(self.config_path(HUB)),
+                                                  "--state-dir", str(self.state_dir(HUB))))
 
     def write_configs(self) -> dict[str, Path]:
         out = {}
@@ -75,11 +116,12 @@ class Gateways:
         return out
 
     def start(self, gw: str, *extra: str):
+        self.start_hub()
         return self.lab.spawn(gw, "nsg", nsg_argv("run", "--config", str(self.config_path(gw)),
                                                  "--state-dir", str(self.state_dir(gw)), *extra))
 
     def status(self, gw: str) -> dict:
-        proc = self.lab.run(gw, *nsg_argv("status", "--json", "--state-dir", str(self.state_dir(gw))),
+        proc = self.lab.run(self.node(gw), *nsg_argv("status", "--json", "--state-dir", str(self.state_dir(gw))),
                             check=False)
         if proc.returncode != 0:
             raise LabError(f"{gw}: nsg status: {proc.stderr.strip()}")
@@ -97,10 +139,21 @@ class Gateways:
                 continue
             ike = (st.get("tunnels") or {}).get("ike") or []
             if ike and all(p["ike_sa"] and p["ike_sa"]["state"] == "established" and p["ike_sa"]["children"]
-                           for p in ike):
+                           for p in ike) and self.evpn_converged(gw, st):
                 return st
             time.sleep(0.1)
         raise LabError(f"{gw}: tunnels not up within {timeout}s: {json.dumps((st.get('tunnels') or {}).get('ike'))}")
+
+    def evpn_converged(self, gw: str, st: dict) -> bool:
+        """With EVPN: every BGP session up and a flood entry toward every other branch (their
+        type-3 routes arrived). Without EVPN (or for the hub): True."""
+        evpn = st.get("evpn")
+        if gw == HUB or evpn is None:
+            return True
+        if not evpn["peers"] or any(p["state"] != "Established" for p in evpn["peers"].values()):
+            return False
+        floods = {f.split(" dst ")[1] for f in st.get("fdb", []) if " 00:00:00:00:00:00 dst " in f}
+        return {g.system_ip for g in self.plan.gateways if g.name != gw} <= floods
 
     def wait_applied(self, gw: str, timeout: float = 20.0, generation: int | None = None) -> dict:
         deadline = time.monotonic() + timeout
@@ -112,7 +165,8 @@ class Gateways:
                 last = str(exc)
             else:
                 la = st.get("last_apply")
-                if la and la["error"] is None and (generation is None or la["generation"] >= generation):
+                if la and la["error"] is None and (generation is None or la["generation"] >= generation) \
+                        and self.evpn_converged(gw, st):
                     return st
                 last = json.dumps(la)
             time.sleep(0.1)

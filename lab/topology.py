@@ -159,6 +159,8 @@ def plan(topo: Topology) -> Plan:
         addrs += [("inet", "ctl0", "198.18.0.1/24"), ("ctl", "eth0", "198.18.0.2/24")]
         routes.append(("ctl", "default", "198.18.0.1"))
         controller = "198.18.0.2"
+        if topo.underlay_routes_system_ips:  # the hub beside the controller (lab/gateways.py)
+            routes.append(("inet", f"{CONTROLLER_SYSTEM_IP}/32", controller))
     for i, b in enumerate(topo.branches, start=1):
         nodes.append(Node(b.name, "gateway", True))
         if b.nat:

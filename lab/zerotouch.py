@@ -1,9 +1,14 @@
 """The zero-touch story in a lab: the controller on `ctl`, DHCP with option 143 on every branch's
 WAN (from `inet`, or from the branch's NAT router), and gateways that start with nothing but a
-factory identity. Used by the demo, the e2e test and bench/bootstrap.py."""
+factory identity. Used by the demo, the e2e test and bench/bootstrap.py.
+
+The controller's site also runs the overlay hub: a gateway of role "hub" (registered like the
+branches, zero-touch like them, on `ctl`) and the route reflector beside it, which every branch
+reaches at the hub's system IP through its tunnel to the hub (BGP EVPN inside ESP)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -11,7 +16,7 @@ from pathlib import Path
 
 from bootstrap.identity import factory_init, make_manufacturer_ca
 from bootstrap.sources.dhcp import encode_option_143
-from lab.gateways import Gateways, nsg_argv
+from lab.gateways import HUB, HUB_GATEWAY, HUB_UPLINK, Gateways, nsg_argv, rr_argv
 from lab.lab import Lab
 from lab.netns import LabError
 from lab.topology import Plan
@@ -74,12 +79,25 @@ class ZeroTouchLab:
                 uplink += f",public={u.public}"
             self.controller("gateway", "add", "acme", g.name, "--serial", serial_of(g.name), "--port",
                             f"{t.name}={g.lan_port}", "--uplink", uplink, *(["--behind-nat"] if g.nat else []))
+        self.controller("gateway", "add", "acme", HUB, "--serial", serial_of(HUB), "--role", "hub", "--uplink",
+                        f"name=wan0,interface={HUB_UPLINK},mode=static,address={self.plan.controller}/24,"
+                        f"gateway={HUB_GATEWAY}")
+
+    def start_route_reflector(self) -> None:
+        """Beside the hub, for the system IPs the controller gave the branches."""
+        def sysip(name: str) -> str:
+            return json.loads(self.controller("gateway", "show", name).stdout)["system_ip"]
+
+        self.lab.spawn("ctl", "rr", rr_argv(sysip(HUB), [sysip(g.name) for g in self.plan.gateways]))
 
     def start_dhcp(self) -> None:
         """Each branch's WAN gets its planned address by DHCP, and option 143 names the bootstrap server."""
         opt143 = ":".join(f"{b:02x}" for b in encode_option_143([self.bootstrap_uri]))
         dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
-        per_node: dict[str, list[str]] = {}
+        assert self.plan.controller is not None
+        per_node: dict[str, list[str]] = {"inet": [  # the hub's WAN: the controller's own address
+            f"--dhcp-range=set:{HUB},{self.plan.controller},{self.plan.controller},255.255.255.0,1h",
+            f"--dhcp-option=tag:{HUB},3,{HUB_GATEWAY}"]}
         for g in self.plan.gateways:
             u = g.uplinks[0]
             host = u.address.split("/")[0]
@@ -102,18 +120,22 @@ class ZeroTouchLab:
         ident = self.state_dir(gw) / "identity"
         if not (ident / "idevid.pem").exists():
             factory_init(ident, serial_of(gw), make_manufacturer_ca(self.mfg))
-        return self.lab.spawn(gw, "nsg", nsg_argv("run", "--bootstrap", "wan0", "--state-dir",
-                                                 str(self.state_dir(gw)), *extra))
+        wan = HUB_UPLINK if gw == HUB else "wan0"
+        return self.lab.spawn(self.gws.node(gw), "nsg", nsg_argv("run", "--bootstrap", wan, "--state-dir",
+                                                                str(self.state_dir(gw)), *extra))
 
     def wait_up(self, timeout: float = 60) -> None:
         for g in self.plan.gateways:
             self.gws.wait_tunnels(g.name, timeout=timeout)
 
     def prepare(self) -> None:
-        """Everything but the boxes: the controller with the gateways registered, DHCP on the WANs."""
+        """Everything but the branch boxes: the controller with the gateways registered, the route
+        reflector, DHCP on the WANs, and the hub (it zero-touches like a branch)."""
         self.start_controller()
         self.register()
+        self.start_route_reflector()
         self.start_dhcp()
+        self.power_on(HUB)
 
     def power_on_all(self, *extra: str) -> float:
         """Power on every gateway; returns the monotonic time it happened."""

@@ -4,6 +4,7 @@ the label, ingress replication toward our system IP)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from ipaddress import IPv4Address
@@ -128,11 +129,20 @@ class EvpnControl:
         for vni in {r.vni for r in self.local.routes()} - set(self._rds):
             self.local.forget_vni(vni)
         self._sync_local(announce=False)
+        overlay = {str(p.system_ip) for p in cfg.peers}
+        wanted = {str(p.address) for p in cfg.evpn.peers}
+        for addr in [a for a in self.speakers if a not in wanted]:
+            sp = self.speakers.pop(addr)
+            asyncio.get_running_loop().create_task(sp.stop())
+            self._state(addr, "down")
         for peer in cfg.evpn.peers:
             addr = str(peer.address)
             if addr not in self.speakers:
+                # A reflector at a peer's system IP is reached inside the tunnel to that peer: the
+                # session must come from our system IP (the tunnel's traffic selector), not the uplink.
+                src = sysip if addr in overlay else local
                 sp = Speaker(fsm.Config(cfg.evpn.asn, sysip, peer.asn, hold_time=cfg.evpn.hold_time), addr,
-                             local=local, on_update=lambda res, a=addr: self._on_update(a, res),
+                             local=src, on_update=lambda res, a=addr: self._on_update(a, res),
                              on_state=lambda st, a=addr: self._state(a, st))
                 self.speakers[addr] = sp
                 sp.announce = self._announcements()

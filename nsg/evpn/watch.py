@@ -1,7 +1,7 @@
 """The one module of nsg.evpn that talks to the kernel: it watches the neighbour tables (rtnetlink
 RTMGRP_NEIGH and RTMGRP_LINK) and reports what the subnets' bridges learn on their LAN ports.
 
-A thread reads the netlink socket (select with a short timeout, so stop() is prompt); every batch of
+A thread reads a netlink socket (select with a short timeout, so stop() is prompt); every batch of
 events it could read without blocking goes to ``deliver`` as MacEvent / IpEvent values (local.py).
 ``deliver`` is called on the watcher thread: the daemon hands the batch to its event loop.
 
@@ -15,6 +15,7 @@ everything on the VXLAN ports (what is behind them is remote by definition).
 
 from __future__ import annotations
 
+import errno
 import logging
 import select
 import socket
@@ -23,11 +24,13 @@ from collections.abc import Callable
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.rtnl import RTMGRP_LINK, RTMGRP_NEIGH
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from nsg.evpn.local import IpEvent, MacEvent
 
 log = logging.getLogger("nsg.evpn.watch")
 
+RCVBUF = 4 << 20
 AF_BRIDGE = 7
 NTF_SELF = 0x02
 NTF_EXT_LEARNED = 0x10
@@ -48,7 +51,7 @@ class NeighWatch:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._links: dict[int, tuple[str, int | None, str | None]] = {}  # ifindex -> (name, master, kind)
-        self.counters = {"events": 0, "resyncs": 0, "errors": 0}
+        self.counters = {"events": 0, "resyncs": 0, "errors": 0, "overflows": 0}
 
     def set_bridges(self, bridges: dict[str, int]) -> None:
         with self._lock:
@@ -70,31 +73,44 @@ class NeighWatch:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                with IPRoute() as ip:
-                    ip.bind(groups=RTMGRP_LINK | RTMGRP_NEIGH)
+                # Events come from a raw netlink socket read and parsed here: pyroute2's own event
+                # reader keeps messages in a buffer select() cannot see, so a burst could sit there
+                # until unrelated netlink traffic came by. Subscribed before the dump: nothing falls
+                # between the two.
+                with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock, \
+                        IPRoute() as ip:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+                    sock.bind((0, RTMGRP_LINK | RTMGRP_NEIGH))
                     self._resync.set()
-                    self._loop(ip)
+                    self._loop(sock, ip)
             except Exception as exc:  # noqa: BLE001 - a netlink failure must not end local learning for good
                 self.counters["errors"] += 1
                 log.warning("neighbour watch failed, restarting: %s", exc)
                 self._stop.wait(1.0)
 
-    def _loop(self, ip: IPRoute) -> None:
-        fd = ip.fileno()
+    def _loop(self, sock: socket.socket, ip: IPRoute) -> None:
+        marshal = MarshalRtnl()
         while not self._stop.is_set():
             if self._resync.is_set():
                 self._resync.clear()
                 self._full(ip)
-            ready, _, _ = select.select([fd], [], [], 0.2)
+            ready, _, _ = select.select([sock], [], [], 0.2)
             if not ready:
                 continue
             events: list[Event] = []
-            while True:
-                for msg in ip.get():
-                    self._message(msg, events)
-                ready, _, _ = select.select([fd], [], [], 0)
-                if not ready:
+            while ready:
+                try:
+                    data = sock.recv(RCVBUF)
+                except OSError as exc:
+                    if exc.errno != errno.ENOBUFS:
+                        raise
+                    # the kernel dropped events (a burst beyond the buffer): read it all again
+                    self.counters["overflows"] += 1
+                    self._resync.set()
                     break
+                for msg in marshal.parse(data):
+                    self._message(msg, events)
+                ready, _, _ = select.select([sock], [], [], 0)
             if events:
                 self.counters["events"] += len(events)
                 self.deliver(None, events)

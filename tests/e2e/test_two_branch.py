@@ -1,7 +1,8 @@
 """The foundation's whole story: two branches, static configs, LAN hosts ping over VXLAN.
 
-A capture on the core router is judged by scapy: the hosts' packets cross the
-WAN only as VXLAN with the subnet's VNI.
+The flood lists and MAC entries come from BGP EVPN through the route reflector beside the hub on
+the controller node (nothing static). A capture on the core router is judged by scapy: the hosts'
+packets cross the WAN only as VXLAN with the subnet's VNI.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ def test_lan_hosts_ping_across_vxlan(make_lab, tmp_path):
     for g in ("b1", "b2"):
         gws.start(g)
     for g in ("b1", "b2"):
-        st = gws.wait_applied(g)
+        st = gws.wait_applied(g)  # with EVPN: also until the other branch's type-3 arrived
         assert st["last_apply"]["waiting"] == []
+        assert st["evpn"]["peers"]["198.19.255.254"]["state"] == "Established"
+        assert st["evpn"]["routes"]["imet"] == 1  # the other branch's, reflected
 
     pcap = tmp_path / "inet.pcap"
     with capture(lab.ns("inet"), "b1-w0", pcap):
@@ -41,6 +44,12 @@ def test_lan_hosts_ping_across_vxlan(make_lab, tmp_path):
     inner = [(p[VXLAN][IP].src, p[VXLAN][IP].dst, p[VXLAN][ICMP].type) for p in echo]
     assert inner.count(("198.19.0.11", "198.19.0.21", 8)) == 5
     assert inner.count(("198.19.0.21", "198.19.0.11", 0)) == 5
+    # The hosts' MACs were learned locally and announced: each gateway has the other's host as an
+    # EVPN MAC entry (the bridge's, toward the VXLAN port, and the VXLAN device's, toward the VTEP).
+    for g, other in (("b1", "198.19.255.2"), ("b2", "198.19.255.1")):
+        fdb = gws.status(g)["fdb"]
+        unicast = [f for f in fdb if " 00:00:00:00:00:00 " not in f]
+        assert any(f.endswith(f"dst {other}") for f in unicast) and any(f.endswith(" master") for f in unicast), fdb
     # Nothing of the tenant crossed the WAN outside VXLAN.
     bare = [p for p in pkts if p.haslayer(IP) and p[IP].src.startswith("198.19.0.")]
     assert bare == []

@@ -321,9 +321,9 @@ def test_cli_round_trip(server, capsys, monkeypatch, tmp_path):
     assert status == 2 and "serial: " in err and "[conflict]" in err
 
     status, out, _ = cli(capsys, "gateway", "list", "acme")
-    assert status == 0 and out.split("\n")[0].split() == ["NAME", "SERIAL", "SYSTEM", "IP", "BEHIND", "NAT"]
+    assert status == 0 and out.split("\n")[0].split() == ["NAME", "ROLE", "SERIAL", "SYSTEM", "IP", "BEHIND", "NAT"]
     assert [line.split() for line in out.splitlines()[1:]] == [
-        ["b1", "SN1", "198.19.255.1", "no"], ["b2", "SN2", "198.19.255.2", "yes"]]
+        ["b1", "edge", "SN1", "198.19.255.1", "no"], ["b2", "edge", "SN2", "198.19.255.2", "yes"]]
     status, out, _ = cli(capsys, "gateway", "show", "b1")
     assert status == 0 and json.loads(out)["ports"] == {"corp": ["lan0", "lan1"]}
     status, out, _ = cli(capsys, "gateway", "config", "b1")

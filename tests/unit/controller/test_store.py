@@ -356,3 +356,40 @@ def test_a_newer_schema_is_refused(tmp_path):
     db.close()
     with raises(StoreError, "schema"):
         Store(tmp_path / "c.db")
+
+
+def test_a_hub_makes_the_enterprise_run_evpn(acme):
+    """Edges get an evpn section toward the hub's system IP (the reflector beside it) and the hub
+    as an IKE peer; the hub gets every edge as a peer, and no subnets and no BGP of its own."""
+    acme.add_gateway("acme", "b1", serial="SN1", uplinks=wan(1), ports={"corp": ["lan0"]})
+    acme.add_gateway("acme", "b2", serial="SN2", uplinks=wan(2))
+    assert acme.config_for("b1").evpn is None  # no hub yet: static flood lists
+    hub = acme.add_gateway("acme", "hub", serial="SNH", uplinks=wan(3), role="hub")
+    assert hub.role == "hub" and acme.get_gateway("b1").role == "edge"
+    b1, h = acme.config_for("b1"), acme.config_for("hub")
+    assert b1.evpn is not None and [str(p.address) for p in b1.evpn.peers] == [str(hub.system_ip)]
+    assert b1.evpn.asn == 65000 and {p.name for p in b1.peers} == {"b2", "hub"}
+    assert h.evpn is None and h.subnets == () and {p.name for p in h.peers} == {"b1", "b2"}
+    with raises(StoreError, "role"):
+        acme.add_gateway("acme", "x", serial="SNX", uplinks=wan(4), role="spoke")
+    with raises(StoreError, "enterprise"):  # a hub with LAN ports is refused, nothing is written
+        acme.add_gateway("acme", "h2", serial="SNY", uplinks=wan(5), role="hub", ports={"corp": ["lan0"]})
+
+
+def test_a_version_1_database_gains_the_role_column(tmp_path):
+    """Migration 2 on a database made before roles existed: its gateways become edges."""
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied TEXT NOT NULL)")
+    from controller.store import MIGRATIONS
+
+    for stmt in MIGRATIONS[1]:
+        db.execute(stmt)
+    db.execute("INSERT INTO schema_migrations VALUES (1, 'then')")
+    db.execute("INSERT INTO enterprises (name, transport, generation, created) VALUES ('acme', 'plain', 1, 'then')")
+    db.execute("INSERT INTO gateways (enterprise_id, name, serial, system_ip, uplinks, created) VALUES "
+               "(1, 'b1', 'SN1', '198.19.255.1', ?, 'then')", (json.dumps(wan(1)),))
+    db.commit()
+    db.close()
+    with Store(path) as s:
+        assert s.schema_version() == SCHEMA_VERSION and s.get_gateway("b1").role == "edge"
