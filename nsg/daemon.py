@@ -437,8 +437,9 @@ class Daemon:
                 esp_tun = self.tunnels is None or self.tunnels.backend == "userspace"
                 evpn_fdb = self.evpn.fdb() if self.evpn is not None else None
                 evpn_neigh = self.evpn.neighbors() if self.evpn is not None else None
+                evpn_routes = self.evpn.routes() if self.evpn is not None else None
                 desired = build_desired(self.config, self.leases, esp_tun=esp_tun, evpn_fdb=evpn_fdb,
-                                        evpn_neighbors=evpn_neigh)
+                                        evpn_neighbors=evpn_neigh, evpn_routes=evpn_routes)
             except ValueError as exc:  # e.g. a lease MTU too small for any tenant MTU
                 result = ApplyResult((), (), f"cannot build the desired state: {exc}")
             else:

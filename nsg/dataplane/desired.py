@@ -32,7 +32,8 @@ def anycast_mac(vni: int) -> str:
 
 
 def build_desired(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None, esp_tun: bool = True,
-                  evpn_fdb: frozenset[Fdb] | None = None, evpn_neighbors: frozenset[Neigh] | None = None) -> Desired:
+                  evpn_fdb: frozenset[Fdb] | None = None, evpn_neighbors: frozenset[Neigh] | None = None,
+                  evpn_routes: frozenset[Route] | None = None) -> Desired:
     """``esp_tun``: with transport "esp", route peers into the userspace engine's TUN; False for
     the kernel XFRM backend, whose policies encrypt what goes out through the uplinks."""
     leases = leases or {}
@@ -89,6 +90,9 @@ def build_desired(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None,
     if cfg.evpn is not None and evpn_neighbors is not None:
         br_names = {bridge_name(s.vni) for s in cfg.subnets}
         neighbors = {n for n in evpn_neighbors if n.ifname in br_names}
+    if cfg.evpn is not None and evpn_routes is not None:
+        # type-5 prefixes, via a gateway IP on a subnet's bridge
+        routes |= {r for r in evpn_routes if r.ifname in {bridge_name(s.vni) for s in cfg.subnets}}
 
     mtus: dict[str, int] = {}
     if cfg.transport == "esp" and esp_tun:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
-from nsg.dataplane.types import ZERO_MAC, Fdb, Neigh
+from nsg.dataplane.types import ZERO_MAC, Fdb, Neigh, Route
 from nsg.evpn import fsm
 from nsg.evpn.codec import Update, UpdateResult
 from nsg.evpn.evpn_nlri import (
     InclusiveMulticastRoute,
+    IpPrefixRoute,
     MacIpRoute,
     MacMobility,
     RouteDistinguisher,
@@ -23,23 +24,31 @@ from nsg.evpn.evpn_nlri import (
     route_target,
 )
 from nsg.evpn.local import IpEvent, LocalRoute, LocalTable, MacEvent
-from nsg.evpn.rib import EvpnRib, ImetRoute, MacRoute
+from nsg.evpn.rib import EvpnRib, ImetRoute, MacRoute, PrefixRoute
 from nsg.evpn.speaker import Speaker
 from nsg.model import GatewayConfig
 
 log = logging.getLogger("nsg.evpn")
 
+PREFIX_METRIC = 50  # routes from EVPN type-5 routes (below the uplinks' default routes' 100+)
 
-def _rib_routes(result: UpdateResult) -> tuple[list[MacRoute | ImetRoute], list[MacRoute | ImetRoute]]:
+
+RibRoute = MacRoute | ImetRoute | PrefixRoute
+
+
+def _rib_routes(result: UpdateResult) -> tuple[list[RibRoute], list[RibRoute]]:
     """(announced, withdrawn) in RIB terms. Treat-as-withdraw results withdraw everything they carried."""
-    add: list[MacRoute | ImetRoute] = []
-    gone: list[MacRoute | ImetRoute] = []
+    add: list[RibRoute] = []
+    gone: list[RibRoute] = []
 
-    def convert(route, vtep: str | None, seq: int) -> MacRoute | ImetRoute | None:
+    def convert(route, vtep: str | None, seq: int) -> RibRoute | None:
         if isinstance(route, MacIpRoute):
             return MacRoute(route.vni, route.mac, vtep or "0.0.0.0", str(route.ip) if route.ip else None, seq)
         if isinstance(route, InclusiveMulticastRoute):
             return ImetRoute(0, str(route.originator))  # the VNI comes from the PMSI label (below)
+        if isinstance(route, IpPrefixRoute) and route.prefix.version == 4:
+            net = IPv4Network(f"{route.prefix}/{route.prefix_len}", strict=False)
+            return PrefixRoute(str(net), str(route.gateway), vtep or "0.0.0.0")
         return None
 
     upd = result.update
@@ -79,14 +88,18 @@ class EvpnControl:
         # withdrawals name routes without their next hop: remember who announced what, per peer
         self._announced: dict[str, dict[tuple, MacRoute | ImetRoute]] = {}
         self.local = LocalTable()
-        self._imets: list[Update] = []
+        self._originated: list[Update] = []
         self._rds: dict[int, RouteDistinguisher] = {}  # VNI -> our RD for it
         self._advertised: dict[LocalRoute, Update] = {}  # local route -> the UPDATE that announced it
         self._seq: dict[tuple[int, str], int] = {}  # (vni, mac) -> our MAC Mobility sequence number
         self.counters = {"local_learned": 0, "local_withdrawn": 0, "moved_away": 0}
 
     def _key(self, r) -> tuple:
-        return ("mac", r.vni, r.mac, r.ip) if isinstance(r, MacRoute) else ("imet", r.vtep)
+        if isinstance(r, MacRoute):
+            return ("mac", r.vni, r.mac, r.ip)
+        if isinstance(r, PrefixRoute):
+            return ("prefix", r.prefix)
+        return ("imet", r.vtep)
 
     def _on_update(self, peer: str, result: UpdateResult) -> None:
         add, gone = _rib_routes(result)
@@ -117,18 +130,27 @@ class EvpnControl:
     def apply(self, cfg: GatewayConfig, local: str) -> None:
         """Start speakers toward new peers; (re)announce our type-3 routes (one per VNI)."""
         assert cfg.evpn is not None
+        routes_before = self.routes()
         self.config = cfg
         sysip = str(cfg.system_ip)
         self.rib.local_vteps = frozenset({sysip})
         self._rds = {s.vni: RouteDistinguisher.ipv4(sysip, i) for i, s in enumerate(cfg.subnets, start=1)}
-        self._imets = []
+        self._originated = []
         for s in cfg.subnets:
             imet, pmsi = inclusive_multicast_route(self._rds[s.vni], s.vni, sysip)
-            self._imets.append(Update.for_evpn((imet,), IPv4Address(sysip), (route_target(cfg.evpn.asn, s.vni),
+            self._originated.append(Update.for_evpn((imet,), IPv4Address(sysip), (route_target(cfg.evpn.asn, s.vni),
                                                                              encap_vxlan()), pmsi=pmsi))
+        for i, ep in enumerate(cfg.evpn.prefixes):
+            home = next(s for s in cfg.subnets if ep.via in s.cidr)  # the config model checked it exists
+            rd = RouteDistinguisher.ipv4(sysip, len(cfg.subnets) + 1 + i)
+            route = IpPrefixRoute(rd, ep.prefix.network_address, ep.prefix.prefixlen, ep.via, home.vni)
+            self._originated.append(Update.for_evpn((route,), IPv4Address(sysip), (route_target(cfg.evpn.asn, home.vni),
+                                                                              encap_vxlan())))
         for vni in {r.vni for r in self.local.routes()} - set(self._rds):
             self.local.forget_vni(vni)
         self._sync_local(announce=False)
+        if self.routes() != routes_before:  # e.g. our own configured prefixes: the dataplane follows
+            self.changed()
         overlay = {str(p.system_ip) for p in cfg.peers}
         wanted = {str(p.address) for p in cfg.evpn.peers}
         for addr in [a for a in self.speakers if a not in wanted]:
@@ -151,7 +173,7 @@ class EvpnControl:
                 self.speakers[addr].announce = self._announcements()
 
     def _announcements(self) -> list[Update]:
-        return [*self._imets, *self._advertised.values()]
+        return [*self._originated, *self._advertised.values()]
 
     # --- local learning -------------------------------------------------------------------------
 
@@ -210,6 +232,24 @@ class EvpnControl:
         return frozenset(f for f in self.rib.fdb()
                          if f.mac == ZERO_MAC or not self.local.is_local(_vni_of_vxlan(f.ifname), f.mac))
 
+    def routes(self) -> frozenset[Route]:
+        """Type-5 prefixes -> kernel routes via their gateway IP on the subnet's bridge (our own
+        configured prefixes too: every site routes a prefix the same way)."""
+        cfg = self.config
+        if cfg is None or cfg.evpn is None:
+            return frozenset()
+        wanted = {str(ep.prefix): str(ep.via) for ep in cfg.evpn.prefixes}
+        for prefix, r in self.rib.best_prefixes().items():
+            wanted.setdefault(prefix, r.gateway)
+        out = set()
+        for prefix, gw in wanted.items():
+            net = IPv4Network(prefix)
+            home = next((s for s in cfg.subnets if IPv4Address(gw) in s.cidr), None)
+            if home is None or any(net.overlaps(s.cidr) for s in cfg.subnets) or net.prefixlen == 0:
+                continue  # not resolvable here, or it would shadow a subnet / the default route
+            out.add(Route(prefix, f"br-{home.vni}", gw, None, PREFIX_METRIC))
+        return frozenset(out)
+
     def neighbors(self) -> frozenset[Neigh]:
         return frozenset(Neigh(n.ifname, n.ip, n.mac) for n in self.rib.neighbors()
                          if not self.local.is_local(_vni_of_bridge(n.ifname), n.mac))
@@ -230,7 +270,7 @@ class EvpnControl:
         return {
             "peers": {a: {"state": sp.session.state.value, **sp.session.counters} for a, sp in self.speakers.items()},
             "routes": {"mac": sum(len(p) for p in self.rib.macs.values()), "imet": len(self.rib.imets),
-                       "local": len(self._advertised)},
+                       "prefix": sum(len(p) for p in self.rib.prefixes.values()), "local": len(self._advertised)},
             "counters": dict(self.counters),
         }
 
@@ -238,14 +278,21 @@ class EvpnControl:
         """Every EVPN route we hold: what we originate and what each peer sent (best paths marked)."""
         local = [{"type": 3, "vni": vni, "rd": str(rd), "vtep": str(self.config.system_ip) if self.config else None}
                  for vni, rd in sorted(self._rds.items())]
+        if self.config is not None and self.config.evpn is not None:
+            local += [{"type": 5, "prefix": str(ep.prefix), "gateway_ip": str(ep.via),
+                       "vtep": str(self.config.system_ip)} for ep in self.config.evpn.prefixes]
         local += [{"type": 2, "vni": r.vni, "mac": r.mac, "ip": r.ip, "rd": str(self._rds[r.vni]),
                    "seq": self._seq.get((r.vni, r.mac), 0)}
                   for r in sorted(self._advertised, key=LocalRoute.sort_key) if r.vni in self._rds]
         remote = []
         for peer, routes in sorted(self._announced.items()):
-            for r in sorted(routes.values(), key=lambda r: (isinstance(r, MacRoute), r.vni, r.vtep)):
+            for r in sorted(routes.values(), key=lambda r: (type(r).__name__, r.vtep, repr(r))):
                 if isinstance(r, ImetRoute):
                     remote.append({"type": 3, "vni": r.vni, "vtep": r.vtep, "peer": peer})
+                elif isinstance(r, PrefixRoute):
+                    best = self.rib.best_prefixes().get(r.prefix)
+                    remote.append({"type": 5, "prefix": r.prefix, "gateway_ip": r.gateway, "vtep": r.vtep,
+                                   "peer": peer, "best": best is not None and best.vtep == r.vtep})
                 else:
                     best = self.rib.best(r.vni, r.mac)
                     remote.append({"type": 2, "vni": r.vni, "mac": r.mac, "ip": r.ip, "vtep": r.vtep, "seq": r.seq,

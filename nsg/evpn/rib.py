@@ -40,6 +40,16 @@ class ImetRoute:
 
 
 @dataclass(frozen=True, order=True)
+class PrefixRoute:
+    """An EVPN type-5 route as received: an IPv4 prefix reachable via a gateway IP in a subnet
+    (RFC 9136, the GW IP as overlay index), from the VTEP that advertised it."""
+
+    prefix: str  # "203.0.113.0/24"
+    gateway: str
+    vtep: str
+
+
+@dataclass(frozen=True, order=True)
 class Neighbor:
     ifname: str
     ip: str
@@ -55,23 +65,33 @@ class EvpnRib:
     local_vteps: frozenset[str] = frozenset()
     macs: dict[tuple[int, str], dict[tuple[str, str | None], MacRoute]] = field(default_factory=dict)
     imets: set[ImetRoute] = field(default_factory=set)
+    prefixes: dict[str, dict[str, PrefixRoute]] = field(default_factory=dict)  # prefix -> vtep -> route
 
     # --- updates ----------------------------------------------------------------------------
 
-    def add(self, route: MacRoute | ImetRoute) -> bool:
+    def add(self, route: MacRoute | ImetRoute | PrefixRoute) -> bool:
         """Returns False for a route of our own that came back (e.g. through a reflector)."""
         if route.vtep in self.local_vteps:
             return False
         if isinstance(route, ImetRoute):
             self.imets.add(route)
             return True
+        if isinstance(route, PrefixRoute):
+            self.prefixes.setdefault(route.prefix, {})[route.vtep] = route
+            return True
         paths = self.macs.setdefault((route.vni, route.mac), {})
         paths[(route.vtep, route.ip)] = route  # a newer advertisement replaces the older one
         return True
 
-    def withdraw(self, route: MacRoute | ImetRoute) -> None:
+    def withdraw(self, route: MacRoute | ImetRoute | PrefixRoute) -> None:
         if isinstance(route, ImetRoute):
             self.imets.discard(route)
+            return
+        if isinstance(route, PrefixRoute):
+            paths = self.prefixes.get(route.prefix, {})
+            paths.pop(route.vtep, None)
+            if not paths:
+                self.prefixes.pop(route.prefix, None)
             return
         paths = self.macs.get((route.vni, route.mac))
         if paths is None:
@@ -83,6 +103,10 @@ class EvpnRib:
     def withdraw_vtep(self, vtep: str) -> None:
         """A peer is gone (session down, no graceful restart): everything behind it goes too."""
         self.imets = {r for r in self.imets if r.vtep != vtep}
+        for key in list(self.prefixes):
+            self.prefixes[key].pop(vtep, None)
+            if not self.prefixes[key]:
+                del self.prefixes[key]
         for key in list(self.macs):
             self.macs[key] = {k: r for k, r in self.macs[key].items() if r.vtep != vtep}
             if not self.macs[key]:
@@ -119,6 +143,10 @@ class EvpnRib:
             if vnis is None or r.vni in vnis:
                 out.add(Fdb(vxlan_name(r.vni), ZERO_MAC, r.vtep))
         return frozenset(out)
+
+    def best_prefixes(self) -> dict[str, PrefixRoute]:
+        """One path per prefix: the lowest advertising VTEP (a stable choice every site makes alike)."""
+        return {p: min(paths.values(), key=lambda r: _vtep_key(r.vtep)) for p, paths in self.prefixes.items()}
 
     def neighbors(self, vnis: set[int] | None = None) -> frozenset[Neighbor]:
         out = set()

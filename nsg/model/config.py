@@ -162,6 +162,13 @@ class GatewayConfig(_Frozen):
         for p in self.peers:
             if p.system_ip == self.system_ip:
                 raise ValueError(f"peer '{p.name}' has this gateway's own system_ip {self.system_ip}")
+        for i, ep in enumerate(self.evpn.prefixes if self.evpn else ()):
+            home = next((s for s in self.subnets if ep.via in s.cidr), None)
+            if home is None or ep.via in (home.gateway, home.cidr.network_address, home.cidr.broadcast_address):
+                raise ValueError(f"evpn.prefixes[{i}].via {ep.via} is not a host of one of the subnets")
+            for s in self.subnets:
+                if ep.prefix.overlaps(s.cidr):
+                    raise ValueError(f"evpn.prefixes[{i}].prefix {ep.prefix} overlaps subnet '{s.name}' ({s.cidr})")
         return self
 
 

@@ -23,6 +23,10 @@ class NsgProcess:
              "--state-dir", str(state), *extra],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
+    @staticmethod
+    def cli_argv() -> list[str]:
+        return [sys.executable, "-m", "nsg.cli"]
+
     def status(self) -> dict | None:
         p = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-m", "nsg.cli", "status", "--json",
                             "--state-dir", str(self.state)], capture_output=True, text=True, check=False)

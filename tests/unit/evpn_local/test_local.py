@@ -133,3 +133,54 @@ def test_mac_mobility(ctl):
     assert seq_of(sp.sent[-1]) == 3
     announced = [r for r in routes_of(sp.sent[-1])[1] if isinstance(r, MacIpRoute)]
     assert announced[0].mac == M1
+
+
+def _doc(**evpn_extra):
+    return {"schema_version": 1, "system_ip": SYSIP,
+            "uplinks": [{"name": "w", "interface": "eth0", "mode": "static", "address": "198.18.0.2/24",
+                         "gateway": "198.18.0.1"}],
+            "subnets": [{"name": "corp", "vni": 100, "cidr": "198.19.0.0/24", "gateway": "198.19.0.1"}],
+            "evpn": {"asn": 65000, "peers": [{"address": "198.18.0.1", "asn": 65000}], **evpn_extra}}
+
+
+@pytest.mark.parametrize(("prefix", "via", "problem"), [
+    ("192.0.2.0/24", "203.0.113.9", "evpn.prefixes[0].via 203.0.113.9 is not a host of one of the subnets"),
+    ("192.0.2.0/24", "198.19.0.1", "is not a host"),  # the subnet's own gateway
+    ("198.19.0.128/25", "198.19.0.9", "overlaps subnet 'corp'"),
+])
+def test_bad_prefixes_are_refused_with_the_field_named(prefix, via, problem):
+    from nsg.model import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_doc(prefixes=[{"prefix": prefix, "via": via}]))
+    assert problem in str(exc.value)
+
+
+def test_type5_origination_and_routes(monkeypatch):
+    from nsg.dataplane.types import Route
+    from nsg.evpn.evpn_nlri import IpPrefixRoute
+
+    Recorder.instances = []
+    monkeypatch.setattr(control_mod, "Speaker", Recorder)
+    changes = []
+    c = control_mod.EvpnControl(EvpnRib(), lambda: changes.append(1))
+    c.apply(parse_config(_doc(prefixes=[{"prefix": "192.0.2.0/24", "via": "198.19.0.42"}])), "198.18.0.2")
+    assert changes  # our own prefix is routed here too: the dataplane must follow
+    sent = [r for u in Recorder.instances[0].announce for r in u.mp_reach.nlri if isinstance(r, IpPrefixRoute)]
+    assert [(str(r.prefix), r.prefix_len, str(r.gateway), r.label) for r in sent] == [("192.0.2.0", 24,
+                                                                                      "198.19.0.42", 100)]
+    remote = IpPrefixRoute(RouteDistinguisher.ipv4(REMOTE, 9), ip("203.0.113.0"), 24, ip("198.19.0.77"), 100)
+    shadow = IpPrefixRoute(RouteDistinguisher.ipv4(REMOTE, 9), ip("198.19.0.0"), 25, ip("198.19.0.77"), 100)
+    unresolvable = IpPrefixRoute(RouteDistinguisher.ipv4(REMOTE, 9), ip("198.51.100.0"), 24, ip("10.1.1.1"), 100)
+    upd = Update.for_evpn((remote, shadow, unresolvable), REMOTE, (route_target(65000, 100), encap_vxlan()))
+    c._on_update("198.18.0.1", UpdateResult(ErrorAction.NONE, update=upd))
+    assert c.routes() == {Route("192.0.2.0/24", "br-100", "198.19.0.42", None, 50),
+                          Route("203.0.113.0/24", "br-100", "198.19.0.77", None, 50)}
+    c._on_update("198.18.0.1", UpdateResult(ErrorAction.NONE, update=Update.withdraw_evpn((remote,))))
+    assert c.routes() == {Route("192.0.2.0/24", "br-100", "198.19.0.42", None, 50)}
+
+
+def ip(text: str):
+    from ipaddress import ip_address
+
+    return ip_address(text)
