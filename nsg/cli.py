@@ -159,13 +159,14 @@ def _evpn_table(res: dict) -> str:
     lines = ["BGP peers:"]
     for addr, p in sorted(res.get("peers", {}).items()):
         lines.append(f"  {addr:<16} {p['state']}")
-    lines.append(f"{'':<2}{'origin':<8}{'type':<6}{'vni':<9}{'mac':<19}{'ip':<17}{'vtep':<17}{'seq':<5}best")
-    for r in res.get("local", []):
-        lines.append(f"  {'local':<8}{r['type']:<6}{r['vni']:<9}{r.get('mac') or '-':<19}{r.get('ip') or '-':<17}"
-                     f"{r.get('vtep') or 'self':<17}{r.get('seq', 0):<5}*")
-    for r in res.get("received", []):
-        lines.append(f"  {r['peer']:<8}"[:10].ljust(10) + f"{r['type']:<6}{r['vni']:<9}{r.get('mac') or '-':<19}"
-                     f"{r.get('ip') or '-':<17}{r['vtep']:<17}{r.get('seq', 0):<5}{'*' if r.get('best', True) else ''}")
+    fmt = "  {:<16}{:<6}{:<9}{:<19}{:<19}{:<16}{:<5}{}"
+    lines.append(fmt.format("from", "type", "vni", "mac / prefix", "ip / gateway ip", "vtep", "seq", "best"))
+    for origin, rows in (("local", res.get("local", [])), (None, res.get("received", []))):
+        for r in rows:
+            what = r.get("mac") or r.get("prefix") or "-"
+            ip = r.get("ip") or r.get("gateway_ip") or "-"
+            lines.append(fmt.format(origin or r["peer"], r["type"], r.get("vni", "-"), what, ip,
+                                    r.get("vtep") or "self", r.get("seq", "-"), "*" if r.get("best", True) else ""))
     return "\n".join(lines)
 
 

@@ -29,7 +29,11 @@ OPEN_UNSUPPORTED_CAPABILITY = 7  # RFC 5492 section 5
 CEASE_ADMIN_SHUTDOWN = 2  # RFC 4486
 
 LARGE_HOLD_TIME = 240.0  # RFC 4271 8.2.2: the hold timer while waiting for the peer's OPEN
-CONNECT_RETRY = 5.0  # tuning: seconds between connection attempts (RFC 4271 suggests 120)
+# tuning: seconds between connection attempts, doubling from the first to the last and back to the
+# first once a session is up (RFC 4271 suggests a fixed 120; a gateway whose tunnel to its reflector
+# just came up wants its session at once, a reflector that is down should not be hammered)
+CONNECT_RETRY = 1.0
+CONNECT_RETRY_MAX = 30.0
 
 
 class State(Enum):
@@ -152,6 +156,12 @@ class Session:
                                                                "notifications_in": 0, "notifications_out": 0,
                                                                "flaps": 0})
     _out: list[Command] = field(default_factory=list)
+    _retry: float = CONNECT_RETRY
+
+    def _backoff(self) -> float:
+        delay = self._retry
+        self._retry = min(self._retry * 2, CONNECT_RETRY_MAX)
+        return delay
 
     def _go(self, event: str) -> None:
         nxt = TRANSITIONS.get((self.state, event))
@@ -174,7 +184,7 @@ class Session:
         else:
             self._go("start")
             self._emit(Connect())
-        self._emit(SetTimer("connect_retry", CONNECT_RETRY))
+        self._emit(SetTimer("connect_retry", self._backoff()))
         return self._flush()
 
     def tcp_up(self) -> list[Command]:
@@ -188,7 +198,7 @@ class Session:
     def tcp_failed(self) -> list[Command]:
         if self.state is State.CONNECT:
             self._go("tcp_failed")
-            self._emit(SetTimer("connect_retry", CONNECT_RETRY))
+            self._emit(SetTimer("connect_retry", self._backoff()))
         return self._flush()
 
     def tcp_down(self) -> list[Command]:
@@ -199,7 +209,7 @@ class Session:
             return self.start()  # the session went down a while ago: try again (automatic restart)
         if name == "connect_retry" and self.state in (State.CONNECT, State.ACTIVE):
             self._go("connect_retry")
-            self._emit(Connect(), SetTimer("connect_retry", CONNECT_RETRY))
+            self._emit(Connect(), SetTimer("connect_retry", self._backoff()))
             return self._flush()
         if name == "hold" and self.state in (State.OPEN_SENT, State.OPEN_CONFIRM, State.ESTABLISHED):
             return self._error(HOLD_TIMER_EXPIRED, 0, "hold timer expired")
@@ -238,6 +248,7 @@ class Session:
         self.counters["keepalives"] += 1
         if self.state is State.OPEN_CONFIRM:
             self._go("keepalive")
+            self._retry = CONNECT_RETRY  # up: the next outage starts the backoff afresh
             self._emit(Up(self.hold_time, self.afi_safis))
         elif self.state is not State.ESTABLISHED:
             return self._error(FSM_ERROR, 0, f"KEEPALIVE in state {self.state.value}")
@@ -289,5 +300,5 @@ class Session:
         if was_up:
             self.counters["flaps"] += 1
         self._go("down")
-        self._emit(Down(reason, fault), SetTimer("connect_retry", CONNECT_RETRY))
+        self._emit(Down(reason, fault), SetTimer("connect_retry", self._backoff()))
         return self._flush()

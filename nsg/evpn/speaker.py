@@ -133,7 +133,7 @@ class Speaker:
         try:
             local = (self.local, 0) if self.local else None
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.peer, self.port, local_addr=local), timeout=5)
+                asyncio.open_connection(self.peer, self.port, local_addr=local), timeout=3)
         except (OSError, TimeoutError) as exc:
             log.debug("BGP connect to %s failed: %s", self.peer, exc)
             self._apply(self.session.tcp_failed())

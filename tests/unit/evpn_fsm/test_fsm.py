@@ -89,3 +89,20 @@ def test_passive_waits_and_stop_sends_cease():
     out = s.stop()
     assert out[0] == fsm.SendNotification(fsm.CEASE, fsm.CEASE_ADMIN_SHUTDOWN)
     assert s.stop() == []
+
+
+def test_connection_attempts_back_off_and_reset_once_up():
+    def retry(cmds):
+        return [c.seconds for c in cmds if isinstance(c, fsm.SetTimer) and c.name == "connect_retry"]
+
+    s = Session(CFG)
+    delays = retry(s.start())
+    delays += retry(s.tcp_failed())  # in CONNECT: to ACTIVE, wait
+    for _ in range(6):
+        delays += retry(s.timer("connect_retry"))
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    s.tcp_up()
+    s.open(GOOD)
+    s.keepalive()
+    assert s.state is State.ESTABLISHED
+    assert retry(s.tcp_down()) == [1.0]  # a fresh outage starts from the first step again
