@@ -361,6 +361,7 @@ class Daemon:
             return
         assert self.tunnels is not None
         if self.tunnels.manager is None:
+            self.tunnels.on_established = lambda _peer: self.evpn.kick() if self.evpn is not None else None
             await self.tunnels.start_ike(self.config, self._local_ip())
         else:
             self.tunnels.apply(self.config, self._local_ip())

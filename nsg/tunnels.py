@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import stat
+from collections.abc import Callable
 from ipaddress import IPv4Network
 
 from cryptography import x509
@@ -19,6 +20,7 @@ from ipsec.engine import xfrm
 from ipsec.engine.installer import SadInstaller
 from ipsec.engine.userspace import UserspaceEngine
 from ipsec.engine.xfrm_installer import EncapSocket, XfrmInstaller
+from ipsec.ike import events as ev
 from ipsec.ike.driver import IkeDriver
 from ipsec.ike.manager import IkeManager
 from ipsec.ike.policy import EspProposal, Identity, IkeProposal, PeerPolicy, Timers
@@ -88,6 +90,7 @@ class Tunnels:
         self.encap: EncapSocket | None = None
         self.local_ip = "0.0.0.0"
         self.expired = {"soft": 0, "hard": 0}
+        self.on_established: Callable[[str], None] | None = None  # an IKE SA (and its child) is up
         self._soft_done: set[tuple[str, int]] = set()
 
     def start_engine(self, cfg: GatewayConfig) -> None:
@@ -120,12 +123,17 @@ class Tunnels:
             assert self.engine is not None
             nat = self.engine
         self.driver = IkeDriver(self.manager, nat, self.installer, "0.0.0.0")
+        self.driver.on_event = self._ike_event
         if self.engine is not None:
             self.engine.on_ike = self.driver.from_engine_thread
         await self.driver.start()
         self.apply(cfg, local_ip)
         if self.backend == "userspace":  # the kernel enforces lifetimes of its own states
             self._lifetimes = asyncio.get_running_loop().create_task(self._watch_lifetimes())
+
+    def _ike_event(self, peer: str, c: object) -> None:
+        if isinstance(c, ev.Established) and self.on_established is not None:
+            self.on_established(peer)
 
     def _ike_4500(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.driver is not None:

@@ -262,6 +262,11 @@ class EvpnControl:
                 self.rib.withdraw(r)
             self.changed()
 
+    def kick(self) -> None:
+        """A tunnel came up: sessions still waiting to connect try at once."""
+        for sp in self.speakers.values():
+            sp.kick()
+
     async def stop(self) -> None:
         for sp in self.speakers.values():
             await sp.stop()

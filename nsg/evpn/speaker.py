@@ -34,6 +34,7 @@ class Speaker:
         self.announce: list[Update] = []
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task | None = None
+        self._connecting: asyncio.Task | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.counters = {"bad_messages": 0, "withdrawn_by_7606": 0}
@@ -49,6 +50,8 @@ class Speaker:
         for h in self._timers.values():
             h.cancel()
         self._timers.clear()
+        if self._connecting is not None:
+            self._connecting.cancel()
         if self._reader_task is not None:
             self._reader_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -62,6 +65,13 @@ class Speaker:
         self._writer = writer
         self._apply(self.session.tcp_up())
         self._reader_task = self._loop.create_task(self._read(reader))
+
+    def kick(self) -> None:
+        """Try to connect now (e.g. the tunnel toward the peer just came up) instead of at the next
+        retry; a session that is up or on its way up is left alone."""
+        if self.session.state in (fsm.State.CONNECT, fsm.State.ACTIVE) and not self.config.passive:
+            self._cancel("connect_retry")
+            self._apply(self.session.timer("connect_retry"))
 
     def send(self, update: Update) -> None:
         """Send one UPDATE now (if the session is up); not remembered for later sessions."""
@@ -81,7 +91,9 @@ class Speaker:
             match c:
                 case fsm.Connect():
                     assert self._loop is not None
-                    self._loop.create_task(self._connect())
+                    if self._connecting is not None and not self._connecting.done():
+                        self._connecting.cancel()  # one attempt at a time: a late second one would collide
+                    self._connecting = self._loop.create_task(self._connect())
                 case fsm.Disconnect():
                     if self._writer is not None:
                         self._writer.close()
