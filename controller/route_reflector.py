@@ -38,7 +38,7 @@ class RouteReflector:
         self.hold_time = hold_time
         self.allowed = allowed  # client addresses we accept; None: anyone in AS ``asn``
         self.clients: dict[str, Client] = {}
-        self.counters = {"accepted": 0, "refused": 0, "reflected": 0, "loops_dropped": 0}
+        self.counters = {"accepted": 0, "refused": 0, "replaced": 0, "reflected": 0, "loops_dropped": 0}
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self, host: str, port: int = 179) -> int:
@@ -53,10 +53,17 @@ class RouteReflector:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")[0]
-        if (self.allowed is not None and peer not in self.allowed) or peer in self.clients:
+        if self.allowed is not None and peer not in self.allowed:
             self.counters["refused"] += 1
             writer.close()
             return
+        old = self.clients.get(peer)
+        if old is not None:
+            # The client connects again while we still hold its old session: it restarted (its hold
+            # timer would tell us only seconds later). The old session and its routes go now.
+            self.counters["replaced"] += 1
+            self._state(old, "down")
+            await old.speaker.stop()
         self.counters["accepted"] += 1
         cfg = fsm.Config(self.asn, self.router_id, self.asn, hold_time=self.hold_time, passive=True)
         client = Client(peer, Speaker(cfg, peer))
@@ -75,7 +82,10 @@ class RouteReflector:
                     for upd in other.routes.values():
                         self._send(client, upd, other)
         elif state == "down":
+            if self.clients.get(client.address) is not client:
+                return  # already replaced by a newer session from the same address
             self.clients.pop(client.address, None)
+            asyncio.get_running_loop().create_task(client.speaker.stop())  # no retry timers for a passive end
             gone = list(client.routes.values())
             client.routes.clear()
             for upd in gone:
