@@ -32,6 +32,7 @@ from nsg.uplinks.lease import Lease
 log = logging.getLogger("nsg.daemon")
 
 LAST_GOOD = "last-good-config.json"
+MAX_OPS_SHOWN = 100  # operations listed in the log and in status per apply (all are counted)
 
 
 class Daemon:
@@ -444,7 +445,10 @@ class Daemon:
             except ValueError as exc:  # e.g. a lease MTU too small for any tenant MTU
                 result = ApplyResult((), (), f"cannot build the desired state: {exc}")
             else:
-                result = await asyncio.to_thread(self.reconciler.apply, desired)
+                # EVPN changes (a MAC, a flood entry) touch entries only: the incremental path skips
+                # reading the whole kernel; everything else, and the periodic resync, goes in full
+                fn = self.reconciler.apply_incremental if reason == "evpn" else self.reconciler.apply
+                result = await asyncio.to_thread(fn, desired)
         self.counters["applies"] += 1
         self.counters["changes"] += len(result.changes)
         if reason == "resync":
@@ -453,16 +457,17 @@ class Daemon:
                 self.counters["drift_repairs"] += 1
         if not result.ok:
             self.counters["apply_errors"] += 1
-        self.last_apply = {"generation": self.generation, "reason": reason, **asdict(result),
-                           "changes_made": len(result.changes)}
+        # a big change (10,000 EVPN routes) is not kept or logged op by op
+        shown = list(result.changes[:MAX_OPS_SHOWN])
+        self.last_apply = {"generation": self.generation, "reason": reason,
+                           **{**asdict(result), "changes": shown}, "changes_made": len(result.changes)}
         fields = {"generation": self.generation, "reason": reason, "changes": len(result.changes),
                   "waiting": list(result.waiting), "ms": round(result.duration_ms, 1)}
         if not result.ok:
             log.error("apply failed: %s", result.error, extra={"fields": {**fields,
                                                                          "rolled_back": result.rolled_back}})
         elif result.changes:
-            log.info("applied %d changes", len(result.changes), extra={"fields": {**fields,
-                                                                                  "ops": list(result.changes)}})
+            log.info("applied %d changes", len(result.changes), extra={"fields": {**fields, "ops": shown}})
         elif reason == "resync":
             log.debug("resync: no changes", extra={"fields": fields})
         else:

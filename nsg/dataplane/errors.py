@@ -9,3 +9,5 @@ class DataplaneError(RuntimeError):
         self.reason = reason
         self.errno = errno
         super().__init__(f"kernel refused '{op}': {reason}" + (f" (errno {errno})" if errno else ""))
+        # apply_many: which of the operations handed over did take effect (None: those before ``op``)
+        self.applied: frozenset[int] | None = None

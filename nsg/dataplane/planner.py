@@ -23,8 +23,10 @@ from nsg.dataplane.types import (
     DelNeigh,
     DelRoute,
     Desired,
+    Fdb,
     LinkSpec,
     LinkState,
+    Neigh,
     Op,
     Plan,
     SetAlias,
@@ -42,6 +44,15 @@ def _incompatible(spec: LinkSpec, have: LinkState) -> bool:
     if have.kind != spec.kind:
         return True
     return spec.kind == "vxlan" and have.vxlan != spec.vxlan
+
+
+def fdb_key(f: Fdb) -> tuple[str, str, str, bool]:
+    """Sort key of FDB entries: plain tuples compare much faster than the dataclasses (10,000s of them)."""
+    return (f.ifname, f.mac, f.dst, f.master)
+
+
+def neigh_key(n: Neigh) -> tuple[str, str, str]:
+    return (n.ifname, n.ip, n.mac)
 
 
 def plan(desired: Desired, actual: Snapshot) -> Plan:
@@ -140,16 +151,16 @@ def plan(desired: Desired, actual: Snapshot) -> Plan:
         adds.append(AddAddr(a))
 
     actual_fdb = {f for f in actual.fdb if f.ifname not in gone}
-    for f in sorted(actual_fdb - desired.fdb):
+    for f in sorted(actual_fdb - desired.fdb, key=fdb_key):
         removals.append(DelFdb(f))
-    for f in sorted(desired.fdb - actual_fdb):
+    for f in sorted(desired.fdb - actual_fdb, key=fdb_key):
         if f.ifname in present:
             adds.append(AddFdb(f))
 
     actual_neigh = {n for n in actual.neighbors if n.ifname not in gone}
-    for n in sorted(actual_neigh - desired.neighbors):
+    for n in sorted(actual_neigh - desired.neighbors, key=neigh_key):
         removals.append(DelNeigh(n))
-    for n in sorted(desired.neighbors - actual_neigh):
+    for n in sorted(desired.neighbors - actual_neigh, key=neigh_key):
         if n.ifname in present:
             adds.append(AddNeigh(n))
 

@@ -223,7 +223,10 @@ class EvpnControl:
             if announce:
                 for upd in outgoing:
                     sp.send(upd)
-        self.changed()
+        # the kernel only cares when a MAC that was remote became ours or went (fdb() leaves local
+        # MACs out); a host appearing on our LAN changes nothing in it
+        if any((r.vni, r.mac) in self.rib.macs for r in (*gone, *new)):
+            self.changed()
 
     # --- what the kernel gets ---------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ Routes whose next hop is one of our own VTEP addresses are ours reflected back a
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -56,6 +57,7 @@ class Neighbor:
     mac: str
 
 
+@functools.lru_cache(maxsize=4096)
 def _vtep_key(vtep: str) -> int:
     return int(ipaddress.ip_address(vtep))
 
@@ -118,6 +120,8 @@ class EvpnRib:
         paths = self.macs.get((vni, mac))
         if not paths:
             return None
+        if len(paths) == 1:  # the usual case: one advertiser
+            return next(iter(paths.values()))
         winner = max(paths.values(), key=lambda r: (r.seq, -_vtep_key(r.vtep)))
         return winner
 

@@ -253,3 +253,34 @@ def test_evpn_port_flags_and_remote_macs(env):
     assert {f for f in env.kernel.snapshot().fdb if f.ifname == "vx-100"} == frozenset()
     # without EVPN the port flags are left as they are (no churn on configs that never had them)
     assert all(s.port_flags is None for s in build_desired(cfg()).links)
+
+
+def test_pipelined_entries_report_exactly_what_failed(netns_name):
+    """apply_many sends FDB/neighbour requests back to back (one netlink ack each): a refusal in the
+    middle names that operation, and the others of the run did take effect. Also a test that the
+    pipelining socket lives in the adapter's namespace, not the test's."""
+    from nsg.dataplane.types import AddFdb, AddNeigh, DelFdb, Fdb, Neigh
+
+    env = RealEnv(netns_name)
+    try:
+        r = Reconciler(env.kernel)
+        doc = base_doc()
+        doc["evpn"] = {"asn": 65000, "peers": [{"address": "198.18.1.1", "asn": 65000}]}
+        assert r.apply(build_desired(parse_config(doc))).ok
+        macs = [f"02:00:00:00:01:{i:02x}" for i in range(200)]
+        ops = [AddFdb(Fdb("vx-100", m, "198.19.255.7")) for m in macs]
+        ops.insert(120, AddFdb(Fdb("vx-100", macs[3], "", master=True)))
+        ops.insert(121, DelFdb(Fdb("vx-100", "02:00:00:00:09:99", "198.19.255.8")))  # not there: ENOENT
+        ops.append(AddNeigh(Neigh("br-100", "198.19.0.9", macs[9])))
+        with pytest.raises(DataplaneError) as exc:
+            env.kernel.apply_many(ops)
+        assert exc.value.op == ops[121] and exc.value.errno == 2
+        assert exc.value.applied == frozenset(range(len(ops))) - {121}
+        snap = env.kernel.snapshot()
+        assert {f.mac for f in snap.fdb if not f.master and f.dst == "198.19.255.7"} == set(macs)
+        assert Fdb("vx-100", macs[3], "", master=True) in snap.fdb
+        assert Neigh("br-100", "198.19.0.9", macs[9]) in snap.neighbors
+        bridge = json.loads(sh("ip", "netns", "exec", netns_name, "bridge", "-j", "fdb", "show", "dev", "vx-100"))
+        assert sum(1 for f in bridge if f.get("dst") == "198.19.255.7" and "extern_learn" in f.get("flags", [])) == 200
+    finally:
+        env.kernel.close()
