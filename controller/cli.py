@@ -65,7 +65,7 @@ def _route_reflector(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        await rr.stop()
+        await rr.stop(restart=True)  # clients keep the routes for our restart time (RFC 4724)
 
     asyncio.run(run())
     return 0

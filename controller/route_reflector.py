@@ -21,6 +21,8 @@ from nsg.evpn.speaker import Speaker
 
 log = logging.getLogger("controller.rr")
 
+RESTART_TIME = 120  # seconds clients keep our routes after our sessions break without a NOTIFICATION
+
 
 @dataclass
 class Client:
@@ -45,11 +47,13 @@ class RouteReflector:
         self._server = await asyncio.start_server(self._accept, host, port)
         return self._server.sockets[0].getsockname()[1]
 
-    async def stop(self) -> None:
+    async def stop(self, restart: bool = False) -> None:
+        """``restart``: close the sessions without a NOTIFICATION, so that clients keep the routes we
+        gave them for our restart time (graceful restart); else a Cease to each."""
         if self._server is not None:
             self._server.close()
         for c in list(self.clients.values()):
-            await c.speaker.stop()
+            await (c.speaker.drop() if restart else c.speaker.stop())
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")[0]
@@ -66,7 +70,9 @@ class RouteReflector:
             await old.speaker.stop()
         self.counters["accepted"] += 1
         cfg = fsm.Config(self.asn, self.router_id, self.asn, hold_time=self.hold_time, passive=True)
-        client = Client(peer, Speaker(cfg, peer))
+        # graceful restart for EVPN: clients keep what we reflected while we restart (we forward nothing,
+        # so no forwarding-state bit); the End-of-RIB follows the catch-up of a newcomer
+        client = Client(peer, Speaker(cfg, peer, restart_time=RESTART_TIME))
         client.speaker.on_update = lambda res, c=client: self._update(c, res)
         client.speaker.on_state = lambda st, c=client: self._state(c, st)
         self.clients[peer] = client
@@ -103,6 +109,8 @@ class RouteReflector:
             if result.withdraw_nlri:
                 self._reflect(client, Update(attributes=(MpUnreachNlri(25, 70, tuple(result.withdraw_nlri)),)))
             return
+        if upd.mp_reach is None and upd.mp_unreach is not None and not upd.mp_unreach.nlri:
+            return  # the client's End-of-RIB: a marker of its session, not news for the others
         if upd.mp_reach is not None:
             for nlri in upd.mp_reach.nlri:
                 client.routes[self._key(nlri)] = replace(upd, attributes=tuple(

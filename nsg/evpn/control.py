@@ -30,6 +30,7 @@ from nsg.model import GatewayConfig
 
 log = logging.getLogger("nsg.evpn")
 
+GR_RESTART_TIME = 120  # seconds we ask peers to keep our routes if our session drops (RFC 4724)
 PREFIX_METRIC = 50  # routes from EVPN type-5 routes (below the uplinks' default routes' 100+)
 
 
@@ -92,7 +93,11 @@ class EvpnControl:
         self._rds: dict[int, RouteDistinguisher] = {}  # VNI -> our RD for it
         self._advertised: dict[LocalRoute, Update] = {}  # local route -> the UPDATE that announced it
         self._seq: dict[tuple[int, str], int] = {}  # (vni, mac) -> our MAC Mobility sequence number
-        self.counters = {"local_learned": 0, "local_withdrawn": 0, "moved_away": 0}
+        self.counters = {"local_learned": 0, "local_withdrawn": 0, "moved_away": 0, "stale_kept": 0,
+                         "stale_purged": 0}
+        # graceful restart, receiving side: a peer's routes kept (stale) while its session is down
+        self._stale: dict[str, set[tuple]] = {}
+        self._stale_timers: dict[str, asyncio.TimerHandle] = {}
 
     def _key(self, r) -> tuple:
         if isinstance(r, MacRoute):
@@ -102,8 +107,15 @@ class EvpnControl:
         return ("imet", r.vtep)
 
     def _on_update(self, peer: str, result: UpdateResult) -> None:
+        upd = result.update
+        if upd is not None and upd.mp_reach is None and upd.mp_unreach is not None and not upd.mp_unreach.nlri:
+            self._purge_stale(peer)  # End-of-RIB: whatever the peer did not send again is gone
+            return
         add, gone = _rib_routes(result)
         mine = self._announced.setdefault(peer, {})
+        stale = self._stale.get(peer)
+        if stale:
+            stale.difference_update(self._key(r) for r in add)
         for r in gone:
             known = mine.pop(self._key(r), None)
             if known is not None:
@@ -163,9 +175,12 @@ class EvpnControl:
                 # A reflector at a peer's system IP is reached inside the tunnel to that peer: the
                 # session must come from our system IP (the tunnel's traffic selector), not the uplink.
                 src = sysip if addr in overlay else local
+                # our kernel state outlives the daemon (no flush on exit): we ask for graceful restart
+                # with the forwarding state kept
                 sp = Speaker(fsm.Config(cfg.evpn.asn, sysip, peer.asn, hold_time=cfg.evpn.hold_time), addr,
                              local=src, on_update=lambda res, a=addr: self._on_update(a, res),
-                             on_state=lambda st, a=addr: self._state(a, st))
+                             on_state=lambda st, a=addr: self._state(a, st), restart_time=GR_RESTART_TIME,
+                             forwarding_state=True)
                 self.speakers[addr] = sp
                 sp.announce = self._announcements()
                 sp.start()
@@ -260,9 +275,41 @@ class EvpnControl:
     # --- sessions ---------------------------------------------------------------------------------
 
     def _state(self, peer: str, state: str) -> None:
-        if state == "down":  # without graceful restart, what the peer told us is gone with it
-            for r in self._announced.pop(peer, {}).values():
-                self.rib.withdraw(r)
+        if state != "down":
+            return
+        sp = self.speakers.get(peer)
+        if sp is not None and sp.peer_restart_time and not sp.notified and self._announced.get(peer):
+            # RFC 4724 4.2: the peer does graceful restart and the session just broke (no NOTIFICATION):
+            # keep its routes, marked stale, for its restart time; forwarding goes on meanwhile
+            keys = set(self._announced[peer])
+            self._stale.setdefault(peer, set()).update(keys)
+            self.counters["stale_kept"] += len(keys)
+            old = self._stale_timers.pop(peer, None)
+            if old is not None:
+                old.cancel()
+            self._stale_timers[peer] = asyncio.get_running_loop().call_later(
+                sp.peer_restart_time, self._purge_stale, peer)
+            log.info("BGP peer down, keeping its routes (graceful restart)",
+                     extra={"fields": {"peer": peer, "routes": len(keys), "for_s": sp.peer_restart_time}})
+            return
+        # without graceful restart, what the peer told us is gone with it
+        self._stale.pop(peer, None)
+        for r in self._announced.pop(peer, {}).values():
+            self.rib.withdraw(r)
+        self.changed()
+
+    def _purge_stale(self, peer: str) -> None:
+        """End-of-RIB from the peer, or its restart time ran out: stale routes go."""
+        timer = self._stale_timers.pop(peer, None)
+        if timer is not None:
+            timer.cancel()
+        keys = self._stale.pop(peer, set())
+        mine = self._announced.get(peer, {})
+        gone = [mine.pop(k) for k in keys if k in mine]
+        for r in gone:
+            self.rib.withdraw(r)
+        if gone:
+            self.counters["stale_purged"] += len(gone)
             self.changed()
 
     def kick(self) -> None:
@@ -271,6 +318,8 @@ class EvpnControl:
             sp.kick()
 
     async def stop(self) -> None:
+        for t in self._stale_timers.values():
+            t.cancel()
         for sp in self.speakers.values():
             await sp.stop()
 
@@ -294,6 +343,7 @@ class EvpnControl:
                   for r in sorted(self._advertised, key=LocalRoute.sort_key) if r.vni in self._rds]
         remote = []
         for peer, routes in sorted(self._announced.items()):
+            stale = self._stale.get(peer, set())
             for r in sorted(routes.values(), key=lambda r: (type(r).__name__, r.vtep, repr(r))):
                 if isinstance(r, ImetRoute):
                     remote.append({"type": 3, "vni": r.vni, "vtep": r.vtep, "peer": peer})
@@ -305,6 +355,8 @@ class EvpnControl:
                     best = self.rib.best(r.vni, r.mac)
                     remote.append({"type": 2, "vni": r.vni, "mac": r.mac, "ip": r.ip, "vtep": r.vtep, "seq": r.seq,
                                    "peer": peer, "best": best is not None and best.vtep == r.vtep})
+                if self._key(r) in stale:
+                    remote[-1]["stale"] = True
         return {"local": local, "received": remote}
 
 

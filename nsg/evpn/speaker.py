@@ -1,6 +1,9 @@
 """The one asyncio driver of a BGP session: TCP 179, the codec (codec.py) and the state machine
-(fsm.py) put together. Routes we originate are (re)announced whenever the session comes up;
-received UPDATEs go to ``on_update`` after the RFC 7606 classification."""
+(fsm.py) put together. Routes we originate are (re)announced whenever the session comes up, then an
+End-of-RIB marker (RFC 4724 section 2); received UPDATEs go to ``on_update`` after the RFC 7606
+classification. With ``restart_time`` the OPEN carries the graceful restart capability for EVPN, and
+``peer_restart_time`` says whether the peer's did (the control plane then keeps the peer's routes,
+as stale, across a session loss: RFC 4724 section 4.2)."""
 
 from __future__ import annotations
 
@@ -11,8 +14,9 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 
 from nsg.evpn import fsm
+from nsg.evpn.capabilities import GracefulRestartCap, GrFamily
 from nsg.evpn.codec import Keepalive, Notification, Open, RouteRefresh, Update, UpdateResult, decode, next_frame
-from nsg.evpn.constants import ErrorCode
+from nsg.evpn.constants import GR_FORWARDING_STATE, Afi, CapabilityCode, ErrorCode, Safi
 from nsg.evpn.errors import BgpError
 
 log = logging.getLogger("nsg.evpn")
@@ -23,7 +27,8 @@ BGP_PORT = 179
 class Speaker:
     def __init__(self, config: fsm.Config, peer: str, *, local: str | None = None, port: int = BGP_PORT,
                  on_update: Callable[[UpdateResult], None] | None = None,
-                 on_state: Callable[[str], None] | None = None):
+                 on_state: Callable[[str], None] | None = None, restart_time: int | None = None,
+                 forwarding_state: bool = False):
         self.config = config
         self.peer = peer
         self.local = local
@@ -38,6 +43,10 @@ class Speaker:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.counters = {"bad_messages": 0, "withdrawn_by_7606": 0}
+        self.restart_time = restart_time
+        self.forwarding_state = forwarding_state  # our forwarding survives our own restart (F bit)
+        self.peer_restart_time: int | None = None  # from the peer's OPEN, if it does GR for EVPN
+        self.notified = False  # the last session ended with a NOTIFICATION (no graceful restart then)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -52,6 +61,22 @@ class Speaker:
         self._timers.clear()
         if self._connecting is not None:
             self._connecting.cancel()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader_task
+
+    async def drop(self) -> None:
+        """End the session without a NOTIFICATION, as a restart would (the peer, if it does graceful
+        restart, keeps our routes for our restart time)."""
+        for h in self._timers.values():
+            h.cancel()
+        self._timers.clear()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         if self._reader_task is not None:
             self._reader_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -99,10 +124,16 @@ class Speaker:
                         self._writer.close()
                         self._writer = None
                 case fsm.SendOpen(hold):
-                    self._send(Open.build(self.config.local_asn, self.config.local_id, hold_time=hold).encode())
+                    gr = None
+                    if self.restart_time is not None:
+                        flags = GR_FORWARDING_STATE if self.forwarding_state else 0
+                        gr = GracefulRestartCap(self.restart_time, 0, (GrFamily(Afi.L2VPN, Safi.EVPN, flags),))
+                    self._send(Open.build(self.config.local_asn, self.config.local_id, hold_time=hold,
+                                          graceful_restart=gr).encode())
                 case fsm.SendKeepalive():
                     self._send(Keepalive().encode())
                 case fsm.SendNotification(code, subcode, data):
+                    self.notified = True
                     self._send(Notification(code, subcode, data).encode())
                 case fsm.SetTimer(name, seconds):
                     self._cancel(name)
@@ -112,9 +143,11 @@ class Speaker:
                     self._cancel(name)
                 case fsm.Up():
                     log.info("BGP session up", extra={"fields": {"peer": self.peer, "hold": c.hold_time}})
+                    self.notified = False
                     for upd in self.announce:
                         self._send(upd.encode())
-                    self._state("up")
+                    self._state("up")  # a reflector catches the newcomer up here, before the marker
+                    self._send(Update.withdraw_evpn(()).encode())  # End-of-RIB for L2VPN/EVPN
                 case fsm.Down(reason, fault):
                     log.info("BGP session down: %s", reason, extra={"fields": {"peer": self.peer, "fault": fault}})
                     self._state("down")
@@ -186,11 +219,15 @@ class Speaker:
             return
         match msg:
             case Open():
+                cap = msg.capability(CapabilityCode.GRACEFUL_RESTART)
+                self.peer_restart_time = (cap.restart_time if isinstance(cap, GracefulRestartCap) and any(
+                    (f.afi, f.safi) == (Afi.L2VPN, Safi.EVPN) for f in cap.families) else None)
                 self._apply(self.session.open(fsm.PeerOpen(msg.version, msg.asn, msg.hold_time, str(msg.bgp_id),
                                                            frozenset(msg.families), True)))
             case Keepalive():
                 self._apply(self.session.keepalive())
             case Notification():
+                self.notified = True
                 self._apply(self.session.notification(msg.code, msg.subcode))
             case RouteRefresh():
                 for upd in self.announce:  # RFC 2918: send our routes again

@@ -7,13 +7,15 @@ packets cross the WAN only as VXLAN with the subnet's VNI.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 
 from scapy.all import ICMP, IP, UDP, VXLAN, rdpcap
 
-from lab.gateways import Gateways
+from lab.gateways import HUB_NODE, Gateways, nsg_argv, rr_argv
+from lab.topology import CONTROLLER_SYSTEM_IP
 from tests.capture import capture
 
 
@@ -63,3 +65,40 @@ def test_lan_hosts_ping_across_vxlan(make_lab, tmp_path):
             time.sleep(0.1)
         la = gws.status(g)["last_apply"]
         assert la["reason"] == "reload" and la["changes_made"] == 0, la
+
+
+def test_route_reflector_restart_keeps_the_overlay_forwarding(make_lab):
+    """Graceful restart (RFC 4724): the reflector is killed; the gateways keep what it had told them
+    (stale) and the hosts keep pinging; it comes back, the sessions return, its End-of-RIB leaves
+    nothing stale behind."""
+    lab, plan = make_lab("two-branch")
+    gws = Gateways(lab, plan)
+    gws.write_configs()
+    for g in ("b1", "b2"):
+        gws.start(g)
+    for g in ("b1", "b2"):
+        gws.wait_applied(g)
+    assert lab.run("b1-h1", "ping", "-c", "2", "-W", "2", "198.19.0.21", check=False).returncode == 0
+    rr_pid = int((lab.dir / "logs" / f"{HUB_NODE}-rr.pid").read_text())
+    os.kill(rr_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while gws.status("b1")["evpn"]["peers"][CONTROLLER_SYSTEM_IP]["state"] == "Established":
+        assert time.monotonic() < deadline, "b1 did not notice the reflector was gone"
+        time.sleep(0.2)
+    ping = lab.run("b1-h1", "ping", "-c", "20", "-i", "0.2", "-W", "1", "198.19.0.21", check=False)
+    print("while the reflector is down:", ping.stdout.strip().splitlines()[-2])
+    assert " 0% packet loss" in ping.stdout
+    st = gws.status("b1")
+    assert st["evpn"]["counters"]["stale_kept"] >= 1 and st["evpn"]["routes"]["imet"] == 1
+    lab.spawn(HUB_NODE, "rr", rr_argv(CONTROLLER_SYSTEM_IP, [g.system_ip for g in plan.gateways]))
+    for g in ("b1", "b2"):
+        gws.wait_applied(g, timeout=30)  # sessions up again, the other branch's type-3 in place
+    deadline = time.monotonic() + 10
+    while True:
+        shown = json.loads(lab.run("b1", *nsg_argv("show", "evpn", "--json", "--state-dir",
+                                                  str(gws.state_dir("b1")))).stdout)
+        if shown["received"] and not any(r.get("stale") for r in shown["received"]):
+            break
+        assert time.monotonic() < deadline, f"stale routes left after the End-of-RIB: {shown}"
+        time.sleep(0.2)
+    assert lab.run("b1-h1", "ping", "-c", "2", "-W", "2", "198.19.0.21", check=False).returncode == 0

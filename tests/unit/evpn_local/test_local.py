@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from nsg.dataplane.types import ZERO_MAC, Fdb
@@ -39,6 +41,8 @@ class Recorder:
     def __init__(self, config, peer, **kw):
         self.peer, self.sent, self.announce = peer, [], []
         self.kw = kw
+        self.peer_restart_time: int | None = None
+        self.notified = False
         Recorder.instances.append(self)
 
     def start(self):
@@ -184,3 +188,29 @@ def ip(text: str):
     from ipaddress import ip_address
 
     return ip_address(text)
+
+
+def test_graceful_restart_keeps_a_broken_peers_routes_until_end_of_rib(ctl):
+    """RFC 4724 4.2, receiving side: the reflector's session breaks (no NOTIFICATION) and it had
+    offered graceful restart: its routes stay (stale) and keep forwarding; once it is back, what it
+    sends again stays, and its End-of-RIB removes the rest. With a NOTIFICATION they go at once."""
+
+    async def main():
+        sp = Recorder.instances[0]
+        assert sp.kw["restart_time"] == control_mod.GR_RESTART_TIME and sp.kw["forwarding_state"]
+        sp.peer_restart_time = 120
+        ctl._on_update("198.18.0.1", remote_update(M1, 0))
+        ctl._on_update("198.18.0.1", remote_update(M2, 0))
+        ctl._state("198.18.0.1", "down")
+        assert Fdb("vx-100", M1, REMOTE) in ctl.fdb() and Fdb("vx-100", M2, REMOTE) in ctl.fdb()
+        assert all(r.get("stale") for r in ctl.show()["received"]) and ctl.counters["stale_kept"] == 2
+        ctl._on_update("198.18.0.1", remote_update(M1, 0))  # back: M1 again, M2 not
+        eor = Update.withdraw_evpn(())
+        ctl._on_update("198.18.0.1", UpdateResult(ErrorAction.NONE, update=eor))
+        assert Fdb("vx-100", M1, REMOTE) in ctl.fdb() and Fdb("vx-100", M2, REMOTE) not in ctl.fdb()
+        assert ctl.counters["stale_purged"] == 1 and not any(r.get("stale") for r in ctl.show()["received"])
+        sp.notified = True  # a session that ends with a NOTIFICATION: no graceful restart
+        ctl._state("198.18.0.1", "down")
+        assert {f for f in ctl.fdb() if f.mac != ZERO_MAC} == set()
+
+    asyncio.run(main())
