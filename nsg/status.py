@@ -43,7 +43,14 @@ def render(st: dict) -> str:
                          f" replay {c['replay_drops']} auth {c['auth_failures']}")
         e = tun["engine"]
         lines.append("  engine: " + " ".join(f"{k}={v}" for k, v in e.items() if v))
-    la = st.get("last_apply")
+    ev = st.get("evpn")
+    if ev:
+        r = ev["routes"]
+        lines.append(f"evpn: {r['local']} local type-2 routes; received {r['mac']} MAC, {r['imet']} VTEP (type 3), "
+                     f"{r.get('prefix', 0)} prefix routes  (nsg show evpn lists them)")
+        for addr, p in ev["peers"].items():
+            lines.append(f"  BGP {addr:<16} {p['state']:<12} updates in {p['updates']} flaps {p['flaps']}")
+        la = st.get("last_apply")
     if la:
         when = time.strftime("%H:%M:%S", time.localtime(la["at"]))
         verdict = "ok" if la["error"] is None else f"FAILED: {la['error']}"
