@@ -40,7 +40,7 @@ def rr_argv(router_id: str, clients: list[str], asn: int = 65000) -> list[str]:
     """The route reflector beside the hub: it listens in the controller node; only the branches'
     system IPs may connect (their sessions arrive through the hub's tunnels)."""
     return [sys.executable, "-m", "controller.cli", "route-reflector", "--listen", "0.0.0.0:179", "--asn", str(asn),
-            "--router-id", router_id, "--log-level", "debug", *[a for c in clients for a in ("--client", c)]]
+            "--router-id", router_id, *[a for c in clients for a in ("--client", c)]]
 
 
 def enterprise_for(plan: Plan, name: str = "lab", transport: str = "plain", psk: str | None = None,
