@@ -149,6 +149,14 @@ def test_two_gateways_via_frr_route_reflector(tmp_path: Path) -> None:
                 st = gw[s].wait(lambda st, entry=entry: entry in st["fdb"], timeout=10,
                                 what=f"{entry} on {s.name}")
                 print(f"{s.name} FDB:", st["fdb"], "EVPN:", st["evpn"])
+
+            # 5. `nsg show evpn` on each gateway lists the other's type-2 and type-3 routes, as FRR
+            #    reflected them (received from the reflector's address)
+            for s, other in ((a, b), (b, a)):
+                shown = json.loads(sh("ip", "netns", "exec", s.ns, *NsgProcess.cli_argv(), "show", "evpn", "--json",
+                                      "--state-dir", str(tmp_path / f"{s.name}-state")))
+                got = {(r["type"], r.get("mac"), r["vtep"], r["peer"]) for r in shown["received"]}
+                assert {(3, None, other.system_ip, s.rr), (2, macs[other], other.system_ip, s.rr)} <= got, shown
     finally:
         for p in procs:
             p.stop()
