@@ -19,6 +19,7 @@ from nsg.evpn.evpn_nlri import (
     MacMobility,
     RouteDistinguisher,
     encap_vxlan,
+    encode_evpn_nlri,
     inclusive_multicast_route,
     mac_ip_route,
     route_target,
@@ -89,7 +90,7 @@ class EvpnControl:
         # withdrawals name routes without their next hop: remember who announced what, per peer
         self._announced: dict[str, dict[tuple, MacRoute | ImetRoute]] = {}
         self.local = LocalTable()
-        self._originated: list[Update] = []
+        self._originated: dict[bytes, Update] = {}  # our type-3 and type-5 routes, by encoded NLRI
         self._rds: dict[int, RouteDistinguisher] = {}  # VNI -> our RD for it
         self._advertised: dict[LocalRoute, Update] = {}  # local route -> the UPDATE that announced it
         self._seq: dict[tuple[int, str], int] = {}  # (vni, mac) -> our MAC Mobility sequence number
@@ -146,21 +147,32 @@ class EvpnControl:
         self.config = cfg
         sysip = str(cfg.system_ip)
         self.rib.local_vteps = frozenset({sysip})
-        self._rds = {s.vni: RouteDistinguisher.ipv4(sysip, i) for i, s in enumerate(cfg.subnets, start=1)}
-        self._originated = []
+        # RD type 1, system IP : VNI (its low 16 bits): stable whatever else the config adds or removes
+        self._rds = {s.vni: RouteDistinguisher.ipv4(sysip, s.vni & 0xFFFF) for s in cfg.subnets}
+        originated: dict[bytes, Update] = {}
         for s in cfg.subnets:
             imet, pmsi = inclusive_multicast_route(self._rds[s.vni], s.vni, sysip)
-            self._originated.append(Update.for_evpn((imet,), IPv4Address(sysip), (route_target(cfg.evpn.asn, s.vni),
-                                                                             encap_vxlan()), pmsi=pmsi))
-        for i, ep in enumerate(cfg.evpn.prefixes):
+            originated[encode_evpn_nlri((imet,))] = Update.for_evpn(
+                (imet,), IPv4Address(sysip), (route_target(cfg.evpn.asn, s.vni), encap_vxlan()), pmsi=pmsi)
+        for ep in cfg.evpn.prefixes:
             home = next(s for s in cfg.subnets if ep.via in s.cidr)  # the config model checked it exists
-            rd = RouteDistinguisher.ipv4(sysip, len(cfg.subnets) + 1 + i)
-            route = IpPrefixRoute(rd, ep.prefix.network_address, ep.prefix.prefixlen, ep.via, home.vni)
-            self._originated.append(Update.for_evpn((route,), IPv4Address(sysip), (route_target(cfg.evpn.asn, home.vni),
-                                                                              encap_vxlan())))
+            route = IpPrefixRoute(self._rds[home.vni], ep.prefix.network_address, ep.prefix.prefixlen, ep.via,
+                                  home.vni)
+            originated[encode_evpn_nlri((route,))] = Update.for_evpn(
+                (route,), IPv4Address(sysip), (route_target(cfg.evpn.asn, home.vni), encap_vxlan()))
+        # a config change reaches sessions that are up at once: new or changed routes, withdrawals
+        changes = [u for k, u in originated.items() if self._originated.get(k) != u]
+        gone = [u.mp_reach.nlri[0] for k, u in self._originated.items() if k not in originated and u.mp_reach]
+        if gone:
+            changes.insert(0, Update.withdraw_evpn(gone))
+        self._originated = originated
+        for sp in self.speakers.values():
+            sp.announce = self._announcements()
+            for upd in changes:
+                sp.send(upd)
         for vni in {r.vni for r in self.local.routes()} - set(self._rds):
             self.local.forget_vni(vni)
-        self._sync_local(announce=False)
+        self._sync_local()
         if self.routes() != routes_before:  # e.g. our own configured prefixes: the dataplane follows
             self.changed()
         overlay = {str(p.system_ip) for p in cfg.peers}
@@ -188,7 +200,7 @@ class EvpnControl:
                 self.speakers[addr].announce = self._announcements()
 
     def _announcements(self) -> list[Update]:
-        return [*self._originated, *self._advertised.values()]
+        return [*self._originated.values(), *self._advertised.values()]
 
     # --- local learning -------------------------------------------------------------------------
 
@@ -212,8 +224,8 @@ class EvpnControl:
         sysip = self.config.system_ip if self.config is not None else None
         outgoing: list[Update] = []
         if gone:
-            routes = [mac_ip_route(self._rds.get(r.vni, RouteDistinguisher.ipv4("0.0.0.0", 0)), r.mac, r.ip, r.vni)
-                      for r in gone]
+            # withdrawn as announced (the RD they carried then)
+            routes = [nlri for r in gone for nlri in self._advertised[r].mp_reach.nlri]
             for r in gone:
                 del self._advertised[r]
                 if r.ip is None:

@@ -162,6 +162,11 @@ class GatewayConfig(_Frozen):
         for p in self.peers:
             if p.system_ip == self.system_ip:
                 raise ValueError(f"peer '{p.name}' has this gateway's own system_ip {self.system_ip}")
+        if self.evpn is not None:  # EVPN route distinguishers are system IP : VNI (low 16 bits)
+            low = [s.vni & 0xFFFF for s in self.subnets]
+            if len(set(low)) != len(low):
+                raise ValueError("with evpn, subnet VNIs must differ in their low 16 bits (they make the "
+                                 "route distinguishers)")
         for i, ep in enumerate(self.evpn.prefixes if self.evpn else ()):
             home = next((s for s in self.subnets if ep.via in s.cidr), None)
             if home is None or ep.via in (home.gateway, home.cidr.network_address, home.cidr.broadcast_address):

@@ -86,10 +86,11 @@ def test_learned_mac_is_announced_then_withdrawn(ctl):
     assert [k for k, _ in kinds] == ["announce", "announce"]
     sent = [r for _, nlri in kinds for r in nlri]
     assert {(r.mac, str(r.ip) if r.ip else None, r.vni) for r in sent} == {(M1, None, 100), (M1, "198.19.0.10", 100)}
-    assert all(r.rd == RouteDistinguisher.ipv4(SYSIP, 1) for r in sent)
+    assert all(r.rd == RouteDistinguisher.ipv4(SYSIP, 100) for r in sent)  # RD type 1: system IP : VNI
     assert len(sp.announce) == 3  # a session coming up later gets them too
-    assert ctl.show()["local"][1:] == [{"type": 2, "vni": 100, "mac": M1, "ip": None, "rd": f"{SYSIP}:1", "seq": 0},
-                                       {"type": 2, "vni": 100, "mac": M1, "ip": "198.19.0.10", "rd": f"{SYSIP}:1",
+    assert ctl.show()["local"][1:] == [{"type": 2, "vni": 100, "mac": M1, "ip": None, "rd": f"{SYSIP}:100",
+                                        "seq": 0},
+                                       {"type": 2, "vni": 100, "mac": M1, "ip": "198.19.0.10", "rd": f"{SYSIP}:100",
                                         "seq": 0}]
     sp.sent.clear()
     ctl.on_local(None, [MacEvent(100, M1, "5", False)])  # aged out: the MAC and its MAC+IP go
@@ -214,3 +215,39 @@ def test_graceful_restart_keeps_a_broken_peers_routes_until_end_of_rib(ctl):
         assert {f for f in ctl.fdb() if f.mac != ZERO_MAC} == set()
 
     asyncio.run(main())
+
+
+def test_a_config_change_reaches_sessions_that_are_up(ctl):
+    """A subnet added by a config push: its type-3 goes out at once (not at the next session); a subnet
+    removed: its type-3 and the MACs learned in it are withdrawn. RDs of the others do not move."""
+    from nsg.evpn.evpn_nlri import InclusiveMulticastRoute
+
+    sp = Recorder.instances[0]
+    ctl.on_local(None, [MacEvent(100, M1, "5", True)])
+    doc = _doc()
+    doc["subnets"].insert(0, {"name": "lab", "vni": 200, "cidr": "198.19.1.0/24", "gateway": "198.19.1.1"})
+    sp.sent.clear()
+    ctl.apply(parse_config(doc), "198.18.0.2")
+    added = [r for u in sp.sent if u.mp_reach for r in u.mp_reach.nlri]
+    assert [(type(r).__name__, r.rd) for r in added] == [("InclusiveMulticastRoute", RouteDistinguisher.ipv4(SYSIP,
+                                                                                                            200))]
+    assert len(sp.announce) == 3  # two type-3, one type-2 (its RD unchanged: nothing re-sent for it)
+    sp.sent.clear()
+    ctl.apply(parse_config(_doc()), "198.18.0.2")  # "lab" removed again
+    withdrawn = [r for u in sp.sent if u.mp_unreach for r in u.mp_unreach.nlri]
+    assert [r.rd for r in withdrawn if isinstance(r, InclusiveMulticastRoute)] == [RouteDistinguisher.ipv4(SYSIP, 200)]
+    doc = _doc()
+    doc["subnets"] = []
+    sp.sent.clear()
+    ctl.apply(parse_config(doc), "198.18.0.2")  # no subnet at all: the MAC learned in VNI 100 goes too
+    withdrawn = [r for u in sp.sent if u.mp_unreach for r in u.mp_unreach.nlri]
+    assert any(isinstance(r, MacIpRoute) and r.mac == M1 for r in withdrawn) and sp.announce == []
+
+
+def test_vnis_that_would_share_a_route_distinguisher_are_refused():
+    from nsg.model import ConfigError
+
+    doc = _doc()
+    doc["subnets"].append({"name": "b", "vni": 100 + 65536, "cidr": "198.19.1.0/24", "gateway": "198.19.1.1"})
+    with pytest.raises(ConfigError, match="low 16 bits"):
+        parse_config(doc)
