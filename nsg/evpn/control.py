@@ -95,7 +95,8 @@ class EvpnControl:
         self._advertised: dict[LocalRoute, Update] = {}  # local route -> the UPDATE that announced it
         self._seq: dict[tuple[int, str], int] = {}  # (vni, mac) -> our MAC Mobility sequence number
         self.counters = {"local_learned": 0, "local_withdrawn": 0, "moved_away": 0, "stale_kept": 0,
-                         "stale_purged": 0}
+                         "stale_purged": 0, "prefixes_refused": 0, "vteps_refused": 0}
+        self._refused_prefixes: set[str] = set()  # type-5 prefixes not installed (each counted once)
         # graceful restart, receiving side: a peer's routes kept (stale) while its session is down
         self._stale: dict[str, set[tuple]] = {}
         self._stale_timers: dict[str, asyncio.TimerHandle] = {}
@@ -258,9 +259,19 @@ class EvpnControl:
     # --- what the kernel gets ---------------------------------------------------------------------
 
     def fdb(self) -> frozenset[Fdb]:
-        """The RIB's entries, minus MACs that are ours now (a host that moved here from elsewhere)."""
-        return frozenset(f for f in self.rib.fdb()
-                         if f.mac == ZERO_MAC or not self.local.is_local(_vni_of_vxlan(f.ifname), f.mac))
+        """The RIB's entries, minus MACs that are ours now (a host that moved here from elsewhere).
+        With transport "esp" only VTEPs that are our peers' system IPs are used: those are the ones
+        inside tunnels; a route naming any other would send tenant frames across the WAN in clear."""
+        entries = [f for f in self.rib.fdb()
+                   if f.mac == ZERO_MAC or not self.local.is_local(_vni_of_vxlan(f.ifname), f.mac)]
+        cfg = self.config
+        if cfg is None or cfg.transport != "esp":
+            return frozenset(entries)
+        tunnels = {str(p.system_ip) for p in cfg.peers}
+        outside = {(f.ifname, f.mac) for f in entries if not f.master and f.dst not in tunnels}
+        self.counters["vteps_refused"] = len(outside)  # currently held back (a gauge, not a total)
+        return frozenset(f for f in entries if (f.mac == ZERO_MAC and f.dst in tunnels)
+                         or (f.mac != ZERO_MAC and (f.ifname, f.mac) not in outside))
 
     def routes(self) -> frozenset[Route]:
         """Type-5 prefixes -> kernel routes via their gateway IP on the subnet's bridge (our own
@@ -271,12 +282,21 @@ class EvpnControl:
         wanted = {str(ep.prefix): str(ep.via) for ep in cfg.evpn.prefixes}
         for prefix, r in self.rib.best_prefixes().items():
             wanted.setdefault(prefix, r.gateway)
+        # what a prefix from the network must never cover: the overlay's own addresses (system IPs,
+        # the peers' WAN endpoints, the BGP peers, our uplinks' networks) and the tenant subnets
+        protected = [IPv4Network(f"{cfg.system_ip}/32")]
+        protected += [IPv4Network(f"{a}/32") for p in cfg.peers for a in (p.system_ip, p.endpoint)]
+        protected += [IPv4Network(f"{p.address}/32") for p in cfg.evpn.peers]
+        protected += [u.address.network for u in cfg.uplinks if u.address is not None]
+        protected += [s.cidr for s in cfg.subnets]
         out = set()
         for prefix, gw in wanted.items():
             net = IPv4Network(prefix)
             home = next((s for s in cfg.subnets if IPv4Address(gw) in s.cidr), None)
-            if home is None or any(net.overlaps(s.cidr) for s in cfg.subnets) or net.prefixlen == 0:
-                continue  # not resolvable here, or it would shadow a subnet / the default route
+            if home is None or net.prefixlen == 0 or any(net.overlaps(p) for p in protected):
+                self.counters["prefixes_refused"] += prefix not in self._refused_prefixes
+                self._refused_prefixes.add(prefix)
+                continue  # not resolvable here, or it would capture the overlay / a subnet / the default
             out.add(Route(prefix, f"br-{home.vni}", gw, None, PREFIX_METRIC))
         return frozenset(out)
 

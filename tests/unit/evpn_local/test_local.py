@@ -183,6 +183,14 @@ def test_type5_origination_and_routes(monkeypatch):
                           Route("203.0.113.0/24", "br-100", "198.19.0.77", None, 50)}
     c._on_update("198.18.0.1", UpdateResult(ErrorAction.NONE, update=Update.withdraw_evpn((remote,))))
     assert c.routes() == {Route("192.0.2.0/24", "br-100", "198.19.0.42", None, 50)}
+    # prefixes that would capture the overlay itself are held but never installed: the BGP peer, our
+    # uplink's network, our system IP (a hostile or mistaken announcement must not cut the tunnels)
+    hostile = [IpPrefixRoute(RouteDistinguisher.ipv4(REMOTE, 9), ip(p), n, ip("198.19.0.77"), 100)
+               for p, n in (("198.18.0.1", 32), ("198.18.0.0", 23), ("198.19.255.1", 32))]
+    upd = Update.for_evpn(tuple(hostile), REMOTE, (route_target(65000, 100), encap_vxlan()))
+    c._on_update("198.18.0.1", UpdateResult(ErrorAction.NONE, update=upd))
+    assert c.routes() == {Route("192.0.2.0/24", "br-100", "198.19.0.42", None, 50)}
+    assert c.counters["prefixes_refused"] >= 3
 
 
 def ip(text: str):
@@ -251,3 +259,21 @@ def test_vnis_that_would_share_a_route_distinguisher_are_refused():
     doc["subnets"].append({"name": "b", "vni": 100 + 65536, "cidr": "198.19.1.0/24", "gateway": "198.19.1.1"})
     with pytest.raises(ConfigError, match="low 16 bits"):
         parse_config(doc)
+
+
+def test_with_esp_only_vteps_inside_tunnels_are_used(monkeypatch):
+    """transport esp: a route whose next hop is not one of our peers' system IPs (so not inside a
+    tunnel) is held but not installed: tenant frames never cross the WAN in clear."""
+    Recorder.instances = []
+    monkeypatch.setattr(control_mod, "Speaker", Recorder)
+    c = control_mod.EvpnControl(EvpnRib(), lambda: None)
+    doc = _doc()
+    doc.update(transport="esp", ipsec={"psk": "x" * 20},
+               peers=[{"name": "b2", "system_ip": REMOTE, "endpoint": "198.18.2.2"}])
+    c.apply(parse_config(doc), "198.18.0.2")
+    c._on_update("198.18.0.1", remote_update(M1, 0))  # next hop REMOTE: a peer
+    stranger = Update.for_evpn((mac_ip_route(RouteDistinguisher.ipv4("203.0.113.9", 1), M2, None, 100),),
+                               "203.0.113.9", (route_target(65000, 100), encap_vxlan()))
+    c._on_update("198.18.0.1", UpdateResult(ErrorAction.NONE, update=stranger))
+    macs = {f.mac for f in c.fdb()}
+    assert M1 in macs and M2 not in macs and c.counters["vteps_refused"] == 1
