@@ -1,0 +1,1 @@
+"""Tenant apps (containers, later VMs) attached to the overlay like any other endpoint."""

@@ -1,0 +1,64 @@
+"""Run the reconciler's plan: the engine (docker_backend) and the wiring (attach) put together.
+
+Blocking (the engine API and netlink are synchronous): the daemon calls ``apply`` from a worker
+thread. An app whose step fails is reported with the reason and skipped for this pass; the others
+go on. The next pass (the periodic resync, or a new desired state) tries again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from containers import attach as wiring
+from containers.docker_backend import DockerBackend, EngineError
+from containers.reconcile import Attach, Create, Remove, Start, plan
+from containers.spec import AppSpec, Running
+
+
+@dataclass
+class AppsResult:
+    changes: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # app name -> why it is not as wanted
+
+
+class Apps:
+    def __init__(self, engine: DockerBackend):
+        self.engine = engine
+
+    def actual(self, desired: Mapping[str, AppSpec]) -> dict[str, Running]:
+        """The owned containers, with how each running one is wired (for the ones still wanted)."""
+        out = {}
+        for name, found in self.engine.list().items():
+            spec = desired.get(name)
+            wired = spec is not None and found.state == "running"
+            out[name] = replace(found, attachment=wiring.read(spec, found.pid)) if wired else found
+        return out
+
+    def apply(self, desired: Mapping[str, AppSpec]) -> AppsResult:
+        result = AppsResult()
+        try:
+            ops = plan(desired, self.actual(desired))
+        except EngineError as exc:
+            result.errors["*"] = str(exc)
+            return result
+        pids: dict[str, int] = {}
+        for op in ops:
+            name = op.name if isinstance(op, Remove) else op.spec.name
+            if name in result.errors:
+                continue  # an earlier step of this app failed: the rest of its steps wait
+            try:
+                match op:
+                    case Remove(_, container_id):
+                        self.engine.remove(container_id)
+                    case Create(spec):
+                        self.engine.create(spec)
+                    case Start(spec):
+                        pids[name] = self.engine.start(spec)
+                    case Attach(spec):
+                        wiring.attach(spec, pids.get(name) or self.engine.pid(spec))
+            except (EngineError, wiring.AttachError) as exc:
+                result.errors[name] = str(exc)
+                continue
+            result.changes.append(str(op))
+        return result

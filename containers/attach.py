@@ -1,0 +1,92 @@
+"""The one module of `containers` that talks netlink: wire a container into a tenant bridge.
+
+A veth pair is made in our namespace; one end goes into the container's network namespace (found by
+the pid of its first process), is renamed eth0 and gets the app's address, MTU and default route; the
+other end becomes a port of the subnet's bridge. Attaching again (an address changed, the container
+restarted) replaces what was there. ``read`` tells how a container is wired now (for drift repair).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from ipaddress import IPv4Interface
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from containers.spec import AppSpec, Attachment
+
+CONTAINER_IFNAME = "eth0"
+
+
+class AttachError(RuntimeError):
+    """The kernel refused a step of wiring a container (a local fault)."""
+
+
+def _netns_path(pid: int) -> str:
+    return f"/proc/{pid}/ns/net"
+
+
+def attach(spec: AppSpec, pid: int) -> None:
+    if pid <= 0:
+        raise AttachError(f"{spec.container_name} is not running (no pid): cannot attach it")
+    peer_tmp = "t-" + spec.host_ifname[2:]
+    iface = IPv4Interface(spec.address)
+    try:
+        with IPRoute() as ip:
+            for name in (spec.host_ifname, peer_tmp):  # a previous attach's leftovers
+                for idx in ip.link_lookup(ifname=name):
+                    ip.link("del", index=idx)
+            bridge = ip.link_lookup(ifname=spec.bridge)
+            if not bridge:
+                raise AttachError(f"{spec.container_name}: bridge {spec.bridge} does not exist")
+            ip.link("add", ifname=spec.host_ifname, kind="veth", peer={"ifname": peer_tmp})
+            host = ip.link_lookup(ifname=spec.host_ifname)[0]
+            peer = ip.link_lookup(ifname=peer_tmp)[0]
+            fd = os.open(_netns_path(pid), os.O_RDONLY)
+            try:
+                ip.link("set", index=peer, net_ns_fd=fd)
+            finally:
+                os.close(fd)
+            ip.link("set", index=host, mtu=spec.mtu, master=bridge[0])
+            ip.link("set", index=host, state="up")
+        with IPRoute(netns=_netns_path(pid)) as inner:
+            for idx in inner.link_lookup(ifname=CONTAINER_IFNAME):  # a stale eth0 from before
+                inner.link("del", index=idx)
+            idx = inner.link_lookup(ifname=peer_tmp)[0]
+            inner.link("set", index=idx, ifname=CONTAINER_IFNAME, mtu=spec.mtu)
+            inner.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+            inner.link("set", index=idx, state="up")
+            for lo in inner.link_lookup(ifname="lo"):
+                inner.link("set", index=lo, state="up")
+            if spec.gateway:
+                inner.route("replace", dst="0.0.0.0/0", gateway=spec.gateway, oif=idx)
+    except (NetlinkError, OSError) as exc:
+        raise AttachError(f"attaching {spec.container_name} (pid {pid}) to {spec.bridge}: {exc}") from None
+
+
+def read(spec: AppSpec, pid: int) -> Attachment | None:
+    """How the container is wired now; None if it has no eth0 or our host end is gone."""
+    if pid <= 0:
+        return None
+    try:
+        with IPRoute() as ip:
+            host = ip.link_lookup(ifname=spec.host_ifname)
+            if not host:
+                return None
+            link = ip.get_links(host[0])[0]
+            master = link.get("IFLA_MASTER")
+            bridge = ip.get_links(master)[0].get("ifname") if master else None
+        with IPRoute(netns=_netns_path(pid)) as inner:
+            idx = inner.link_lookup(ifname=CONTAINER_IFNAME)
+            if not idx:
+                return None
+            mtu = inner.get_links(idx[0])[0].get("IFLA_MTU")
+            addrs = [f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in inner.get_addr(family=socket.AF_INET,
+                                                                                         index=idx[0])]
+            gws = [r.get("RTA_GATEWAY") for r in inner.get_routes(family=socket.AF_INET, table=254)
+                   if r["dst_len"] == 0 and r.get("RTA_GATEWAY")]
+    except (NetlinkError, OSError):
+        return None  # the process is gone, or its namespace with it
+    return Attachment(bridge, addrs[0] if len(addrs) == 1 else None, gws[0] if gws else None, mtu)
