@@ -8,9 +8,13 @@ restarted) replaces what was there. ``read`` tells how a container is wired now 
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
+import threading
+from collections.abc import Callable
 from ipaddress import IPv4Interface
+from typing import TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -18,6 +22,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 from containers.spec import AppSpec, Attachment
 
 CONTAINER_IFNAME = "eth0"
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+T = TypeVar("T")
 
 
 class AttachError(RuntimeError):
@@ -26,6 +33,36 @@ class AttachError(RuntimeError):
 
 def _netns_path(pid: int) -> str:
     return f"/proc/{pid}/ns/net"
+
+
+def _in_netns(pid: int, fn: Callable[[IPRoute], T]) -> T:
+    """Run ``fn`` with a netlink socket inside the container's network namespace. A thread of our
+    own enters it (setns changes only the calling thread) and ends with it. Not pyroute2's netns
+    mode: that forks a helper, and the helper shares the daemon's asyncio signal wake-up fd, so its
+    SIGTERM on exit reads as one to the daemon."""
+    out: list = []
+    err: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fd = os.open(_netns_path(pid), os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    errno = ctypes.get_errno()
+                    raise OSError(errno, f"setns into pid {pid}: {os.strerror(errno)}")
+            finally:
+                os.close(fd)
+            with IPRoute() as inner:
+                out.append(fn(inner))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread as it is
+            err.append(exc)
+
+    t = threading.Thread(target=run, name=f"netns-{pid}")
+    t.start()
+    t.join()
+    if err:
+        raise err[0]
+    return out[0]
 
 
 def attach(spec: AppSpec, pid: int) -> None:
@@ -51,17 +88,20 @@ def attach(spec: AppSpec, pid: int) -> None:
                 os.close(fd)
             ip.link("set", index=host, mtu=spec.mtu, master=bridge[0])
             ip.link("set", index=host, state="up")
-        with IPRoute(netns=_netns_path(pid)) as inner:
+
+        def configure(inner: IPRoute) -> None:
             for idx in inner.link_lookup(ifname=CONTAINER_IFNAME):  # a stale eth0 from before
                 inner.link("del", index=idx)
             idx = inner.link_lookup(ifname=peer_tmp)[0]
-            inner.link("set", index=idx, ifname=CONTAINER_IFNAME, mtu=spec.mtu)
+            inner.link("set", index=idx, ifname=CONTAINER_IFNAME, mtu=spec.mtu, address=spec.mac)
             inner.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
             inner.link("set", index=idx, state="up")
             for lo in inner.link_lookup(ifname="lo"):
                 inner.link("set", index=lo, state="up")
             if spec.gateway:
                 inner.route("replace", dst="0.0.0.0/0", gateway=spec.gateway, oif=idx)
+
+        _in_netns(pid, configure)
     except (NetlinkError, OSError) as exc:
         raise AttachError(f"attaching {spec.container_name} (pid {pid}) to {spec.bridge}: {exc}") from None
 
@@ -78,15 +118,22 @@ def read(spec: AppSpec, pid: int) -> Attachment | None:
             link = ip.get_links(host[0])[0]
             master = link.get("IFLA_MASTER")
             bridge = ip.get_links(master)[0].get("ifname") if master else None
-        with IPRoute(netns=_netns_path(pid)) as inner:
+
+        def look(inner: IPRoute) -> tuple[int | None, list[str], list[str]] | None:
             idx = inner.link_lookup(ifname=CONTAINER_IFNAME)
             if not idx:
                 return None
             mtu = inner.get_links(idx[0])[0].get("IFLA_MTU")
-            addrs = [f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in inner.get_addr(family=socket.AF_INET,
-                                                                                         index=idx[0])]
+            addrs = [f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
+                     for a in inner.get_addr(family=socket.AF_INET, index=idx[0])]
             gws = [r.get("RTA_GATEWAY") for r in inner.get_routes(family=socket.AF_INET, table=254)
                    if r["dst_len"] == 0 and r.get("RTA_GATEWAY")]
+            return mtu, addrs, gws
+
+        seen = _in_netns(pid, look)
+        if seen is None:
+            return None
+        mtu, addrs, gws = seen
     except (NetlinkError, OSError):
         return None  # the process is gone, or its namespace with it
     return Attachment(bridge, addrs[0] if len(addrs) == 1 else None, gws[0] if gws else None, mtu)

@@ -46,6 +46,13 @@ class AppSpec:
         return CONTAINER_PREFIX + self.name
 
     @property
+    def mac(self) -> str:
+        """eth0's MAC, derived from the app's name and address (locally administered): the same after
+        every re-attach, so neighbours' ARP caches and the EVPN MAC route stay right; unique per address."""
+        h = hashlib.sha256(f"{self.name}|{self.address}".encode()).digest()
+        return "02:" + ":".join(f"{b:02x}" for b in h[:5])
+
+    @property
     def host_ifname(self) -> str:
         """The veth end on the bridge: 'a-' + 12 hex of the name's hash (interface names are short)."""
         return "a-" + hashlib.sha256(self.name.encode()).hexdigest()[:12]

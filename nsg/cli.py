@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--imds-url", help="bootstrap: also ask this AWS IMDSv2 endpoint (AMI builds)")
     run.add_argument("--channel-retry-max", type=float, default=60.0, metavar="SECONDS",
                      help="longest wait between reconnects to the controller (jittered backoff)")
+    run.add_argument("--docker", default="unix:///run/docker.sock", metavar="URL",
+                     help="the Docker engine that runs the config's apps")
     run.add_argument("--log-format", choices=("json", "text"), default="json")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
@@ -81,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_daemon(args.config, args.state_dir, flush_on_exit=args.flush_on_exit,
                           resync_interval=args.resync_interval, controller_url=args.controller,
                           bootstrap_wan=args.bootstrap, media_dirs=args.media,
-                          channel_retry_max=args.channel_retry_max, imds_url=args.imds_url)
+                          channel_retry_max=args.channel_retry_max, imds_url=args.imds_url,
+                          docker_url=args.docker)
     if args.cmd == "status":
         from nsg.control import ControlError, request
         from nsg.status import render

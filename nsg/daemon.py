@@ -49,6 +49,7 @@ class Daemon:
         media_dirs: list[Path] | None = None,
         channel_retry_max: float = 60.0,
         imds_url: str | None = None,
+        docker_url: str = "unix:///run/docker.sock",
     ):
         self.config_path = config_path
         self.state_dir = state_dir
@@ -71,6 +72,9 @@ class Daemon:
         self.tunnels: Tunnels | None = None
         self.evpn = None
         self.neigh_watch = None
+        self.docker_url = docker_url
+        self.apps = None  # nsg.apps.AppsSupervisor once the config has apps
+        self.tenant_mtu = 1500
         self.controller_url = controller_url
         self.channel = None
         self._renew: asyncio.Task | None = None
@@ -137,6 +141,8 @@ class Daemon:
                 await self.tunnels.stop()
             if self.neigh_watch is not None:
                 await asyncio.to_thread(self.neigh_watch.stop)
+            if self.apps is not None:
+                await self.apps.stop()  # the containers keep running, like the dataplane
             if self.evpn is not None:
                 await self.evpn.stop()
             if self.flush_on_exit:
@@ -323,7 +329,18 @@ class Daemon:
         result = await self._apply(reason)
         await self._sync_tunnels(before_apply=False)
         self._sync_evpn()
+        self._sync_apps()
         return result
+
+    def _sync_apps(self) -> None:
+        assert self.config is not None
+        if not self.config.apps and self.apps is None:
+            return
+        from nsg.apps import AppsSupervisor, specs
+
+        if self.apps is None:
+            self.apps = AppsSupervisor(self.docker_url)
+        self.apps.set(specs(self.config, self.tenant_mtu))
 
     def _persist_last_good(self) -> None:
         """The config in force, kept atomically so the box boots and forwards with its controller away.
@@ -442,6 +459,7 @@ class Daemon:
                 evpn_routes = self.evpn.routes() if self.evpn is not None else None
                 desired = build_desired(self.config, self.leases, esp_tun=esp_tun, evpn_fdb=evpn_fdb,
                                         evpn_neighbors=evpn_neigh, evpn_routes=evpn_routes)
+                self.tenant_mtu = next((s.mtu for s in desired.links if s.kind == "bridge"), self.tenant_mtu)
             except ValueError as exc:  # e.g. a lease MTU too small for any tenant MTU
                 result = ApplyResult((), (), f"cannot build the desired state: {exc}")
             else:
@@ -521,6 +539,7 @@ class Daemon:
             "channel": self.channel.status() if self.channel else None,
             "bootstrap": self.zerotouch.status() if self.zerotouch else None,
             "evpn": self.evpn.status() if self.evpn else None,
+            "apps": self.apps.status() if self.apps else None,
             "last_apply": self.last_apply,
             "last_reload_error": self.last_reload_error,
             "counters": dict(self.counters),
@@ -530,12 +549,13 @@ class Daemon:
 def run_daemon(config: Path | None, state_dir: Path, *, flush_on_exit: bool, resync_interval: float,
                controller_url: str | None = None, bootstrap_wan: str | None = None,
                media_dirs: list[Path] | None = None, channel_retry_max: float = 60.0,
-               imds_url: str | None = None) -> int:
+               imds_url: str | None = None, docker_url: str = "unix:///run/docker.sock") -> int:
     from nsg.dataplane.netlink import NetlinkAdapter
 
     daemon = Daemon(config, state_dir, NetlinkAdapter, flush_on_exit=flush_on_exit,
                     resync_interval=resync_interval, controller_url=controller_url, bootstrap_wan=bootstrap_wan,
-                    media_dirs=media_dirs, channel_retry_max=channel_retry_max, imds_url=imds_url)
+                    media_dirs=media_dirs, channel_retry_max=channel_retry_max, imds_url=imds_url,
+                    docker_url=docker_url)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(daemon.run())
     return 0

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
+from nsg.model.apps import App
 from nsg.model.base import Frozen
 from nsg.model.evpn import EvpnConfig
 from nsg.model.ipsec import IpsecConfig
@@ -135,6 +136,7 @@ class GatewayConfig(_Frozen):
     uplinks: tuple[Uplink, ...] = Field(min_length=1)
     subnets: tuple[Subnet, ...] = ()
     peers: tuple[Peer, ...] = ()
+    apps: tuple[App, ...] = Field(default=(), max_length=64)  # tenant containers on the subnets
 
     @model_validator(mode="after")
     def _check(self) -> GatewayConfig:
@@ -162,6 +164,16 @@ class GatewayConfig(_Frozen):
         for p in self.peers:
             if p.system_ip == self.system_ip:
                 raise ValueError(f"peer '{p.name}' has this gateway's own system_ip {self.system_ip}")
+        _unique("apps", "name", [a.name for a in self.apps])
+        _unique("apps", "address", [a.address for a in self.apps])
+        for i, app in enumerate(self.apps):
+            home = next((s for s in self.subnets if s.name == app.subnet), None)
+            if home is None:
+                raise ValueError(f"apps[{i}].subnet: no subnet named {app.subnet!r}")
+            if app.address not in home.cidr or app.address in (home.gateway, home.cidr.network_address,
+                                                               home.cidr.broadcast_address):
+                raise ValueError(f"apps[{i}].address {app.address} is not a host address of {home.cidr} "
+                                 "(other than its gateway)")
         if self.evpn is not None:  # EVPN route distinguishers are system IP : VNI (low 16 bits)
             low = [s.vni & 0xFFFF for s in self.subnets]
             if len(set(low)) != len(low):

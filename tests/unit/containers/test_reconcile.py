@@ -42,3 +42,5 @@ def test_digest_ignores_network_and_sees_the_rest():
     assert WEB.digest() == replace(WEB, address="198.19.0.9/24", mtu=1400, bridge="br-200").digest()
     assert WEB.digest() != replace(WEB, memory_mb=64).digest() != replace(WEB, env=(("A", "1"),)).digest()
     assert len(WEB.host_ifname) <= 15 and WEB.host_ifname != replace(WEB, name="db").host_ifname
+    assert WEB.mac == replace(WEB, mtu=1400).mac != replace(WEB, address="198.19.0.51/24").mac
+    assert int(WEB.mac[:2], 16) & 0b11 == 0b10  # locally administered unicast

@@ -1,0 +1,106 @@
+"""The gateway's tenant apps: config -> container specs -> the containers library, on a loop.
+
+Desired state flows one way: the running config's `apps` become AppSpecs (the subnet's bridge, the
+app's address with the subnet's prefix, the subnet gateway as default route, the tenant MTU). A pass
+reconciles the engine to them (containers/apps.py) in a worker thread; passes run when the config
+changes and every ``interval`` seconds, which repairs drift (a container killed or removed outside
+nsg, a dockerd restart) within that time. An app's MAC is learned on its bridge port like a LAN
+host's, so EVPN announces it with nothing app-specific.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from containers.spec import AppSpec
+from nsg.dataplane.desired import bridge_name
+from nsg.model import GatewayConfig
+
+log = logging.getLogger("nsg.apps")
+
+
+def specs(cfg: GatewayConfig, mtu: int) -> dict[str, AppSpec]:
+    out = {}
+    for app in cfg.apps:
+        subnet = next(s for s in cfg.subnets if s.name == app.subnet)  # the config model checked it
+        out[app.name] = AppSpec(
+            name=app.name, image=app.image, bridge=bridge_name(subnet.vni),
+            address=f"{app.address}/{subnet.cidr.prefixlen}", gateway=str(subnet.gateway), mtu=mtu,
+            command=app.command, env=app.env, memory_mb=app.memory_mb, cpus=app.cpus, pids=app.pids,
+            restart=app.restart)
+    return out
+
+
+class AppsSupervisor:
+    def __init__(self, docker_url: str, interval: float = 2.0):
+        self.docker_url = docker_url
+        self.interval = interval
+        self.desired: dict[str, AppSpec] = {}
+        self._apps = None  # containers.apps.Apps, made on first use (the engine may come up later)
+        self._task: asyncio.Task | None = None
+        self._kick = asyncio.Event()
+        self.last: dict = {"at": None, "changes": [], "errors": {}}
+        self.state: dict[str, dict] = {}
+        self.counters = {"passes": 0, "changes": 0, "errors": 0, "repairs": 0}
+
+    def set(self, desired: dict[str, AppSpec]) -> None:
+        if desired != self.desired:
+            self.desired = desired
+            self._kick.set()
+        if self._task is None and desired:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        first = True
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), self.interval)
+            kicked = self._kick.is_set()
+            self._kick.clear()
+            await asyncio.to_thread(self._pass, first or kicked)
+            first = False
+
+    def _pass(self, expected: bool) -> None:
+        """One reconcile pass (worker thread). Changes on a pass nobody asked for are drift repairs."""
+        from containers.apps import Apps
+        from containers.docker_backend import DockerBackend, EngineError
+
+        self.counters["passes"] += 1
+        try:
+            if self._apps is None:
+                self._apps = Apps(DockerBackend(self.docker_url))
+            res = self._apps.apply(self.desired)
+            actual = self._apps.actual(self.desired)
+        except EngineError as exc:
+            self._apps = None
+            self.last = {"at": time.time(), "changes": [], "errors": {"*": str(exc)}}
+            self.counters["errors"] += 1
+            log.warning("apps: engine unavailable", extra={"fields": {"error": str(exc)}})
+            return
+        self.counters["changes"] += len(res.changes)
+        self.counters["errors"] += len(res.errors)
+        if res.changes and not expected:
+            self.counters["repairs"] += 1
+        self.last = {"at": time.time(), "changes": res.changes, "errors": res.errors}
+        self.state = {name: {"state": r.state, "restarts": r.restarts, "oom_killed": r.oom_killed,
+                             "attached": r.attachment is not None,
+                             "address": r.attachment.address if r.attachment else None}
+                      for name, r in actual.items()}
+        if res.changes or res.errors:
+            log.info("apps reconciled", extra={"fields": {"changes": res.changes, "errors": res.errors,
+                                                          "repair": not expected}})
+
+    def status(self) -> dict:
+        apps = [{"name": n, "image": s.image, "address": s.address, "bridge": s.bridge,
+                 **self.state.get(n, {"state": "absent"}), "error": self.last["errors"].get(n)}
+                for n, s in sorted(self.desired.items())]
+        return {"apps": apps, "engine_error": self.last["errors"].get("*"), "counters": dict(self.counters)}

@@ -1,0 +1,56 @@
+"""Tenant apps in the gateway config: containers attached to a subnet like any LAN host."""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Address
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from nsg.model.base import Frozen
+
+_APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,127}(:[A-Za-z0-9._-]{1,64})?$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+class App(Frozen):
+    name: str
+    image: str  # a reference loaded into the engine, e.g. "acme/web:1.2"
+    subnet: str  # the tenant subnet it joins (by name)
+    address: IPv4Address  # its fixed address in that subnet
+    command: tuple[str, ...] = Field(default=(), max_length=64)
+    # {"NAME": "value"} in a document; kept as sorted pairs (hashable, one order)
+    env: tuple[tuple[str, str], ...] = Field(default=(), max_length=64)
+    memory_mb: int | None = Field(default=None, ge=4, le=1 << 20)
+    cpus: float | None = Field(default=None, gt=0, le=256)
+    pids: int | None = Field(default=None, ge=8, le=1 << 22)
+    restart: Literal["no", "always", "on-failure", "unless-stopped"] = "always"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _APP_NAME.match(v):
+            raise ValueError("app names are 1-32 of lowercase letters, digits and '-', starting alphanumeric")
+        return v
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        if not _IMAGE.match(v):
+            raise ValueError(f"image {v!r} is not a reference like 'acme/web:1.2'")
+        return v
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_pairs(cls, v: object) -> object:
+        return tuple(sorted(v.items())) if isinstance(v, dict) else v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        for k, val in v:
+            if not _ENV_KEY.match(k) or len(val) > 4096 or "\x00" in val:
+                raise ValueError(f"environment variable {k!r}: a name like FOO_BAR and a value under 4 KiB")
+        return v

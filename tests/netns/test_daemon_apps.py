@@ -1,0 +1,88 @@
+"""The daemon runs the config's apps on a real Docker engine: the app joins its subnet's bridge with
+its address, a LAN host pings it, `nsg status` shows it; killed with `docker kill` it is back and
+attached within 5 s (measured); removed from the config, its container goes."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from lab import netns
+from tests import docker_engine
+from tests.conftest import sh, unique_name
+from tests.netns.daemon_util import NsgProcess
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, dockerd)"),
+    pytest.mark.skipif(not docker_engine.available(), reason="dockerd or busybox-static missing"),
+]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    e = docker_engine.DockerEngine().start()
+    try:
+        yield e
+    finally:
+        e.stop()
+
+
+def config(image: str, apps: bool = True) -> dict:
+    return {"schema_version": 1, "system_ip": "198.19.255.1",
+            "uplinks": [{"name": "wan0", "interface": "wan0", "mode": "static", "address": "198.18.1.2/24",
+                         "gateway": "198.18.1.1"}],
+            "subnets": [{"name": "corp", "vni": 100, "cidr": "198.19.0.0/24", "gateway": "198.19.0.1",
+                         "ports": ["lan0"]}],
+            "apps": [{"name": "web", "image": image, "subnet": "corp", "address": "198.19.0.50",
+                      "command": ["sleep", "3600"], "memory_mb": 32}] if apps else []}
+
+
+def app(st: dict) -> dict:
+    return (st.get("apps") or {"apps": [{}]})["apps"][0] if st.get("apps") and st["apps"]["apps"] else {}
+
+
+def test_daemon_runs_and_repairs_an_app(netns_name, engine, tmp_path):
+    ns, host = netns_name, unique_name("h")
+    netns.add_namespace(host)
+    try:
+        sh("ip", "-n", ns, "link", "add", "wan0", "type", "veth", "peer", "name", "wan0p")
+        sh("ip", "link", "add", "name", "lan0", "netns", ns, "type", "veth", "peer", "name", "eth0", "netns", host)
+        sh("ip", "-n", host, "addr", "add", "198.19.0.60/24", "dev", "eth0")
+        sh("ip", "-n", host, "link", "set", "eth0", "up")
+        image = engine.busybox_image()
+        (tmp_path / "gw.json").write_text(json.dumps(config(image)))
+        d = NsgProcess(ns, tmp_path / "gw.json", tmp_path / "state", "--docker", engine.url)
+        try:
+            t0 = time.monotonic()
+            st = d.wait(lambda s: app(s).get("state") == "running" and app(s).get("attached"), timeout=30,
+                        what="the app running and attached")
+            print(f"app up {time.monotonic() - t0:.2f}s after the daemon started: {app(st)}")
+            assert app(st)["address"] == "198.19.0.50/24" and app(st)["bridge"] == "br-100"
+            ping = sh("ip", "netns", "exec", host, "ping", "-c", "2", "-W", "2", "198.19.0.50", check=False)
+            assert " 0% packet loss" in ping, ping
+            c = engine.client.containers.get("nsg-web")
+            assert c.attrs["HostConfig"]["Memory"] == 32 << 20
+            c.kill()
+            t0 = time.monotonic()
+            st = d.wait(lambda s: s["apps"]["counters"]["repairs"] >= 1 and app(s).get("state") == "running"
+                        and app(s).get("attached"), timeout=10, what="the app back after docker kill")
+            back = time.monotonic() - t0
+            print(f"docker kill -> running and attached again in {back:.2f}s; counters {st['apps']['counters']}")
+            assert back < 5.0 and st["apps"]["counters"]["repairs"] >= 1
+            ping = sh("ip", "netns", "exec", host, "ping", "-c", "2", "-W", "2", "198.19.0.50", check=False)
+            assert " 0% packet loss" in ping, ping
+            # the app leaves the config: its container goes, the daemon says so
+            (tmp_path / "gw.json").write_text(json.dumps(config(image, apps=False)))
+            d.hup_and_wait()
+            deadline = time.monotonic() + 10
+            while any(x.name == "nsg-web" for x in engine.client.containers.list(all=True)):
+                assert time.monotonic() < deadline, "the removed app's container is still there"
+                time.sleep(0.2)
+        finally:
+            d.stop()
+    finally:
+        netns.kill_namespace_processes(host)
+        netns.delete_namespace(host)
