@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from containers import attach as wiring
 from containers.docker_backend import DockerBackend, EngineError
+from containers.images import ImageError, read_verified
 from containers.reconcile import Attach, Create, Remove, Start, plan
 from containers.spec import AppSpec, Running
 
@@ -25,6 +26,7 @@ class AppsResult:
 class Apps:
     def __init__(self, engine: DockerBackend):
         self.engine = engine
+        self.loaded: dict[str, str] = {}  # image reference -> SHA-256 of the tarball we loaded for it
 
     def actual(self, desired: Mapping[str, AppSpec]) -> dict[str, Running]:
         """The owned containers, with how each running one is wired (for the ones still wanted)."""
@@ -34,6 +36,16 @@ class Apps:
             wired = spec is not None and found.state == "running"
             out[name] = replace(found, attachment=wiring.read(spec, found.pid)) if wired else found
         return out
+
+    def _ensure_image(self, spec: AppSpec) -> None:
+        """Load the app's tarball unless this very tarball (by hash) was loaded for its reference."""
+        if spec.image_url is None or spec.image_sha256 is None:
+            return
+        if self.loaded.get(spec.image) == spec.image_sha256 and self.engine.has_image(spec.image):
+            return
+        data = read_verified(spec.image_url, spec.image_sha256)
+        self.engine.load(data, spec.image)
+        self.loaded[spec.image] = spec.image_sha256
 
     def apply(self, desired: Mapping[str, AppSpec]) -> AppsResult:
         result = AppsResult()
@@ -52,12 +64,13 @@ class Apps:
                     case Remove(_, container_id):
                         self.engine.remove(container_id)
                     case Create(spec):
+                        self._ensure_image(spec)
                         self.engine.create(spec)
                     case Start(spec):
                         pids[name] = self.engine.start(spec)
                     case Attach(spec):
                         wiring.attach(spec, pids.get(name) or self.engine.pid(spec))
-            except (EngineError, wiring.AttachError) as exc:
+            except (EngineError, ImageError, wiring.AttachError) as exc:
                 result.errors[name] = str(exc)
                 continue
             result.changes.append(str(op))

@@ -45,6 +45,25 @@ class DockerBackend:
                                 bool(state.get("OOMKilled")))
         return out
 
+    def has_image(self, ref: str) -> bool:
+        try:
+            self.client.images.get(ref)
+        except ImageNotFound:
+            return False
+        except (DockerException, OSError) as exc:
+            raise EngineError(f"looking up image {ref}: {exc}") from None
+        return True
+
+    def load(self, data: bytes, ref: str) -> None:
+        """`docker load` a verified tarball; it must bring the reference the app runs."""
+        try:
+            images = self.client.images.load(data)
+        except (DockerException, OSError) as exc:
+            raise EngineError(f"loading the image tarball for {ref}: {str(exc)[:300]}") from None
+        tags = sorted({t for i in images for t in i.tags})
+        if ref not in tags:
+            raise EngineError(f"the image tarball for {ref} holds {tags or 'no tagged image'}")
+
     def create(self, spec: AppSpec) -> str:
         kw: dict = {}
         if spec.memory_mb:

@@ -33,6 +33,8 @@ class AppSpec:
     cpus: float | None = None
     pids: int | None = None
     restart: Restart = "always"
+    image_url: str | None = None  # a `docker save` tarball to load first (file:///...)
+    image_sha256: str | None = None  # ... whose bytes must hash to this
     labels: tuple[tuple[str, str], ...] = field(default=())
 
     def digest(self) -> str:

@@ -30,7 +30,8 @@ def specs(cfg: GatewayConfig, mtu: int) -> dict[str, AppSpec]:
             name=app.name, image=app.image, bridge=bridge_name(subnet.vni),
             address=f"{app.address}/{subnet.cidr.prefixlen}", gateway=str(subnet.gateway), mtu=mtu,
             command=app.command, env=app.env, memory_mb=app.memory_mb, cpus=app.cpus, pids=app.pids,
-            restart=app.restart)
+            restart=app.restart, image_url=app.image_source.url if app.image_source else None,
+            image_sha256=app.image_source.sha256 if app.image_source else None)
     return out
 
 

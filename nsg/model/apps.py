@@ -15,9 +15,18 @@ _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,127}(:[A-Za-z0-9._-]{1,64})?$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
+class ImageSource(Frozen):
+    """Where the image's `docker save` tarball comes from, and its SHA-256: nothing is loaded into the
+    engine unless the bytes hash to it. `file:///...` for now (the controller's https comes next)."""
+
+    url: str = Field(pattern=r"^file:///[^\x00]{1,4000}$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class App(Frozen):
     name: str
-    image: str  # a reference loaded into the engine, e.g. "acme/web:1.2"
+    image: str  # the reference it runs, e.g. "acme/web:1.2" (in the tarball, if image_source is given)
+    image_source: ImageSource | None = None  # None: the engine has the image already
     subnet: str  # the tenant subnet it joins (by name)
     address: IPv4Address  # its fixed address in that subnet
     command: tuple[str, ...] = Field(default=(), max_length=64)

@@ -121,3 +121,42 @@ def test_apps_attach_ping_and_repair(netns_name, engine):
     names = {c.name for c in engine.client.containers.list(all=True)}
     assert "not-nsgs" in names and "nsg-web" not in names
     foreign.remove(force=True)
+
+
+def test_image_tarballs_are_hash_checked_before_loading(netns_name, engine, tmp_path):
+    """An app whose image comes as a `docker save` tarball: loaded only if its bytes hash to the
+    SHA-256 in the desired state; a mismatch or a corrupt tarball is an error naming the app and the
+    reason, the engine is not touched by it, and the other app runs on."""
+    import hashlib
+
+    ns = netns_name
+    sh("ip", "-n", ns, "link", "add", "br-100", "type", "bridge")
+    sh("ip", "-n", ns, "addr", "add", "198.19.0.1/24", "dev", "br-100")
+    sh("ip", "-n", ns, "link", "set", "br-100", "up")
+    base = engine.busybox_image()
+    engine.client.images.get(base).tag("acme/tool", "7")
+    tar = tmp_path / "tool.tar"
+    with open(tar, "wb") as f:
+        for chunk in engine.client.images.get("acme/tool:7").save(named=True):
+            f.write(chunk)
+    engine.client.images.remove("acme/tool:7")
+    good_sha = hashlib.sha256(tar.read_bytes()).hexdigest()
+    corrupt = tmp_path / "corrupt.tar"
+    corrupt.write_bytes(b"not a tarball at all" * 100)
+    corrupt_sha = hashlib.sha256(corrupt.read_bytes()).hexdigest()
+    keep = spec("keep", base, "198.19.0.40/24")
+    assert apply(ns, engine, [keep])["errors"] == {}
+
+    bad = spec("tool", "acme/tool:7", "198.19.0.41/24", image_url=f"file://{tar}", image_sha256="0" * 64)
+    res = apply(ns, engine, [keep, bad])
+    assert set(res["errors"]) == {"tool"} and "SHA-256 is " + good_sha in res["errors"]["tool"], res
+    assert not [i for i in engine.client.images.list() if "acme/tool:7" in i.tags]  # nothing loaded
+    res = apply(ns, engine, [keep, {**bad, "image_url": f"file://{corrupt}", "image_sha256": corrupt_sha}])
+    assert set(res["errors"]) == {"tool"} and "loading the image tarball" in res["errors"]["tool"], res
+    assert res["actual"]["keep"] == ["running", True] and pings(ns, "198.19.0.40")
+
+    good = {**bad, "image_sha256": good_sha}
+    res = apply(ns, engine, [keep, good])
+    assert res["errors"] == {} and [c.split()[0] for c in res["changes"]] == ["create", "start", "attach"], res
+    assert pings(ns, "198.19.0.41")
+    assert apply(ns, engine, [])["errors"] == {}
