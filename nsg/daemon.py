@@ -217,6 +217,11 @@ class Daemon:
             counters["ike.peers"] = len(t["ike"])
             for k, v in t["engine"].items():
                 counters[f"esp.{k}"] = v
+        if self.apps is not None:  # each app's state reaches the controller (at most 64 apps x 4)
+            for a in self.apps.status()["apps"]:
+                for k in ("state", "restarts", "oom_killed", "error"):
+                    v = a.get(k)
+                    counters[f"app.{a['name']}.{k}"] = int(v) if isinstance(v, bool) else v
         return wire.Telemetry(ts=time.time(), counters=counters)
 
     async def _remote_config(self, msg):

@@ -86,3 +86,24 @@ def test_daemon_runs_and_repairs_an_app(netns_name, engine, tmp_path):
     finally:
         netns.kill_namespace_processes(host)
         netns.delete_namespace(host)
+
+
+def test_an_app_over_its_memory_limit_is_oom_killed_restarted_and_reported(netns_name, engine, tmp_path):
+    """The app's first process asks for 64 MiB under a 16 MiB limit: the kernel kills it, docker
+    restarts it (policy "always"), nsg attaches the new process and `nsg status` says so."""
+    ns = netns_name
+    sh("ip", "-n", ns, "link", "add", "wan0", "type", "veth", "peer", "name", "wan0p")
+    sh("ip", "-n", ns, "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p")
+    image = engine.busybox_image()
+    cfg = config(image)
+    cfg["apps"][0].update(memory_mb=16, command=["sh", "-c", "sleep 2; exec dd if=/dev/zero of=/dev/null bs=64M "
+                                                 "count=1"])
+    (tmp_path / "gw.json").write_text(json.dumps(cfg))
+    d = NsgProcess(ns, tmp_path / "gw.json", tmp_path / "state", "--docker", engine.url)
+    try:
+        st = d.wait(lambda s: app(s).get("oom_killed") and app(s).get("restarts", 0) >= 1
+                    and app(s).get("state") == "running" and app(s).get("attached"), timeout=30,
+                    what="an OOM kill, a restart by docker, and the new process attached")
+        print("after the OOM kill:", app(st))
+    finally:
+        d.stop()
