@@ -54,7 +54,8 @@ def _rib_routes(result: UpdateResult) -> tuple[list[RibRoute], list[RibRoute]]:
         return None
 
     upd = result.update
-    if upd is None:
+    if upd is None:  # RFC 7606 treat-as-withdraw: every route the message carried is withdrawn
+        gone = [r for r in (convert(route, None, 0) for route in result.withdraw_nlri) if r is not None]
         return add, gone
     seq = 0
     ext = upd.get(16)  # EXTENDED_COMMUNITIES

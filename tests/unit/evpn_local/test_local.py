@@ -277,3 +277,13 @@ def test_with_esp_only_vteps_inside_tunnels_are_used(monkeypatch):
     c._on_update("198.18.0.1", UpdateResult(ErrorAction.NONE, update=stranger))
     macs = {f.mac for f in c.fdb()}
     assert M1 in macs and M2 not in macs and c.counters["vteps_refused"] == 1
+
+
+def test_treat_as_withdraw_removes_what_the_broken_update_carried(ctl):
+    """RFC 7606: an UPDATE with a malformed attribute is treated as a withdrawal of the routes it
+    carried; the route announced before under the same key must go, not linger."""
+    ctl._on_update("198.18.0.1", remote_update(M1, 0))
+    assert Fdb("vx-100", M1, REMOTE) in ctl.fdb()
+    route = mac_ip_route(RouteDistinguisher.ipv4(REMOTE, 1), M1, None, 100)
+    ctl._on_update("198.18.0.1", UpdateResult(ErrorAction.TREAT_AS_WITHDRAW, withdraw_nlri=(route,)))
+    assert {f for f in ctl.fdb() if f.mac != ZERO_MAC} == set()
