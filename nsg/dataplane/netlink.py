@@ -232,6 +232,8 @@ class NetlinkAdapter:
             try:
                 data = self._batch.recv(1 << 20)
             except TimeoutError:
+                self._batch.close()  # acks still on their way must not be read as the next run's
+                self._batch = None
                 raise DataplaneError(ops[run[acked][0]], "no answer from the kernel (netlink)", None) from None
             off = 0
             while off + 16 <= len(data):
