@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
 
+from nsg.dataplane.desired import bridge_name
 from nsg.dataplane.types import ZERO_MAC, Fdb, Neigh, Route
 from nsg.evpn import fsm
 from nsg.evpn.codec import Update, UpdateResult
@@ -96,7 +97,7 @@ class EvpnControl:
         self._advertised: dict[LocalRoute, Update] = {}  # local route -> the UPDATE that announced it
         self._seq: dict[tuple[int, str], int] = {}  # (vni, mac) -> our MAC Mobility sequence number
         self.counters = {"local_learned": 0, "local_withdrawn": 0, "moved_away": 0, "stale_kept": 0,
-                         "stale_purged": 0, "prefixes_refused": 0, "vteps_refused": 0}
+                         "stale_purged": 0, "prefixes_refused": 0, "vteps_refused": 0, "routes_refused": 0}
         self._refused_prefixes: set[str] = set()  # type-5 prefixes not installed (each counted once)
         # graceful restart, receiving side: a peer's routes kept (stale) while its session is down
         self._stale: dict[str, set[tuple]] = {}
@@ -125,6 +126,13 @@ class EvpnControl:
                 self.rib.withdraw(known)
         moved = False
         for r in add:
+            why = _unusable(r)
+            if why is not None:
+                # the kernel would refuse it (and with it every later apply), or it would turn into a
+                # flood entry: never let it into the RIB
+                self.counters["routes_refused"] += 1
+                log.warning("EVPN route refused: %s", why, extra={"fields": {"peer": peer, "route": repr(r)}})
+                continue
             old = mine.get(self._key(r))
             if old is not None and old != r:
                 self.rib.withdraw(old)  # an implicit withdraw: the same route with new attributes
@@ -302,8 +310,19 @@ class EvpnControl:
         return frozenset(out)
 
     def neighbors(self) -> frozenset[Neigh]:
-        return frozenset(Neigh(n.ifname, n.ip, n.mac) for n in self.rib.neighbors()
-                         if not self.local.is_local(_vni_of_bridge(n.ifname), n.mac))
+        """MAC+IP routes -> neighbour entries, only for host addresses of the VNI's own subnet other
+        than its gateway (an entry for our gateway address would hijack the subnet's next hop)."""
+        hosts = {bridge_name(s.vni): s for s in self.config.subnets} if self.config is not None else {}
+        out = set()
+        for n in self.rib.neighbors():
+            subnet = hosts.get(n.ifname)
+            ip = IPv4Address(n.ip) if n.ip.count(".") == 3 else None
+            if subnet is None or ip is None or ip not in subnet.cidr or ip in (
+                    subnet.gateway, subnet.cidr.network_address, subnet.cidr.broadcast_address):
+                continue
+            if not self.local.is_local(_vni_of_bridge(n.ifname), n.mac):
+                out.add(Neigh(n.ifname, n.ip, n.mac))
+        return frozenset(out)
 
     # --- sessions ---------------------------------------------------------------------------------
 
@@ -391,6 +410,18 @@ class EvpnControl:
                 if self._key(r) in stale:
                     remote[-1]["stale"] = True
         return {"local": local, "received": remote}
+
+
+def _unusable(r: RibRoute) -> str | None:
+    """Why a received route cannot go into the kernel, or None. Next hops must be unicast IPv4;
+    a type-2 MAC must be unicast and not all-zero (the all-zero MAC is the flood list's)."""
+    vtep = IPv4Address(r.vtep) if r.vtep.count(".") == 3 else None
+    if vtep is None or vtep.is_unspecified or vtep.is_multicast or vtep.is_loopback or vtep.is_reserved \
+            or vtep == IPv4Address("255.255.255.255"):
+        return f"next hop {r.vtep} is not a unicast IPv4 address"
+    if isinstance(r, MacRoute) and (r.mac == ZERO_MAC or int(r.mac[:2], 16) & 1):
+        return f"MAC {r.mac} is not a unicast host MAC"
+    return None
 
 
 def _vni_of_vxlan(ifname: str) -> int:

@@ -287,3 +287,23 @@ def test_treat_as_withdraw_removes_what_the_broken_update_carried(ctl):
     route = mac_ip_route(RouteDistinguisher.ipv4(REMOTE, 1), M1, None, 100)
     ctl._on_update("198.18.0.1", UpdateResult(ErrorAction.TREAT_AS_WITHDRAW, withdraw_nlri=(route,)))
     assert {f for f in ctl.fdb() if f.mac != ZERO_MAC} == set()
+
+
+def test_routes_the_kernel_would_refuse_never_reach_the_rib(ctl):
+    """A hostile or broken peer: a next hop of 0.0.0.0 or a multicast address, the all-zero MAC (it
+    would become a flood entry), a multicast MAC; a MAC+IP for our gateway's address. None reaches
+    the kernel objects; each is counted; a good route in the same stream still does."""
+    def upd(mac, vtep, ip=None):
+        r = mac_ip_route(RouteDistinguisher.ipv4(REMOTE, 1), mac, ip, 100)
+        return UpdateResult(ErrorAction.NONE, update=Update.for_evpn((r,), vtep, (route_target(65000, 100),
+                                                                                   encap_vxlan())))
+
+    ctl._on_update("198.18.0.1", upd(M1, "0.0.0.0"))
+    ctl._on_update("198.18.0.1", upd(M1, "224.0.0.9"))
+    ctl._on_update("198.18.0.1", upd(ZERO_MAC, REMOTE))
+    ctl._on_update("198.18.0.1", upd("01:00:5e:00:00:01", REMOTE))
+    assert ctl.counters["routes_refused"] == 4 and ctl.fdb() == frozenset()
+    ctl._on_update("198.18.0.1", upd(M2, REMOTE, "198.19.0.1"))  # our gateway's address: no neighbour entry
+    ctl._on_update("198.18.0.1", upd(M1, REMOTE, "198.19.0.7"))
+    assert {(n.ip, n.mac) for n in ctl.neighbors()} == {("198.19.0.7", M1)}
+    assert Fdb("vx-100", M2, REMOTE) in ctl.fdb()
