@@ -202,6 +202,10 @@ class NetlinkAdapter:
             except DataplaneError as exc:  # e.g. no such interface: nothing of this run was sent
                 exc.applied = frozenset(range(start))
                 raise
+            except (OSError, ValueError) as exc:  # an address or MAC that does not pack: refused like the kernel would
+                err = DataplaneError(ops[i], f"cannot encode: {exc}", 22)
+                err.applied = frozenset(range(start))
+                raise err from None
             if run:
                 self._send_run(ops, run)
                 continue

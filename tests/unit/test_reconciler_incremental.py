@@ -85,3 +85,20 @@ def test_drift_makes_the_incremental_path_fall_back_to_a_full_apply():
     r2 = r.apply_incremental(build_desired(cfg, evpn_fdb=fdb))
     assert r2.ok and Fdb("vx-100", M, "198.19.255.2") in k.snapshot().fdb
     assert replace(build_desired(cfg, evpn_fdb=fdb)) == r.last_good
+
+
+def test_an_entry_that_does_not_encode_is_refused_not_raised_raw():
+    """The pipelining adapter packs requests itself: a value that does not pack is a DataplaneError
+    naming the operation (what the reconciler handles), never an OSError escaping it."""
+    import pytest
+
+    from nsg.dataplane.errors import DataplaneError
+    from nsg.dataplane.netlink import NetlinkAdapter
+    from nsg.dataplane.types import AddFdb
+
+    adapter = NetlinkAdapter.__new__(NetlinkAdapter)  # no socket needed: the index is cached
+    adapter._indexes = {"vx-100": 5}
+    op = AddFdb(Fdb("vx-100", M, "not-an-address"))
+    with pytest.raises(DataplaneError) as exc:
+        adapter.apply_many([op])
+    assert exc.value.op == op and exc.value.applied == frozenset()
