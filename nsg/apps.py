@@ -67,7 +67,12 @@ class AppsSupervisor:
                 await asyncio.wait_for(self._kick.wait(), self.interval)
             kicked = self._kick.is_set()
             self._kick.clear()
-            await asyncio.to_thread(self._pass, first or kicked)
+            try:
+                await asyncio.to_thread(self._pass, first or kicked)
+            except Exception as exc:  # noqa: BLE001 - one bad pass must not end app supervision for good
+                self.counters["errors"] += 1
+                self._apps = None
+                log.error("apps pass failed: %s", exc, extra={"fields": {"error": repr(exc)}})
             first = False
 
     def _pass(self, expected: bool) -> None:
