@@ -237,14 +237,12 @@ def _serve(args: argparse.Namespace) -> None:
     host, port = _listen(args.listen)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     with Store(args.db, system_pool=args.system_pool) as store:
-        asyncio.run(_run(make_app(store), store, host, port, args))
+        asyncio.run(_run(make_app, store, host, port, args))
 
 
-async def _run(app: Any, store: Store, host: str, port: int, args: argparse.Namespace | None = None) -> None:
+async def _run(make_app: Any, store: Store, host: str, port: int, args: argparse.Namespace | None = None) -> None:
     from aiohttp import web
 
-    runner = web.AppRunner(app)
-    await runner.setup()
     devices = None
     if args is not None and getattr(args, "devices", None):
         from controller.services import DeviceServices
@@ -260,6 +258,9 @@ async def _run(app: Any, store: Store, host: str, port: int, args: argparse.Name
         devices = DeviceServices(store, args.state_dir, dhost, dport_n, args.manufacturer_dir)
         await devices.start()
         print(f"nsg-controller: device services (SZTP, EST, channel) on {devices.base_url}", flush=True)
+    app = make_app(store, hub=devices.hub if devices else None, images=devices.images_dir if devices else None)
+    runner = web.AppRunner(app)
+    await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()

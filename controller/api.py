@@ -25,11 +25,15 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 from pydantic.json_schema import models_json_schema
 
+from controller import images as image_files
+from controller.channel_server import ChannelHub
 from controller.enterprise import UplinkDef
 from controller.inputs import ACTIVATION_MAX, ACTIVATION_MIN, SERIAL_RE
 from controller.store import (
+    AppRec,
     EnterpriseRec,
     GatewayRec,
+    ImageRec,
     Store,
     StoreError,
     SubnetRec,
@@ -145,6 +149,94 @@ class GatewayList(_Out):
     gateways: list[GatewayOut]
 
 
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Restart = Literal["no", "always", "on-failure", "unless-stopped"]
+
+
+class ImageOut(_Out):
+    enterprise: str
+    sha256: str
+    size: int
+    references: list[str] = Field(description="the image references (NAME:TAG) the tarball carries")
+    created: str
+
+
+class ImageList(_Out):
+    images: list[ImageOut]
+
+
+class AppIn(_In):
+    name: str
+    subnet: str
+    image: str = Field(description="the reference it runs; an uploaded tarball must carry it")
+    image_sha256: Sha256 | None = Field(default=None, description="which upload; default: the newest carrying image")
+    address: IPv4Address | None = Field(default=None, description="default: the controller's IPAM picks one")
+    command: list[str] = []
+    env: dict[str, str] = {}
+    memory_mb: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+    restart: Restart = "always"
+
+
+class AppPatch(_In):
+    """Only the fields given change (a new image, limits, environment...); name, subnet and address stay."""
+
+    image: str | None = None
+    image_sha256: Sha256 | None = None
+    command: list[str] | None = None
+    env: dict[str, str] | None = None
+    memory_mb: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+    restart: Restart | None = None
+
+
+class AppLive(_Out):
+    """What the gateway last reported about the app (telemetry over the channel)."""
+
+    state: str | None = Field(description="running, restarting, exited, absent...")
+    attached: bool | None = None
+    restarts: int | None = None
+    oom_killed: bool | None = None
+    memory_mb: float | None = None
+    cpu_percent: float | None = None
+    error: str | None = None
+
+
+class AppOut(_Out):
+    gateway: str
+    name: str
+    subnet: str
+    address: IPv4Address
+    image: str
+    image_sha256: str | None
+    command: list[str]
+    env: dict[str, str]
+    memory_mb: int | None
+    cpus: float | None
+    pids: int | None
+    restart: str
+    created: str
+    live: AppLive | None = Field(description="null while the gateway has not reported it")
+
+
+class AppList(_Out):
+    apps: list[AppOut]
+
+
+class GatewayStatus(_Out):
+    name: str
+    connected: bool = Field(description="its management channel is up now")
+    generation: int = Field(description="the config generation the controller has for it")
+    sent_generation: int | None = None
+    applied_generation: int | None = Field(default=None, description="the last generation it reported applied")
+    last_apply_error: str | None = None
+    telemetry_at: float | None = Field(default=None, description="when its last telemetry was sent (Unix time)")
+    counters: dict[str, int | float | str | None] = {}
+    apps: dict[str, AppLive] = {}
+
+
 class ErrorBody(_Out):
     code: str
     message: str
@@ -180,10 +272,40 @@ def _gateway_out(g: GatewayRec) -> GatewayOut:
                       role=g.role)
 
 
+def _app_out(rec: AppRec, live: dict[str, AppLive]) -> AppOut:
+    a = rec.app
+    return AppOut(gateway=rec.gateway, name=a.name, subnet=a.subnet, address=a.address, image=a.image,
+                  image_sha256=a.image_sha256, command=list(a.command), env=dict(a.env), memory_mb=a.memory_mb,
+                  cpus=a.cpus, pids=a.pids, restart=a.restart, created=rec.created, live=live.get(a.name))
+
+
+def _image_out(i: ImageRec) -> ImageOut:
+    return ImageOut(enterprise=i.enterprise, sha256=i.sha256, size=i.size, references=list(i.references),
+                    created=i.created)
+
+
+def _live_apps(counters: Mapping[str, Any]) -> dict[str, AppLive]:
+    """Telemetry keys app.<name>.<what> -> one AppLive per app."""
+    found: dict[str, dict[str, Any]] = {}
+    for key, value in counters.items():
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "app" and parts[2] in AppLive.model_fields:
+            found.setdefault(parts[1], {})[parts[2]] = value
+    out = {}
+    for name, fields in found.items():
+        try:
+            out[name] = AppLive.model_validate({"state": None, **fields})
+        except ValidationError:
+            log.warning("gateway reported unusable app telemetry for %s: %s", name, fields)
+    return out
+
+
 # -- plumbing ------------------------------------------------------------------------------------
 
 STORE = web.AppKey("store", Store)
 AUTH: web.AppKey[Callable[[str], bool]] = web.AppKey("auth")  # is this bearer token good?
+HUB: web.AppKey[ChannelHub | None] = web.AppKey("hub")  # the device site's channel: live gateway state
+IMAGES: web.AppKey[Any] = web.AppKey("images")  # Path of the image tarballs, or None: no device site
 
 
 def _loc(loc: tuple[int | str, ...]) -> str | None:
@@ -344,6 +466,107 @@ async def gateway_config(request: web.Request) -> web.Response:
     return _json(_store(request).config_for(request.match_info["gateway"]))
 
 
+def _session(request: web.Request, gateway: str):
+    hub = request.app[HUB]
+    return None if hub is None else hub.sessions.get(_store(request).get_gateway(gateway).serial)
+
+
+def _live(request: web.Request, gateway: str) -> dict[str, AppLive]:
+    session = _session(request, gateway)
+    return {} if session is None or session.telemetry is None else _live_apps(session.telemetry.counters)
+
+
+async def gateway_status(request: web.Request) -> web.Response:
+    """What the gateway last reported: channel up, generation applied, counters, its apps' state."""
+    name = request.match_info["gateway"]
+    store = _store(request)
+    generation = store.get_enterprise(store.get_gateway(name).enterprise).generation
+    session = _session(request, name)
+    if session is None:
+        return _json(GatewayStatus(name=name, connected=False, generation=generation))
+    last = session.results[-1] if session.results else None
+    t = session.telemetry
+    return _json(GatewayStatus(
+        name=name, connected=True, generation=generation, sent_generation=session.sent_generation,
+        applied_generation=last.running if last else None, last_apply_error=last.error if last else None,
+        telemetry_at=t.ts if t else None, counters=dict(t.counters) if t else {},
+        apps=_live(request, name)))
+
+
+async def list_apps(request: web.Request) -> web.Response:
+    """List a gateway's apps, each with what the gateway last reported about it."""
+    name = request.match_info["gateway"]
+    live = _live(request, name)
+    return _json(AppList(apps=[_app_out(a, live) for a in _store(request).list_apps(name)]))
+
+
+async def add_app(request: web.Request) -> web.Response:
+    """Add an app to a gateway (its image from an uploaded tarball; no address: IPAM picks one)."""
+    body: AppIn = await _body(request, AppIn)
+    gw = request.match_info["gateway"]
+    fields = body.model_dump(exclude_none=True)
+    rec = _store(request).add_app(gw, fields.pop("name"), **fields)
+    return _json(_app_out(rec, {}), 201, f"{API}/gateways/{gw}/apps/{rec.app.name}")
+
+
+async def get_app(request: web.Request) -> web.Response:
+    """Show an app and what the gateway last reported about it."""
+    gw, name = request.match_info["gateway"], request.match_info["app"]
+    return _json(_app_out(_store(request).get_app(gw, name), _live(request, gw)))
+
+
+async def update_app(request: web.Request) -> web.Response:
+    """Change an app's image, command, environment, limits or restart policy."""
+    body: AppPatch = await _body(request, AppPatch)
+    changes = {k: getattr(body, k) for k in body.model_fields_set}
+    for k, v in changes.items():
+        if v is None and k != "image_sha256":
+            raise ApiError(400, "invalid", "may be left out but not null", k)
+    gw, name = request.match_info["gateway"], request.match_info["app"]
+    return _json(_app_out(_store(request).update_app(gw, name, **changes), _live(request, gw)))
+
+
+async def delete_app(request: web.Request) -> web.Response:
+    """Remove an app (the gateway removes its container; its address returns to IPAM)."""
+    _store(request).delete_app(request.match_info["gateway"], request.match_info["app"])
+    return web.Response(status=204)
+
+
+def _image_dir(request: web.Request) -> Any:
+    where = request.app[IMAGES]
+    if where is None:
+        raise ApiError(409, "conflict", "this controller serves no devices (serve --devices), so no images", "image")
+    return where
+
+
+async def upload_image(request: web.Request) -> web.Response:
+    """Upload an app image: the body is a `docker save` tarball (application/x-tar)."""
+    where = _image_dir(request)
+    ent = request.match_info["enterprise"]
+    _store(request).get_enterprise(ent)  # 404 before reading a large body for nothing
+    try:
+        sha, size, refs = await image_files.receive(request.content, where)
+    except image_files.ImageUploadError as exc:
+        raise ApiError(400, "invalid", str(exc), "image") from None
+    rec, new = _store(request).add_image(ent, sha, size, refs)
+    return _json(_image_out(rec), 201 if new else 200, f"{API}/enterprises/{ent}/images/{sha}")
+
+
+async def list_images(request: web.Request) -> web.Response:
+    """List an enterprise's uploaded images."""
+    found = _store(request).list_images(request.match_info["enterprise"])
+    return _json(ImageList(images=[_image_out(i) for i in found]))
+
+
+async def delete_image(request: web.Request) -> web.Response:
+    """Delete an uploaded image (refused while an app runs it)."""
+    _store(request).delete_image(request.match_info["enterprise"], request.match_info["sha256"])
+    where = request.app[IMAGES]
+    if where is not None:
+        image_files.prune(where, _store(request).image_in_use())
+    return web.Response(status=204)
+
+
 async def get_openapi(request: web.Request) -> web.Response:
     """This API's OpenAPI 3.1 document."""
     return web.json_response(openapi())
@@ -360,6 +583,7 @@ class Route:
     body: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     status: int = 200
+    raw: str | None = None  # the body is not JSON but this media type
 
 
 ROUTES: tuple[Route, ...] = (
@@ -376,16 +600,30 @@ ROUTES: tuple[Route, ...] = (
     Route("PATCH", f"{API}/gateways/{{gateway}}", update_gateway, GatewayPatch, GatewayOut),
     Route("DELETE", f"{API}/gateways/{{gateway}}", delete_gateway, status=204),
     Route("GET", f"{API}/gateways/{{gateway}}/config", gateway_config, response=GatewayConfig),
+    Route("GET", f"{API}/gateways/{{gateway}}/status", gateway_status, response=GatewayStatus),
+    Route("GET", f"{API}/gateways/{{gateway}}/apps", list_apps, response=AppList),
+    Route("POST", f"{API}/gateways/{{gateway}}/apps", add_app, AppIn, AppOut, 201),
+    Route("GET", f"{API}/gateways/{{gateway}}/apps/{{app}}", get_app, response=AppOut),
+    Route("PATCH", f"{API}/gateways/{{gateway}}/apps/{{app}}", update_app, AppPatch, AppOut),
+    Route("DELETE", f"{API}/gateways/{{gateway}}/apps/{{app}}", delete_app, status=204),
+    Route("GET", f"{API}/enterprises/{{enterprise}}/images", list_images, response=ImageList),
+    Route("POST", f"{API}/enterprises/{{enterprise}}/images", upload_image, response=ImageOut, status=201,
+          raw="application/x-tar"),
+    Route("DELETE", f"{API}/enterprises/{{enterprise}}/images/{{sha256}}", delete_image, status=204),
     Route("GET", f"{API}/openapi.json", get_openapi),
 )
 
 
-def make_app(store: Store, *, tokens: Callable[[str], bool] | None = None) -> web.Application:
+def make_app(store: Store, *, tokens: Callable[[str], bool] | None = None, hub: ChannelHub | None = None,
+             images: Any = None) -> web.Application:
     """The admin API over ``store``. ``tokens`` decides whether a bearer token is good; by
-    default the store's token table does (``nsg-controller token create``)."""
+    default the store's token table does (``nsg-controller token create``). ``hub`` (the device
+    site's channel) gives live gateway state; ``images`` is where uploaded image tarballs go."""
     app = web.Application(middlewares=[_errors, _auth], client_max_size=MAX_BODY)
     app[STORE] = store
     app[AUTH] = tokens or store.check_token
+    app[HUB] = hub
+    app[IMAGES] = images
     for r in ROUTES:
         app.router.add_route(r.method, r.path, r.handler, name=r.handler.__name__)
     return app
@@ -408,7 +646,7 @@ def _responses(r: Route, refs: Mapping[tuple[type[BaseModel], str], Any]) -> dic
     out = {str(r.status): ok}
     error = content(refs[(Error, "serialization")])
     out["401"] = {"description": "no valid bearer token", **error}
-    if r.body is not None:
+    if r.body is not None or r.raw is not None:
         out["400"] = {"description": "the body is invalid; error.field names the field", **error}
     if _path_params(r.path):
         out["404"] = {"description": "not found", **error}
@@ -437,6 +675,9 @@ def _openapi_json() -> str:
         if r.body is not None:
             op["requestBody"] = {"required": True, "content": {
                 "application/json": {"schema": refs[(r.body, "validation")]}}}
+        elif r.raw is not None:
+            op["requestBody"] = {"required": True, "content": {r.raw: {"schema": {"type": "string",
+                                                                                  "format": "binary"}}}}
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return json.dumps({
         "openapi": "3.1.0",

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nsg.model import Subnet, Uplink
+from nsg.model.apps import App
 from nsg.model.ipsec import IpsecConfig
 
 EVPN_ASN = 65000  # a private AS (RFC 6996): iBGP inside one enterprise
@@ -33,6 +34,14 @@ class UplinkDef(Uplink):
 Role = Literal["edge", "hub"]
 
 
+class AppDef(App):
+    """A tenant app on one gateway, as the controller keeps it: the image by its uploaded tarball's
+    SHA-256 (the controller serves it to the gateway); the address always set (IPAM filled it in)."""
+
+    image_source: None = None  # derived at render time from image_sha256 and the controller's URL
+    image_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
 class GatewayDef(_M):
     name: str
     system_ip: IPv4Address
@@ -42,6 +51,7 @@ class GatewayDef(_M):
     # "hub": the overlay end of the controller's site. It carries no subnets; the route reflector
     # beside it listens on its system IP, so every edge's BGP session runs inside its tunnel to the hub.
     role: Role = "edge"
+    apps: tuple[AppDef, ...] = ()
 
     def endpoint(self) -> IPv4Address | None:
         for u in self.uplinks:
@@ -60,6 +70,8 @@ class Enterprise(_M):
     subnets: tuple[SubnetDef, ...] = ()
     gateways: tuple[GatewayDef, ...] = ()
     evpn_asn: int = Field(default=EVPN_ASN, ge=1, le=(1 << 32) - 1)  # iBGP: the RR and every gateway
+    # Where gateways fetch app image tarballs: the controller's device site (https://ADDR:PORT).
+    image_base: str | None = Field(default=None, pattern=r"^https://[^/\s]{1,300}$")
 
     @model_validator(mode="after")
     def _check(self) -> Enterprise:
@@ -75,9 +87,21 @@ class Enterprise(_M):
         if len({g.system_ip for g in self.gateways}) != len(self.gateways):
             raise ValueError("gateway system IPs must be unique")
         for g in self.gateways:
-            if g.role == "hub" and g.ports:
-                raise ValueError(f"gateway {g.name}: a hub has no LAN ports")
+            if g.role == "hub" and (g.ports or g.apps):
+                raise ValueError(f"gateway {g.name}: a hub has no LAN ports and no apps")
+        # A subnet is one L2 segment across all sites: an app address is unique enterprise-wide.
+        held: dict[tuple[str, IPv4Address], str] = {}
+        for g in self.gateways:
+            for a in g.apps:
+                where = f"gateway {g.name}: app {a.name}"
+                if a.subnet not in names:
+                    raise ValueError(f"{where}: unknown subnet {a.subnet!r}")
+                if (a.subnet, a.address) in held:
+                    raise ValueError(f"{where}: address {a.address} is also {held[(a.subnet, a.address)]}'s")
+                held[(a.subnet, a.address)] = f"{g.name}/{a.name}"
+                if a.image_sha256 and self.image_base is None:
+                    raise ValueError(f"{where}: the controller serves no devices, so no image URL to give")
         return self
 
 
-__all__ = ["Enterprise", "GatewayDef", "Subnet", "SubnetDef", "UplinkDef"]
+__all__ = ["AppDef", "Enterprise", "GatewayDef", "Subnet", "SubnetDef", "UplinkDef"]

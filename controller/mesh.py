@@ -8,7 +8,7 @@ hub there is no EVPN and the flood lists are static (every peer gets every BUM f
 
 from __future__ import annotations
 
-from controller.enterprise import Enterprise, GatewayDef
+from controller.enterprise import AppDef, Enterprise, GatewayDef
 from nsg.model import SCHEMA_VERSION, GatewayConfig, parse_config
 
 
@@ -19,6 +19,15 @@ def _initiate(me: GatewayDef, peer: GatewayDef) -> str:
     if me.behind_nat and not peer.behind_nat:
         return "always"
     return "auto"
+
+
+def _app(a: AppDef, image_base: str | None) -> dict:
+    doc = a.model_dump(mode="json", exclude={"image_source", "image_sha256"}, exclude_defaults=True)
+    doc["env"] = dict(a.env)
+    doc["address"] = str(a.address)
+    if a.image_sha256 and image_base:  # the tarball the controller serves, and the hash it must have
+        doc["image_source"] = {"url": f"{image_base}/images/{a.image_sha256}", "sha256": a.image_sha256}
+    return doc
 
 
 def render(ent: Enterprise) -> dict[str, GatewayConfig]:
@@ -46,6 +55,8 @@ def render(ent: Enterprise) -> dict[str, GatewayConfig]:
         if hubs and g.role == "edge":
             doc["evpn"] = {"asn": ent.evpn_asn,
                            "peers": [{"address": str(h.system_ip), "asn": ent.evpn_asn} for h in hubs]}
+        if g.apps:
+            doc["apps"] = [_app(a, ent.image_base) for a in g.apps]
         if ent.ipsec is not None:
             doc["ipsec"] = ent.ipsec.model_dump(mode="json", exclude_none=True)
         out[g.name] = parse_config(doc, source=f"gateway {g.name}")

@@ -4,6 +4,7 @@
     https://ADDR:PORT/restconf/...          SZTP: IDevID clients, signed onboarding data
     https://ADDR:PORT/.well-known/est/...   EST: IDevID (enroll) / LDevID (reenroll) clients
     wss://ADDR:PORT/channel                 the channel: LDevID clients
+    https://ADDR:PORT/images/SHA256         app image tarballs: LDevID clients whose apps run that image
 
 The site's certificate is issued by the controller CA for ADDR; that CA is the trust anchor the
 onboarding data gives gateways. Admin API tokens never work here, device certificates never work
@@ -29,9 +30,10 @@ from cryptography.x509.oid import NameOID
 from bootstrap import cms
 from bootstrap.identity import make_manufacturer_ca, write_private
 from controller.activation import ActivationGate
-from controller.ca import CertificateAuthority
+from controller.ca import CertificateAuthority, subject_serial
 from controller.channel_server import ChannelHub
-from controller.est_server import DeviceAuthorizer, add_est_routes, server_ssl_context
+from controller.est_server import DeviceAuthorizer, add_est_routes, peer_certificate, server_ssl_context
+from controller.images import image_path
 from controller.store import Store
 from controller.sztp_server import Manufacturer, Owner, SztpServer
 
@@ -94,6 +96,9 @@ class DeviceServices:
         self._authorizer = DeviceAuthorizer(self.ca, [mcert], self.gate.lookup)
         self._runner: web.AppRunner | None = None
         self._pusher: asyncio.Task | None = None
+        self.images_dir = self.state_dir / "images"
+        self.images_dir.mkdir(exist_ok=True, mode=0o700)
+        self.counters = {"image_downloads": 0, "image_refused": 0}
 
     @property
     def base_url(self) -> str:
@@ -116,11 +121,32 @@ class DeviceServices:
         cfg = self.store.config_for(rec.name)
         return cfg.generation, cfg.model_dump(mode="json")
 
+    async def _image(self, request: web.Request) -> web.StreamResponse:
+        """An app image tarball, to a gateway holding a current LDevID from our CA whose config runs it
+        (a gateway of one enterprise never gets another's images)."""
+        sha = request.match_info["sha256"]
+        cert = peer_certificate(request)
+        if cert is None or not self.ca.issued(cert):
+            self.counters["image_refused"] += 1
+            raise web.HTTPUnauthorized(text="an LDevID client certificate from this controller is needed")
+        serial = subject_serial(cert.subject)
+        if serial is None or not self.store.may_fetch(serial, sha):
+            self.counters["image_refused"] += 1
+            log.warning("image refused", extra={"fields": {"serial": serial, "sha256": sha}})
+            raise web.HTTPForbidden(text="no app of this gateway runs that image")
+        path = image_path(self.images_dir, sha)
+        if not path.is_file():
+            raise web.HTTPNotFound(text="the controller has lost that image; upload it again")
+        self.counters["image_downloads"] += 1
+        log.info("image download", extra={"fields": {"serial": serial, "sha256": sha}})
+        return web.FileResponse(path, headers={"Content-Type": "application/x-tar"})
+
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024)
         self.sztp.add_routes(app)
         add_est_routes(app, self.ca, self._authorizer)
         self.hub.add_routes(app)
+        app.router.add_get(r"/images/{sha256:[0-9a-f]{64}}", self._image)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         ctx = server_ssl_context(self._tls[0], self._tls[1], self._client_cas)
@@ -128,6 +154,7 @@ class DeviceServices:
         await site.start()
         if self.port == 0:
             self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.store.set_device_url(self.base_url)  # image URLs in configs point here
         # Untrusting devices are redirected here, now with our CA as the anchor: onboarding and
         # progress reports then run over authenticated TLS.
         self.sztp.redirect = (self.address, self.port, cms.certs_only([self.ca.cert]))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import sqlite3
@@ -29,7 +30,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from controller.enterprise import Enterprise, GatewayDef, SubnetDef, UplinkDef
+from controller.enterprise import AppDef, Enterprise, GatewayDef, SubnetDef, UplinkDef
 from controller.inputs import (
     _UPLINKS,
     Conflict,
@@ -82,6 +83,19 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: (
         "ALTER TABLE gateways ADD COLUMN role TEXT NOT NULL DEFAULT 'edge' CHECK (role IN ('edge', 'hub'))",
     ),
+    3: (
+        # image tarballs an enterprise uploaded (the bytes live in the device site's image directory)
+        """CREATE TABLE images (id INTEGER PRIMARY KEY,
+            enterprise_id INTEGER NOT NULL REFERENCES enterprises(id) ON DELETE CASCADE,
+            sha256 TEXT NOT NULL, size INTEGER NOT NULL, refs TEXT NOT NULL, created TEXT NOT NULL,
+            UNIQUE (enterprise_id, sha256))""",
+        # tenant apps: the whole AppDef as JSON; subnet and address as columns so SQLite keeps them unique
+        """CREATE TABLE apps (id INTEGER PRIMARY KEY,
+            gateway_id INTEGER NOT NULL REFERENCES gateways(id) ON DELETE CASCADE,
+            subnet_id INTEGER NOT NULL REFERENCES subnets(id) ON DELETE RESTRICT,
+            name TEXT NOT NULL, address TEXT NOT NULL, spec TEXT NOT NULL, created TEXT NOT NULL,
+            UNIQUE (gateway_id, name), UNIQUE (subnet_id, address))""",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -119,12 +133,30 @@ class GatewayRec:
 
 
 @dataclass(frozen=True)
+class ImageRec:
+    enterprise: str
+    sha256: str
+    size: int
+    references: tuple[str, ...]
+    created: str
+
+
+@dataclass(frozen=True)
+class AppRec:
+    gateway: str
+    app: AppDef
+    created: str
+
+
+@dataclass(frozen=True)
 class TokenRec:
     name: str
     created: str
 
 
 UNSET: Any = object()  # update_gateway: "leave this field as it is"
+_APP = TypeAdapter(AppDef)
+APP_FIELDS = ("image", "image_sha256", "command", "env", "memory_mb", "cpus", "pids", "restart")
 
 class Store:
     """The controller's state in one SQLite file (created 0600, WAL, migrated on open)."""
@@ -336,6 +368,11 @@ class Store:
                 "WHERE p.subnet_id = ? ORDER BY g.name", (row[0],))]
             if users:
                 raise Conflict("name", f"subnet {name!r} has LAN ports on gateways: {', '.join(users)}")
+            apps = [f"{g}/{a}" for g, a in cur.execute(
+                "SELECT g.name, a.name FROM apps a JOIN gateways g ON g.id = a.gateway_id WHERE a.subnet_id = ? "
+                "ORDER BY g.name, a.name", (row[0],))]
+            if apps:
+                raise Conflict("name", f"subnet {name!r} has apps: {', '.join(apps)}")
             cur.execute("DELETE FROM subnets WHERE id = ?", (row[0],))
             self._bump(cur, ent_id)
 
@@ -470,6 +507,187 @@ class Store:
                 return IPv4Address(candidate)
         raise Conflict("system_ip", f"the system IP pool {self.system_pool} is exhausted")
 
+    # -- images and apps ---------------------------------------------------------------------------
+
+    def add_image(self, enterprise: str, sha256: str, size: int, references: Sequence[str]) -> tuple[ImageRec, bool]:
+        """Record an uploaded tarball (its bytes are already on disk, named by ``sha256``). The same
+        bytes twice are one image: returns (record, whether it is new)."""
+        if not isinstance(sha256, str) or len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise StoreError("sha256", "must be 64 lowercase hex digits")
+        refs = tuple(sorted(set(references)))
+        if not refs:
+            raise StoreError("image", "the tarball tags no image (docker save NAME:TAG makes a tagged one)")
+        for i, r in enumerate(refs):
+            _validated(TypeAdapter(AppDef.model_fields["image"].annotation), r, f"references[{i}]")
+        with self._tx(write=True) as cur:
+            ent_id = self._enterprise_id(cur, enterprise)
+            row = cur.execute("SELECT 1 FROM images WHERE enterprise_id = ? AND sha256 = ?",
+                              (ent_id, sha256)).fetchone()
+            if row is None:
+                cur.execute("INSERT INTO images (enterprise_id, sha256, size, refs, created) VALUES (?, ?, ?, ?, ?)",
+                            (ent_id, sha256, int(size), json.dumps(refs), _now()))
+            return self._image(cur, ent_id, sha256), row is None
+
+    @staticmethod
+    def _image(cur: sqlite3.Cursor, ent_id: int, sha256: str) -> ImageRec:
+        row = cur.execute("SELECT e.name, i.sha256, i.size, i.refs, i.created FROM images i "
+                          "JOIN enterprises e ON e.id = i.enterprise_id WHERE i.enterprise_id = ? AND i.sha256 = ?",
+                          (ent_id, sha256)).fetchone()
+        if row is None:
+            raise NotFound("sha256", f"no image {sha256[:16]}... in this enterprise")
+        return ImageRec(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4])
+
+    def list_images(self, enterprise: str) -> list[ImageRec]:
+        with self._tx() as cur:
+            ent_id = self._enterprise_id(cur, enterprise)
+            shas = [r[0] for r in cur.execute("SELECT sha256 FROM images WHERE enterprise_id = ? ORDER BY id",
+                                              (ent_id,))]
+            return [self._image(cur, ent_id, h) for h in shas]
+
+    def delete_image(self, enterprise: str, sha256: str) -> None:
+        """Refused while an app of the enterprise runs it."""
+        with self._tx(write=True) as cur:
+            ent_id = self._enterprise_id(cur, enterprise)
+            self._image(cur, ent_id, sha256)
+            users = sorted(f"{g}/{a.name}" for g, a in self._enterprise_apps(cur, ent_id) if a.image_sha256 == sha256)
+            if users:
+                raise Conflict("sha256", f"image {sha256[:16]}... is in use by apps: {', '.join(users)}")
+            cur.execute("DELETE FROM images WHERE enterprise_id = ? AND sha256 = ?", (ent_id, sha256))
+
+    def image_in_use(self) -> set[str]:
+        """Every image hash some row still names (what the image directory must keep)."""
+        with self._tx() as cur:
+            return {r[0] for r in cur.execute("SELECT sha256 FROM images")}
+
+    def may_fetch(self, serial: str, sha256: str) -> bool:
+        """Does the gateway with this serial run an app from this image? Only then may it download it."""
+        with self._tx() as cur:
+            row = cur.execute("SELECT id FROM gateways WHERE serial = ?", (serial,)).fetchone()
+            return row is not None and any(a.image_sha256 == sha256 for a in self._apps(cur, row[0]))
+
+    def set_device_url(self, url: str) -> None:
+        """Where gateways reach the device site (image URLs in their configs are made from it)."""
+        with self._tx(write=True) as cur:
+            if self._setting(cur, "device_url") != url:
+                self._set(cur, "device_url", url)
+                cur.execute("UPDATE enterprises SET generation = generation + 1 WHERE id IN "
+                            "(SELECT DISTINCT g.enterprise_id FROM apps a JOIN gateways g ON g.id = a.gateway_id)")
+
+    @staticmethod
+    def _apps(cur: sqlite3.Cursor, gw_id: int) -> tuple[AppDef, ...]:
+        return tuple(AppDef.model_validate_json(r[0]) for r in cur.execute(
+            "SELECT spec FROM apps WHERE gateway_id = ? ORDER BY name", (gw_id,)))
+
+    @staticmethod
+    def _enterprise_apps(cur: sqlite3.Cursor, ent_id: int) -> list[tuple[str, AppDef]]:
+        return [(g, AppDef.model_validate_json(spec)) for g, spec in cur.execute(
+            "SELECT g.name, a.spec FROM apps a JOIN gateways g ON g.id = a.gateway_id "
+            "WHERE g.enterprise_id = ? ORDER BY g.name, a.name", (ent_id,))]
+
+    def _resolve_image(self, cur: sqlite3.Cursor, ent_id: int, ref: str, sha256: str | None) -> str:
+        """The uploaded tarball an app runs: the one named, or the newest that tags ``ref``."""
+        if sha256 is not None:
+            img = self._image(cur, ent_id, sha256)
+            if ref not in img.references:
+                raise StoreError("image", f"image {sha256[:16]}... tags {', '.join(img.references)}, not {ref}")
+            return sha256
+        for h, refs in cur.execute("SELECT sha256, refs FROM images WHERE enterprise_id = ? ORDER BY id DESC",
+                                   (ent_id,)):
+            if ref in json.loads(refs):
+                return h
+        raise StoreError("image", f"no uploaded image tags {ref}; upload its `docker save` tarball first")
+
+    def _app_address(self, cur: sqlite3.Cursor, subnet_id: int, cidr: IPv4Network, gateway: IPv4Address,
+                     want: object) -> IPv4Address:
+        """The address asked for, checked; or IPAM: the highest free host of the subnet (LAN hosts'
+        DHCP pools customarily sit at the bottom). Unique across the enterprise: a subnet is one L2."""
+        taken = {IPv4Address(r[0]) for r in cur.execute("SELECT address FROM apps WHERE subnet_id = ?", (subnet_id,))}
+        if want is not None:
+            ip = _address(want, "address")
+            if ip not in cidr or ip in (cidr.network_address, cidr.broadcast_address, gateway):
+                raise StoreError("address", f"{ip} is not a free host address of {cidr} (the gateway is {gateway})")
+            if ip in taken:
+                raise Conflict("address", f"{ip} is already an app's address in this subnet")
+            return ip
+        for n in range(int(cidr.broadcast_address) - 1, int(cidr.network_address), -1):
+            ip = IPv4Address(n)
+            if ip != gateway and ip not in taken:
+                return ip
+        raise Conflict("address", f"no free address left in {cidr}")
+
+    def add_app(self, gateway: str, name: str, *, subnet: str, image: str, address: object = None,
+                image_sha256: str | None = None, **spec: Any) -> AppRec:
+        """A tenant app on ``gateway``; without ``address`` the controller's IPAM picks one."""
+        unknown = set(spec) - set(APP_FIELDS)
+        if unknown:
+            raise StoreError(sorted(unknown)[0], "not an app setting")
+        with self._tx(write=True) as cur:
+            gw_id, ent_id = self._gateway_id(cur, gateway)
+            if self._gateway(cur, gw_id).role == "hub":
+                raise StoreError("gateway", f"{gateway} is a hub; apps run on edge gateways")
+            row = cur.execute("SELECT id, cidr, gateway FROM subnets WHERE enterprise_id = ? AND name = ?",
+                              (ent_id, subnet)).fetchone()
+            if row is None:
+                raise StoreError("subnet", f"the enterprise has no subnet named {subnet!r}")
+            self._taken(cur, "SELECT 1 FROM apps WHERE gateway_id = ? AND name = ?", (gw_id, name), "name",
+                        f"app {name!r} on {gateway}")
+            _validated(_APP, {"name": name, "image": image, "subnet": subnet, "address": "0.0.0.0"}, "")
+            sha = self._resolve_image(cur, ent_id, image, image_sha256)
+            ip = self._app_address(cur, row[0], IPv4Network(row[1]), IPv4Address(row[2]), address)
+            app: AppDef = _validated(_APP, {**spec, "name": name, "subnet": subnet, "image": image,
+                                            "address": str(ip), "image_sha256": sha}, "")
+            cur.execute("INSERT INTO apps (gateway_id, subnet_id, name, address, spec, created) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", (gw_id, row[0], name, str(ip), app.model_dump_json(), _now()))
+            self._bump(cur, ent_id)
+            self._check_render(cur, ent_id)
+            return self._app(cur, gw_id, name)
+
+    def update_app(self, gateway: str, name: str, **changes: Any) -> AppRec:
+        """Change an app's image (a new version), command, environment, limits or restart policy."""
+        unknown = set(changes) - set(APP_FIELDS)
+        if unknown:
+            raise StoreError(sorted(unknown)[0], "cannot be changed (remove the app and add it again)")
+        with self._tx(write=True) as cur:
+            gw_id, ent_id = self._gateway_id(cur, gateway)
+            old = self._app(cur, gw_id, name).app
+            doc = {**old.model_dump(mode="json", exclude={"image_source"}), **changes}
+            if "image" in changes and "image_sha256" not in changes:
+                doc["image_sha256"] = None  # a new reference: the newest tarball that tags it
+            doc["image_sha256"] = self._resolve_image(cur, ent_id, doc["image"], doc["image_sha256"])
+            app: AppDef = _validated(_APP, doc, "")
+            if app != old:
+                cur.execute("UPDATE apps SET spec = ? WHERE gateway_id = ? AND name = ?",
+                            (app.model_dump_json(), gw_id, name))
+                self._bump(cur, ent_id)
+                self._check_render(cur, ent_id)
+            return self._app(cur, gw_id, name)
+
+    @staticmethod
+    def _app(cur: sqlite3.Cursor, gw_id: int, name: str) -> AppRec:
+        row = cur.execute("SELECT g.name, a.spec, a.created FROM apps a JOIN gateways g ON g.id = a.gateway_id "
+                          "WHERE a.gateway_id = ? AND a.name = ?", (gw_id, name)).fetchone()
+        if row is None:
+            raise NotFound("app", f"no app named {name!r} on this gateway")
+        return AppRec(row[0], AppDef.model_validate_json(row[1]), row[2])
+
+    def get_app(self, gateway: str, name: str) -> AppRec:
+        with self._tx() as cur:
+            return self._app(cur, self._gateway_id(cur, gateway)[0], name)
+
+    def list_apps(self, gateway: str) -> list[AppRec]:
+        with self._tx() as cur:
+            gw_id, _ = self._gateway_id(cur, gateway)
+            names = [r[0] for r in cur.execute("SELECT name FROM apps WHERE gateway_id = ? ORDER BY name", (gw_id,))]
+            return [self._app(cur, gw_id, n) for n in names]
+
+    def delete_app(self, gateway: str, name: str) -> None:
+        """The gateway removes its container at the next generation; the address goes back to IPAM."""
+        with self._tx(write=True) as cur:
+            gw_id, ent_id = self._gateway_id(cur, gateway)
+            if cur.execute("DELETE FROM apps WHERE gateway_id = ? AND name = ?", (gw_id, name)).rowcount == 0:
+                raise NotFound("app", f"no app named {name!r} on {gateway}")
+            self._bump(cur, ent_id)
+
     # -- rendering ---------------------------------------------------------------------------------
 
     def _model(self, cur: sqlite3.Cursor, ent_id: int) -> Enterprise:
@@ -482,9 +700,10 @@ class Store:
         for gw_id in ids:
             g = self._gateway(cur, gw_id)
             gateways.append(GatewayDef(name=g.name, system_ip=g.system_ip, uplinks=g.uplinks, ports=g.ports,
-                                       behind_nat=g.behind_nat, role=g.role))  # type: ignore[arg-type]
+                                       behind_nat=g.behind_nat, role=g.role,  # type: ignore[arg-type]
+                                       apps=self._apps(cur, gw_id)))
         return Enterprise(name=ent.name, generation=ent.generation, transport=ent.transport, ipsec=ent.ipsec,
-                          subnets=tuple(subnets), gateways=tuple(gateways))
+                          subnets=tuple(subnets), gateways=tuple(gateways), image_base=self._setting(cur, "device_url"))
 
     def _check_render(self, cur: sqlite3.Cursor, ent_id: int) -> None:
         """The safety net under the checks above: a write that would leave a gateway without a

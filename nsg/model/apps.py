@@ -12,15 +12,24 @@ from nsg.model.base import Frozen
 
 _APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,127}(:[A-Za-z0-9._-]{1,64})?$")
+_SOURCE_URL = re.compile(r"^(file:///.|https://[A-Za-z0-9.:\[\]-]+/)")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
 class ImageSource(Frozen):
     """Where the image's `docker save` tarball comes from, and its SHA-256: nothing is loaded into the
-    engine unless the bytes hash to it. `file:///...` for now (the controller's https comes next)."""
+    engine unless the bytes hash to it. `https://...` is the controller's device site (fetched with the
+    gateway's LDevID, the server checked against the controller CA); `file:///...` a local file."""
 
-    url: str = Field(pattern=r"^file:///[^\x00]{1,4000}$")
+    url: str = Field(max_length=4000)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not _SOURCE_URL.match(v) or any(c.isspace() or not c.isprintable() for c in v):
+            raise ValueError("image source must be https://HOST[:PORT]/PATH or file:///PATH")
+        return v
 
 
 class App(Frozen):
