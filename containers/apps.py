@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from containers import attach as wiring
+from containers import images
 from containers.docker_backend import DockerBackend, EngineError
-from containers.images import ImageError, read_verified
+from containers.images import ImageError, TlsContext
 from containers.reconcile import Attach, Create, Remove, Start, plan
 from containers.spec import AppSpec, Running
 
@@ -24,8 +26,10 @@ class AppsResult:
 
 
 class Apps:
-    def __init__(self, engine: DockerBackend):
+    def __init__(self, engine: DockerBackend, cache: Path | None = None, tls: TlsContext | None = None):
         self.engine = engine
+        self.cache = cache or Path("/var/lib/nsg/images")  # downloaded tarballs, by SHA-256
+        self.tls = tls  # the client context for https sources (the gateway's LDevID)
         self.loaded: dict[str, str] = {}  # image reference -> SHA-256 of the tarball we loaded for it
 
     def actual(self, desired: Mapping[str, AppSpec]) -> dict[str, Running]:
@@ -43,8 +47,12 @@ class Apps:
             return
         if self.loaded.get(spec.image) == spec.image_sha256 and self.engine.has_image(spec.image):
             return
-        data = read_verified(spec.image_url, spec.image_sha256)
-        self.engine.load(data, spec.image)
+        path = images.obtain(spec.image_url, spec.image_sha256, self.cache, self.tls)
+        try:
+            with open(path, "rb") as f:
+                self.engine.load(f, spec.image)
+        except OSError as exc:
+            raise ImageError(f"image {path}: {exc.strerror}") from None
         self.loaded[spec.image] = spec.image_sha256
 
     def apply(self, desired: Mapping[str, AppSpec]) -> AppsResult:
@@ -74,4 +82,5 @@ class Apps:
                 result.errors[name] = str(exc)
                 continue
             result.changes.append(str(op))
+        images.prune(self.cache, {s.image_sha256 for s in desired.values() if s.image_sha256})
         return result

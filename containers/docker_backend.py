@@ -5,6 +5,8 @@ Only containers carrying the LABEL_APP label are nsg's; nothing else is listed, 
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
@@ -54,7 +56,7 @@ class DockerBackend:
             raise EngineError(f"looking up image {ref}: {exc}") from None
         return True
 
-    def load(self, data: bytes, ref: str) -> None:
+    def load(self, data: bytes | BinaryIO, ref: str) -> None:
         """`docker load` a verified tarball; it must bring the reference the app runs."""
         try:
             images = self.client.images.load(data)

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import urllib.error
@@ -24,7 +25,7 @@ from typing import Any
 
 from controller.store import Store, StoreError
 
-COMMANDS = ("serve", "token", "enterprise", "subnet", "gateway")
+COMMANDS = ("serve", "token", "enterprise", "subnet", "gateway", "image", "app")
 DEFAULT_URL = "http://127.0.0.1:8443"
 API = "/api/v1"
 
@@ -46,13 +47,15 @@ class Client:
         self.timeout = timeout
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-    def call(self, method: str, path: str, body: object = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
+    def call(self, method: str, path: str, body: object = None, *, raw: Any = None,
+             content_type: str = "application/json") -> Any:
+        """``body`` goes as JSON; ``raw`` (bytes or a file opened for reading) as is."""
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + API + path, data=data, method=method)
         req.add_header("Authorization", f"Bearer {self.token}")
         req.add_header("Accept", "application/json")
         if data is not None:
-            req.add_header("Content-Type", "application/json")
+            req.add_header("Content-Type", content_type)
         try:
             with self._opener.open(req, timeout=self.timeout) as resp:
                 raw = resp.read()
@@ -200,6 +203,88 @@ def _gateway_config(args: argparse.Namespace) -> None:
 
 def _gateway_delete(args: argparse.Namespace) -> None:
     _client(args).call("DELETE", f"/gateways/{_q(args.name)}")
+
+
+def _gateway_status(args: argparse.Namespace) -> None:
+    _print_json(_client(args).call("GET", f"/gateways/{_q(args.name)}/status"))
+
+
+def _image_upload(args: argparse.Namespace) -> None:
+    try:
+        f = open(args.file, "rb")  # noqa: SIM115 - streamed by urllib, closed below
+        size = os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        raise CliError(f"{args.file}: {exc.strerror}") from None
+    with f:
+        client = _client(args)
+        client.timeout = max(client.timeout, size / (10 << 20))  # give a big tarball time: >= 10 MB/s
+        req_path = f"/enterprises/{_q(args.enterprise)}/images"
+        _print_json(client.call("POST", req_path, raw=f, content_type="application/x-tar"))
+
+
+def _image_list(args: argparse.Namespace) -> None:
+    images = _client(args).call("GET", f"/enterprises/{_q(args.enterprise)}/images")["images"]
+    _table([[i["sha256"][:16], str(i["size"]), ",".join(i["references"]), i["created"]] for i in images],
+           ["SHA256", "SIZE", "REFERENCES", "UPLOADED"])
+
+
+def _image_delete(args: argparse.Namespace) -> None:
+    _client(args).call("DELETE", f"/enterprises/{_q(args.enterprise)}/images/{_q(args.sha256)}")
+
+
+def _app_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for key in ("image", "image_sha256", "memory_mb", "cpus", "pids", "restart"):
+        if getattr(args, key, None) is not None:
+            body[key] = getattr(args, key)
+    if args.command is not None:
+        try:
+            body["command"] = shlex.split(args.command)
+        except ValueError as exc:
+            raise CliError(f"--command: {exc}") from None
+    if args.env:
+        env = {}
+        for item in args.env:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise CliError(f"--env {item!r}: give NAME=VALUE")
+            env[key] = value
+        body["env"] = env
+    return body
+
+
+def _app_add(args: argparse.Namespace) -> None:
+    body = {"name": args.name, "subnet": args.subnet, **_app_body(args)}
+    if args.address:
+        body["address"] = args.address
+    _print_json(_client(args).call("POST", f"/gateways/{_q(args.gateway)}/apps", body))
+
+
+def _app_set(args: argparse.Namespace) -> None:
+    body = _app_body(args)
+    if not body:
+        raise CliError("nothing to change: give --image, --command, --env, --memory-mb, --cpus, --pids or --restart")
+    _print_json(_client(args).call("PATCH", f"/gateways/{_q(args.gateway)}/apps/{_q(args.name)}", body))
+
+
+def _app_list(args: argparse.Namespace) -> None:
+    apps = _client(args).call("GET", f"/gateways/{_q(args.gateway)}/apps")["apps"]
+    rows = []
+    for a in apps:
+        live = a["live"] or {}
+        mem, cpu = live.get("memory_mb"), live.get("cpu_percent")
+        rows.append([a["name"], a["subnet"], a["address"], a["image"], str(live.get("state") or "-"),
+                     str(live.get("restarts", "-")), "-" if mem is None else f"{mem:.1f}",
+                     "-" if cpu is None else f"{cpu:.1f}", live.get("error") or ""])
+    _table(rows, ["NAME", "SUBNET", "ADDRESS", "IMAGE", "STATE", "RESTARTS", "MEM MB", "CPU %", "ERROR"])
+
+
+def _app_show(args: argparse.Namespace) -> None:
+    _print_json(_client(args).call("GET", f"/gateways/{_q(args.gateway)}/apps/{_q(args.name)}"))
+
+
+def _app_delete(args: argparse.Namespace) -> None:
+    _client(args).call("DELETE", f"/gateways/{_q(args.gateway)}/apps/{_q(args.name)}")
 
 
 def _open_store(args: argparse.Namespace) -> Store:
@@ -352,6 +437,44 @@ def add_subcommands(sub: Any) -> None:
     leaf(g, "show", _gateway_show, api, help_="show a gateway").add_argument("name")
     leaf(g, "config", _gateway_config, api, help_="print a gateway's rendered config").add_argument("name")
     leaf(g, "delete", _gateway_delete, api, help_="delete a gateway").add_argument("name")
+    leaf(g, "status", _gateway_status, api,
+         help_="what the gateway last reported: channel, generation, counters, apps").add_argument("name")
+
+    i = group("image", "app images: `docker save` tarballs the controller serves to gateways (over the API)")
+    p = leaf(i, "upload", _image_upload, api, help_="upload a `docker save` tarball")
+    p.add_argument("enterprise")
+    p.add_argument("file", type=Path)
+    leaf(i, "list", _image_list, api, help_="list an enterprise's images").add_argument("enterprise")
+    p = leaf(i, "delete", _image_delete, api, help_="delete an image no app runs")
+    p.add_argument("enterprise")
+    p.add_argument("sha256")
+
+    def app_settings(p: Any, *, new: bool) -> None:
+        p.add_argument("--image", required=new, help="the reference to run (an uploaded tarball must tag it)")
+        p.add_argument("--image-sha256", help="which upload (default: the newest that tags --image)")
+        p.add_argument("--command", help="the command line, split like a shell would")
+        p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+        p.add_argument("--memory-mb", type=int)
+        p.add_argument("--cpus", type=float)
+        p.add_argument("--pids", type=int)
+        p.add_argument("--restart", choices=("no", "always", "on-failure", "unless-stopped"))
+
+    a = group("app", "tenant apps (containers) on gateways (over the API)")
+    p = leaf(a, "add", _app_add, api, help_="add an app; without --address the controller's IPAM picks one")
+    p.add_argument("gateway")
+    p.add_argument("name")
+    p.add_argument("--subnet", required=True)
+    p.add_argument("--address", help="a fixed address in the subnet")
+    app_settings(p, new=True)
+    p = leaf(a, "set", _app_set, api, help_="change an app's image, command, environment or limits")
+    p.add_argument("gateway")
+    p.add_argument("name")
+    app_settings(p, new=False)
+    leaf(a, "list", _app_list, api, help_="list a gateway's apps with their reported state").add_argument("gateway")
+    for name, run, text in (("show", _app_show, "show an app"), ("delete", _app_delete, "remove an app")):
+        p = leaf(a, name, run, api, help_=text)
+        p.add_argument("gateway")
+        p.add_argument("name")
 
 
 def dispatch(args: argparse.Namespace) -> int:

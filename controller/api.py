@@ -197,6 +197,7 @@ class AppLive(_Out):
 
     state: str | None = Field(description="running, restarting, exited, absent...")
     attached: bool | None = None
+    address: str | None = Field(default=None, description="as attached on the gateway (address/prefix)")
     restarts: int | None = None
     oom_killed: bool | None = None
     memory_mb: float | None = None

@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from containers.spec import AppSpec
 from nsg.dataplane.desired import bridge_name
@@ -35,10 +37,21 @@ def specs(cfg: GatewayConfig, mtu: int) -> dict[str, AppSpec]:
     return out
 
 
+REPORTED = ("state", "attached", "restarts", "oom_killed", "error")  # a change here is reported at once
+
+
 class AppsSupervisor:
-    def __init__(self, docker_url: str, interval: float = 2.0):
+    """``cache``: where downloaded image tarballs are kept; ``tls``: the client context for https image
+    sources; ``on_change``: called (in the event loop) when an app's reported state changed."""
+
+    def __init__(self, docker_url: str, interval: float = 2.0, *, cache: Path | None = None,
+                 tls: Callable | None = None, on_change: Callable[[], None] | None = None):
         self.docker_url = docker_url
         self.interval = interval
+        self.cache = cache
+        self.tls = tls
+        self.on_change = on_change
+        self._cpu: dict[str, tuple[float, int]] = {}  # app -> last (monotonic, cpu_ns) reading
         self.desired: dict[str, AppSpec] = {}
         self._apps = None  # containers.apps.Apps, made on first use (the engine may come up later)
         self._task: asyncio.Task | None = None
@@ -67,8 +80,11 @@ class AppsSupervisor:
                 await asyncio.wait_for(self._kick.wait(), self.interval)
             kicked = self._kick.is_set()
             self._kick.clear()
+            before = self._reported()
             try:
                 await asyncio.to_thread(self._pass, first or kicked)
+                if self.on_change is not None and self._reported() != before:
+                    self.on_change()
             except Exception as exc:  # noqa: BLE001 - one bad pass must not end app supervision for good
                 self.counters["errors"] += 1
                 self._apps = None
@@ -83,7 +99,7 @@ class AppsSupervisor:
         self.counters["passes"] += 1
         try:
             if self._apps is None:
-                self._apps = Apps(DockerBackend(self.docker_url))
+                self._apps = Apps(DockerBackend(self.docker_url), cache=self.cache, tls=self.tls)
             res = self._apps.apply(self.desired)
             actual = self._apps.actual(self.desired)
         except EngineError as exc:
@@ -99,11 +115,31 @@ class AppsSupervisor:
         self.last = {"at": time.time(), "changes": res.changes, "errors": res.errors}
         self.state = {name: {"state": r.state, "restarts": r.restarts, "oom_killed": r.oom_killed,
                              "attached": r.attachment is not None,
-                             "address": r.attachment.address if r.attachment else None}
+                             "address": r.attachment.address if r.attachment else None, **self._usage(name, r.pid)}
                       for name, r in actual.items()}
         if res.changes or res.errors:
             log.info("apps reconciled", extra={"fields": {"changes": res.changes, "errors": res.errors,
                                                           "repair": not expected}})
+
+    def _usage(self, name: str, pid: int) -> dict:
+        """Memory now and CPU since the last pass, from the app's cgroup."""
+        from containers.stats import cpu_percent, sample
+
+        if not pid:
+            self._cpu.pop(name, None)
+            return {"memory_mb": None, "cpu_percent": None}
+        s = sample(pid)
+        pct = None
+        if s.cpu_ns is not None:
+            now = (time.monotonic(), s.cpu_ns)
+            last = self._cpu.get(name)
+            pct = cpu_percent(last, now) if last else None
+            self._cpu[name] = now
+        mem = None if s.memory_bytes is None else round(s.memory_bytes / (1 << 20), 1)
+        return {"memory_mb": mem, "cpu_percent": pct}
+
+    def _reported(self) -> list:
+        return [tuple(a.get(k) for k in REPORTED) for a in self.status()["apps"]]
 
     def status(self) -> dict:
         apps = [{"name": n, "image": s.image, "address": s.address, "bridge": s.bridge,

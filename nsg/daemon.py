@@ -77,6 +77,8 @@ class Daemon:
         self.tenant_mtu = 1500
         self.controller_url = controller_url
         self.channel = None
+        self._device_tls = None  # () -> the LDevID client TLS context, once the box has an identity
+        self._telemetry_task: asyncio.Task | None = None
         self._renew: asyncio.Task | None = None
         self.bootstrap_wan = bootstrap_wan
         self.channel_retry_max = channel_retry_max
@@ -190,7 +192,8 @@ class Daemon:
         if onboarding is not None:  # bootstrapped here: keep the LDevID fresh (re-enroll at 2/3 of its life)
             self._renew = asyncio.get_running_loop().create_task(keep_enrolled(ident, onboarding.est_url),
                                                                  name="ldevid-renewal")
-        self.channel = ChannelClient(self.controller_url, lambda: ident.tls_context("ldevid", cafile), ident.serial(),
+        self._device_tls = lambda: ident.tls_context("ldevid", cafile)  # also fetches app images
+        self.channel = ChannelClient(self.controller_url, self._device_tls, ident.serial(),
                                      self._remote_config, lambda: self.generation,
                                      backoff=(1.0, self.channel_retry_max))
         return asyncio.get_running_loop().create_task(self._channel_and_telemetry(), name="channel")
@@ -205,6 +208,21 @@ class Daemon:
         finally:
             runner.cancel()
 
+    def _telemetry_soon(self) -> None:
+        """Send telemetry now (an app's state changed): the controller hears of a crash or a bad image
+        within a pass, not at the next 30 s tick. At most one send in flight."""
+        if self.channel is None or (self._telemetry_task is not None and not self._telemetry_task.done()):
+            return
+
+        async def send() -> None:
+            assert self.channel is not None
+            try:
+                await self.channel.send(self._telemetry())
+            except Exception as exc:  # noqa: BLE001 - the periodic send will carry it
+                log.debug("prompt telemetry not sent: %s", exc)
+
+        self._telemetry_task = asyncio.get_running_loop().create_task(send(), name="telemetry")
+
     def _telemetry(self):
         from nsg.channel import wire
 
@@ -217,9 +235,10 @@ class Daemon:
             counters["ike.peers"] = len(t["ike"])
             for k, v in t["engine"].items():
                 counters[f"esp.{k}"] = v
-        if self.apps is not None:  # each app's state reaches the controller (at most 64 apps x 4)
+        if self.apps is not None:  # each app's state reaches the controller (at most 64 apps x 8)
             for a in self.apps.status()["apps"]:
-                for k in ("state", "restarts", "oom_killed", "error"):
+                for k in ("state", "attached", "address", "restarts", "oom_killed", "memory_mb", "cpu_percent",
+                          "error"):
                     v = a.get(k)
                     counters[f"app.{a['name']}.{k}"] = int(v) if isinstance(v, bool) else v
         return wire.Telemetry(ts=time.time(), counters=counters)
@@ -344,7 +363,9 @@ class Daemon:
         from nsg.apps import AppsSupervisor, specs
 
         if self.apps is None:
-            self.apps = AppsSupervisor(self.docker_url)
+            self.apps = AppsSupervisor(self.docker_url, cache=self.state_dir / "images",
+                                       tls=lambda: self._device_tls() if self._device_tls else None,
+                                       on_change=self._telemetry_soon)
         self.apps.set(specs(self.config, self.tenant_mtu))
 
     def _persist_last_good(self) -> None:

@@ -53,7 +53,7 @@ class ApplyResult(_Msg):
 class Telemetry(_Msg):
     type: Literal["telemetry"] = "telemetry"
     ts: float
-    counters: dict[str, int | float | str | None] = Field(default_factory=dict, max_length=512)
+    counters: dict[str, int | float | str | None] = Field(default_factory=dict, max_length=1024)
 
 
 class Event(_Msg):

@@ -83,13 +83,14 @@ def test_upload_then_app_from_ipam_then_live_state(tmp_path, store):
         session.telemetry = wire.Telemetry(ts=1.0, counters={
             "app.web.state": "running", "app.web.restarts": 2, "app.web.oom_killed": 1,
             "app.web.memory_mb": 12.5, "app.web.cpu_percent": 3.25, "app.web.error": None,
-            "app.web.attached": 1, "app.web.bogus": "ignored", "generation": 3})
+            "app.web.attached": 1, "app.web.address": "192.0.2.254/24", "app.web.bogus": "ignored", "generation": 3})
         session.results.append(wire.ApplyResult(generation=3, ok=True, running=3))
         hub.sessions["S1"] = session
         status, doc = await api("GET", "/gateways/b1/status")
         assert doc["connected"] and doc["applied_generation"] == 3 and doc["counters"]["generation"] == 3
-        assert doc["apps"]["web"] == {"state": "running", "attached": True, "restarts": 2, "oom_killed": True,
-                                      "memory_mb": 12.5, "cpu_percent": 3.25, "error": None}
+        assert doc["apps"]["web"] == {"state": "running", "attached": True, "address": "192.0.2.254/24",
+                                      "restarts": 2, "oom_killed": True, "memory_mb": 12.5,
+                                      "cpu_percent": 3.25, "error": None}
         status, doc = await api("GET", "/gateways/b1/apps/web")
         assert doc["live"]["state"] == "running" and doc["live"]["restarts"] == 2
 
