@@ -107,6 +107,15 @@ class DockerBackend:
             raise EngineError(f"inspecting {spec.container_name}: {exc}") from None
         return int(c.attrs.get("State", {}).get("Pid") or 0)
 
+    def stats(self, container_id: str) -> dict:
+        """The engine's one-shot stats document of a running container ({} if it has none)."""
+        try:
+            return self.client.api.stats(container_id, stream=False, one_shot=True) or {}
+        except NotFound:
+            return {}
+        except (DockerException, OSError) as exc:
+            raise EngineError(f"stats of {container_id[:12]}: {exc}") from None
+
     def remove(self, container_id: str) -> None:
         try:
             c = self.client.containers.get(container_id)

@@ -115,20 +115,25 @@ class AppsSupervisor:
         self.last = {"at": time.time(), "changes": res.changes, "errors": res.errors}
         self.state = {name: {"state": r.state, "restarts": r.restarts, "oom_killed": r.oom_killed,
                              "attached": r.attachment is not None,
-                             "address": r.attachment.address if r.attachment else None, **self._usage(name, r.pid)}
+                             "address": r.attachment.address if r.attachment else None,
+                             **self._usage(name, r.container_id if r.pid else None)}
                       for name, r in actual.items()}
         if res.changes or res.errors:
             log.info("apps reconciled", extra={"fields": {"changes": res.changes, "errors": res.errors,
                                                           "repair": not expected}})
 
-    def _usage(self, name: str, pid: int) -> dict:
-        """Memory now and CPU since the last pass, from the app's cgroup."""
-        from containers.stats import cpu_percent, sample
+    def _usage(self, name: str, container_id: str | None) -> dict:
+        """Memory now and CPU since the last pass (worker thread; the engine's stats)."""
+        from containers.docker_backend import EngineError
+        from containers.stats import cpu_percent, parse
 
-        if not pid:
+        if container_id is None or self._apps is None:
             self._cpu.pop(name, None)
             return {"memory_mb": None, "cpu_percent": None}
-        s = sample(pid)
+        try:
+            s = parse(self._apps.engine.stats(container_id))
+        except EngineError:
+            return {"memory_mb": None, "cpu_percent": None}
         pct = None
         if s.cpu_ns is not None:
             now = (time.monotonic(), s.cpu_ns)
