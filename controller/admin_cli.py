@@ -25,7 +25,7 @@ from typing import Any
 
 from controller.store import Store, StoreError
 
-COMMANDS = ("serve", "token", "enterprise", "subnet", "gateway", "image", "app")
+COMMANDS = ("serve", "token", "enterprise", "subnet", "gateway", "image", "app", "vm")
 DEFAULT_URL = "http://127.0.0.1:8443"
 API = "/api/v1"
 
@@ -287,6 +287,37 @@ def _app_delete(args: argparse.Namespace) -> None:
     _client(args).call("DELETE", f"/gateways/{_q(args.gateway)}/apps/{_q(args.name)}")
 
 
+def _source(spec: str, what: str) -> dict[str, str]:
+    """``/path/on/the/gateway@SHA256`` -> an image source."""
+    path, sep, sha = spec.rpartition("@")
+    if not sep or not path.startswith("/"):
+        raise CliError(f"--{what} {spec!r}: give /PATH/ON/THE/GATEWAY@SHA256")
+    return {"url": "file://" + urllib.parse.quote(path), "sha256": sha}
+
+
+def _vm_add(args: argparse.Namespace) -> None:
+    body: dict[str, Any] = {"name": args.name, "subnet": args.subnet, "kernel": _source(args.kernel, "kernel"),
+                            "memory_mb": args.memory_mb, "cpus": args.cpus, "accel": args.accel}
+    if args.initrd:
+        body["initrd"] = _source(args.initrd, "initrd")
+    if args.append:
+        body["append"] = args.append
+    if args.address:
+        body["address"] = args.address
+    _print_json(_client(args).call("POST", f"/gateways/{_q(args.gateway)}/vms", body))
+
+
+def _vm_list(args: argparse.Namespace) -> None:
+    vms = _client(args).call("GET", f"/gateways/{_q(args.gateway)}/vms")["vms"]
+    rows = [[v["name"], v["subnet"], v["address"], str((v["live"] or {}).get("state") or "-"),
+             str((v["live"] or {}).get("restarts", "-")), (v["live"] or {}).get("error") or ""] for v in vms]
+    _table(rows, ["NAME", "SUBNET", "ADDRESS", "STATE", "RESTARTS", "ERROR"])
+
+
+def _vm_delete(args: argparse.Namespace) -> None:
+    _client(args).call("DELETE", f"/gateways/{_q(args.gateway)}/vms/{_q(args.name)}")
+
+
 def _open_store(args: argparse.Namespace) -> Store:
     if not args.db.exists() and args.action != "create":
         raise CliError(f"--db {args.db}: no such file")
@@ -475,6 +506,23 @@ def add_subcommands(sub: Any) -> None:
         p = leaf(a, name, run, api, help_=text)
         p.add_argument("gateway")
         p.add_argument("name")
+
+    v = group("vm", "tenant VMs (qemu on a TAP of the subnet's bridge) on gateways (over the API)")
+    p = leaf(v, "add", _vm_add, api, help_="add a VM; without --address the controller's IPAM picks one")
+    p.add_argument("gateway")
+    p.add_argument("name")
+    p.add_argument("--subnet", required=True)
+    p.add_argument("--address", help="a fixed address in the subnet")
+    p.add_argument("--kernel", required=True, metavar="PATH@SHA256", help="the guest kernel, a file on the gateway")
+    p.add_argument("--initrd", metavar="PATH@SHA256", help="its initrd, a file on the gateway")
+    p.add_argument("--append", help="more kernel command line")
+    p.add_argument("--memory-mb", type=int, default=256)
+    p.add_argument("--cpus", type=int, default=1)
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    leaf(v, "list", _vm_list, api, help_="list a gateway's VMs with their reported state").add_argument("gateway")
+    p = leaf(v, "delete", _vm_delete, api, help_="remove a VM")
+    p.add_argument("gateway")
+    p.add_argument("name")
 
 
 def dispatch(args: argparse.Namespace) -> int:

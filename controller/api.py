@@ -37,6 +37,7 @@ from controller.store import (
     Store,
     StoreError,
     SubnetRec,
+    VmRec,
 )
 from nsg.model import ConfigError, GatewayConfig
 from nsg.model.config import IfName, Name
@@ -226,6 +227,50 @@ class AppList(_Out):
     apps: list[AppOut]
 
 
+class ImageSourceIn(_In):
+    url: str = Field(description="file:///PATH on the gateway")
+    sha256: Sha256
+
+
+class VmIn(_In):
+    name: str
+    subnet: str
+    address: IPv4Address | None = Field(default=None, description="default: the controller's IPAM picks one")
+    kernel: ImageSourceIn
+    initrd: ImageSourceIn | None = None
+    append: str = ""
+    memory_mb: int = 256
+    cpus: int = 1
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
+
+
+class VmLive(_Out):
+    state: str | None = Field(description="running, stopped, absent...")
+    attached: bool | None = None
+    address: str | None = None
+    restarts: int | None = None
+    error: str | None = None
+
+
+class VmOut(_Out):
+    gateway: str
+    name: str
+    subnet: str
+    address: IPv4Address
+    kernel: dict[str, str]
+    initrd: dict[str, str] | None
+    append: str
+    memory_mb: int
+    cpus: int
+    accel: str
+    created: str
+    live: VmLive | None = Field(description="null while the gateway has not reported it")
+
+
+class VmList(_Out):
+    vms: list[VmOut]
+
+
 class GatewayStatus(_Out):
     name: str
     connected: bool = Field(description="its management channel is up now")
@@ -236,6 +281,7 @@ class GatewayStatus(_Out):
     telemetry_at: float | None = Field(default=None, description="when its last telemetry was sent (Unix time)")
     counters: dict[str, int | float | str | None] = {}
     apps: dict[str, AppLive] = {}
+    vms: dict[str, VmLive] = {}
 
 
 class ErrorBody(_Out):
@@ -285,20 +331,27 @@ def _image_out(i: ImageRec) -> ImageOut:
                     created=i.created)
 
 
-def _live_apps(counters: Mapping[str, Any]) -> dict[str, AppLive]:
-    """Telemetry keys app.<name>.<what> -> one AppLive per app."""
+def _live_of(counters: Mapping[str, Any], prefix: str, model: type[BaseModel]) -> dict[str, Any]:
+    """Telemetry keys <prefix>.<name>.<what> -> one ``model`` per app or VM."""
     found: dict[str, dict[str, Any]] = {}
     for key, value in counters.items():
         parts = key.split(".")
-        if len(parts) == 3 and parts[0] == "app" and parts[2] in AppLive.model_fields:
+        if len(parts) == 3 and parts[0] == prefix and parts[2] in model.model_fields:
             found.setdefault(parts[1], {})[parts[2]] = value
     out = {}
     for name, fields in found.items():
         try:
-            out[name] = AppLive.model_validate({"state": None, **fields})
+            out[name] = model.model_validate({"state": None, **fields})
         except ValidationError:
-            log.warning("gateway reported unusable app telemetry for %s: %s", name, fields)
+            log.warning("gateway reported unusable %s telemetry for %s: %s", prefix, name, fields)
     return out
+
+
+def _vm_out(rec: VmRec, live: dict[str, VmLive]) -> VmOut:
+    v = rec.vm
+    return VmOut(gateway=rec.gateway, name=v.name, subnet=v.subnet, address=v.address,
+                 kernel=v.kernel.model_dump(), initrd=v.initrd.model_dump() if v.initrd else None, append=v.append,
+                 memory_mb=v.memory_mb, cpus=v.cpus, accel=v.accel, created=rec.created, live=live.get(v.name))
 
 
 # -- plumbing ------------------------------------------------------------------------------------
@@ -472,9 +525,9 @@ def _session(request: web.Request, gateway: str):
     return None if hub is None else hub.sessions.get(_store(request).get_gateway(gateway).serial)
 
 
-def _live(request: web.Request, gateway: str) -> dict[str, AppLive]:
+def _live(request: web.Request, gateway: str, prefix: str = "app", model: type[BaseModel] = AppLive) -> dict:
     session = _session(request, gateway)
-    return {} if session is None or session.telemetry is None else _live_apps(session.telemetry.counters)
+    return {} if session is None or session.telemetry is None else _live_of(session.telemetry.counters, prefix, model)
 
 
 async def gateway_status(request: web.Request) -> web.Response:
@@ -491,7 +544,7 @@ async def gateway_status(request: web.Request) -> web.Response:
         name=name, connected=True, generation=generation, sent_generation=session.sent_generation,
         applied_generation=last.running if last else None, last_apply_error=last.error if last else None,
         telemetry_at=t.ts if t else None, counters=dict(t.counters) if t else {},
-        apps=_live(request, name)))
+        apps=_live(request, name), vms=_live(request, name, "vm", VmLive)))
 
 
 async def list_apps(request: web.Request) -> web.Response:
@@ -530,6 +583,28 @@ async def update_app(request: web.Request) -> web.Response:
 async def delete_app(request: web.Request) -> web.Response:
     """Remove an app (the gateway removes its container; its address returns to IPAM)."""
     _store(request).delete_app(request.match_info["gateway"], request.match_info["app"])
+    return web.Response(status=204)
+
+
+async def list_vms(request: web.Request) -> web.Response:
+    """List a gateway's VMs, each with what the gateway last reported about it."""
+    name = request.match_info["gateway"]
+    live = _live(request, name, "vm", VmLive)
+    return _json(VmList(vms=[_vm_out(v, live) for v in _store(request).list_vms(name)]))
+
+
+async def add_vm(request: web.Request) -> web.Response:
+    """Add a VM to a gateway (kernel/initrd are files on the gateway; no address: IPAM picks one)."""
+    body: VmIn = await _body(request, VmIn)
+    gw = request.match_info["gateway"]
+    fields = body.model_dump(exclude_none=True)
+    rec = _store(request).add_vm(gw, fields.pop("name"), **fields)
+    return _json(_vm_out(rec, {}), 201, f"{API}/gateways/{gw}/vms/{rec.vm.name}")
+
+
+async def delete_vm(request: web.Request) -> web.Response:
+    """Remove a VM (the gateway stops it; its address returns to IPAM)."""
+    _store(request).delete_vm(request.match_info["gateway"], request.match_info["vm"])
     return web.Response(status=204)
 
 
@@ -607,6 +682,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{API}/gateways/{{gateway}}/apps/{{app}}", get_app, response=AppOut),
     Route("PATCH", f"{API}/gateways/{{gateway}}/apps/{{app}}", update_app, AppPatch, AppOut),
     Route("DELETE", f"{API}/gateways/{{gateway}}/apps/{{app}}", delete_app, status=204),
+    Route("GET", f"{API}/gateways/{{gateway}}/vms", list_vms, response=VmList),
+    Route("POST", f"{API}/gateways/{{gateway}}/vms", add_vm, VmIn, VmOut, 201),
+    Route("DELETE", f"{API}/gateways/{{gateway}}/vms/{{vm}}", delete_vm, status=204),
     Route("GET", f"{API}/enterprises/{{enterprise}}/images", list_images, response=ImageList),
     Route("POST", f"{API}/enterprises/{{enterprise}}/images", upload_image, response=ImageOut, status=201,
           raw="application/x-tar"),

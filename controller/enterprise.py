@@ -5,10 +5,10 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nsg.model import Subnet, Uplink
-from nsg.model.apps import App
+from nsg.model.apps import App, ImageSource, Vm
 from nsg.model.ipsec import IpsecConfig
 
 EVPN_ASN = 65000  # a private AS (RFC 6996): iBGP inside one enterprise
@@ -42,6 +42,18 @@ class AppDef(App):
     image_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
+class VmDef(Vm):
+    """A tenant VM on one gateway. Its kernel and initrd are files on the gateway (file:///, with
+    their SHA-256): the controller does not carry VM images."""
+
+    @field_validator("kernel", "initrd")
+    @classmethod
+    def _local(cls, v: ImageSource | None) -> ImageSource | None:
+        if v is not None and not v.url.startswith("file:///"):
+            raise ValueError("VM kernels and initrds are files on the gateway: file:///PATH")
+        return v
+
+
 class GatewayDef(_M):
     name: str
     system_ip: IPv4Address
@@ -52,6 +64,7 @@ class GatewayDef(_M):
     # beside it listens on its system IP, so every edge's BGP session runs inside its tunnel to the hub.
     role: Role = "edge"
     apps: tuple[AppDef, ...] = ()
+    vms: tuple[VmDef, ...] = ()
 
     def endpoint(self) -> IPv4Address | None:
         for u in self.uplinks:
@@ -87,21 +100,21 @@ class Enterprise(_M):
         if len({g.system_ip for g in self.gateways}) != len(self.gateways):
             raise ValueError("gateway system IPs must be unique")
         for g in self.gateways:
-            if g.role == "hub" and (g.ports or g.apps):
-                raise ValueError(f"gateway {g.name}: a hub has no LAN ports and no apps")
+            if g.role == "hub" and (g.ports or g.apps or g.vms):
+                raise ValueError(f"gateway {g.name}: a hub has no LAN ports, apps or VMs")
         # A subnet is one L2 segment across all sites: an app address is unique enterprise-wide.
         held: dict[tuple[str, IPv4Address], str] = {}
         for g in self.gateways:
-            for a in g.apps:
-                where = f"gateway {g.name}: app {a.name}"
+            for a in (*g.apps, *g.vms):
+                where = f"gateway {g.name}: {'app' if isinstance(a, AppDef) else 'VM'} {a.name}"
                 if a.subnet not in names:
                     raise ValueError(f"{where}: unknown subnet {a.subnet!r}")
                 if (a.subnet, a.address) in held:
                     raise ValueError(f"{where}: address {a.address} is also {held[(a.subnet, a.address)]}'s")
                 held[(a.subnet, a.address)] = f"{g.name}/{a.name}"
-                if a.image_sha256 and self.image_base is None:
+                if isinstance(a, AppDef) and a.image_sha256 and self.image_base is None:
                     raise ValueError(f"{where}: the controller serves no devices, so no image URL to give")
         return self
 
 
-__all__ = ["AppDef", "Enterprise", "GatewayDef", "Subnet", "SubnetDef", "UplinkDef"]
+__all__ = ["AppDef", "Enterprise", "GatewayDef", "Subnet", "SubnetDef", "UplinkDef", "VmDef"]

@@ -57,6 +57,9 @@ def render(ent: Enterprise) -> dict[str, GatewayConfig]:
                            "peers": [{"address": str(h.system_ip), "asn": ent.evpn_asn} for h in hubs]}
         if g.apps:
             doc["apps"] = [_app(a, ent.image_base) for a in g.apps]
+        if g.vms:
+            doc["vms"] = [v.model_dump(mode="json", exclude_defaults=True) | {"address": str(v.address)}
+                          for v in g.vms]
         if ent.ipsec is not None:
             doc["ipsec"] = ent.ipsec.model_dump(mode="json", exclude_none=True)
         out[g.name] = parse_config(doc, source=f"gateway {g.name}")

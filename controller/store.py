@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from controller.enterprise import AppDef, Enterprise, GatewayDef, SubnetDef, UplinkDef
+from controller.enterprise import AppDef, Enterprise, GatewayDef, SubnetDef, UplinkDef, VmDef
 from controller.inputs import (
     _UPLINKS,
     Conflict,
@@ -95,6 +95,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             subnet_id INTEGER NOT NULL REFERENCES subnets(id) ON DELETE RESTRICT,
             name TEXT NOT NULL, address TEXT NOT NULL, spec TEXT NOT NULL, created TEXT NOT NULL,
             UNIQUE (gateway_id, name), UNIQUE (subnet_id, address))""",
+        """CREATE TABLE vms (id INTEGER PRIMARY KEY,
+            gateway_id INTEGER NOT NULL REFERENCES gateways(id) ON DELETE CASCADE,
+            subnet_id INTEGER NOT NULL REFERENCES subnets(id) ON DELETE RESTRICT,
+            name TEXT NOT NULL, address TEXT NOT NULL, spec TEXT NOT NULL, created TEXT NOT NULL,
+            UNIQUE (gateway_id, name), UNIQUE (subnet_id, address))""",
     ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -149,6 +154,13 @@ class AppRec:
 
 
 @dataclass(frozen=True)
+class VmRec:
+    gateway: str
+    vm: VmDef
+    created: str
+
+
+@dataclass(frozen=True)
 class TokenRec:
     name: str
     created: str
@@ -156,6 +168,8 @@ class TokenRec:
 
 UNSET: Any = object()  # update_gateway: "leave this field as it is"
 _APP = TypeAdapter(AppDef)
+_VM = TypeAdapter(VmDef)
+VM_FIELDS = ("kernel", "initrd", "append", "memory_mb", "cpus", "accel")
 APP_FIELDS = ("image", "image_sha256", "command", "env", "memory_mb", "cpus", "pids", "restart")
 
 class Store:
@@ -370,9 +384,10 @@ class Store:
                 raise Conflict("name", f"subnet {name!r} has LAN ports on gateways: {', '.join(users)}")
             apps = [f"{g}/{a}" for g, a in cur.execute(
                 "SELECT g.name, a.name FROM apps a JOIN gateways g ON g.id = a.gateway_id WHERE a.subnet_id = ? "
-                "ORDER BY g.name, a.name", (row[0],))]
+                "UNION SELECT g.name, v.name FROM vms v JOIN gateways g ON g.id = v.gateway_id "
+                "WHERE v.subnet_id = ? ORDER BY 1, 2", (row[0], row[0]))]
             if apps:
-                raise Conflict("name", f"subnet {name!r} has apps: {', '.join(apps)}")
+                raise Conflict("name", f"subnet {name!r} has apps or VMs: {', '.join(apps)}")
             cur.execute("DELETE FROM subnets WHERE id = ?", (row[0],))
             self._bump(cur, ent_id)
 
@@ -601,13 +616,15 @@ class Store:
                      want: object) -> IPv4Address:
         """The address asked for, checked; or IPAM: the highest free host of the subnet (LAN hosts'
         DHCP pools customarily sit at the bottom). Unique across the enterprise: a subnet is one L2."""
-        taken = {IPv4Address(r[0]) for r in cur.execute("SELECT address FROM apps WHERE subnet_id = ?", (subnet_id,))}
+        taken = {IPv4Address(r[0]) for r in cur.execute(
+            "SELECT address FROM apps WHERE subnet_id = ? UNION SELECT address FROM vms WHERE subnet_id = ?",
+            (subnet_id, subnet_id))}
         if want is not None:
             ip = _address(want, "address")
             if ip not in cidr or ip in (cidr.network_address, cidr.broadcast_address, gateway):
                 raise StoreError("address", f"{ip} is not a free host address of {cidr} (the gateway is {gateway})")
             if ip in taken:
-                raise Conflict("address", f"{ip} is already an app's address in this subnet")
+                raise Conflict("address", f"{ip} is already an app's or a VM's address in this subnet")
             return ip
         for n in range(int(cidr.broadcast_address) - 1, int(cidr.network_address), -1):
             ip = IPv4Address(n)
@@ -688,6 +705,57 @@ class Store:
                 raise NotFound("app", f"no app named {name!r} on {gateway}")
             self._bump(cur, ent_id)
 
+    @staticmethod
+    def _vms(cur: sqlite3.Cursor, gw_id: int) -> tuple[VmDef, ...]:
+        return tuple(VmDef.model_validate_json(r[0]) for r in cur.execute(
+            "SELECT spec FROM vms WHERE gateway_id = ? ORDER BY name", (gw_id,)))
+
+    def add_vm(self, gateway: str, name: str, *, subnet: str, kernel: Any, address: object = None,
+               **spec: Any) -> VmRec:
+        """A tenant VM on ``gateway`` (kernel/initrd: files on the gateway); without ``address`` IPAM picks one."""
+        unknown = set(spec) - set(VM_FIELDS)
+        if unknown:
+            raise StoreError(sorted(unknown)[0], "not a VM setting")
+        with self._tx(write=True) as cur:
+            gw_id, ent_id = self._gateway_id(cur, gateway)
+            if self._gateway(cur, gw_id).role == "hub":
+                raise StoreError("gateway", f"{gateway} is a hub; VMs run on edge gateways")
+            row = cur.execute("SELECT id, cidr, gateway FROM subnets WHERE enterprise_id = ? AND name = ?",
+                              (ent_id, subnet)).fetchone()
+            if row is None:
+                raise StoreError("subnet", f"the enterprise has no subnet named {subnet!r}")
+            self._taken(cur, "SELECT 1 FROM vms WHERE gateway_id = ? AND name = ?", (gw_id, name), "name",
+                        f"VM {name!r} on {gateway}")
+            ip = self._app_address(cur, row[0], IPv4Network(row[1]), IPv4Address(row[2]), address)
+            vm: VmDef = _validated(_VM, {**spec, "name": name, "subnet": subnet, "kernel": kernel,
+                                         "address": str(ip)}, "")
+            cur.execute("INSERT INTO vms (gateway_id, subnet_id, name, address, spec, created) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", (gw_id, row[0], name, str(ip), vm.model_dump_json(), _now()))
+            self._bump(cur, ent_id)
+            self._check_render(cur, ent_id)
+            return self._vm(cur, gw_id, name)
+
+    @staticmethod
+    def _vm(cur: sqlite3.Cursor, gw_id: int, name: str) -> VmRec:
+        row = cur.execute("SELECT g.name, v.spec, v.created FROM vms v JOIN gateways g ON g.id = v.gateway_id "
+                          "WHERE v.gateway_id = ? AND v.name = ?", (gw_id, name)).fetchone()
+        if row is None:
+            raise NotFound("vm", f"no VM named {name!r} on this gateway")
+        return VmRec(row[0], VmDef.model_validate_json(row[1]), row[2])
+
+    def list_vms(self, gateway: str) -> list[VmRec]:
+        with self._tx() as cur:
+            gw_id, _ = self._gateway_id(cur, gateway)
+            names = [r[0] for r in cur.execute("SELECT name FROM vms WHERE gateway_id = ? ORDER BY name", (gw_id,))]
+            return [self._vm(cur, gw_id, n) for n in names]
+
+    def delete_vm(self, gateway: str, name: str) -> None:
+        with self._tx(write=True) as cur:
+            gw_id, ent_id = self._gateway_id(cur, gateway)
+            if cur.execute("DELETE FROM vms WHERE gateway_id = ? AND name = ?", (gw_id, name)).rowcount == 0:
+                raise NotFound("vm", f"no VM named {name!r} on {gateway}")
+            self._bump(cur, ent_id)
+
     # -- rendering ---------------------------------------------------------------------------------
 
     def _model(self, cur: sqlite3.Cursor, ent_id: int) -> Enterprise:
@@ -701,7 +769,7 @@ class Store:
             g = self._gateway(cur, gw_id)
             gateways.append(GatewayDef(name=g.name, system_ip=g.system_ip, uplinks=g.uplinks, ports=g.ports,
                                        behind_nat=g.behind_nat, role=g.role,  # type: ignore[arg-type]
-                                       apps=self._apps(cur, gw_id)))
+                                       apps=self._apps(cur, gw_id), vms=self._vms(cur, gw_id)))
         return Enterprise(name=ent.name, generation=ent.generation, transport=ent.transport, ipsec=ent.ipsec,
                           subnets=tuple(subnets), gateways=tuple(gateways), image_base=self._setting(cur, "device_url"))
 

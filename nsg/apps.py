@@ -40,27 +40,24 @@ def specs(cfg: GatewayConfig, mtu: int) -> dict[str, AppSpec]:
 REPORTED = ("state", "attached", "restarts", "oom_killed", "error")  # a change here is reported at once
 
 
-class AppsSupervisor:
-    """``cache``: where downloaded image tarballs are kept; ``tls``: the client context for https image
-    sources; ``on_change``: called (in the event loop) when an app's reported state changed."""
+class Supervisor:
+    """Reconcile passes for one kind of workload, in a worker thread: when the desired state changes
+    and every ``interval`` seconds (which repairs drift). ``on_change`` is called (in the event loop)
+    when what status() reports under REPORTED changed, so the controller hears of it at once."""
 
-    def __init__(self, docker_url: str, interval: float = 2.0, *, cache: Path | None = None,
-                 tls: Callable | None = None, on_change: Callable[[], None] | None = None):
-        self.docker_url = docker_url
+    kind = "workloads"
+
+    def __init__(self, interval: float = 2.0, on_change: Callable[[], None] | None = None):
         self.interval = interval
-        self.cache = cache
-        self.tls = tls
         self.on_change = on_change
-        self._cpu: dict[str, tuple[float, int]] = {}  # app -> last (monotonic, cpu_ns) reading
-        self.desired: dict[str, AppSpec] = {}
-        self._apps = None  # containers.apps.Apps, made on first use (the engine may come up later)
+        self.desired: dict = {}
         self._task: asyncio.Task | None = None
         self._kick = asyncio.Event()
         self.last: dict = {"at": None, "changes": [], "errors": {}}
         self.state: dict[str, dict] = {}
         self.counters = {"passes": 0, "changes": 0, "errors": 0, "repairs": 0}
 
-    def set(self, desired: dict[str, AppSpec]) -> None:
+    def set(self, desired: dict) -> None:
         if desired != self.desired:
             self.desired = desired
             self._kick.set()
@@ -85,14 +82,55 @@ class AppsSupervisor:
                 await asyncio.to_thread(self._pass, first or kicked)
                 if self.on_change is not None and self._reported() != before:
                     self.on_change()
-            except Exception as exc:  # noqa: BLE001 - one bad pass must not end app supervision for good
+            except Exception as exc:  # noqa: BLE001 - one bad pass must not end supervision for good
                 self.counters["errors"] += 1
-                self._apps = None
-                log.error("apps pass failed: %s", exc, extra={"fields": {"error": repr(exc)}})
+                self._reset()
+                log.error("%s pass failed: %s", self.kind, exc, extra={"fields": {"error": repr(exc)}})
             first = False
 
+    def _reset(self) -> None:
+        """Forget cached handles after a pass failed unexpectedly."""
+
     def _pass(self, expected: bool) -> None:
-        """One reconcile pass (worker thread). Changes on a pass nobody asked for are drift repairs."""
+        raise NotImplementedError
+
+    def _account(self, changes: list[str], errors: dict[str, str], expected: bool) -> None:
+        """Counters and the last pass's outcome. Changes on a pass nobody asked for are drift repairs."""
+        self.counters["changes"] += len(changes)
+        self.counters["errors"] += len(errors)
+        if changes and not expected:
+            self.counters["repairs"] += 1
+        self.last = {"at": time.time(), "changes": changes, "errors": errors}
+        if changes or errors:
+            log.info("%s reconciled", self.kind, extra={"fields": {"changes": changes, "errors": errors,
+                                                                   "repair": not expected}})
+
+    def _reported(self) -> list:
+        return [tuple(a.get(k) for k in REPORTED) for a in self.status()[self.kind]]
+
+    def status(self) -> dict:
+        raise NotImplementedError
+
+
+class AppsSupervisor(Supervisor):
+    """Containers. ``cache``: where downloaded image tarballs are kept; ``tls``: the client context
+    for https image sources."""
+
+    kind = "apps"
+
+    def __init__(self, docker_url: str, interval: float = 2.0, *, cache: Path | None = None,
+                 tls: Callable | None = None, on_change: Callable[[], None] | None = None):
+        super().__init__(interval, on_change)
+        self.docker_url = docker_url
+        self.cache = cache
+        self.tls = tls
+        self._cpu: dict[str, tuple[float, int]] = {}  # app -> last (monotonic, cpu_ns) reading
+        self._apps = None  # containers.apps.Apps, made on first use (the engine may come up later)
+
+    def _reset(self) -> None:
+        self._apps = None
+
+    def _pass(self, expected: bool) -> None:
         from containers.apps import Apps
         from containers.docker_backend import DockerBackend, EngineError
 
@@ -108,19 +146,12 @@ class AppsSupervisor:
             self.counters["errors"] += 1
             log.warning("apps: engine unavailable", extra={"fields": {"error": str(exc)}})
             return
-        self.counters["changes"] += len(res.changes)
-        self.counters["errors"] += len(res.errors)
-        if res.changes and not expected:
-            self.counters["repairs"] += 1
-        self.last = {"at": time.time(), "changes": res.changes, "errors": res.errors}
+        self._account(res.changes, res.errors, expected)
         self.state = {name: {"state": r.state, "restarts": r.restarts, "oom_killed": r.oom_killed,
                              "attached": r.attachment is not None,
                              "address": r.attachment.address if r.attachment else None,
                              **self._usage(name, r.container_id if r.pid else None)}
                       for name, r in actual.items()}
-        if res.changes or res.errors:
-            log.info("apps reconciled", extra={"fields": {"changes": res.changes, "errors": res.errors,
-                                                          "repair": not expected}})
 
     def _usage(self, name: str, container_id: str | None) -> dict:
         """Memory now and CPU since the last pass (worker thread; the engine's stats)."""
@@ -142,9 +173,6 @@ class AppsSupervisor:
             self._cpu[name] = now
         mem = None if s.memory_bytes is None else round(s.memory_bytes / (1 << 20), 1)
         return {"memory_mb": mem, "cpu_percent": pct}
-
-    def _reported(self) -> list:
-        return [tuple(a.get(k) for k in REPORTED) for a in self.status()["apps"]]
 
     def status(self) -> dict:
         apps = [{"name": n, "image": s.image, "address": s.address, "bridge": s.bridge,

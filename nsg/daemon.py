@@ -74,6 +74,7 @@ class Daemon:
         self.neigh_watch = None
         self.docker_url = docker_url
         self.apps = None  # nsg.apps.AppsSupervisor once the config has apps
+        self.vms = None  # nsg.vms.VmSupervisor once the config has VMs
         self.tenant_mtu = 1500
         self.controller_url = controller_url
         self.channel = None
@@ -145,6 +146,8 @@ class Daemon:
                 await asyncio.to_thread(self.neigh_watch.stop)
             if self.apps is not None:
                 await self.apps.stop()  # the containers keep running, like the dataplane
+            if self.vms is not None:
+                await self.vms.stop()  # so do the VMs (the next daemon adopts them)
             if self.evpn is not None:
                 await self.evpn.stop()
             if self.flush_on_exit:
@@ -241,6 +244,11 @@ class Daemon:
                           "error"):
                     v = a.get(k)
                     counters[f"app.{a['name']}.{k}"] = int(v) if isinstance(v, bool) else v
+        if self.vms is not None:  # and each VM's (at most 16 x 5)
+            for vm in self.vms.status()["vms"]:
+                for k in ("state", "attached", "address", "restarts", "error"):
+                    v = vm.get(k)
+                    counters[f"vm.{vm['name']}.{k}"] = int(v) if isinstance(v, bool) else v
         return wire.Telemetry(ts=time.time(), counters=counters)
 
     async def _remote_config(self, msg):
@@ -354,6 +362,7 @@ class Daemon:
         await self._sync_tunnels(before_apply=False)
         self._sync_evpn()
         self._sync_apps()
+        self._sync_vms()
         return result
 
     def _sync_apps(self) -> None:
@@ -367,6 +376,18 @@ class Daemon:
                                        tls=lambda: self._device_tls() if self._device_tls else None,
                                        on_change=self._telemetry_soon)
         self.apps.set(specs(self.config, self.tenant_mtu))
+
+    def _sync_vms(self) -> None:
+        assert self.config is not None
+        if not self.config.vms and self.vms is None:
+            return
+        from nsg.vms import VmSupervisor, vm_specs
+
+        if self.vms is None:
+            self.vms = VmSupervisor(self.state_dir / "vms", cache=self.state_dir / "images",
+                                    tls=lambda: self._device_tls() if self._device_tls else None,
+                                    on_change=self._telemetry_soon)
+        self.vms.set(vm_specs(self.config, self.tenant_mtu))
 
     def _persist_last_good(self) -> None:
         """The config in force, kept atomically so the box boots and forwards with its controller away.
@@ -566,6 +587,7 @@ class Daemon:
             "bootstrap": self.zerotouch.status() if self.zerotouch else None,
             "evpn": self.evpn.status() if self.evpn else None,
             "apps": self.apps.status() if self.apps else None,
+            "vms": self.vms.status() if self.vms else None,
             "last_apply": self.last_apply,
             "last_reload_error": self.last_reload_error,
             "counters": dict(self.counters),

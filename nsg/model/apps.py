@@ -1,4 +1,4 @@
-"""Tenant apps in the gateway config: containers attached to a subnet like any LAN host."""
+"""Tenant workloads in the gateway config: containers (apps) and VMs, attached to a subnet like any LAN host."""
 
 from __future__ import annotations
 
@@ -71,4 +71,33 @@ class App(Frozen):
         for k, val in v:
             if not _ENV_KEY.match(k) or len(val) > 4096 or "\x00" in val:
                 raise ValueError(f"environment variable {k!r}: a name like FOO_BAR and a value under 4 KiB")
+        return v
+
+
+class Vm(Frozen):
+    """A VM workload: qemu with a TAP device on the subnet's bridge. The guest learns its address from
+    its kernel command line (``nsg.ip=ADDR/PREFIX nsg.gw=GW nsg.mtu=N``) and brings its own network up."""
+
+    name: str
+    subnet: str
+    address: IPv4Address
+    kernel: ImageSource  # the guest kernel (bzImage) and its SHA-256
+    initrd: ImageSource | None = None
+    append: str = Field(default="", max_length=1024)  # more kernel command line
+    memory_mb: int = Field(default=256, ge=32, le=1 << 20)
+    cpus: int = Field(default=1, ge=1, le=64)
+    accel: Literal["auto", "kvm", "tcg"] = "auto"  # auto: kvm where /dev/kvm works, else tcg
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _APP_NAME.match(v):
+            raise ValueError("VM names are 1-32 of lowercase letters, digits and '-', starting alphanumeric")
+        return v
+
+    @field_validator("append")
+    @classmethod
+    def _append(cls, v: str) -> str:
+        if not v.isprintable() or "nsg." in v:
+            raise ValueError("printable kernel parameters, none of them nsg.* (nsg sets those)")
         return v

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
-from nsg.model.apps import App
+from nsg.model.apps import App, Vm
 from nsg.model.base import Frozen
 from nsg.model.evpn import EvpnConfig
 from nsg.model.ipsec import IpsecConfig
@@ -137,6 +137,7 @@ class GatewayConfig(_Frozen):
     subnets: tuple[Subnet, ...] = ()
     peers: tuple[Peer, ...] = ()
     apps: tuple[App, ...] = Field(default=(), max_length=64)  # tenant containers on the subnets
+    vms: tuple[Vm, ...] = Field(default=(), max_length=16)  # tenant VMs on the subnets
 
     @model_validator(mode="after")
     def _check(self) -> GatewayConfig:
@@ -165,15 +166,17 @@ class GatewayConfig(_Frozen):
             if p.system_ip == self.system_ip:
                 raise ValueError(f"peer '{p.name}' has this gateway's own system_ip {self.system_ip}")
         _unique("apps", "name", [a.name for a in self.apps])
-        _unique("apps", "address", [a.address for a in self.apps])
-        for i, app in enumerate(self.apps):
-            home = next((s for s in self.subnets if s.name == app.subnet), None)
-            if home is None:
-                raise ValueError(f"apps[{i}].subnet: no subnet named {app.subnet!r}")
-            if app.address not in home.cidr or app.address in (home.gateway, home.cidr.network_address,
-                                                               home.cidr.broadcast_address):
-                raise ValueError(f"apps[{i}].address {app.address} is not a host address of {home.cidr} "
-                                 "(other than its gateway)")
+        _unique("vms", "name", [v.name for v in self.vms])
+        _unique("apps and vms", "address", [a.address for a in (*self.apps, *self.vms)])
+        for section, items in (("apps", self.apps), ("vms", self.vms)):
+            for i, app in enumerate(items):
+                home = next((s for s in self.subnets if s.name == app.subnet), None)
+                if home is None:
+                    raise ValueError(f"{section}[{i}].subnet: no subnet named {app.subnet!r}")
+                if app.address not in home.cidr or app.address in (home.gateway, home.cidr.network_address,
+                                                                   home.cidr.broadcast_address):
+                    raise ValueError(f"{section}[{i}].address {app.address} is not a host address of {home.cidr} "
+                                     "(other than its gateway)")
         if self.evpn is not None:  # EVPN route distinguishers are system IP : VNI (low 16 bits)
             low = [s.vni & 0xFFFF for s in self.subnets]
             if len(set(low)) != len(low):

@@ -121,3 +121,48 @@ def test_without_a_device_site_images_are_refused(store):
         assert status == 200 and doc["connected"] is False
 
     run(store, scenario)
+
+
+def test_vms_share_ipam_with_apps_and_take_only_files_on_the_gateway(tmp_path, store):
+    setup(store)
+    token = store.create_token("t")
+    hub = ChannelHub(lambda serial: None)
+    kernel = {"url": "file:///var/lib/nsg/vm/vmlinuz", "sha256": "d" * 64}
+    body = tarball()
+
+    async def scenario(client):
+        api = Api(client, token)
+        hdr = {**api.headers, "Content-Type": "application/x-tar"}
+        assert (await client.post("/api/v1/enterprises/acme/images", data=body, headers=hdr)).status == 201
+        status, doc = await api("POST", "/gateways/b1/apps", {"name": "web", "subnet": "corp", "image": "acme/web:1"})
+        assert doc["address"] == "192.0.2.254"
+        status, doc = await api("POST", "/gateways/b1/vms", {"name": "fw", "subnet": "corp", "kernel": kernel,
+                                                             "memory_mb": 128, "accel": "tcg"})
+        assert status == 201 and doc["address"] == "192.0.2.253" and doc["kernel"] == kernel
+        status, doc = await api("POST", "/gateways/b1/vms", {"name": "x", "subnet": "corp", "address": "192.0.2.254",
+                                                             "kernel": kernel})
+        assert status == 409 and error_of(doc) == ("conflict", "address")  # the app holds it
+        status, doc = await api("POST", "/gateways/b1/vms", {"name": "x", "subnet": "corp", "kernel": {
+            "url": "https://198.51.100.7/k", "sha256": "d" * 64}})
+        assert status == 400 and error_of(doc) == ("invalid", "kernel")
+        status, doc = await api("POST", "/gateways/b1/vms", {"name": "x", "subnet": "corp", "kernel": kernel,
+                                                             "append": "nsg.ip=1.2.3.4/8"})
+        assert status == 400 and error_of(doc) == ("invalid", "append")
+        status, cfg = await api("GET", "/gateways/b1/config")
+        assert [(v["name"], v["address"], v["accel"]) for v in cfg["vms"]] == [("fw", "192.0.2.253", "tcg")]
+        session = GatewaySession("S1", ws=None)  # type: ignore[arg-type]
+        session.telemetry = wire.Telemetry(ts=2.0, counters={"vm.fw.state": "running", "vm.fw.attached": 1,
+                                                             "vm.fw.restarts": 1, "vm.fw.address": "192.0.2.253/24"})
+        hub.sessions["S1"] = session
+        status, doc = await api("GET", "/gateways/b1/vms")
+        assert doc["vms"][0]["live"] == {"state": "running", "attached": True, "address": "192.0.2.253/24",
+                                         "restarts": 1, "error": None}
+        status, doc = await api("GET", "/gateways/b1/status")
+        assert doc["vms"]["fw"]["state"] == "running"
+        status, doc = await api("DELETE", "/enterprises/acme/subnets/corp")
+        assert status == 409 and "b1/fw" in doc["error"]["message"]
+        assert (await api("DELETE", "/gateways/b1/vms/fw"))[0] == 204
+        status, doc = await api("GET", "/gateways/b1/config")
+        assert "vms" not in doc or doc["vms"] == []
+
+    run(store, scenario, hub=hub, images=tmp_path / "images")
