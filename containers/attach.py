@@ -1,4 +1,4 @@
-"""The one module of `containers` that talks netlink: wire a container into a tenant bridge.
+"""The one module of `containers` that talks netlink: wire a container (or a VM's TAP) into a tenant bridge.
 
 A veth pair is made in our namespace; one end goes into the container's network namespace (found by
 the pid of its first process), is renamed eth0 and gets the app's address, MTU and default route; the
@@ -137,3 +137,45 @@ def read(spec: AppSpec, pid: int) -> Attachment | None:
     except (NetlinkError, OSError):
         return None  # the process is gone, or its namespace with it
     return Attachment(bridge, addrs[0] if len(addrs) == 1 else None, gws[0] if gws else None, mtu)
+
+
+# -- VMs: a persistent TAP device on the bridge; qemu opens it by name -------------------------------
+
+
+def tap_state(tap: str, bridge: str, mtu: int) -> str:
+    """"ok" (up on ``bridge`` with ``mtu``), "detached" (exists, but not so) or "missing"."""
+    with IPRoute() as ip:
+        idx = ip.link_lookup(ifname=tap)
+        if not idx:
+            return "missing"
+        link = ip.get_links(idx[0])[0]
+        br = ip.link_lookup(ifname=bridge)
+        ok = bool(br) and link.get("IFLA_MASTER") == br[0] and link.get("IFLA_MTU") == mtu and link["flags"] & 1
+        return "ok" if ok else "detached"
+
+
+def wire_tap(tap: str, bridge: str, mtu: int, *, create: bool) -> None:
+    """Make the TAP (replacing a stale one) if ``create``; then put it up on ``bridge`` with ``mtu``."""
+    try:
+        with IPRoute() as ip:
+            br = ip.link_lookup(ifname=bridge)
+            if not br:
+                raise AttachError(f"bridge {bridge} does not exist")
+            if create:
+                for idx in ip.link_lookup(ifname=tap):
+                    ip.link("del", index=idx)
+                ip.link("add", ifname=tap, kind="tuntap", mode="tap", ifr={"no_pi": True})
+            idx = ip.link_lookup(ifname=tap)[0]
+            ip.link("set", index=idx, mtu=mtu, master=br[0])
+            ip.link("set", index=idx, state="up")
+    except (NetlinkError, OSError, IndexError) as exc:
+        raise AttachError(f"wiring TAP {tap} to {bridge}: {exc}") from None
+
+
+def drop_tap(tap: str) -> None:
+    try:
+        with IPRoute() as ip:
+            for idx in ip.link_lookup(ifname=tap):
+                ip.link("del", index=idx)
+    except NetlinkError:
+        pass

@@ -28,10 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
-from containers import images
+from containers import attach, images
 from containers.images import ImageError, TlsContext
 
 QEMU = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
@@ -147,6 +144,13 @@ def _is_our_qemu(pid: int, marker: str) -> bool:
     return state != "Z" and f"guest={marker}".encode() in argv
 
 
+def _wire(spec: VmSpec, create: bool) -> None:
+    try:
+        attach.wire_tap(spec.tap, spec.bridge, spec.mtu, create=create)
+    except attach.AttachError as exc:
+        raise VmError(f"vm {spec.name}: {exc}") from None
+
+
 class Vms:
     def __init__(self, state_dir: Path, cache: Path | None = None, tls: TlsContext | None = None, qemu: str = QEMU):
         self.dir = state_dir
@@ -187,51 +191,13 @@ class Vms:
             return False
         return _is_our_qemu(rec.pid, f"nsg-vm-{rec.name}")
 
-    # -- the TAP -------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _tap_state(spec: VmSpec) -> str:
-        """"ok", "detached" (exists, not up on its bridge or wrong MTU) or "missing"."""
-        with IPRoute() as ip:
-            idx = ip.link_lookup(ifname=spec.tap)
-            if not idx:
-                return "missing"
-            link = ip.get_links(idx[0])[0]
-            bridge = ip.link_lookup(ifname=spec.bridge)
-            ok = (bool(bridge) and link.get("IFLA_MASTER") == bridge[0] and link.get("IFLA_MTU") == spec.mtu
-                  and link["flags"] & 1)
-            return "ok" if ok else "detached"
-
-    @staticmethod
-    def _wire_tap(spec: VmSpec, create: bool) -> None:
-        try:
-            with IPRoute() as ip:
-                bridge = ip.link_lookup(ifname=spec.bridge)
-                if not bridge:
-                    raise VmError(f"vm {spec.name}: bridge {spec.bridge} does not exist")
-                if create:
-                    for idx in ip.link_lookup(ifname=spec.tap):  # a stale one from before
-                        ip.link("del", index=idx)
-                    ip.link("add", ifname=spec.tap, kind="tuntap", mode="tap", ifr={"no_pi": True})
-                idx = ip.link_lookup(ifname=spec.tap)[0]
-                ip.link("set", index=idx, mtu=spec.mtu, master=bridge[0])
-                ip.link("set", index=idx, state="up")
-        except NetlinkError as exc:
-            raise VmError(f"vm {spec.name}: wiring TAP {spec.tap} to {spec.bridge}: {exc}") from None
-
-    @staticmethod
-    def _drop_tap(tap: str) -> None:
-        with contextlib.suppress(NetlinkError), IPRoute() as ip:
-            for idx in ip.link_lookup(ifname=tap):
-                ip.link("del", index=idx)
-
     # -- processes -----------------------------------------------------------------------------------
 
     def _start(self, spec: VmSpec, restarts: int) -> VmRecord:
         kernel = images.obtain(spec.kernel_url, spec.kernel_sha256, self.cache, self.tls)
         initrd = (images.obtain(spec.initrd_url, spec.initrd_sha256, self.cache, self.tls)
                   if spec.initrd_url and spec.initrd_sha256 else None)
-        self._wire_tap(spec, create=True)
+        _wire(spec, create=True)
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         console, log = self.dir / f"{spec.name}.console", self.dir / f"{spec.name}.log"
         console.unlink(missing_ok=True)
@@ -279,7 +245,7 @@ class Vms:
         for name, rec in self._records().items():
             alive = self._alive(rec)
             spec = desired.get(name)
-            attached = alive and spec is not None and self._tap_state(spec) == "ok"
+            attached = alive and spec is not None and attach.tap_state(spec.tap, spec.bridge, spec.mtu) == "ok"
             out[name] = VmRunning(name, "running" if alive else "stopped", rec.pid if alive else 0, rec.restarts,
                                   attached, rec.started if alive else None)
         return out
@@ -290,7 +256,7 @@ class Vms:
         for name, rec in records.items():
             if name not in desired:
                 self._stop(rec)
-                self._drop_tap(rec.tap)
+                attach.drop_tap(rec.tap)
                 for suffix in (".json", ".console", ".log"):
                     (self.dir / f"{name}{suffix}").unlink(missing_ok=True)
                 result.changes.append(f"remove vm {name}")
@@ -300,13 +266,13 @@ class Vms:
                 if rec is not None and self._alive(rec):
                     if rec.digest != spec.digest():
                         self._stop(rec)
-                        self._drop_tap(rec.tap)
+                        attach.drop_tap(rec.tap)
                         self._start(spec, rec.restarts)
                         result.changes.append(f"replace vm {name} (spec changed)")
                         continue
-                    tap = self._tap_state(spec)
+                    tap = attach.tap_state(spec.tap, spec.bridge, spec.mtu)
                     if tap == "detached":
-                        self._wire_tap(spec, create=False)
+                        _wire(spec, create=False)
                         result.changes.append(f"re-attach vm {name} to {spec.bridge}")
                     elif tap == "missing":  # qemu's fd points at a deleted device
                         self._stop(rec)

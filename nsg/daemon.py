@@ -377,6 +377,15 @@ class Daemon:
                                        on_change=self._telemetry_soon)
         self.apps.set(specs(self.config, self.tenant_mtu))
 
+    def _guest_ports(self) -> frozenset[str]:
+        """The bridge ports the apps' and VMs' supervisors wire: the dataplane leaves them be."""
+        assert self.config is not None
+        from nsg.apps import specs
+        from nsg.vms import vm_specs
+
+        return frozenset({s.host_ifname for s in specs(self.config, self.tenant_mtu).values()}
+                         | {s.tap for s in vm_specs(self.config, self.tenant_mtu).values()})
+
     def _sync_vms(self) -> None:
         assert self.config is not None
         if not self.config.vms and self.vms is None:
@@ -505,7 +514,8 @@ class Daemon:
                 evpn_neigh = self.evpn.neighbors() if self.evpn is not None else None
                 evpn_routes = self.evpn.routes() if self.evpn is not None else None
                 desired = build_desired(self.config, self.leases, esp_tun=esp_tun, evpn_fdb=evpn_fdb,
-                                        evpn_neighbors=evpn_neigh, evpn_routes=evpn_routes)
+                                        evpn_neighbors=evpn_neigh, evpn_routes=evpn_routes,
+                                        guests=self._guest_ports())
                 self.tenant_mtu = next((s.mtu for s in desired.links if s.kind == "bridge"), self.tenant_mtu)
             except ValueError as exc:  # e.g. a lease MTU too small for any tenant MTU
                 result = ApplyResult((), (), f"cannot build the desired state: {exc}")

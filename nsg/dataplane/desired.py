@@ -33,7 +33,7 @@ def anycast_mac(vni: int) -> str:
 
 def build_desired(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None, esp_tun: bool = True,
                   evpn_fdb: frozenset[Fdb] | None = None, evpn_neighbors: frozenset[Neigh] | None = None,
-                  evpn_routes: frozenset[Route] | None = None) -> Desired:
+                  evpn_routes: frozenset[Route] | None = None, guests: frozenset[str] = frozenset()) -> Desired:
     """``esp_tun``: with transport "esp", route peers into the userspace engine's TUN; False for
     the kernel XFRM backend, whose policies encrypt what goes out through the uplinks."""
     leases = leases or {}
@@ -117,4 +117,5 @@ def build_desired(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None,
         fdb=frozenset(fdb),
         routes=frozenset(routes),
         neighbors=frozenset(neighbors),
+        guests=guests,
     )

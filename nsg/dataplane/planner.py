@@ -125,6 +125,7 @@ def plan(desired: Desired, actual: Snapshot) -> Plan:
             and have.master in owned_bridges
             and have.master not in gone
             and name not in wanted
+            and name not in desired.guests
         ):
             configure.append(SetMaster(name, None))
     for name in sorted(desired.up):

@@ -124,6 +124,8 @@ class Desired:
     fdb: frozenset[Fdb] = frozenset()
     routes: frozenset[Route] = frozenset()
     neighbors: frozenset[Neigh] = frozenset()
+    # Ports of owned bridges that workloads' supervisors wire (apps' veths, VMs' TAPs): never released.
+    guests: frozenset[str] = frozenset()
 
 
 # --- operations -------------------------------------------------------------

@@ -153,6 +153,19 @@ def test_port_removed_from_subnet_is_released():
     assert p.ops == (SetMaster("lan0", None),)
 
 
+def test_ports_wired_by_workloads_are_never_released():
+    """An app's veth or a VM's TAP on an owned bridge belongs to their supervisors: a full pass (at
+    start, at every resync) must not take it off the bridge (it did: apps flapped every 30 s)."""
+    k = kernel_with_ports()
+    r = Reconciler(k)
+    r.apply(build_desired(parse_config(base_doc())))
+    doc = base_doc()
+    doc["subnets"][0]["ports"] = []
+    desired = build_desired(parse_config(doc), guests=frozenset({"lan0"}))
+    assert plan(desired, k.snapshot()).ops == ()
+    assert plan(build_desired(parse_config(doc)), k.snapshot()).ops == (SetMaster("lan0", None),)
+
+
 def test_failed_apply_rolls_back_to_last_good():
     k = kernel_with_ports("lan1")
     r = Reconciler(k)
