@@ -79,7 +79,8 @@ class Apps:
                     case Attach(spec):
                         wiring.attach(spec, pids.get(name) or self.engine.pid(spec))
             except (EngineError, ImageError, wiring.AttachError) as exc:
-                result.errors[name] = str(exc)
+                text = str(exc)  # named for whoever reads it far from here (the controller's API)
+                result.errors[name] = text if text.startswith((f"{name}:", f"app {name}:")) else f"app {name}: {text}"
                 continue
             result.changes.append(str(op))
         images.prune(self.cache, {s.image_sha256 for s in desired.values() if s.image_sha256})
