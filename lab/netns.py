@@ -92,18 +92,22 @@ def pids(ns: str) -> list[int]:
 
 
 def kill_namespace_processes(ns: str, grace: float = 3.0) -> None:
-    """Every process in a lab namespace was started by the lab (or a test using it)."""
-    victims = pids(ns)
-    for pid in victims:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while victims and time.monotonic() < deadline:
-        victims = [p for p in victims if _alive(p)]
-        time.sleep(0.05)
-    for pid in victims:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    """Every process in a lab namespace was started by the lab (or a test using it). Listed again
+    after each round: a supervisor dying slowly may start a child (a VM, say) after the first list."""
+    for _ in range(5):
+        victims = pids(ns)
+        if not victims:
+            return
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while victims and time.monotonic() < deadline:
+            victims = [p for p in victims if _alive(p)]
+            time.sleep(0.05)
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:

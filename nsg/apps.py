@@ -143,6 +143,7 @@ class AppsSupervisor(Supervisor):
         except EngineError as exc:
             self._apps = None
             self.last = {"at": time.time(), "changes": [], "errors": {"*": str(exc)}}
+            self.state = {name: {"state": "unknown", "attached": None} for name in self.desired}  # not stale news
             self.counters["errors"] += 1
             log.warning("apps: engine unavailable", extra={"fields": {"error": str(exc)}})
             return
@@ -178,4 +179,5 @@ class AppsSupervisor(Supervisor):
         apps = [{"name": n, "image": s.image, "address": s.address, "bridge": s.bridge,
                  **self.state.get(n, {"state": "absent"}), "error": self.last["errors"].get(n)}
                 for n, s in sorted(self.desired.items())]
-        return {"apps": apps, "engine_error": self.last["errors"].get("*"), "counters": dict(self.counters)}
+        return {"apps": apps, "engine_error": self.last["errors"].get("*"), "counters": dict(self.counters),
+                "last_pass": self.last["at"]}

@@ -51,4 +51,4 @@ class VmSupervisor(Supervisor):
                 "kernel": urlparse(s.kernel_url).path.rsplit("/", 1)[-1], "accel": s.accel,
                 **self.state.get(n, {"state": "absent"}), "error": self.last["errors"].get(n)}
                for n, s in sorted(self.desired.items())]
-        return {"vms": vms, "counters": dict(self.counters)}
+        return {"vms": vms, "counters": dict(self.counters), "last_pass": self.last["at"]}

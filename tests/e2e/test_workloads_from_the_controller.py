@@ -83,7 +83,8 @@ def test_app_lan_host_and_vm_across_the_overlay_from_the_controller(make_lab, tm
         kernel = vm_guest.guest_kernel()
         initrd = vm_guest.build_initramfs(tmp_path, kernel)
         vm = api("vm", "add", "b2", "vm1", "--subnet", subnet, "--kernel", f"{kernel}@{sha256(kernel)}",
-                 "--initrd", f"{initrd}@{sha256(initrd)}", "--accel", "tcg", "--memory-mb", "192")
+                 "--initrd", f"{initrd}@{sha256(initrd)}", "--accel", "tcg", "--memory-mb", "192",
+                 "--append", "quiet cryptomgr.notests")
         vm_ip = vm["address"]
         assert vm_ip == str(plan.tenant.cidr.broadcast_address - 2)  # the next one down: shared IPAM
 

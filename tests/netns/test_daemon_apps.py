@@ -79,6 +79,30 @@ def test_daemon_runs_and_repairs_an_app(netns_name, engine, tmp_path):
             assert back < 5.0 and st["apps"]["counters"]["repairs"] >= 1
             ping = sh("ip", "netns", "exec", host, "ping", "-c", "2", "-W", "2", "198.19.0.50", check=False)
             assert " 0% packet loss" in ping, ping
+            # docker rm -f -> a new container, running and attached
+            old_id = engine.client.containers.get("nsg-web").id
+            engine.client.containers.get("nsg-web").remove(force=True)
+            t0 = time.monotonic()
+            d.wait(lambda s: app(s).get("state") == "running" and app(s).get("attached") and any(
+                c.name == "nsg-web" and c.id != old_id for c in engine.client.containers.list()), timeout=10,
+                what="a new container after docker rm -f")
+            back = time.monotonic() - t0
+            print(f"docker rm -f -> a new container running and attached in {back:.2f}s")
+            assert back < 5.0
+            ping = sh("ip", "netns", "exec", host, "ping", "-c", "2", "-W", "2", "198.19.0.50", check=False)
+            assert " 0% packet loss" in ping, ping
+            # dockerd restarts: its containers go down with it; once it is back, so is the app
+            pid = engine.client.containers.get("nsg-web").attrs["State"]["Pid"]
+            engine.restart()
+            t0, back_at = time.monotonic(), time.time()
+            st = d.wait(lambda s: (s["apps"]["last_pass"] or 0) > back_at and app(s).get("state") == "running"
+                        and app(s).get("attached")
+                        and engine.client.containers.get("nsg-web").attrs["State"]["Pid"] != pid, timeout=10,
+                        what="the app back after a dockerd restart (seen by a pass after it)")
+            back = time.monotonic() - t0
+            ping = sh("ip", "netns", "exec", host, "ping", "-c", "2", "-W", "2", "198.19.0.50", check=False)
+            print(f"dockerd restart -> the app running and attached {back:.2f}s after the engine was back")
+            assert back < 5.0 and " 0% packet loss" in ping, ping
             # the app leaves the config: its container goes, the daemon says so
             (tmp_path / "gw.json").write_text(json.dumps(config(image, apps=False)))
             d.hup_and_wait()
