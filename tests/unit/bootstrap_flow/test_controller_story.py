@@ -130,3 +130,74 @@ def test_ldevid_is_renewed_at_two_thirds_of_its_life(tmp_path):
 
     asyncio.run(main())
     store.close()
+
+
+def test_images_go_only_to_gateways_whose_apps_run_them(tmp_path):
+    """The device site's /images/SHA256: the LDevID holder whose config runs that image gets it (SHA-256
+    checked on arrival); an IDevID, no certificate, or an image of no app of its own gets nothing."""
+    import hashlib
+    import io
+    import json
+    import ssl
+    import tarfile
+
+    import pytest
+
+    from containers import images
+
+    store = Store(tmp_path / "ctl.db")
+    store.create_enterprise("acme")
+    store.add_subnet("acme", "corp", vni=100, cidr="198.19.0.0/24", gateway="198.19.0.1")
+    store.add_gateway("acme", "b1", serial="NSG-31", uplinks=uplink(1), ports={"corp": ["lan0"]})
+    ident_dir = tmp_path / "gw" / "identity"
+    factory_init(ident_dir, "NSG-31", make_manufacturer_ca(tmp_path / "mfg"))
+
+    def tarball(tag: str) -> bytes:
+        buf = io.BytesIO()
+        doc = json.dumps([{"Config": "c.json", "RepoTags": [tag], "Layers": []}]).encode()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo("manifest.json")
+            info.size = len(doc)
+            tar.addfile(info, io.BytesIO(doc))
+        return buf.getvalue()
+
+    async def main():
+        svc = DeviceServices(store, tmp_path / "ctl", "127.0.0.1", 0, tmp_path / "mfg")
+        await svc.start()
+        try:
+            ident = FileIdentityStore(ident_dir)
+            await Bootstrapper(ident).run([Server(svc.base_url, source="dhcp")])
+            shas = {}
+            for tag in ("acme/web:1", "acme/other:1"):
+                data = tarball(tag)
+                shas[tag] = hashlib.sha256(data).hexdigest()
+                (svc.images_dir / f"{shas[tag]}.tar").write_bytes(data)
+                store.add_image("acme", shas[tag], len(data), [tag])
+            store.add_app("b1", "web", subnet="corp", image="acme/web:1")
+            url = store.config_for("b1").apps[0].image_source.url
+            assert url == f"{svc.base_url}/images/{shas['acme/web:1']}"
+            cafile = ident_dir / "controller-ca.pem"
+
+            def fetch(what: str, tls, cache: str):
+                return images.obtain(f"{svc.base_url}/images/{shas[what]}", shas[what], tmp_path / cache, tls)
+
+            ldevid = lambda: ident.tls_context("ldevid", cafile)  # noqa: E731
+            got = await asyncio.to_thread(fetch, "acme/web:1", ldevid, "c1")
+            assert hashlib.sha256(got.read_bytes()).hexdigest() == shas["acme/web:1"]
+            assert oct(got.stat().st_mode & 0o777) == "0o600"
+            with pytest.raises(images.ImageError, match="403"):  # not an image of its apps
+                await asyncio.to_thread(fetch, "acme/other:1", ldevid, "c2")
+            with pytest.raises(images.ImageError, match="401"):  # the factory identity is not enough
+                await asyncio.to_thread(fetch, "acme/web:1", lambda: ident.tls_context("idevid", cafile), "c3")
+            bare = lambda: ssl.create_default_context(cafile=str(cafile))  # noqa: E731
+            with pytest.raises(images.ImageError, match="401"):
+                await asyncio.to_thread(fetch, "acme/web:1", bare, "c4")
+            with pytest.raises(images.ImageError, match="certificate verify failed"):  # the server is checked
+                await asyncio.to_thread(fetch, "acme/web:1", ssl.create_default_context, "c5")
+            assert svc.counters == {"image_downloads": 1, "image_refused": 3}
+            left = [p for c in ("c2", "c3", "c4", "c5") if (tmp_path / c).exists() for p in (tmp_path / c).iterdir()]
+            assert left == []  # no partial download left behind
+        finally:
+            await svc.stop()
+
+    asyncio.run(main())
