@@ -33,6 +33,8 @@ from containers.images import ImageError, TlsContext
 
 QEMU = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
+CONSOLE_MAX = 4 << 20  # a guest's console log is cut back to its last CONSOLE_KEEP bytes beyond this
+CONSOLE_KEEP = 256 << 10
 MAX_BACKOFF = 60.0  # a VM that keeps dying is started again at most this often
 
 
@@ -95,7 +97,7 @@ def qemu_argv(spec: VmSpec, kernel: Path, initrd: Path | None, console: Path, qe
     argv = [qemu, "-name", f"guest={spec.marker}", *accel[spec.accel], "-machine", "pc", "-cpu", "max",
             "-smp", str(spec.cpus), "-m", str(spec.memory_mb), "-nodefaults", "-no-user-config",
             "-display", "none", "-no-reboot",
-            "-chardev", f"file,id=con0,path={_opt(console)}", "-serial", "chardev:con0",
+            "-chardev", f"file,id=con0,path={_opt(console)},append=on", "-serial", "chardev:con0",
             "-netdev", f"tap,id=n0,ifname={_opt(spec.tap)},script=no,downscript=no",
             "-device", f"virtio-net-pci,netdev=n0,mac={spec.mac},romfile=",
             "-kernel", str(kernel), "-append", spec.cmdline()]
@@ -240,9 +242,26 @@ class Vms:
 
     # -- reconcile -----------------------------------------------------------------------------------
 
+    def _trim_console(self, name: str) -> None:
+        """A chatty guest must not fill the disk: beyond CONSOLE_MAX the log keeps only its tail (qemu
+        appends with O_APPEND, so it writes on at the new end)."""
+        path = self.dir / f"{name}.console"
+        try:
+            if path.stat().st_size <= CONSOLE_MAX:
+                return
+            with open(path, "r+b") as f:
+                f.seek(-CONSOLE_KEEP, os.SEEK_END)
+                tail = f.read()
+                f.seek(0)
+                f.truncate()
+                f.write(b"[nsg: console log cut back]\n" + tail)
+        except OSError:
+            pass
+
     def actual(self, desired: Mapping[str, VmSpec]) -> dict[str, VmRunning]:
         out = {}
         for name, rec in self._records().items():
+            self._trim_console(name)
             alive = self._alive(rec)
             spec = desired.get(name)
             attached = alive and spec is not None and attach.tap_state(spec.tap, spec.bridge, spec.mtu) == "ok"
@@ -286,4 +305,5 @@ class Vms:
                 result.changes.append(f"restart vm {name} (it had stopped)" if rec else f"start vm {name}")
             except (VmError, ImageError, OSError) as exc:
                 result.errors[name] = str(exc)
+        images.prune(self.cache, {h for s in desired.values() for h in (s.kernel_sha256, s.initrd_sha256) if h})
         return result

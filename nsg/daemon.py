@@ -393,7 +393,7 @@ class Daemon:
         from nsg.vms import VmSupervisor, vm_specs
 
         if self.vms is None:
-            self.vms = VmSupervisor(self.state_dir / "vms", cache=self.state_dir / "images",
+            self.vms = VmSupervisor(self.state_dir / "vms", cache=self.state_dir / "vm-images",  # apps prune theirs
                                     tls=lambda: self._device_tls() if self._device_tls else None,
                                     on_change=self._telemetry_soon)
         self.vms.set(vm_specs(self.config, self.tenant_mtu))

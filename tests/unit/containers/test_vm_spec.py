@@ -25,7 +25,7 @@ def test_argv_puts_the_guest_on_its_tap_with_its_mac_and_network_on_the_command_
     assert "nsg.ip=198.19.0.70/24" in append and "nsg.gw=198.19.0.1" in append and "nsg.mtu=1388" in append
     auto = qemu_argv(VmSpec(**{**SPEC.__dict__, "accel": "auto"}), Path("/k"), None, Path("/c,d"), qemu="q")
     assert auto[3:7] == ["-accel", "kvm", "-accel", "tcg"] and "-initrd" not in auto
-    assert "file,id=con0,path=/c,,d" in auto  # a comma in a path is doubled for qemu
+    assert "file,id=con0,path=/c,,d,append=on" in auto  # a comma in a path is doubled for qemu
 
 
 def test_names_and_macs_are_stable_and_distinct_and_the_digest_tracks_every_field():
@@ -55,3 +55,17 @@ def test_only_a_live_process_carrying_the_marker_counts_as_our_qemu():
         p.kill()
         p.wait()
     assert not _is_our_qemu(p.pid, "nsg-vm-fw")
+
+
+def test_a_long_console_log_keeps_its_tail(tmp_path):
+    from containers import vm as vmmod
+
+    runner = vmmod.Vms(tmp_path)
+    log = tmp_path / "fw.console"
+    log.write_bytes(b"x" * vmmod.CONSOLE_MAX + b"THE END\n")
+    runner._trim_console("fw")
+    data = log.read_bytes()
+    assert data.startswith(b"[nsg: console log cut back]") and data.endswith(b"THE END\n")
+    assert len(data) < vmmod.CONSOLE_KEEP + 100
+    runner._trim_console("fw")  # small now: left alone
+    assert log.read_bytes() == data
