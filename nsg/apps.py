@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from containers.spec import AppSpec
+from containers.stats import cpu_percent, parse
 from nsg.dataplane.desired import bridge_name
 from nsg.model import GatewayConfig
 
@@ -37,6 +39,7 @@ def specs(cfg: GatewayConfig, mtu: int) -> dict[str, AppSpec]:
     return out
 
 
+NO_USAGE = {"memory_mb": None, "cpu_percent": None}
 REPORTED = ("state", "attached", "restarts", "oom_killed", "error")  # a change here is reported at once
 
 
@@ -119,16 +122,73 @@ class AppsSupervisor(Supervisor):
     kind = "apps"
 
     def __init__(self, docker_url: str, interval: float = 2.0, *, cache: Path | None = None,
-                 tls: Callable | None = None, on_change: Callable[[], None] | None = None):
+                 tls: Callable | None = None, on_change: Callable[[], None] | None = None,
+                 stats_interval: float = 5.0):
         super().__init__(interval, on_change)
         self.docker_url = docker_url
         self.cache = cache
         self.tls = tls
-        self._cpu: dict[str, tuple[float, int]] = {}  # app -> last (monotonic, cpu_ns) reading
         self._apps = None  # containers.apps.Apps, made on first use (the engine may come up later)
+        # Memory and CPU come from a loop of their own: the engine may take a second per container to
+        # answer a stats call, which must not hold up a reconcile pass.
+        self.stats_interval = stats_interval
+        self._running: dict[str, str] = {}  # app -> container id, as the last pass saw them running
+        self._cpu: dict[str, tuple[float, int]] = {}  # app -> last (monotonic, cpu_ns) reading
+        self._usage: dict[str, dict] = {}  # app -> {"memory_mb", "cpu_percent"}
+        self._stats_task: asyncio.Task | None = None
+        self._local = threading.local()  # one engine client per stats worker thread
 
     def _reset(self) -> None:
         self._apps = None
+
+    def set(self, desired: dict) -> None:
+        super().set(desired)
+        if self._stats_task is None and desired:
+            self._stats_task = asyncio.get_running_loop().create_task(self._stats_loop())
+
+    async def stop(self) -> None:
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stats_task
+        await super().stop()
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.stats_interval)
+            running = dict(self._running)
+            if not running:
+                continue
+            try:
+                found = await asyncio.gather(*(asyncio.to_thread(self._sample, cid) for cid in running.values()))
+            except Exception as exc:  # noqa: BLE001 - numbers for telemetry; the next round tries again
+                log.debug("app stats failed: %s", exc)
+                continue
+            now = time.monotonic()
+            usage = {}
+            for name, sample in zip(running, found, strict=True):
+                pct = None
+                if sample is not None and sample.cpu_ns is not None:
+                    last = self._cpu.get(name)
+                    pct = cpu_percent(last, (now, sample.cpu_ns)) if last else None
+                    self._cpu[name] = (now, sample.cpu_ns)
+                mem = sample.memory_bytes if sample is not None else None
+                mem = None if mem is None else round(mem / (1 << 20), 1)
+                usage[name] = {"memory_mb": mem, "cpu_percent": pct}
+            self._usage = usage
+            self._cpu = {n: v for n, v in self._cpu.items() if n in running}
+
+    def _sample(self, container_id: str):
+        """One container's stats (a worker thread with its own engine client); None if unavailable."""
+        from containers.docker_backend import DockerBackend, EngineError
+
+        try:
+            if getattr(self._local, "engine", None) is None:
+                self._local.engine = DockerBackend(self.docker_url)
+            return parse(self._local.engine.stats(container_id))
+        except EngineError:
+            self._local.engine = None
+            return None
 
     def _pass(self, expected: bool) -> None:
         from containers.apps import Apps
@@ -150,34 +210,15 @@ class AppsSupervisor(Supervisor):
         self._account(res.changes, res.errors, expected)
         self.state = {name: {"state": r.state, "restarts": r.restarts, "oom_killed": r.oom_killed,
                              "attached": r.attachment is not None,
-                             "address": r.attachment.address if r.attachment else None,
-                             **self._usage(name, r.container_id if r.pid else None)}
+                             "address": r.attachment.address if r.attachment else None}
                       for name, r in actual.items()}
-
-    def _usage(self, name: str, container_id: str | None) -> dict:
-        """Memory now and CPU since the last pass (worker thread; the engine's stats)."""
-        from containers.docker_backend import EngineError
-        from containers.stats import cpu_percent, parse
-
-        if container_id is None or self._apps is None:
-            self._cpu.pop(name, None)
-            return {"memory_mb": None, "cpu_percent": None}
-        try:
-            s = parse(self._apps.engine.stats(container_id))
-        except EngineError:
-            return {"memory_mb": None, "cpu_percent": None}
-        pct = None
-        if s.cpu_ns is not None:
-            now = (time.monotonic(), s.cpu_ns)
-            last = self._cpu.get(name)
-            pct = cpu_percent(last, now) if last else None
-            self._cpu[name] = now
-        mem = None if s.memory_bytes is None else round(s.memory_bytes / (1 << 20), 1)
-        return {"memory_mb": mem, "cpu_percent": pct}
+        self._running = {name: r.container_id for name, r in actual.items() if r.pid and name in self.desired}
 
     def status(self) -> dict:
         apps = [{"name": n, "image": s.image, "address": s.address, "bridge": s.bridge,
-                 **self.state.get(n, {"state": "absent"}), "error": self.last["errors"].get(n)}
+                 **self.state.get(n, {"state": "absent"}),
+                 **((self._usage.get(n) if n in self._running else None) or NO_USAGE),
+                 "error": self.last["errors"].get(n)}
                 for n, s in sorted(self.desired.items())]
         return {"apps": apps, "engine_error": self.last["errors"].get("*"), "counters": dict(self.counters),
                 "last_pass": self.last["at"]}

@@ -62,7 +62,7 @@ def test_daemon_runs_and_repairs_an_app(netns_name, engine, tmp_path):
             print(f"app up {time.monotonic() - t0:.2f}s after the daemon started: {app(st)}")
             assert app(st)["address"] == "198.19.0.50/24" and app(st)["bridge"] == "br-100"
             # memory and CPU from the container's cgroup (CPU needs two passes to have a rate)
-            st = d.wait(lambda s: app(s).get("memory_mb") and app(s).get("cpu_percent") is not None, timeout=10,
+            st = d.wait(lambda s: app(s).get("memory_mb") and app(s).get("cpu_percent") is not None, timeout=20,
                         what="memory and CPU use reported")
             print(f"reported use: {app(st)['memory_mb']} MB, {app(st)['cpu_percent']}% CPU")
             assert 0 < app(st)["memory_mb"] <= 32 and 0 <= app(st)["cpu_percent"] < 50
