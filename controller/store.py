@@ -632,6 +632,22 @@ class Store:
                 return ip
         raise Conflict("address", f"no free address left in {cidr}")
 
+    def _workload_home(self, cur: sqlite3.Cursor, table: str, gateway: str, name: str,
+                       subnet: str) -> tuple[int, int, tuple]:
+        """For a new app or VM (``table``): its edge gateway's and enterprise's ids and its subnet's row
+        (id, cidr, gateway), once the name is free on that gateway."""
+        what = {"apps": "app", "vms": "VM"}[table]
+        gw_id, ent_id = self._gateway_id(cur, gateway)
+        if self._gateway(cur, gw_id).role == "hub":
+            raise StoreError("gateway", f"{gateway} is a hub; {what}s run on edge gateways")
+        row = cur.execute("SELECT id, cidr, gateway FROM subnets WHERE enterprise_id = ? AND name = ?",
+                          (ent_id, subnet)).fetchone()
+        if row is None:
+            raise StoreError("subnet", f"the enterprise has no subnet named {subnet!r}")
+        self._taken(cur, f"SELECT 1 FROM {table} WHERE gateway_id = ? AND name = ?", (gw_id, name), "name",
+                    f"{what} {name!r} on {gateway}")
+        return gw_id, ent_id, row
+
     def add_app(self, gateway: str, name: str, *, subnet: str, image: str, address: object = None,
                 image_sha256: str | None = None, **spec: Any) -> AppRec:
         """A tenant app on ``gateway``; without ``address`` the controller's IPAM picks one."""
@@ -639,15 +655,7 @@ class Store:
         if unknown:
             raise StoreError(sorted(unknown)[0], "not an app setting")
         with self._tx(write=True) as cur:
-            gw_id, ent_id = self._gateway_id(cur, gateway)
-            if self._gateway(cur, gw_id).role == "hub":
-                raise StoreError("gateway", f"{gateway} is a hub; apps run on edge gateways")
-            row = cur.execute("SELECT id, cidr, gateway FROM subnets WHERE enterprise_id = ? AND name = ?",
-                              (ent_id, subnet)).fetchone()
-            if row is None:
-                raise StoreError("subnet", f"the enterprise has no subnet named {subnet!r}")
-            self._taken(cur, "SELECT 1 FROM apps WHERE gateway_id = ? AND name = ?", (gw_id, name), "name",
-                        f"app {name!r} on {gateway}")
+            gw_id, ent_id, row = self._workload_home(cur, "apps", gateway, name, subnet)
             _validated(_APP, {"name": name, "image": image, "subnet": subnet, "address": "0.0.0.0"}, "")
             sha = self._resolve_image(cur, ent_id, image, image_sha256)
             ip = self._app_address(cur, row[0], IPv4Network(row[1]), IPv4Address(row[2]), address)
@@ -717,15 +725,7 @@ class Store:
         if unknown:
             raise StoreError(sorted(unknown)[0], "not a VM setting")
         with self._tx(write=True) as cur:
-            gw_id, ent_id = self._gateway_id(cur, gateway)
-            if self._gateway(cur, gw_id).role == "hub":
-                raise StoreError("gateway", f"{gateway} is a hub; VMs run on edge gateways")
-            row = cur.execute("SELECT id, cidr, gateway FROM subnets WHERE enterprise_id = ? AND name = ?",
-                              (ent_id, subnet)).fetchone()
-            if row is None:
-                raise StoreError("subnet", f"the enterprise has no subnet named {subnet!r}")
-            self._taken(cur, "SELECT 1 FROM vms WHERE gateway_id = ? AND name = ?", (gw_id, name), "name",
-                        f"VM {name!r} on {gateway}")
+            gw_id, ent_id, row = self._workload_home(cur, "vms", gateway, name, subnet)
             ip = self._app_address(cur, row[0], IPv4Network(row[1]), IPv4Address(row[2]), address)
             vm: VmDef = _validated(_VM, {**spec, "name": name, "subnet": subnet, "kernel": kernel,
                                          "address": str(ip)}, "")
