@@ -12,6 +12,7 @@ from aiohttp import WSMsgType, web
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from controller.est_server import peer_certificate
 from nsg.channel import wire
 
 log = logging.getLogger("controller.channel")
@@ -41,8 +42,12 @@ def peer_serial(request: web.Request) -> str | None:
 
 
 class ChannelHub:
-    def __init__(self, lookup: ConfigLookup):
+    """``accept``: is this verified client certificate one a gateway may use here (its LDevID)?
+    TLS alone also lets an IDevID through (the site takes those for enrollment)."""
+
+    def __init__(self, lookup: ConfigLookup, accept: Callable[[x509.Certificate], bool] | None = None):
         self.lookup = lookup
+        self.accept = accept
         self.sessions: dict[str, GatewaySession] = {}
         self.counters = {"connects": 0, "refused": 0, "bad_frames": 0}
 
@@ -57,6 +62,11 @@ class ChannelHub:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         serial = peer_serial(request)
+        if self.accept is not None and serial is not None:
+            cert = peer_certificate(request)
+            if cert is None or not self.accept(cert):
+                self.counters["refused"] += 1
+                raise web.HTTPForbidden(text="the channel takes the gateway's LDevID, not its factory identity")
         if serial is None or self.lookup(serial) is None:
             self.counters["refused"] += 1
             raise web.HTTPForbidden(text="unknown gateway")

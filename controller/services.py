@@ -89,7 +89,7 @@ class DeviceServices:
                                        days=825))
         mkey, mcert = make_manufacturer_ca(self.manufacturer_dir)
         self.gate = ActivationGate(self.store)
-        self.hub = ChannelHub(self._config_doc)
+        self.hub = ChannelHub(self._config_doc, accept=self.ca.issued)
         self.sztp = SztpServer(Owner(owner_key, owner, oca), Manufacturer(mkey, mcert), self._onboarding, (mcert,))
         self._tls = (pki / f"tls-{self.address}.pem", pki / f"tls-{self.address}.key")
         self._client_cas = [mcert, self.ca.cert]

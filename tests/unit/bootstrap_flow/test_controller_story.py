@@ -195,6 +195,17 @@ def test_images_go_only_to_gateways_whose_apps_run_them(tmp_path):
             with pytest.raises(images.ImageError, match="certificate verify failed"):  # the server is checked
                 await asyncio.to_thread(fetch, "acme/web:1", ssl.create_default_context, "c5")
             assert svc.counters == {"image_downloads": 1, "image_refused": 3}
+            # the channel, too, takes the LDevID and not the factory identity
+            import aiohttp
+
+            async with aiohttp.ClientSession() as http:
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    await http.ws_connect(f"wss://127.0.0.1:{svc.port}/channel",
+                                          ssl=ident.tls_context("idevid", cafile))
+                assert refused.value.status == 403
+                ws = await http.ws_connect(f"wss://127.0.0.1:{svc.port}/channel", ssl=ldevid())
+                await ws.close()
+            assert svc.hub.counters["refused"] == 1
             left = [p for c in ("c2", "c3", "c4", "c5") if (tmp_path / c).exists() for p in (tmp_path / c).iterdir()]
             assert left == []  # no partial download left behind
         finally:
