@@ -75,6 +75,7 @@ class Daemon:
         self.docker_url = docker_url
         self.apps = None  # nsg.apps.AppsSupervisor once the config has apps
         self.vms = None  # nsg.vms.VmSupervisor once the config has VMs
+        self.policy = None  # nsg.policy.apply.NftPolicy once a config had a policy
         self.tenant_mtu = 1500
         self.controller_url = controller_url
         self.channel = None
@@ -357,6 +358,11 @@ class Daemon:
 
     async def _converge(self, reason: str) -> ApplyResult:
         self._sync_dhcp()
+        # The firewall goes in before the dataplane: a new subnet is never up unfiltered. A ruleset nft
+        # refuses fails the whole config (the kernel kept the old one; install_config rolls back).
+        policy_error = await self._sync_policy()
+        if policy_error is not None:
+            return ApplyResult((), (), policy_error)
         await self._sync_tunnels(before_apply=True)
         result = await self._apply(reason)
         await self._sync_tunnels(before_apply=False)
@@ -364,6 +370,36 @@ class Daemon:
         self._sync_apps()
         self._sync_vms()
         return result
+
+    async def _sync_policy(self) -> str | None:
+        assert self.config is not None
+        if self.config.policy is None and self.policy is None:
+            return None
+        from nsg.policy.apply import NftPolicy, PolicyApplyError
+        from nsg.policy.nft import PolicyRenderError, render
+
+        if self.policy is None:
+            self.policy = NftPolicy()
+        try:
+            if self.config.policy is None:
+                changed = await asyncio.to_thread(self.policy.remove)
+            else:
+                rendered = render(self.config, {u.name: u.interface for u in self.config.uplinks})
+                changed = await asyncio.to_thread(self.policy.apply, rendered)
+        except (PolicyApplyError, PolicyRenderError) as exc:
+            log.error("policy not applied: %s", exc)
+            return f"policy: {exc}"
+        if changed:
+            log.info("policy applied", extra={"fields": {"counters": len(self.policy.state.counters)}})
+        return None
+
+    def policy_status(self) -> dict | None:
+        """Per-entry hit counters (read from the kernel now) and the apply counters."""
+        if self.policy is None:
+            return None
+        st = self.policy.state
+        return {"applied": st.applied, "noop": st.noop, "errors": st.errors, "last_error": st.last_error,
+                "counters": self.policy.counters()}
 
     def _sync_apps(self) -> None:
         assert self.config is not None
@@ -598,6 +634,7 @@ class Daemon:
             "evpn": self.evpn.status() if self.evpn else None,
             "apps": self.apps.status() if self.apps else None,
             "vms": self.vms.status() if self.vms else None,
+            "policy": self.policy_status(),
             "last_apply": self.last_apply,
             "last_reload_error": self.last_reload_error,
             "counters": dict(self.counters),

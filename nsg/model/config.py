@@ -21,6 +21,7 @@ from nsg.model.apps import App, Vm
 from nsg.model.base import Frozen
 from nsg.model.evpn import EvpnConfig
 from nsg.model.ipsec import IpsecConfig
+from nsg.model.policy import PolicyConfig, parse_ref
 
 SCHEMA_VERSION = 1
 
@@ -138,6 +139,7 @@ class GatewayConfig(_Frozen):
     peers: tuple[Peer, ...] = ()
     apps: tuple[App, ...] = Field(default=(), max_length=64)  # tenant containers on the subnets
     vms: tuple[Vm, ...] = Field(default=(), max_length=16)  # tenant VMs on the subnets
+    policy: PolicyConfig | None = None  # firewall and breakout; without it nothing is filtered
 
     @model_validator(mode="after")
     def _check(self) -> GatewayConfig:
@@ -177,6 +179,8 @@ class GatewayConfig(_Frozen):
                                                                    home.cidr.broadcast_address):
                     raise ValueError(f"{section}[{i}].address {app.address} is not a host address of {home.cidr} "
                                      "(other than its gateway)")
+        if self.policy is not None:
+            self._check_policy(self.policy)
         if self.evpn is not None:  # EVPN route distinguishers are system IP : VNI (low 16 bits)
             low = [s.vni & 0xFFFF for s in self.subnets]
             if len(set(low)) != len(low):
@@ -190,6 +194,36 @@ class GatewayConfig(_Frozen):
                 if ep.prefix.overlaps(s.cidr):
                     raise ValueError(f"evpn.prefixes[{i}].prefix {ep.prefix} overlaps subnet '{s.name}' ({s.cidr})")
         return self
+
+
+    def _check_policy(self, pol: PolicyConfig) -> None:
+        """The policy's references name things this config has; each subnet is in one tenant at most."""
+        names = {"subnet": {s.name for s in self.subnets}, "app": {a.name for a in self.apps},
+                 "vm": {v.name for v in self.vms}, "group": {g.name for g in pol.groups}}
+
+        def ref(text: str, where: str) -> None:
+            kind, name = parse_ref(text)
+            if kind in names and name not in names[kind]:
+                raise ValueError(f"{where}: no {kind} named {name!r}")
+
+        for i, g in enumerate(pol.groups):
+            for j, m in enumerate(g.members):
+                ref(m, f"policy.groups[{i}].members[{j}]")
+        owner: dict[str, str] = {}
+        for i, t in enumerate(pol.tenants):
+            for j, s in enumerate(t.subnets):
+                ref(f"subnet:{s}", f"policy.tenants[{i}].subnets[{j}]")
+                if s in owner:
+                    raise ValueError(f"policy.tenants[{i}].subnets[{j}]: {s!r} is already in tenant {owner[s]!r}")
+                owner[s] = t.name
+            for j, e in enumerate(t.acl):
+                ref(e.src, f"policy.tenants[{i}].acl[{j}].src")
+                ref(e.dst, f"policy.tenants[{i}].acl[{j}].dst")
+        uplinks = {u.name for u in self.uplinks}
+        for i, b in enumerate(pol.breakout):
+            ref(f"subnet:{b.subnet}", f"policy.breakout[{i}].subnet")
+            if b.uplink not in uplinks:
+                raise ValueError(f"policy.breakout[{i}].uplink: no uplink named {b.uplink!r}")
 
 
 def _unique(section: str, field: str, values: Iterable[object]) -> None:
