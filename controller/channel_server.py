@@ -29,6 +29,7 @@ class GatewaySession:
     results: list[wire.ApplyResult] = field(default_factory=list)
     telemetry: wire.Telemetry | None = None
     events: list[wire.Event] = field(default_factory=list)
+    policy_counters: wire.PolicyCounters | None = None
 
 
 def peer_serial(request: web.Request) -> str | None:
@@ -105,6 +106,8 @@ class ChannelHub:
                                                               "ok": msg.ok, "error": msg.error}})
             elif isinstance(msg, wire.Telemetry):
                 session.telemetry = msg
+            elif isinstance(msg, wire.PolicyCounters):
+                session.policy_counters = msg
             elif isinstance(msg, wire.Event):
                 session.events = [*session.events[-99:], msg]
         if self.sessions.get(serial) is session:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from nsg.model import Subnet, Uplink
 from nsg.model.apps import App, ImageSource, Vm
 from nsg.model.ipsec import IpsecConfig
+from nsg.model.policy import PolicyConfig, parse_ref
 
 EVPN_ASN = 65000  # a private AS (RFC 6996): iBGP inside one enterprise
 
@@ -83,6 +84,9 @@ class Enterprise(_M):
     subnets: tuple[SubnetDef, ...] = ()
     gateways: tuple[GatewayDef, ...] = ()
     evpn_asn: int = Field(default=EVPN_ASN, ge=1, le=(1 << 32) - 1)  # iBGP: the RR and every gateway
+    # The firewall: tenants, ACLs, groups, breakout; every edge gateway gets it (app:/vm: references
+    # resolved to the workload's address, breakout only where the gateway has that uplink).
+    policy: PolicyConfig | None = None
     # Where gateways fetch app image tarballs: the controller's device site (https://ADDR:PORT).
     image_base: str | None = Field(default=None, pattern=r"^https://[^/\s]{1,300}$")
 
@@ -114,7 +118,29 @@ class Enterprise(_M):
                 held[(a.subnet, a.address)] = f"{g.name}/{a.name}"
                 if isinstance(a, AppDef) and a.image_sha256 and self.image_base is None:
                     raise ValueError(f"{where}: the controller serves no devices, so no image URL to give")
+        if self.policy is not None:
+            self.workload_address_refs()  # raises on an unknown or ambiguous app:/vm: reference
         return self
+
+    def workload_address_refs(self) -> dict[str, str]:
+        """Every app:/vm: reference of the policy -> the workload's address as a /32 prefix. App and VM
+        names are unique per gateway only: a name on two gateways cannot be referred to this way."""
+        assert self.policy is not None
+        refs = {m for g in self.policy.groups for m in g.members}
+        refs |= {r for t in self.policy.tenants for e in t.acl for r in (e.src, e.dst)}
+        out = {}
+        for ref in sorted(refs):
+            kind, name = parse_ref(ref)
+            if kind not in ("app", "vm"):
+                continue
+            found = [(g.name, w.address) for g in self.gateways for w in (g.apps if kind == "app" else g.vms)
+                     if w.name == name]
+            if not found:
+                raise ValueError(f"policy: {ref!r}: no {kind} of that name on any gateway")
+            if len(found) > 1:
+                raise ValueError(f"policy: {ref!r}: the name is on {', '.join(g for g, _ in found)}; use an address")
+            out[ref] = f"{found[0][1]}/32"
+        return out
 
 
 __all__ = ["AppDef", "Enterprise", "GatewayDef", "Subnet", "SubnetDef", "UplinkDef", "VmDef"]

@@ -30,6 +30,23 @@ def _app(a: AppDef, image_base: str | None) -> dict:
     return doc
 
 
+def _policy(ent: Enterprise, g: GatewayDef) -> dict:
+    """The enterprise's policy for one gateway: workloads named by address, its own breakouts."""
+    assert ent.policy is not None
+    refs = ent.workload_address_refs()
+    doc = ent.policy.model_dump(mode="json", exclude_defaults=True)
+    for group in doc.get("groups", []):
+        group["members"] = [refs.get(m, m) for m in group["members"]]
+    for tenant in doc.get("tenants", []):
+        for entry in tenant.get("acl", []):
+            for side in ("src", "dst"):
+                if side in entry:
+                    entry[side] = refs.get(entry[side], entry[side])
+    uplinks = {u.name for u in g.uplinks}
+    doc["breakout"] = [b for b in doc.get("breakout", []) if b["uplink"] in uplinks]
+    return doc
+
+
 def render(ent: Enterprise) -> dict[str, GatewayConfig]:
     """One validated GatewayConfig per gateway; raises ConfigError naming the gateway's field."""
     out = {}
@@ -60,6 +77,8 @@ def render(ent: Enterprise) -> dict[str, GatewayConfig]:
         if g.vms:
             doc["vms"] = [v.model_dump(mode="json", exclude_defaults=True) | {"address": str(v.address)}
                           for v in g.vms]
+        if ent.policy is not None and g.role == "edge":
+            doc["policy"] = _policy(ent, g)
         if ent.ipsec is not None:
             doc["ipsec"] = ent.ipsec.model_dump(mode="json", exclude_none=True)
         out[g.name] = parse_config(doc, source=f"gateway {g.name}")

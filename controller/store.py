@@ -53,6 +53,7 @@ from controller.mesh import render
 from nsg.model import ConfigError, GatewayConfig
 from nsg.model.config import VNI_MAX, VNI_MIN
 from nsg.model.ipsec import IpsecConfig
+from nsg.model.policy import PolicyConfig
 
 DEFAULT_SYSTEM_POOL = IPv4Network("198.19.255.0/24")
 TRANSPORTS = ("plain", "esp")
@@ -100,6 +101,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             subnet_id INTEGER NOT NULL REFERENCES subnets(id) ON DELETE RESTRICT,
             name TEXT NOT NULL, address TEXT NOT NULL, spec TEXT NOT NULL, created TEXT NOT NULL,
             UNIQUE (gateway_id, name), UNIQUE (subnet_id, address))""",
+        "ALTER TABLE enterprises ADD COLUMN policy TEXT",  # the firewall policy (PolicyConfig JSON), or NULL
     ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -168,6 +170,7 @@ class TokenRec:
 
 UNSET: Any = object()  # update_gateway: "leave this field as it is"
 _APP = TypeAdapter(AppDef)
+_POLICY = TypeAdapter(PolicyConfig)
 _VM = TypeAdapter(VmDef)
 VM_FIELDS = ("kernel", "initrd", "append", "memory_mb", "cpus", "accel")
 APP_FIELDS = ("image", "image_sha256", "command", "env", "memory_mb", "cpus", "pids", "restart")
@@ -756,6 +759,29 @@ class Store:
                 raise NotFound("vm", f"no VM named {name!r} on {gateway}")
             self._bump(cur, ent_id)
 
+    # -- policy --------------------------------------------------------------------------------------
+
+    def set_policy(self, enterprise: str, policy: PolicyConfig | Mapping[str, Any] | None) -> PolicyConfig | None:
+        """Replace the enterprise's firewall policy (None removes it). Refused, naming the field, if it
+        does not validate or leaves any gateway's config invalid; then nothing changes."""
+        pol = None if policy is None else _validated(_POLICY, policy if isinstance(policy, Mapping) else
+                                                     policy.model_dump(mode="json"), "policy")
+        with self._tx(write=True) as cur:
+            ent_id = self._enterprise_id(cur, enterprise)
+            old = cur.execute("SELECT policy FROM enterprises WHERE id = ?", (ent_id,)).fetchone()[0]
+            new = None if pol is None else pol.model_dump_json()
+            if new != old:
+                cur.execute("UPDATE enterprises SET policy = ? WHERE id = ?", (new, ent_id))
+                self._bump(cur, ent_id)
+                self._check_render(cur, ent_id)
+        return pol
+
+    def get_policy(self, enterprise: str) -> PolicyConfig | None:
+        with self._tx() as cur:
+            ent_id = self._enterprise_id(cur, enterprise)
+            doc = cur.execute("SELECT policy FROM enterprises WHERE id = ?", (ent_id,)).fetchone()[0]
+        return None if doc is None else PolicyConfig.model_validate_json(doc)
+
     # -- rendering ---------------------------------------------------------------------------------
 
     def _model(self, cur: sqlite3.Cursor, ent_id: int) -> Enterprise:
@@ -770,8 +796,10 @@ class Store:
             gateways.append(GatewayDef(name=g.name, system_ip=g.system_ip, uplinks=g.uplinks, ports=g.ports,
                                        behind_nat=g.behind_nat, role=g.role,  # type: ignore[arg-type]
                                        apps=self._apps(cur, gw_id), vms=self._vms(cur, gw_id)))
+        policy = cur.execute("SELECT policy FROM enterprises WHERE id = ?", (ent_id,)).fetchone()[0]
         return Enterprise(name=ent.name, generation=ent.generation, transport=ent.transport, ipsec=ent.ipsec,
-                          subnets=tuple(subnets), gateways=tuple(gateways), image_base=self._setting(cur, "device_url"))
+                          subnets=tuple(subnets), gateways=tuple(gateways), image_base=self._setting(cur, "device_url"),
+                          policy=None if policy is None else PolicyConfig.model_validate_json(policy))
 
     def _check_render(self, cur: sqlite3.Cursor, ent_id: int) -> None:
         """The safety net under the checks above: a write that would leave a gateway without a
@@ -779,9 +807,13 @@ class Store:
         try:
             render(self._model(cur, ent_id))
         except ValidationError as exc:
-            raise StoreError("enterprise", f"the change leaves it invalid: {exc.errors()[0]['msg']}") from None
+            msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise StoreError("policy" if msg.startswith("policy") else "enterprise",
+                             f"the change leaves it invalid: {msg}") from None
         except ConfigError as exc:
-            raise StoreError("config", f"the change leaves {exc.source} invalid: {'; '.join(exc.problems)}") from None
+            problems = "; ".join(exc.problems)
+            raise StoreError("policy" if problems.startswith("policy") else "config",
+                             f"the change leaves {exc.source} invalid: {problems}") from None
 
     def enterprise_model(self, name: str) -> Enterprise:
         """The enterprise as ``controller.mesh`` takes it."""

@@ -203,12 +203,19 @@ class Daemon:
         return asyncio.get_running_loop().create_task(self._channel_and_telemetry(), name="channel")
 
     async def _channel_and_telemetry(self, every: float = 30.0) -> None:
+        from nsg.channel import wire
+
         assert self.channel is not None
         runner = asyncio.create_task(self.channel.run())
         try:
             while not runner.done():
                 await asyncio.sleep(every)
                 await self.channel.send(self._telemetry())
+                if self.policy is not None and self.policy.state.digest is not None:
+                    counted = await asyncio.to_thread(self.policy.counters)
+                    await self.channel.send(wire.PolicyCounters(
+                        ts=time.time(), generation=self.generation,
+                        counters={k: (v["packets"], v["bytes"]) for k, v in counted.items()}))
         finally:
             runner.cancel()
 

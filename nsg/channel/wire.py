@@ -10,6 +10,7 @@ ignored — it never changes what runs.
     gateway -> controller   apply_result  per generation: ok, or the error (and the generation still running)
     gateway -> controller   telemetry     periodic counters
     gateway -> controller   event         something happened (tunnel up/down, reload refused, ...)
+    gateway -> controller   policy_counters  the firewall's per-entry hit counters (with telemetry)
     either                  error         the peer's last frame was not acceptable
 """
 
@@ -21,7 +22,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 VERSIONS = (1,)
-MAX_FRAME = 1 << 20  # a config of 500 sites stays far below this
+MAX_FRAME = 8 << 20  # a config of 500 sites and a 10,000-entry policy stays below this
+MAX_POLICY_COUNTERS = 20_100  # 64 tenants x (ACL + default + wall), the ACL at most 10,000 in all
 
 
 class _Msg(BaseModel):
@@ -63,13 +65,22 @@ class Event(_Msg):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+class PolicyCounters(_Msg):
+    type: Literal["policy_counters"] = "policy_counters"
+    ts: float
+    generation: int = Field(ge=0)  # the config generation whose policy these count
+    # acl.<tenant>.<entry>, default.<tenant>, wall.<tenant> -> (packets, bytes)
+    counters: dict[str, tuple[int, int]] = Field(default_factory=dict, max_length=MAX_POLICY_COUNTERS)
+
+
 class Error(_Msg):
     type: Literal["error"] = "error"
     code: str = Field(max_length=64)
     message: str = Field(max_length=4096)
 
 
-Message = Annotated[Hello | Config | ApplyResult | Telemetry | Event | Error, Field(discriminator="type")]
+Message = Annotated[Hello | Config | ApplyResult | Telemetry | Event | PolicyCounters | Error,
+                    Field(discriminator="type")]
 _adapter: TypeAdapter = TypeAdapter(Message)
 
 
@@ -81,7 +92,7 @@ class ChannelProtocolError(ValueError):
         super().__init__(message)
 
 
-def decode(frame: str | bytes) -> Hello | Config | ApplyResult | Telemetry | Event | Error:
+def decode(frame: str | bytes) -> Hello | Config | ApplyResult | Telemetry | Event | PolicyCounters | Error:
     if len(frame) > MAX_FRAME:
         raise ChannelProtocolError("too-large", f"frame of {len(frame)} octets (limit {MAX_FRAME})")
     try:

@@ -40,7 +40,9 @@ class PolicyRenderError(ValueError):
 @dataclass(frozen=True)
 class Rendered:
     commands: tuple[Json, ...]  # the body of {"nftables": [...]}: replaces table inet nsg as a whole
-    counters: tuple[str, ...]  # named counters, in rule order: a_<tenant>_<entry>, d_<tenant>, x_<tenant>
+    # named counters, in rule order: acl.<tenant>.<entry>, default.<tenant>, wall.<tenant> (what the
+    # wall between tenants and toward uplinks without breakout dropped); names have no dots of their own
+    counters: tuple[str, ...]
 
 
 def _obj(kind: str, **fields: Any) -> Json:
@@ -115,7 +117,7 @@ def _ports(proto: str, field: str, ports: tuple) -> Json:
 
 def _entry_rules(tenant: str, e: AclEntry, r: _Resolver) -> list[list[Json]]:
     """One entry -> its rules' expressions (a reject of any protocol is two rules: TCP gets a reset)."""
-    counter = {"counter": f"a_{tenant}_{e.name}"}
+    counter = {"counter": f"acl.{tenant}.{e.name}"}
     m: list[Json] = [x for x in (_endpoint(r, e.src, "saddr"), _endpoint(r, e.dst, "daddr")) if x]
     if e.protocol != "any":
         m.append(_match(_meta("l4proto"), PROTOCOLS.get(e.protocol, e.protocol)))  # type: ignore[arg-type]
@@ -162,19 +164,19 @@ def render(cfg: GatewayConfig, uplink_ifaces: Mapping[str, str]) -> Rendered:
         _match({"ct": {"key": "state"}}, ["established", "related"], "in"),
         _match({"&": [{"ct": {"key": "mark"}}, STATEFUL]}, STATEFUL), {"accept": None}]]
     for t in tenants:
-        counters.append(f"x_{t.name}")
+        counters.append(f"wall.{t.name}")
         for s in t.subnets:
             allowed = [*bridges[t.name], *([breakout[s]] if s in breakout else [])]
             fwd.append([_match(_meta("iifname"), bridge_name(vni[s])),
-                        _match(_meta("oifname"), _names(allowed), "!="), {"counter": f"x_{t.name}"}, {"drop": None}])
+                        _match(_meta("oifname"), _names(allowed), "!="), {"counter": f"wall.{t.name}"}, {"drop": None}])
     for t in tenants:
         for key in ("iifname", "oifname"):
             fwd.append([_match(_meta(key), _names(bridges[t.name])), {"jump": {"target": f"t_{t.name}"}}])
         for e in t.acl:
-            counters.append(f"a_{t.name}_{e.name}")
+            counters.append(f"acl.{t.name}.{e.name}")
             rules += [(f"t_{t.name}", exprs) for exprs in _entry_rules(t.name, e, r)]
-        counters.append(f"d_{t.name}")
-        default: list[Json] = [{"counter": f"d_{t.name}"}]
+        counters.append(f"default.{t.name}")
+        default: list[Json] = [{"counter": f"default.{t.name}"}]
         if t.default == "allow":
             default += [{"mangle": {"key": {"ct": {"key": "mark"}}, "value": {"|": [{"ct": {"key": "mark"}},
                                                                                      STATEFUL]}}}, {"accept": None}]

@@ -149,8 +149,8 @@ def test_acls_tenants_breakout_and_counters(site, tmp_path):
                 what="the policy applied (and the app attached)")
             time.sleep(0.5)  # the hosts' first ARP
             before = nft_counters(st)
-            assert set(before) >= {"a_corp_web", "a_corp_closed", "a_corp_no-ping-h3", "a_corp_ping", "d_corp",
-                                   "x_corp", "x_guest", "d_guest"}
+            assert set(before) >= {"acl.corp.web", "acl.corp.closed", "acl.corp.no-ping-h3", "acl.corp.ping",
+                                   "default.corp", "wall.corp", "wall.guest", "default.guest"}
 
             # allowed, stateful: h1 -> h3:80 connects and the reply comes back (3 connections)
             for _ in range(3):
@@ -180,14 +180,14 @@ def test_acls_tenants_breakout_and_counters(site, tmp_path):
             hits = {k: after[k] - before.get(k, 0) for k in after}
             print(f"counter deltas: {hits}")
             web = 3 + (1 if engine else 0)
-            assert hits["a_corp_web"] == web  # one new flow each; the rest of each flow is conntrack's
-            assert hits["a_corp_closed"] == 1
-            assert hits["a_corp_no-ping-h3"] == 4
-            assert hits["a_corp_ping"] == 1  # h3's pings are one flow: its later requests are conntrack's
-            assert hits["d_guest"] == 2  # guest's default allow: the connection and the ping to the server
-            assert hits["d_corp"] >= 1 + (1 if engine else 0)  # the SYNs to h3:83 and app:83
-            assert hits["x_corp"] >= 2 + 1  # h1 -> h2 pings and h1 -> server (no breakout)
-            assert hits["x_guest"] >= 2 + (1 if engine else 0) + 1  # h2 -> h1 pings, h2 -> app, h2 -> h3
+            assert hits["acl.corp.web"] == web  # one new flow each; the rest of each flow is conntrack's
+            assert hits["acl.corp.closed"] == 1
+            assert hits["acl.corp.no-ping-h3"] == 4
+            assert hits["acl.corp.ping"] == 1  # h3's pings are one flow: its later requests are conntrack's
+            assert hits["default.guest"] == 2  # guest's default allow: the connection and the ping to the server
+            assert hits["default.corp"] >= 1 + (1 if engine else 0)  # the SYNs to h3:83 and app:83
+            assert hits["wall.corp"] >= 2 + 1  # h1 -> h2 pings and h1 -> server (no breakout)
+            assert hits["wall.guest"] >= 2 + (1 if engine else 0) + 1  # h2 -> h1 pings, h2 -> app, h2 -> h3
 
             # a bad policy is refused naming the field; the ruleset in force stays
             for bad, field in (({"name": "bad", "protocol": "tcp", "dst_ports": [70000], "action": "allow"},
@@ -208,10 +208,10 @@ def test_acls_tenants_breakout_and_counters(site, tmp_path):
             doc = config(image)
             doc["policy"]["tenants"][0]["acl"].append({"name": "extra", "protocol": "udp", "action": "drop"})
             (tmp_path / "gw.json").write_text(json.dumps(doc))
-            kept = nft_counters(d.status())["a_corp_web"]
+            kept = nft_counters(d.status())["acl.corp.web"]
             st = d.hup_and_wait()
-            assert st["policy"]["applied"] == 2 and "a_corp_extra" in st["policy"]["counters"]
-            assert nft_counters(st)["a_corp_web"] == kept > 0  # carried over the re-apply
+            assert st["policy"]["applied"] == 2 and "acl.corp.extra" in st["policy"]["counters"]
+            assert nft_counters(st)["acl.corp.web"] == kept > 0  # carried over the re-apply
             # policy removed: our table goes, traffic is no longer filtered; theirs is still there
             (tmp_path / "gw.json").write_text(json.dumps(config(image, policy=None)))
             st = d.hup_and_wait()

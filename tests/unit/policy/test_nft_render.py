@@ -51,7 +51,7 @@ def test_unnamed_subnets_form_the_default_tenant_and_tenants_are_walled_off():
     wall = [x for x in rules(r, "forward") if {"drop": None} in x]
     assert len(wall) == 2  # one per subnet: corp may reach only br-100, guest only br-200 (no breakout)
     assert {"match": {"op": "!=", "left": {"meta": {"key": "oifname"}}, "right": "br-100"}} in wall[0]
-    assert r.counters == ("x_corp", "x_default", "d_corp", "d_default")
+    assert r.counters == ("wall.corp", "wall.default", "default.corp", "default.default")
     assert rules(r, "t_default")[-1][-1] == {"accept": None}  # the default tenant allows
     assert rules(r, "t_corp")[-1][-1] == {"drop": None}  # a named tenant drops by default
     assert rules(r, "postrouting") == []
@@ -74,16 +74,16 @@ def test_entries_in_order_with_their_matches_and_verdicts():
                               {"prefix": {"addr": "198.19.1.0", "len": 24}}]}]  # collapsed
     t = [text(x) for x in rules(r, "t_corp")]
     assert len(t) == 8  # 6 entries, the any-protocol reject is two rules, and the default
-    assert '"@g_srv"' in t[0] and '"range": [8000, 8080]' in t[0] and '"counter": "a_corp_web"' in t[0]
+    assert '"@g_srv"' in t[0] and '"range": [8000, 8080]' in t[0] and '"counter": "acl.corp.web"' in t[0]
     assert '"mangle"' in t[0] and t[0].endswith('{"accept": null}]')
     assert '"sport"' in t[1] and '"mangle"' not in t[1]  # stateless: no conntrack mark
     assert '"dscp"' in t[2] and '"log"' in t[2] and t[2].endswith('{"drop": null}]')
     assert '"tcp reset"' in t[3] and '"l4proto"' in t[3] and '"admin-prohibited"' in t[4]
-    assert '"counter": "a_corp_rej"' in t[3] and '"counter": "a_corp_rej"' in t[4]
+    assert '"counter": "acl.corp.rej"' in t[3] and '"counter": "acl.corp.rej"' in t[4]
     assert '"admin-prohibited"' in t[5] and '"tcp reset"' not in t[5]
     assert '"right": 47' in t[6]
-    assert r.counters == ("x_corp", "a_corp_web", "a_corp_udp", "a_corp_ef", "a_corp_rej", "a_corp_rej-udp",
-                          "a_corp_p47", "d_corp")
+    assert r.counters == ("wall.corp", "acl.corp.web", "acl.corp.udp", "acl.corp.ef", "acl.corp.rej",
+                          "acl.corp.rej-udp", "acl.corp.p47", "default.corp")
 
 
 def test_breakout_masquerades_out_of_its_uplink_and_opens_the_wall_to_it():
