@@ -315,6 +315,8 @@ class Daemon:
             if "reload" in pending:
                 await self._reload()
             elif pending:
+                if pending[0] == "resync" and self.config is not None:
+                    await self._sync_policy(verify=True)  # our nft table deleted behind our back comes back
                 await self._apply(pending[0])
 
     # --- config ------------------------------------------------------------
@@ -378,12 +380,12 @@ class Daemon:
         self._sync_vms()
         return result
 
-    async def _sync_policy(self) -> str | None:
+    async def _sync_policy(self, verify: bool = False) -> str | None:
         assert self.config is not None
         if self.config.policy is None and self.policy is None:
             return None
         from nsg.policy.apply import NftPolicy, PolicyApplyError
-        from nsg.policy.nft import PolicyRenderError, render
+        from nsg.policy.nft import PolicyRenderError
 
         if self.policy is None:
             self.policy = NftPolicy()
@@ -391,8 +393,8 @@ class Daemon:
             if self.config.policy is None:
                 changed = await asyncio.to_thread(self.policy.remove)
             else:
-                rendered = render(self.config, {u.name: u.interface for u in self.config.uplinks})
-                changed = await asyncio.to_thread(self.policy.apply, rendered)
+                uplinks = {u.name: u.interface for u in self.config.uplinks}
+                changed = await asyncio.to_thread(self.policy.apply_config, self.config, uplinks, verify=verify)
         except (PolicyApplyError, PolicyRenderError) as exc:
             log.error("policy not applied: %s", exc)
             return f"policy: {exc}"

@@ -1,7 +1,8 @@
 """Put a rendered policy into the kernel with `nft -j -f -`, in one transaction: the table is replaced
 whole or not at all (a refused ruleset leaves the running one as it was). Only table inet nsg is
-ever touched. The named counters are carried over a re-apply (their values go into the new
-objects), and a re-apply of the same ruleset does nothing at all.
+ever touched. The counters are carried over a re-apply (each rule's counter starts from what the
+rule with the same comment had counted), and a re-apply of the same policy does nothing at all: not
+even a render, when the config's policy and what it refers to are as they were.
 
 Blocking (a subprocess): the daemon calls it from a worker thread.
 """
@@ -15,7 +16,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nsg.policy.nft import FAMILY, TABLE, Rendered
+from nsg.model import GatewayConfig
+from nsg.policy.nft import FAMILY, TABLE, render
 
 NFT = shutil.which("nft") or "/usr/sbin/nft"
 BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
@@ -27,10 +29,13 @@ class PolicyApplyError(RuntimeError):
 
 
 def _nft(doc: dict | None, *args: str) -> str:
+    return _nft_text(json.dumps(doc) if doc is not None else None, *args)
+
+
+def _nft_text(doc: str | None, *args: str) -> str:
     cmd = [NFT, "-j", *args] + (["-f", "-"] if doc is not None else [])
     try:
-        p = subprocess.run(cmd, input=json.dumps(doc) if doc is not None else None, capture_output=True,
-                           text=True, timeout=TIMEOUT, check=False)
+        p = subprocess.run(cmd, input=doc, capture_output=True, text=True, timeout=TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise PolicyApplyError(f"running nft: {exc}") from None
     if p.returncode != 0:
@@ -40,7 +45,7 @@ def _nft(doc: dict | None, *args: str) -> str:
 
 @dataclass
 class PolicyState:
-    digest: str | None = None  # of the last ruleset applied
+    digest: str | None = None  # of the last ruleset applied (a short SHA-256, for status)
     applied: int = 0
     noop: int = 0
     errors: int = 0
@@ -52,19 +57,30 @@ class NftPolicy:
     def __init__(self) -> None:
         self.state = PolicyState()
         self._bridge_nf_before: str | None = None
+        self._inputs: tuple | None = None
 
     def _have_table(self) -> bool:
         out = json.loads(_nft(None, "list", "tables", FAMILY) or "{}")
         return any("table" in o and o["table"]["name"] == TABLE for o in out.get("nftables", []))
 
     def counters(self) -> dict[str, dict[str, int]]:
-        """The named counters of our table: name -> {"packets", "bytes"}; {} without the table."""
+        """What each rule of our table counted, by its comment: {"packets", "bytes"} (rules sharing a
+        comment add up); {} without the table."""
         try:
-            out = json.loads(_nft(None, "list", "counters", "table", FAMILY, TABLE) or "{}")
+            out = json.loads(_nft(None, "list", "table", FAMILY, TABLE) or "{}")
         except PolicyApplyError:
             return {}
-        return {c["counter"]["name"]: {"packets": c["counter"]["packets"], "bytes": c["counter"]["bytes"]}
-                for c in out.get("nftables", []) if "counter" in c}
+        found: dict[str, dict[str, int]] = {}
+        for item in out.get("nftables", []):
+            rule = item.get("rule")
+            if not rule or "comment" not in rule:
+                continue
+            for e in rule.get("expr", ()):
+                if isinstance(e, dict) and isinstance(e.get("counter"), dict):
+                    c = found.setdefault(rule["comment"], {"packets": 0, "bytes": 0})
+                    c["packets"] += e["counter"].get("packets", 0)
+                    c["bytes"] += e["counter"].get("bytes", 0)
+        return found
 
     def _bridge_netfilter(self, on: bool) -> None:
         """Bridged IPv4 through the inet hooks (conntrack, reject) while a policy is in force; the value
@@ -79,24 +95,27 @@ class NftPolicy:
         except OSError as exc:
             raise PolicyApplyError(f"{BRIDGE_NF}: {exc.strerror} (is br_netfilter in this kernel?)") from None
 
-    def apply(self, rendered: Rendered) -> bool:
-        """Returns True if the kernel changed. Raises PolicyApplyError, the old ruleset still in force."""
-        digest = hashlib.sha256(json.dumps(rendered.commands, sort_keys=True).encode()).hexdigest()
+    def apply_config(self, cfg: GatewayConfig, uplink_ifaces: dict[str, str], *, verify: bool = False) -> bool:
+        """Render and apply ``cfg``'s policy unless nothing it depends on changed; True if the kernel
+        changed. ``verify`` (the periodic resync) also checks that our table is still in the kernel
+        (listing costs ~0.1 s with a large ruleset, so a reload of an unchanged config does not).
+        Raises PolicyApplyError with the old ruleset still in force."""
+        inputs = (cfg.policy, cfg.subnets, cfg.apps, cfg.vms, tuple(sorted(uplink_ifaces.items())))
         self._bridge_netfilter(True)
-        if digest == self.state.digest and self._have_table():
+        if inputs == self._inputs and (not verify or self._have_table()):
             self.state.noop += 1
             return False
-        keep = self.counters()  # carried into the new table for entries that stay
-        cmds = [c if "counter" not in c.get("add", {}) or c["add"]["counter"]["name"] not in keep else
-                {"add": {"counter": {**c["add"]["counter"], **keep[c["add"]["counter"]["name"]]}}}
-                for c in rendered.commands]
+        keep = self.counters() if self._inputs is not None else {}  # each rule starts where it was
+        rendered = render(cfg, uplink_ifaces, start=keep)
         try:
-            _nft({"nftables": cmds})
+            _nft_text(rendered.document)
         except PolicyApplyError as exc:
             self.state.errors += 1
             self.state.last_error = str(exc)
             raise
-        self.state.digest, self.state.last_error = digest, None
+        self._inputs = inputs
+        self.state.digest = hashlib.sha256(rendered.document.encode()).hexdigest()[:16]
+        self.state.last_error = None
         self.state.applied += 1
         self.state.counters = list(rendered.counters)
         return True
@@ -109,5 +128,6 @@ class NftPolicy:
                                {"delete": {"table": {"family": FAMILY, "name": TABLE}}}]})
             changed = True
         self.state.digest = None
+        self._inputs = None
         self._bridge_netfilter(False)
         return changed

@@ -1,5 +1,5 @@
 """The firewall policy as one nftables ruleset (libnftables JSON), in a table nsg owns: `inet nsg`.
-Pure: config in, document out; the same config renders the same bytes.
+Pure: config in, document out; the same config renders the same document.
 
 Bridged traffic inside a subnet reaches the inet hooks through br_netfilter (the daemon turns on
 net.bridge.bridge-nf-call-iptables; this kernel's bridge family has no conntrack and no reject), so
@@ -9,28 +9,50 @@ one forward chain sees both bridged and routed tenant traffic, with conntrack:
       ct state established,related and ct mark has STATEFUL -> accept   (return traffic of allowed flows)
       per subnet: from its bridge to anything but its tenant's bridges (and its breakout uplink) -> drop
       from/to a tenant's bridges -> jump t_<tenant>
-    t_<tenant>: the ACL in order, then the tenant's default; each entry counts into a named counter
+    t_<tenant>: the ACL in order, then the tenant's default
     postrouting (hook postrouting, nat): from a breakout subnet out of its uplink -> masquerade
+
+Every rule that decides has a counter and a comment naming what it counts: acl.<tenant>.<entry>,
+default.<tenant>, wall.<tenant> (what the walls between tenants and toward uplinks without breakout
+dropped), breakout.<subnet>. Anonymous counters, not named counter objects: 5,000 of those made nft
+0.3 s slower to load the same ruleset. A re-render can start each counter where it was (``start``).
 
 Subnets no tenant names form the tenant "default" (no ACL, default allow): between tenants nothing
 passes, and nothing leaves for a WAN uplink unless the subnet breaks out there.
+
+Speed: nft itself needs ~0.7 s to load 5,000 rules from JSON on the development box, so the Python
+side must stay small. The document is written as text from fragments, not built as dicts and
+dumped: every string in it is a name, address or keyword the config model has already validated
+(names are [a-z0-9_-], interfaces [A-Za-z0-9_.-]), so nothing needs escaping; json.loads of the
+output is what the tests read.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network, collapse_addresses
-from typing import Any
 
 from nsg.dataplane.desired import bridge_name
 from nsg.model import GatewayConfig
-from nsg.model.policy import PROTOCOLS, AclEntry, PolicyConfig, Tenant, parse_ref
+from nsg.model.policy import PROTOCOLS, AclEntry, PolicyConfig, Tenant
 
 FAMILY, TABLE = "inet", "nsg"
 STATEFUL = 0x100  # ct mark bit: this flow was allowed by a stateful entry (its replies pass)
 DEFAULT_TENANT = "default"
-Json = dict[str, Any]
+
+_HEAD = f'"family": "{FAMILY}", "table": "{TABLE}"'
+_ACCEPT = '{"accept": null}'
+_DROP = '{"drop": null}'
+_MARK = ('{"mangle": {"key": {"ct": {"key": "mark"}}, "value": {"|": [{"ct": {"key": "mark"}}, '
+         f'{STATEFUL}]}}}}}}')
+_RESET = '{"reject": {"type": "tcp reset"}}'
+_ICMPX = '{"reject": {"type": "icmpx", "expr": "admin-prohibited"}}'
+_COUNTER = '{"counter": null}'
+_SADDR = '{"payload": {"protocol": "ip", "field": "saddr"}}'
+_DADDR = '{"payload": {"protocol": "ip", "field": "daddr"}}'
+_L4 = '{"meta": {"key": "l4proto"}}'
 
 
 class PolicyRenderError(ValueError):
@@ -39,35 +61,36 @@ class PolicyRenderError(ValueError):
 
 @dataclass(frozen=True)
 class Rendered:
-    commands: tuple[Json, ...]  # the body of {"nftables": [...]}: replaces table inet nsg as a whole
-    # named counters, in rule order: acl.<tenant>.<entry>, default.<tenant>, wall.<tenant> (what the
-    # wall between tenants and toward uplinks without breakout dropped); names have no dots of their own
-    counters: tuple[str, ...]
+    document: str  # {"nftables": [...]}: replaces table inet nsg as a whole, in one transaction
+    counters: tuple[str, ...]  # what the rules count (their comments), in rule order, each once
+
+    @property
+    def commands(self) -> list[dict]:
+        return json.loads(self.document)["nftables"]
 
 
-def _obj(kind: str, **fields: Any) -> Json:
-    return {"add": {kind: {"family": FAMILY, "table": TABLE, **fields}}}
+def _match(left: str, right: str, op: str = "==") -> str:
+    return f'{{"match": {{"op": "{op}", "left": {left}, "right": {right}}}}}'
 
 
-def _match(left: Json, right: Any, op: str = "==") -> Json:
-    return {"match": {"op": op, "left": left, "right": right}}
+def _meta(key: str) -> str:
+    return f'{{"meta": {{"key": "{key}"}}}}'
 
 
-def _meta(key: str) -> Json:
-    return {"meta": {"key": key}}
+def _str(text: str) -> str:
+    return f'"{text}"'
 
 
-def _ip(field: str) -> Json:
-    return {"payload": {"protocol": "ip", "field": field}}
+def _prefix(text: str) -> str:
+    """A validated "a.b.c.d" or "a.b.c.d/n" -> nft's value (an address, or a prefix)."""
+    addr, _, length = text.partition("/")
+    if not length or length == "32":
+        return f'"{addr}"'
+    return f'{{"prefix": {{"addr": "{addr}", "len": {int(length)}}}}}'
 
 
-def _prefix(net: IPv4Network) -> Any:
-    return str(net.network_address) if net.prefixlen == 32 else {"prefix": {"addr": str(net.network_address),
-                                                                           "len": net.prefixlen}}
-
-
-def _names(names: list[str]) -> Any:
-    return names[0] if len(names) == 1 else {"set": names}
+def _names(names: list[str]) -> str:
+    return _str(names[0]) if len(names) == 1 else '{"set": [' + ", ".join(map(_str, names)) + "]}"
 
 
 def tenants_of(cfg: GatewayConfig, pol: PolicyConfig) -> list[Tenant]:
@@ -78,124 +101,129 @@ def tenants_of(cfg: GatewayConfig, pol: PolicyConfig) -> list[Tenant]:
 
 
 class _Resolver:
-    """Endpoint references -> prefixes, from the config's subnets, apps, VMs and groups."""
+    """Endpoint references -> nft values, from the config's subnets, apps, VMs and groups (memoized:
+    large ACLs repeat their endpoints)."""
 
     def __init__(self, cfg: GatewayConfig, pol: PolicyConfig):
-        self.subnets = {s.name: s.cidr for s in cfg.subnets}
-        self.hosts = {("app", a.name): a.address for a in cfg.apps} | {("vm", v.name): v.address for v in cfg.vms}
+        self.refs: dict[str, str] = {f"subnet:{s.name}": str(s.cidr) for s in cfg.subnets}
+        self.refs |= {f"app:{a.name}": f"{a.address}/32" for a in cfg.apps}
+        self.refs |= {f"vm:{v.name}": f"{v.address}/32" for v in cfg.vms}
         self.groups = {g.name: g for g in pol.groups}
+        self._memo: dict[str, str] = {}
 
-    def prefixes(self, ref: str) -> list[IPv4Network]:
-        kind, name = parse_ref(ref)
-        if kind == "cidr":
-            return [IPv4Network(name)]
-        if kind == "subnet" and name in self.subnets:
-            return [self.subnets[name]]
-        if (kind, name) in self.hosts:
-            return [IPv4Network(f"{self.hosts[(kind, name)]}/32")]
-        if kind == "group" and name in self.groups:
-            out = [p for m in self.groups[name].members for p in self.prefixes(m)]
-            return list(collapse_addresses(out))
-        raise PolicyRenderError(f"{ref!r} names nothing this config has")
+    def group(self, name: str) -> list[IPv4Network]:
+        if name not in self.groups:
+            raise PolicyRenderError(f"group:{name} is not a group of the policy")
+        return list(collapse_addresses(IPv4Network(self._text(m)) for m in self.groups[name].members))
 
+    def _text(self, ref: str) -> str:
+        if ref in self.refs:
+            return self.refs[ref]
+        if ":" in ref:
+            raise PolicyRenderError(f"{ref!r} names nothing this config has")
+        return ref  # a prefix or an address, as validated
 
-def _endpoint(r: _Resolver, ref: str, field: str) -> Json | None:
-    kind, name = parse_ref(ref)
-    if kind == "any":
-        return None
-    if kind == "group":
-        r.prefixes(ref)  # it must resolve
-        return _match(_ip(field), f"@g_{name}")
-    nets = r.prefixes(ref)
-    return _match(_ip(field), _prefix(nets[0]) if len(nets) == 1 else {"set": [_prefix(n) for n in nets]})
-
-
-def _ports(proto: str, field: str, ports: tuple) -> Json:
-    items = [p.first if p.first == p.last else {"range": [p.first, p.last]} for p in ports]
-    return _match({"payload": {"protocol": proto, "field": field}}, items[0] if len(items) == 1 else {"set": items})
+    def value(self, ref: str) -> str:
+        """The right-hand side matching ``ref`` (an address, a prefix, or @g_<group>)."""
+        got = self._memo.get(ref)
+        if got is None:
+            if ref.startswith("group:"):
+                self.group(ref[6:])  # it must resolve
+                got = f'"@g_{ref[6:]}"'
+            else:
+                got = _prefix(self._text(ref))
+            self._memo[ref] = got
+        return got
 
 
-def _entry_rules(tenant: str, e: AclEntry, r: _Resolver) -> list[list[Json]]:
+def _ports(proto: str, field: str, ports: tuple) -> str:
+    items = [str(p.first) if p.first == p.last else f'{{"range": [{p.first}, {p.last}]}}' for p in ports]
+    right = items[0] if len(items) == 1 else '{"set": [' + ", ".join(items) + "]}"
+    return _match(f'{{"payload": {{"protocol": "{proto}", "field": "{field}"}}}}', right)
+
+
+def _entry_rules(e: AclEntry, r: _Resolver) -> list[list[str]]:
     """One entry -> its rules' expressions (a reject of any protocol is two rules: TCP gets a reset)."""
-    counter = {"counter": f"acl.{tenant}.{e.name}"}
-    m: list[Json] = [x for x in (_endpoint(r, e.src, "saddr"), _endpoint(r, e.dst, "daddr")) if x]
+    m: list[str] = []
+    if e.src != "any":
+        m.append(_match(_SADDR, r.value(e.src)))
+    if e.dst != "any":
+        m.append(_match(_DADDR, r.value(e.dst)))
     if e.protocol != "any":
-        m.append(_match(_meta("l4proto"), PROTOCOLS.get(e.protocol, e.protocol)))  # type: ignore[arg-type]
+        m.append(_match(_L4, str(PROTOCOLS.get(e.protocol, e.protocol))))  # type: ignore[arg-type]
     if e.src_ports:
         m.append(_ports(str(e.protocol), "sport", e.src_ports))
     if e.dst_ports:
         m.append(_ports(str(e.protocol), "dport", e.dst_ports))
     if e.dscp is not None:
-        m.append(_match(_ip("dscp"), e.dscp))
-    log = [{"log": {"prefix": f"nsg {tenant}/{e.name} "}}] if e.log else []
+        m.append(_match('{"payload": {"protocol": "ip", "field": "dscp"}}', str(e.dscp)))
+    log = [f'{{"log": {{"prefix": "nsg {e.name} "}}}}'] if e.log else []
     if e.action == "allow":
-        mark = [{"mangle": {"key": {"ct": {"key": "mark"}}, "value": {"|": [{"ct": {"key": "mark"}}, STATEFUL]}}}]
-        return [[*m, counter, *log, *(mark if e.stateful else []), {"accept": None}]]
+        return [[*m, _COUNTER, *log, *([_MARK] if e.stateful else []), _ACCEPT]]
     if e.action == "drop":
-        return [[*m, counter, *log, {"drop": None}]]
-    icmpx = {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}
+        return [[*m, _COUNTER, *log, _DROP]]
     if e.protocol == "tcp":
-        return [[*m, counter, *log, {"reject": {"type": "tcp reset"}}]]
+        return [[*m, _COUNTER, *log, _RESET]]
     if e.protocol == "any":
-        tcp = _match(_meta("l4proto"), 6)
-        return [[*m, tcp, counter, *log, {"reject": {"type": "tcp reset"}}], [*m, counter, *log, icmpx]]
-    return [[*m, counter, *log, icmpx]]
+        return [[*m, _match(_L4, "6"), _COUNTER, *log, _RESET], [*m, _COUNTER, *log, _ICMPX]]
+    return [[*m, _COUNTER, *log, _ICMPX]]
 
 
-def render(cfg: GatewayConfig, uplink_ifaces: Mapping[str, str]) -> Rendered:
-    """``uplink_ifaces``: uplink name -> interface (breakout leaves through it)."""
+def render(cfg: GatewayConfig, uplink_ifaces: Mapping[str, str],
+           start: Mapping[str, Mapping[str, int]] | None = None) -> Rendered:
+    """``uplink_ifaces``: uplink name -> interface (breakout leaves through it). ``start``: counts to
+    begin from, by comment ({"packets", "bytes"}), given to the first rule of each comment."""
     pol = cfg.policy
     if pol is None:
         raise PolicyRenderError("the config has no policy")
+    start = start or {}
     r = _Resolver(cfg, pol)
     tenants = tenants_of(cfg, pol)
     vni = {s.name: s.vni for s in cfg.subnets}
     bridges = {t.name: [bridge_name(vni[s]) for s in t.subnets] for t in tenants}
     breakout = {b.subnet: uplink_ifaces[b.uplink] for b in pol.breakout if b.uplink in uplink_ifaces}
-    cmds: list[Json] = [{"add": {"table": {"family": FAMILY, "name": TABLE}}},
-                        {"delete": {"table": {"family": FAMILY, "name": TABLE}}},
-                        {"add": {"table": {"family": FAMILY, "name": TABLE}}}]
+    table = f'{{"family": "{FAMILY}", "name": "{TABLE}"}}'
+    out = [f'{{"{verb}": {{"table": {table}}}}}' for verb in ("add", "delete", "add")]
     for g in pol.groups:
-        elems = [_prefix(n) for n in r.prefixes(f"group:{g.name}")]
-        cmds.append(_obj("set", name=f"g_{g.name}", type="ipv4_addr", flags=["interval"], elem=elems))
-    counters: list[str] = []
-    rules: list[tuple[str, list[Json]]] = []
-    fwd: list[list[Json]] = [[
-        _match({"ct": {"key": "state"}}, ["established", "related"], "in"),
-        _match({"&": [{"ct": {"key": "mark"}}, STATEFUL]}, STATEFUL), {"accept": None}]]
+        elems = ", ".join(_prefix(str(n)) for n in r.group(g.name))
+        out.append(f'{{"add": {{"set": {{{_HEAD}, "name": "g_{g.name}", "type": "ipv4_addr", '
+                   f'"flags": ["interval"], "elem": [{elems}]}}}}}}')
+    out.append(f'{{"add": {{"chain": {{{_HEAD}, "name": "forward", "type": "filter", "hook": "forward", '
+               f'"prio": 0, "policy": "accept"}}}}}}')
+    out += [f'{{"add": {{"chain": {{{_HEAD}, "name": "t_{t.name}"}}}}}}' for t in tenants]
+    out.append(f'{{"add": {{"chain": {{{_HEAD}, "name": "postrouting", "type": "nat", "hook": "postrouting", '
+               f'"prio": 100, "policy": "accept"}}}}}}')
+    counters: dict[str, None] = {}
+
+    def rule(chain: str, exprs: list[str], comment: str | None = None) -> None:
+        tail = ""
+        if comment is not None:
+            tail = f', "comment": "{comment}"'
+            if comment not in counters:
+                counters[comment] = None
+                was = start.get(comment)
+                if was:
+                    exprs = [f'{{"counter": {{"packets": {int(was["packets"])}, "bytes": {int(was["bytes"])}}}}}'
+                             if x == _COUNTER else x for x in exprs]
+        out.append(f'{{"add": {{"rule": {{{_HEAD}, "chain": "{chain}", "expr": [{", ".join(exprs)}]{tail}}}}}}}')
+
+    rule("forward", [_match('{"ct": {"key": "state"}}', '["established", "related"]', "in"),
+                     _match(f'{{"&": [{{"ct": {{"key": "mark"}}}}, {STATEFUL}]}}', str(STATEFUL)), _ACCEPT])
     for t in tenants:
-        counters.append(f"wall.{t.name}")
         for s in t.subnets:
             allowed = [*bridges[t.name], *([breakout[s]] if s in breakout else [])]
-            fwd.append([_match(_meta("iifname"), bridge_name(vni[s])),
-                        _match(_meta("oifname"), _names(allowed), "!="), {"counter": f"wall.{t.name}"}, {"drop": None}])
+            rule("forward", [_match(_meta("iifname"), _str(bridge_name(vni[s]))),
+                             _match(_meta("oifname"), _names(allowed), "!="), _COUNTER, _DROP], f"wall.{t.name}")
     for t in tenants:
         for key in ("iifname", "oifname"):
-            fwd.append([_match(_meta(key), _names(bridges[t.name])), {"jump": {"target": f"t_{t.name}"}}])
+            rule("forward", [_match(_meta(key), _names(bridges[t.name])), f'{{"jump": {{"target": "t_{t.name}"}}}}'])
+        chain = f"t_{t.name}"
         for e in t.acl:
-            counters.append(f"acl.{t.name}.{e.name}")
-            rules += [(f"t_{t.name}", exprs) for exprs in _entry_rules(t.name, e, r)]
-        counters.append(f"default.{t.name}")
-        default: list[Json] = [{"counter": f"default.{t.name}"}]
-        if t.default == "allow":
-            default += [{"mangle": {"key": {"ct": {"key": "mark"}}, "value": {"|": [{"ct": {"key": "mark"}},
-                                                                                     STATEFUL]}}}, {"accept": None}]
-        else:
-            default.append({"drop": None})
-        rules.append((f"t_{t.name}", default))
-    for name in counters:
-        cmds.append(_obj("counter", name=name))
-    cmds.append(_obj("chain", name="forward", type="filter", hook="forward", prio=0, policy="accept"))
-    for t in tenants:
-        cmds.append(_obj("chain", name=f"t_{t.name}"))
-    cmds.append(_obj("chain", name="postrouting", type="nat", hook="postrouting", prio=100, policy="accept"))
-    for exprs in fwd:
-        cmds.append(_obj("rule", chain="forward", expr=exprs))
-    for chain, exprs in rules:
-        cmds.append(_obj("rule", chain=chain, expr=exprs))
+            for exprs in _entry_rules(e, r):
+                rule(chain, exprs, f"acl.{t.name}.{e.name}")
+        rule(chain, [_COUNTER, _MARK, _ACCEPT] if t.default == "allow" else [_COUNTER, _DROP], f"default.{t.name}")
     for s, iface in sorted(breakout.items()):
-        net = next(x.cidr for x in cfg.subnets if x.name == s)
-        cmds.append(_obj("rule", chain="postrouting", expr=[
-            _match(_ip("saddr"), _prefix(net)), _match(_meta("oifname"), iface),
-            {"counter": None}, {"masquerade": None}]))
-    return Rendered(tuple(cmds), tuple(counters))
+        net = next(str(x.cidr) for x in cfg.subnets if x.name == s)
+        rule("postrouting", [_match(_SADDR, _prefix(net)), _match(_meta("oifname"), _str(iface)), _COUNTER,
+                             '{"masquerade": null}'], f"breakout.{s}")
+    return Rendered('{"nftables": [' + ",\n".join(out) + "]}", tuple(counters))

@@ -25,6 +25,11 @@ def rules(rendered, chain: str) -> list[list[dict]]:
             and c["add"]["rule"]["chain"] == chain]
 
 
+def comments(rendered, chain: str) -> list[str | None]:
+    return [c["add"]["rule"].get("comment") for c in rendered.commands if "rule" in c.get("add", {})
+            and c["add"]["rule"]["chain"] == chain]
+
+
 def text(exprs: list[dict]) -> str:
     return json.dumps(exprs, sort_keys=True)
 
@@ -34,9 +39,9 @@ UPLINKS = {"wan0": "wan0"}
 
 def test_the_table_is_replaced_whole_and_nothing_else_is_named():
     r = render(parse_config(doc({"tenants": [{"name": "corp", "subnets": ["corp"]}]})), UPLINKS)
-    assert r.commands[:3] == ({"add": {"table": {"family": "inet", "name": "nsg"}}},
+    assert r.commands[:3] == [{"add": {"table": {"family": "inet", "name": "nsg"}}},
                               {"delete": {"table": {"family": "inet", "name": "nsg"}}},
-                              {"add": {"table": {"family": "inet", "name": "nsg"}}})
+                              {"add": {"table": {"family": "inet", "name": "nsg"}}}]
     for c in r.commands[3:]:
         (obj,) = c["add"].values()
         assert (obj["family"], obj["table"]) == ("inet", "nsg")
@@ -74,16 +79,26 @@ def test_entries_in_order_with_their_matches_and_verdicts():
                               {"prefix": {"addr": "198.19.1.0", "len": 24}}]}]  # collapsed
     t = [text(x) for x in rules(r, "t_corp")]
     assert len(t) == 8  # 6 entries, the any-protocol reject is two rules, and the default
-    assert '"@g_srv"' in t[0] and '"range": [8000, 8080]' in t[0] and '"counter": "acl.corp.web"' in t[0]
+    assert '"@g_srv"' in t[0] and '"range": [8000, 8080]' in t[0] and '"counter": null' in t[0]
     assert '"mangle"' in t[0] and t[0].endswith('{"accept": null}]')
     assert '"sport"' in t[1] and '"mangle"' not in t[1]  # stateless: no conntrack mark
     assert '"dscp"' in t[2] and '"log"' in t[2] and t[2].endswith('{"drop": null}]')
     assert '"tcp reset"' in t[3] and '"l4proto"' in t[3] and '"admin-prohibited"' in t[4]
-    assert '"counter": "acl.corp.rej"' in t[3] and '"counter": "acl.corp.rej"' in t[4]
+    assert comments(r, "t_corp") == ["acl.corp.web", "acl.corp.udp", "acl.corp.ef", "acl.corp.rej", "acl.corp.rej",
+                                     "acl.corp.rej-udp", "acl.corp.p47", "default.corp"]
     assert '"admin-prohibited"' in t[5] and '"tcp reset"' not in t[5]
     assert '"right": 47' in t[6]
     assert r.counters == ("wall.corp", "acl.corp.web", "acl.corp.udp", "acl.corp.ef", "acl.corp.rej",
                           "acl.corp.rej-udp", "acl.corp.p47", "default.corp")
+
+
+def test_counters_can_start_where_they_were():
+    pol = {"tenants": [{"name": "corp", "subnets": ["corp", "guest"], "acl": [
+        {"name": "rej", "src": "198.19.0.99/32", "action": "reject"}]}]}
+    r = render(parse_config(doc(pol)), UPLINKS, start={"acl.corp.rej": {"packets": 7, "bytes": 700}})
+    first, second, default = rules(r, "t_corp")
+    assert {"counter": {"packets": 7, "bytes": 700}} in first  # the first rule of the entry carries it
+    assert {"counter": None} in second and {"counter": None} in default
 
 
 def test_breakout_masquerades_out_of_its_uplink_and_opens_the_wall_to_it():
