@@ -25,7 +25,7 @@ from typing import Any
 
 from controller.store import Store, StoreError
 
-COMMANDS = ("serve", "token", "enterprise", "subnet", "gateway", "image", "app", "vm")
+COMMANDS = ("serve", "token", "enterprise", "subnet", "gateway", "image", "app", "vm", "policy")
 DEFAULT_URL = "http://127.0.0.1:8443"
 API = "/api/v1"
 
@@ -318,6 +318,34 @@ def _vm_delete(args: argparse.Namespace) -> None:
     _client(args).call("DELETE", f"/gateways/{_q(args.gateway)}/vms/{_q(args.name)}")
 
 
+def _policy_set(args: argparse.Namespace) -> None:
+    try:
+        doc = json.loads(args.file.read_text())
+    except (OSError, ValueError) as exc:
+        raise CliError(f"{args.file}: {exc}") from None
+    _print_json(_client(args).call("PUT", f"/enterprises/{_q(args.enterprise)}/policy", doc))
+
+
+def _policy_show(args: argparse.Namespace) -> None:
+    _print_json(_client(args).call("GET", f"/enterprises/{_q(args.enterprise)}/policy"))
+
+
+def _policy_clear(args: argparse.Namespace) -> None:
+    _client(args).call("DELETE", f"/enterprises/{_q(args.enterprise)}/policy")
+
+
+def _policy_counters(args: argparse.Namespace) -> None:
+    doc = _client(args).call("GET", f"/gateways/{_q(args.gateway)}/policy/counters")
+    if args.json:
+        _print_json(doc)
+        return
+    if not doc["counters"]:
+        print(f"{args.gateway}: no counters reported yet" + ("" if doc["connected"] else " (not connected)"))
+        return
+    rows = [[name, str(c["packets"]), str(c["bytes"])] for name, c in doc["counters"].items()]
+    _table(rows, ["RULE", "PACKETS", "BYTES"])
+
+
 def _open_store(args: argparse.Namespace) -> Store:
     if not args.db.exists() and args.action != "create":
         raise CliError(f"--db {args.db}: no such file")
@@ -506,6 +534,16 @@ def add_subcommands(sub: Any) -> None:
         p = leaf(a, name, run, api, help_=text)
         p.add_argument("gateway")
         p.add_argument("name")
+
+    pol = group("policy", "the enterprise's firewall: tenants, ACLs, groups, breakout (over the API)")
+    p = leaf(pol, "set", _policy_set, api, help_="replace the policy with a JSON file's")
+    p.add_argument("enterprise")
+    p.add_argument("file", type=Path)
+    leaf(pol, "show", _policy_show, api, help_="show the policy").add_argument("enterprise")
+    leaf(pol, "clear", _policy_clear, api, help_="remove the policy (nothing filtered)").add_argument("enterprise")
+    p = leaf(pol, "counters", _policy_counters, api, help_="per-rule hit counters a gateway reported")
+    p.add_argument("gateway")
+    p.add_argument("--json", action="store_true")
 
     v = group("vm", "tenant VMs (qemu on a TAP of the subnet's bridge) on gateways (over the API)")
     p = leaf(v, "add", _vm_add, api, help_="add a VM; without --address the controller's IPAM picks one")

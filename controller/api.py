@@ -42,6 +42,7 @@ from controller.store import (
 from nsg.model import ConfigError, GatewayConfig
 from nsg.model.config import IfName, Name
 from nsg.model.ipsec import IpsecConfig
+from nsg.model.policy import PolicyConfig
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +270,27 @@ class VmOut(_Out):
 
 class VmList(_Out):
     vms: list[VmOut]
+
+
+class PolicyOut(_Out):
+    enterprise: str
+    generation: int
+    policy: PolicyConfig | None = Field(description="null: no firewall (nothing filtered, no breakout)")
+
+
+class RuleCount(_Out):
+    packets: int
+    bytes: int
+
+
+class PolicyCountersOut(_Out):
+    gateway: str
+    connected: bool
+    generation: int | None = Field(default=None, description="the config generation whose policy they count")
+    ts: float | None = Field(default=None, description="when the gateway read them (Unix time)")
+    counters: dict[str, RuleCount] = Field(default_factory=dict, description=(
+        "acl.<tenant>.<entry>, default.<tenant>, wall.<tenant> (dropped between tenants or toward an uplink "
+        "without breakout), breakout.<subnet>"))
 
 
 class GatewayStatus(_Out):
@@ -608,6 +630,41 @@ async def delete_vm(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _policy_out(request: web.Request, ent: str) -> PolicyOut:
+    store = _store(request)
+    return PolicyOut(enterprise=ent, generation=store.get_enterprise(ent).generation, policy=store.get_policy(ent))
+
+
+async def get_policy(request: web.Request) -> web.Response:
+    """Show an enterprise's firewall policy (tenants, ACLs, groups, breakout)."""
+    return _json(_policy_out(request, request.match_info["enterprise"]))
+
+
+async def put_policy(request: web.Request) -> web.Response:
+    """Replace an enterprise's firewall policy; every edge gateway gets it in its next generation."""
+    body: PolicyConfig = await _body(request, PolicyConfig)
+    ent = request.match_info["enterprise"]
+    _store(request).set_policy(ent, body)
+    return _json(_policy_out(request, ent))
+
+
+async def delete_policy(request: web.Request) -> web.Response:
+    """Remove an enterprise's firewall policy (gateways stop filtering and breaking out)."""
+    _store(request).set_policy(request.match_info["enterprise"], None)
+    return web.Response(status=204)
+
+
+async def policy_counters(request: web.Request) -> web.Response:
+    """The firewall's per-rule hit counters, as the gateway last reported them."""
+    name = request.match_info["gateway"]
+    session = _session(request, name)
+    got = session.policy_counters if session is not None else None
+    if got is None:
+        return _json(PolicyCountersOut(gateway=name, connected=session is not None))
+    return _json(PolicyCountersOut(gateway=name, connected=True, generation=got.generation, ts=got.ts,
+                                   counters={k: RuleCount(packets=p, bytes=b) for k, (p, b) in got.counters.items()}))
+
+
 def _image_dir(request: web.Request) -> Any:
     where = request.app[IMAGES]
     if where is None:
@@ -682,6 +739,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{API}/gateways/{{gateway}}/apps/{{app}}", get_app, response=AppOut),
     Route("PATCH", f"{API}/gateways/{{gateway}}/apps/{{app}}", update_app, AppPatch, AppOut),
     Route("DELETE", f"{API}/gateways/{{gateway}}/apps/{{app}}", delete_app, status=204),
+    Route("GET", f"{API}/gateways/{{gateway}}/policy/counters", policy_counters, response=PolicyCountersOut),
+    Route("GET", f"{API}/enterprises/{{enterprise}}/policy", get_policy, response=PolicyOut),
+    Route("PUT", f"{API}/enterprises/{{enterprise}}/policy", put_policy, PolicyConfig, PolicyOut),
+    Route("DELETE", f"{API}/enterprises/{{enterprise}}/policy", delete_policy, status=204),
     Route("GET", f"{API}/gateways/{{gateway}}/vms", list_vms, response=VmList),
     Route("POST", f"{API}/gateways/{{gateway}}/vms", add_vm, VmIn, VmOut, 201),
     Route("DELETE", f"{API}/gateways/{{gateway}}/vms/{{vm}}", delete_vm, status=204),
@@ -729,7 +790,7 @@ def _responses(r: Route, refs: Mapping[tuple[type[BaseModel], str], Any]) -> dic
         out["400"] = {"description": "the body is invalid; error.field names the field", **error}
     if _path_params(r.path):
         out["404"] = {"description": "not found", **error}
-    if r.method in ("POST", "PATCH", "DELETE"):
+    if r.method in ("POST", "PUT", "PATCH", "DELETE"):
         out["409"] = {"description": "conflicts with what is stored (a duplicate, or still in use)", **error}
     return out
 

@@ -812,7 +812,8 @@ class Store:
                              f"the change leaves it invalid: {msg}") from None
         except ConfigError as exc:
             problems = "; ".join(exc.problems)
-            raise StoreError("policy" if problems.startswith("policy") else "config",
+            about_policy = any(p.removeprefix("(document): ").startswith("policy") for p in exc.problems)
+            raise StoreError("policy" if about_policy else "config",
                              f"the change leaves {exc.source} invalid: {problems}") from None
 
     def enterprise_model(self, name: str) -> Enterprise:

@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--imds-url", help="bootstrap: also ask this AWS IMDSv2 endpoint (AMI builds)")
     run.add_argument("--channel-retry-max", type=float, default=60.0, metavar="SECONDS",
                      help="longest wait between reconnects to the controller (jittered backoff)")
+    run.add_argument("--telemetry-interval", type=float, default=30.0, metavar="SECONDS",
+                     help="send counters (and the firewall's rule counters) to the controller this often")
     run.add_argument("--docker", default="unix:///run/docker.sock", metavar="URL",
                      help="the Docker engine that runs the config's apps")
     run.add_argument("--log-format", choices=("json", "text"), default="json")
@@ -77,14 +79,15 @@ def main(argv: list[str] | None = None) -> int:
         from nsg.daemon import run_daemon
 
         log.setup(args.log_format, args.log_level)
-        if args.resync_interval <= 0 or args.channel_retry_max < 1:
-            print("nsg: --resync-interval must be positive and --channel-retry-max at least 1", file=sys.stderr)
+        if args.resync_interval <= 0 or args.channel_retry_max < 1 or args.telemetry_interval < 1:
+            print("nsg: --resync-interval must be positive, --channel-retry-max and --telemetry-interval at "
+                  "least 1", file=sys.stderr)
             return 2
         return run_daemon(args.config, args.state_dir, flush_on_exit=args.flush_on_exit,
                           resync_interval=args.resync_interval, controller_url=args.controller,
                           bootstrap_wan=args.bootstrap, media_dirs=args.media,
                           channel_retry_max=args.channel_retry_max, imds_url=args.imds_url,
-                          docker_url=args.docker)
+                          docker_url=args.docker, telemetry_interval=args.telemetry_interval)
     if args.cmd == "status":
         from nsg.control import ControlError, request
         from nsg.status import render

@@ -48,6 +48,7 @@ class Daemon:
         bootstrap_wan: str | None = None,
         media_dirs: list[Path] | None = None,
         channel_retry_max: float = 60.0,
+        telemetry_interval: float = 30.0,
         imds_url: str | None = None,
         docker_url: str = "unix:///run/docker.sock",
     ):
@@ -84,6 +85,7 @@ class Daemon:
         self._renew: asyncio.Task | None = None
         self.bootstrap_wan = bootstrap_wan
         self.channel_retry_max = channel_retry_max
+        self.telemetry_interval = telemetry_interval
         self.imds_url = imds_url
         self.media_dirs = media_dirs
         self.zerotouch = None
@@ -200,7 +202,8 @@ class Daemon:
         self.channel = ChannelClient(self.controller_url, self._device_tls, ident.serial(),
                                      self._remote_config, lambda: self.generation,
                                      backoff=(1.0, self.channel_retry_max))
-        return asyncio.get_running_loop().create_task(self._channel_and_telemetry(), name="channel")
+        return asyncio.get_running_loop().create_task(self._channel_and_telemetry(self.telemetry_interval),
+                                                      name="channel")
 
     async def _channel_and_telemetry(self, every: float = 30.0) -> None:
         from nsg.channel import wire
@@ -653,13 +656,14 @@ class Daemon:
 def run_daemon(config: Path | None, state_dir: Path, *, flush_on_exit: bool, resync_interval: float,
                controller_url: str | None = None, bootstrap_wan: str | None = None,
                media_dirs: list[Path] | None = None, channel_retry_max: float = 60.0,
-               imds_url: str | None = None, docker_url: str = "unix:///run/docker.sock") -> int:
+               imds_url: str | None = None, docker_url: str = "unix:///run/docker.sock",
+               telemetry_interval: float = 30.0) -> int:
     from nsg.dataplane.netlink import NetlinkAdapter
 
     daemon = Daemon(config, state_dir, NetlinkAdapter, flush_on_exit=flush_on_exit,
                     resync_interval=resync_interval, controller_url=controller_url, bootstrap_wan=bootstrap_wan,
                     media_dirs=media_dirs, channel_retry_max=channel_retry_max, imds_url=imds_url,
-                    docker_url=docker_url)
+                    docker_url=docker_url, telemetry_interval=telemetry_interval)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(daemon.run())
     return 0
