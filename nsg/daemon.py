@@ -77,6 +77,7 @@ class Daemon:
         self.apps = None  # nsg.apps.AppsSupervisor once the config has apps
         self.vms = None  # nsg.vms.VmSupervisor once the config has VMs
         self.policy = None  # nsg.policy.apply.NftPolicy once a config had a policy
+        self.qos = None  # nsg.policy.qos_apply.TcQos once a config had QoS
         self.tenant_mtu = 1500
         self.controller_url = controller_url
         self.channel = None
@@ -255,6 +256,11 @@ class Daemon:
                           "error"):
                     v = a.get(k)
                     counters[f"app.{a['name']}.{k}"] = int(v) if isinstance(v, bool) else v
+        if self.qos is not None:  # per shaped device and class: bytes and drops (at most 16 x 2 x 8 x 2)
+            for dev, per in self.qos.stats().items():
+                for name, st in per.items():
+                    counters[f"qos.{dev}.{name}.bytes"] = st["bytes"]
+                    counters[f"qos.{dev}.{name}.drops"] = st["drops"]
         if self.vms is not None:  # and each VM's (at most 16 x 5)
             for vm in self.vms.status()["vms"]:
                 for k in ("state", "attached", "address", "restarts", "error"):
@@ -378,6 +384,9 @@ class Daemon:
         await self._sync_tunnels(before_apply=True)
         result = await self._apply(reason)
         await self._sync_tunnels(before_apply=False)
+        qos_error = await self._sync_qos()
+        if qos_error is not None and result.ok:
+            return ApplyResult(result.changes, result.waiting, qos_error)
         self._sync_evpn()
         self._sync_apps()
         self._sync_vms()
@@ -404,6 +413,35 @@ class Daemon:
         if changed:
             log.info("policy applied", extra={"fields": {"counters": len(self.policy.state.counters)}})
         return None
+
+    async def _sync_qos(self) -> str | None:
+        assert self.config is not None
+        if self.config.qos is None and self.qos is None:
+            return None
+        from nsg.policy.apply import PolicyApplyError
+        from nsg.policy.qos_apply import TcQos
+        from nsg.policy.tc import plan
+
+        if self.qos is None:
+            self.qos = TcQos()
+        try:
+            if self.config.qos is None:
+                await asyncio.to_thread(self.qos.remove)
+            else:
+                wanted = plan(self.config, {u.name: u.interface for u in self.config.uplinks})
+                if await asyncio.to_thread(self.qos.apply, wanted):
+                    log.info("qos applied", extra={"fields": {"shaped": self.qos.state.shaped}})
+        except PolicyApplyError as exc:
+            log.error("qos not applied: %s", exc)
+            return f"qos: {exc}"
+        return None
+
+    def qos_status(self) -> dict | None:
+        if self.qos is None:
+            return None
+        st = self.qos.state
+        return {"applied": st.applied, "noop": st.noop, "errors": st.errors, "last_error": st.last_error,
+                "shaped": st.shaped, "classes": self.qos.stats()}
 
     def policy_status(self) -> dict | None:
         """Per-entry hit counters (read from the kernel now) and the apply counters."""
@@ -647,6 +685,7 @@ class Daemon:
             "apps": self.apps.status() if self.apps else None,
             "vms": self.vms.status() if self.vms else None,
             "policy": self.policy_status(),
+            "qos": self.qos_status(),
             "last_apply": self.last_apply,
             "last_reload_error": self.last_reload_error,
             "counters": dict(self.counters),

@@ -18,8 +18,10 @@ import logging
 import os
 import select
 import socket
+import struct
 import threading
 from collections.abc import Callable
+from socket import IP_TOS, IPPROTO_IP
 
 from ipsec.constants import IPPROTO_IPIP, NATT_PORT
 from ipsec.engine.tun import open_tun
@@ -33,6 +35,8 @@ BUF_SIZE = 65536
 HEADROOM = 8  # room after the inner packet for ESP padding + trailer
 
 IkeHandler = Callable[[bytes, tuple[str, int], int], None]  # (IKE message, peer address, socket index)
+
+TOS_INT = [struct.pack("i", tos) for tos in range(256)]  # IP_TOS ancillary data, prebuilt per value
 
 COUNTERS = (
     "tun_in", "tun_out", "udp_in", "udp_out", "no_sa", "unknown_spi", "truncated", "ike_in", "keepalives_in",
@@ -160,8 +164,12 @@ class UserspaceEngine:
                 c["sa_exhausted"] += 1
                 continue
             ep = out.endpoint
+            # The inner packet's DSCP goes to the outer header (RFC 4303 tunnel mode, RFC 2983 uniform
+            # model) so the uplink's shaper can classify encrypted traffic; ECN is not copied.
+            dscp = buf[1] & 0xFC
+            anc = [(IPPROTO_IP, IP_TOS, TOS_INT[dscp])] if dscp else []
             try:
-                self.sockets[ep.socket].sendmsg((head, body), (), 0, (ep.host, ep.port))
+                self.sockets[ep.socket].sendmsg((head, body), anc, 0, (ep.host, ep.port))
                 c["udp_out"] += 1
             except (BlockingIOError, OSError):
                 c["send_errors"] += 1

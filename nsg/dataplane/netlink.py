@@ -105,6 +105,7 @@ class NetlinkAdapter:
                     local=data.get("IFLA_VXLAN_LOCAL"),
                     port=data.get("IFLA_VXLAN_PORT"),
                     learning=bool(data.get("IFLA_VXLAN_LEARNING")),
+                    tos=data.get("IFLA_VXLAN_TOS") or 0,
                 )
             flags = None
             if info and info.get("IFLA_INFO_SLAVE_KIND") == "bridge":
@@ -308,6 +309,7 @@ class NetlinkAdapter:
                     vxlan_local=spec.vxlan.local,
                     vxlan_port=spec.vxlan.port,
                     vxlan_learning=int(spec.vxlan.learning),
+                    vxlan_tos=spec.vxlan.tos,
                 )
             case DeleteLink(name):
                 ip.link("del", index=self._index(op, name))
@@ -360,3 +362,24 @@ class NetlinkAdapter:
                 ip.route(verb, **kw)
             case _:
                 raise DataplaneError(op, "operation not supported by the netlink adapter")
+
+
+def tc_class_stats(ifname: str) -> dict[int, dict[str, int]]:
+    """The traffic classes of a device and what they counted, by class id (major << 16 | minor):
+    bytes, packets, drops, overlimits. {} if the device is gone. (tc's own JSON output leaves HTB
+    classes out, so QoS reads them here, where nsg's netlink lives.)"""
+    try:
+        with IPRoute() as ip:
+            idx = ip.link_lookup(ifname=ifname)
+            if not idx:
+                return {}
+            out = {}
+            for c in ip.get_classes(index=idx[0]):
+                st = c.get_attr("TCA_STATS2")
+                basic = (st.get_attr("TCA_STATS_BASIC") if st else None) or {}
+                queue = (st.get_attr("TCA_STATS_QUEUE") if st else None) or {}
+                out[c["handle"]] = {"bytes": basic.get("bytes", 0), "packets": basic.get("packets", 0),
+                                    "drops": queue.get("drops", 0), "overlimits": queue.get("overlimits", 0)}
+            return out
+    except NetlinkError:
+        return {}

@@ -24,6 +24,10 @@ class VxlanSpec:
     local: str
     port: int = 4789
     learning: bool = False
+    # 1 = "inherit": the tenant packet's TOS byte (DSCP) goes into the VXLAN outer header, and from
+    # there the ESP engine copies it to the ESP packet (RFC 4303 tunnel mode, RFC 2983), so QoS on
+    # the uplink can classify encrypted traffic by the DSCP its sender chose.
+    tos: int = 1
 
 
 @dataclass(frozen=True)

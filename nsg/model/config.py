@@ -22,6 +22,7 @@ from nsg.model.base import Frozen
 from nsg.model.evpn import EvpnConfig
 from nsg.model.ipsec import IpsecConfig
 from nsg.model.policy import PolicyConfig, parse_ref
+from nsg.model.qos import QosConfig
 
 SCHEMA_VERSION = 1
 
@@ -140,6 +141,7 @@ class GatewayConfig(_Frozen):
     apps: tuple[App, ...] = Field(default=(), max_length=64)  # tenant containers on the subnets
     vms: tuple[Vm, ...] = Field(default=(), max_length=16)  # tenant VMs on the subnets
     policy: PolicyConfig | None = None  # firewall and breakout; without it nothing is filtered
+    qos: QosConfig | None = None  # shaping by forwarding class on the uplinks; without it none
 
     @model_validator(mode="after")
     def _check(self) -> GatewayConfig:
@@ -181,6 +183,9 @@ class GatewayConfig(_Frozen):
                                      "(other than its gateway)")
         if self.policy is not None:
             self._check_policy(self.policy)
+        for i, shaped in enumerate(self.qos.uplinks if self.qos else ()):
+            if shaped.uplink not in {u.name for u in self.uplinks}:
+                raise ValueError(f"qos.uplinks[{i}].uplink: no uplink named {shaped.uplink!r}")
         if self.evpn is not None:  # EVPN route distinguishers are system IP : VNI (low 16 bits)
             low = [s.vni & 0xFFFF for s in self.subnets]
             if len(set(low)) != len(low):
