@@ -214,7 +214,8 @@ class Daemon:
         try:
             while not runner.done():
                 await asyncio.sleep(every)
-                await self.channel.send(self._telemetry())
+                qos = await asyncio.to_thread(self.qos.stats) if self.qos is not None else None
+                await self.channel.send(self._telemetry(qos))
                 if self.policy is not None and self.policy.state.digest is not None:
                     counted = await asyncio.to_thread(self.policy.counters)
                     await self.channel.send(wire.PolicyCounters(
@@ -238,7 +239,8 @@ class Daemon:
 
         self._telemetry_task = asyncio.get_running_loop().create_task(send(), name="telemetry")
 
-    def _telemetry(self):
+    def _telemetry(self, qos: dict | None = None):
+        """``qos``: the shaper's class counters, read by the caller in a worker thread (netlink)."""
         from nsg.channel import wire
 
         counters: dict[str, int | float | str | None] = {f"daemon.{k}": v for k, v in self.counters.items()}
@@ -256,8 +258,8 @@ class Daemon:
                           "error"):
                     v = a.get(k)
                     counters[f"app.{a['name']}.{k}"] = int(v) if isinstance(v, bool) else v
-        if self.qos is not None:  # per shaped device and class: bytes and drops (at most 16 x 2 x 8 x 2)
-            for dev, per in self.qos.stats().items():
+        if qos:  # per shaped device and class: bytes and drops (at most 16 x 2 x 8 x 2)
+            for dev, per in qos.items():
                 for name, st in per.items():
                     counters[f"qos.{dev}.{name}.bytes"] = st["bytes"]
                     counters[f"qos.{dev}.{name}.drops"] = st["drops"]
@@ -436,20 +438,22 @@ class Daemon:
             return f"qos: {exc}"
         return None
 
-    def qos_status(self) -> dict | None:
+    async def qos_status(self) -> dict | None:
+        """Per shaped device and class: bytes, packets, drops, overlimits (read now, in a worker thread:
+        pyroute2 cannot run on the event loop's thread)."""
         if self.qos is None:
             return None
         st = self.qos.state
         return {"applied": st.applied, "noop": st.noop, "errors": st.errors, "last_error": st.last_error,
-                "shaped": st.shaped, "classes": self.qos.stats()}
+                "shaped": st.shaped, "classes": await asyncio.to_thread(self.qos.stats)}
 
-    def policy_status(self) -> dict | None:
-        """Per-entry hit counters (read from the kernel now) and the apply counters."""
+    async def policy_status(self) -> dict | None:
+        """Per-rule hit counters (read from the kernel now, in a worker thread) and the apply counters."""
         if self.policy is None:
             return None
         st = self.policy.state
         return {"applied": st.applied, "noop": st.noop, "errors": st.errors, "last_error": st.last_error,
-                "counters": self.policy.counters()}
+                "counters": await asyncio.to_thread(self.policy.counters)}
 
     def _sync_apps(self) -> None:
         assert self.config is not None
@@ -684,8 +688,8 @@ class Daemon:
             "evpn": self.evpn.status() if self.evpn else None,
             "apps": self.apps.status() if self.apps else None,
             "vms": self.vms.status() if self.vms else None,
-            "policy": self.policy_status(),
-            "qos": self.qos_status(),
+            "policy": await self.policy_status(),
+            "qos": await self.qos_status(),
             "last_apply": self.last_apply,
             "last_reload_error": self.last_reload_error,
             "counters": dict(self.counters),
