@@ -186,6 +186,12 @@ class GatewayConfig(_Frozen):
         for i, shaped in enumerate(self.qos.uplinks if self.qos else ()):
             if shaped.uplink not in {u.name for u in self.uplinks}:
                 raise ValueError(f"qos.uplinks[{i}].uplink: no uplink named {shaped.uplink!r}")
+        known = {"subnet": {s.name for s in self.subnets}, "app": {a.name for a in self.apps},
+                 "vm": {v.name for v in self.vms}}
+        for i, lim in enumerate(self.qos.limiters if self.qos else ()):
+            kind, name = parse_ref(lim.target)
+            if kind in known and name not in known[kind]:
+                raise ValueError(f"qos.limiters[{i}].target: no {kind} named {name!r}")
         if self.evpn is not None:  # EVPN route distinguishers are system IP : VNI (low 16 bits)
             low = [s.vni & 0xFFFF for s in self.subnets]
             if len(set(low)) != len(low):

@@ -34,11 +34,32 @@ class UplinkShaping(Frozen):
     ingress_kbit: int | None = Field(default=None, ge=8, le=MAX_KBIT)  # downstream, shaped through an ifb
 
 
+class Limiter(Frozen):
+    """A policer for one endpoint: traffic above ``rate_kbit`` is dropped (token bucket, ``burst_kbyte``)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    target: str  # "subnet:NAME", "app:NAME", "vm:NAME" or an IPv4 prefix
+    rate_kbit: int = Field(ge=8, le=MAX_KBIT)
+    burst_kbyte: int = Field(default=64, ge=1, le=1 << 20)
+    direction: Literal["both", "from", "to"] = "both"  # from: what the target sends; to: what it receives
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        from nsg.model.policy import parse_ref
+
+        kind, _ = parse_ref(v)
+        if kind not in ("subnet", "app", "vm", "cidr"):
+            raise ValueError("a limiter's target is subnet:, app:, vm: or a prefix")
+        return v
+
+
 class QosConfig(Frozen):
     classes: tuple[ForwardingClass, ...] = Field(min_length=1, max_length=8)
     dscp: dict[int, ClassName] = Field(default_factory=dict)  # DSCP value -> class; the rest: default_class
     default_class: ClassName
-    uplinks: tuple[UplinkShaping, ...] = Field(min_length=1, max_length=16)
+    uplinks: tuple[UplinkShaping, ...] = Field(default=(), max_length=16)
+    limiters: tuple[Limiter, ...] = Field(default=(), max_length=1024)
 
     @field_validator("dscp")
     @classmethod
@@ -64,4 +85,7 @@ class QosConfig(Frozen):
         ups = [u.uplink for u in self.uplinks]
         if len(set(ups)) != len(ups):
             raise ValueError("uplinks: an uplink is shaped twice")
+        lim = [x.name for x in self.limiters]
+        if len(set(lim)) != len(lim):
+            raise ValueError("limiters: a name is used twice")
         return self

@@ -43,6 +43,27 @@ def _nft_text(doc: str | None, *args: str) -> str:
     return p.stdout
 
 
+_BRIDGE_NF_USERS: set[int] = set()
+_BRIDGE_NF_BEFORE: list[str] = []  # the value found before the first user turned it on
+
+
+def bridge_netfilter(user: object, on: bool) -> None:
+    """Bridged IPv4 through the inet hooks (conntrack, reject, policers) while someone needs it (the
+    firewall, QoS limiters); the value found before is put back when the last one lets go."""
+    try:
+        if on and id(user) not in _BRIDGE_NF_USERS:
+            if not _BRIDGE_NF_USERS:
+                _BRIDGE_NF_BEFORE[:] = [BRIDGE_NF.read_text().strip()]
+                BRIDGE_NF.write_text("1")
+            _BRIDGE_NF_USERS.add(id(user))
+        elif not on and id(user) in _BRIDGE_NF_USERS:
+            _BRIDGE_NF_USERS.discard(id(user))
+            if not _BRIDGE_NF_USERS and _BRIDGE_NF_BEFORE:
+                BRIDGE_NF.write_text(_BRIDGE_NF_BEFORE.pop())
+    except OSError as exc:
+        raise PolicyApplyError(f"{BRIDGE_NF}: {exc.strerror} (is br_netfilter in this kernel?)") from None
+
+
 @dataclass
 class PolicyState:
     digest: str | None = None  # of the last ruleset applied (a short SHA-256, for status)
@@ -56,7 +77,6 @@ class PolicyState:
 class NftPolicy:
     def __init__(self) -> None:
         self.state = PolicyState()
-        self._bridge_nf_before: str | None = None
         self._inputs: tuple | None = None
 
     def _have_table(self) -> bool:
@@ -83,17 +103,7 @@ class NftPolicy:
         return found
 
     def _bridge_netfilter(self, on: bool) -> None:
-        """Bridged IPv4 through the inet hooks (conntrack, reject) while a policy is in force; the value
-        found before is put back when it is lifted."""
-        try:
-            if on and self._bridge_nf_before is None:
-                self._bridge_nf_before = BRIDGE_NF.read_text().strip()
-                BRIDGE_NF.write_text("1")
-            elif not on and self._bridge_nf_before is not None:
-                BRIDGE_NF.write_text(self._bridge_nf_before)
-                self._bridge_nf_before = None
-        except OSError as exc:
-            raise PolicyApplyError(f"{BRIDGE_NF}: {exc.strerror} (is br_netfilter in this kernel?)") from None
+        bridge_netfilter(self, on)
 
     def apply_config(self, cfg: GatewayConfig, uplink_ifaces: dict[str, str], *, verify: bool = False) -> bool:
         """Render and apply ``cfg``'s policy unless nothing it depends on changed; True if the kernel

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-from nsg.policy.apply import PolicyApplyError, _nft, _nft_text
+from nsg.policy.apply import PolicyApplyError, _nft, _nft_text, bridge_netfilter
 from nsg.policy.tc import QOS_TABLE, LinkPlan, QosPlan
 
 TC = shutil.which("tc") or "/usr/sbin/tc"
@@ -88,6 +88,7 @@ class TcQos:
             self.state.noop += 1
             return False
         try:
+            bridge_netfilter(self, new.limiters)  # policers must see bridged traffic too
             keep = {lk.dev for lk in new.links}
             for lk in old.links if old else ():
                 if lk.dev not in keep:
@@ -121,6 +122,7 @@ class TcQos:
         self._plan = None
         self.state.digest = None
         self.state.shaped = []
+        bridge_netfilter(self, False)
         return True
 
     def stats(self) -> dict[str, dict[str, dict[str, int]]]:

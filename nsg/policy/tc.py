@@ -83,7 +83,8 @@ def _quantum(rate_kbit: int) -> int:
 @dataclass(frozen=True)
 class QosPlan:
     links: tuple[LinkPlan, ...]  # egress trees, then ingress (ifb) trees
-    nft: str  # the classification table, a libnftables JSON document replacing table inet nsg_qos
+    nft: str  # the classification and limiter table, a libnftables JSON document replacing table inet nsg_qos
+    limiters: bool = False  # policers present (they need bridged traffic in the inet hooks)
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps([[lk.argv(), lk.ingress_of] for lk in self.links]).encode()
@@ -107,15 +108,42 @@ def plan(cfg: GatewayConfig, uplink_ifaces: Mapping[str, str]) -> QosPlan:
         egress.append(_tree(iface, shaped.egress_kbit, qos))
         if shaped.ingress_kbit is not None:
             ingress.append(_tree(ifb_name(iface), shaped.ingress_kbit, qos, u32_dscp=dscp, ingress_of=iface))
-    return QosPlan(tuple(egress + ingress), _nft(qos, [lk.dev for lk in egress]))
+    targets = {f"subnet:{x.name}": str(x.cidr) for x in cfg.subnets}
+    targets |= {f"app:{a.name}": f"{a.address}/32" for a in cfg.apps} | {f"vm:{v.name}": f"{v.address}/32"
+                                                                           for v in cfg.vms}
+    return QosPlan(tuple(egress + ingress), _nft(qos, [lk.dev for lk in egress], targets), bool(qos.limiters))
 
 
-def _nft(qos: QosConfig, ifaces: list[str]) -> str:
+def _limiter_rules(qos: QosConfig, targets: Mapping[str, str], head: str) -> list[str]:
+    """Policers in a forward chain: what a target sends (saddr) or receives (daddr) above its rate is dropped.
+    Bridged traffic reaches this hook through br_netfilter (see nsg.policy.nft)."""
+    out = []
+    for lim in qos.limiters:
+        net = targets.get(lim.target, lim.target)
+        addr, _, length = net.partition("/")
+        value = f'"{addr}"' if not length or length == "32" else f'{{"prefix": {{"addr": "{addr}", "len": {length}}}}}'
+        limit = (f'{{"limit": {{"rate": {max(1, lim.rate_kbit // 8)}, "rate_unit": "kbytes", "per": "second", '
+                 f'"burst": {lim.burst_kbyte}, "burst_unit": "kbytes", "inv": true}}}}')
+        for side, field in (("from", "saddr"), ("to", "daddr")):
+            if lim.direction in ("both", side):
+                match = f'{{"match": {{"op": "==", "left": {{"payload": {{"protocol": "ip", "field": "{field}"}}}}, ' \
+                        f'"right": {value}}}}}'
+                out.append(f'{{"add": {{"rule": {{{head}, "chain": "limit", "expr": [{match}, {limit}, '
+                           f'{{"counter": null}}, {{"drop": null}}], "comment": "limit.{lim.name}.{side}"}}}}}}')
+    return out
+
+
+def _nft(qos: QosConfig, ifaces: list[str], targets: Mapping[str, str]) -> str:
     head = f'"family": "inet", "table": "{QOS_TABLE}"'
     table = f'{{"family": "inet", "name": "{QOS_TABLE}"}}'
     out = [f'{{"{verb}": {{"table": {table}}}}}' for verb in ("add", "delete", "add")]
     out.append(f'{{"add": {{"chain": {{{head}, "name": "postrouting", "type": "filter", "hook": "postrouting", '
                f'"prio": -150, "policy": "accept"}}}}}}')
+    out.append(f'{{"add": {{"chain": {{{head}, "name": "limit", "type": "filter", "hook": "forward", '
+               f'"prio": -10, "policy": "accept"}}}}}}')
+    out += _limiter_rules(qos, targets, head)
+    if not ifaces:
+        return '{"nftables": [' + ",\n".join(out) + "]}"
     names = ", ".join(f'"{i}"' for i in ifaces)
     oif = f'{{"match": {{"op": "==", "left": {{"meta": {{"key": "oifname"}}}}, "right": {{"set": [{names}]}}}}}}'
 

@@ -9,6 +9,7 @@ inherits it, the ESP engine copies it out), so the shaper classifies encrypted t
 - a bulk flow saturating the uplink: EF pings (class P, priority 0) keep a low RTT, unmarked pings
   wait behind the bulk queue (both printed, with the idle RTT);
 - b1's ingress shaped to 10 Mbit/s through an ifb;
+- a rate limiter (policer) on one LAN host added by a reload: its traffic is held to 4 Mbit/s;
 - per-class bytes and drops in `nsg status`.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import statistics
 import subprocess
 import time
@@ -71,7 +73,7 @@ def shaped(make_lab):
     cfg = json.loads(paths["b1"].read_text())
     cfg["qos"] = QOS
     paths["b1"].write_text(json.dumps(cfg))
-    gws.start("b1")
+    b1 = gws.start("b1")
     gws.start("b2")
     for g in ("b1", "b2"):
         gws.wait_tunnels(g, timeout=30)
@@ -84,14 +86,14 @@ def shaped(make_lab):
     # the router's side of b1's WAN link: what b1 really puts on the wire
     wan_peer = next(link for link in json.loads(lab.run("inet", "ip", "-j", "addr", "show").stdout)
                     if any(a.get("local") == plan.gateways[0].uplinks[0].gateway for a in link.get("addr_info", [])))
-    yield lab, gws, wan_peer["ifname"]
+    yield lab, gws, wan_peer["ifname"], (paths["b1"], b1)
     for p in servers:
         p.kill()
         p.wait()
 
 
 def test_shaping_split_and_priority_on_encrypted_traffic(shaped):
-    lab, gws, wan_peer = shaped
+    lab, gws, wan_peer, (b1_config, b1) = shaped
 
     # 1. one flow offering 40 Mbit/s: the wire carries the shaped 20
     before, t0 = rx_bytes(lab, "inet", wan_peer), time.monotonic()
@@ -134,3 +136,21 @@ def test_shaping_split_and_priority_on_encrypted_traffic(shaped):
     got = received_mbit(iperf_udp(lab, "b2-h1", SRC, 5203, 30, 4))
     print(f"ingress shaped to 10 Mbit/s: b1-h1 received {got:.2f} Mbit/s of UDP payload")
     assert 8.0 <= got <= 10.5, got
+
+    # 5. a policer on b1-h1, added by a reload: what it sends is held to 4 Mbit/s (its IP packets)
+    cfg = json.loads(b1_config.read_text())
+    cfg["qos"]["limiters"] = [{"name": "h1", "target": f"{SRC}/32", "rate_kbit": 4000, "direction": "from"}]
+    b1_config.write_text(json.dumps(cfg))
+    b1.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while gws.status("b1")["qos"]["applied"] < 2:
+        assert time.monotonic() < deadline, "the limiter was not applied"
+        time.sleep(0.2)
+    flow = iperf_udp(lab, "b1-h1", DST, 5201, 15, 6)
+    time.sleep(2)  # past the policer's full bucket at the start
+    before, t0 = rx_bytes(lab, "b2-h1", "eth0"), time.monotonic()
+    time.sleep(3)
+    got = (rx_bytes(lab, "b2-h1", "eth0") - before) * 8 / (time.monotonic() - t0) / 1e6
+    received_mbit(flow)
+    print(f"limiter of 4 Mbit/s on b1-h1: b2-h1's interface received {got:.2f} Mbit/s (frames, steady state)")
+    assert 3.6 <= got <= 4.6, got

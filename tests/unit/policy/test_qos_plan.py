@@ -61,3 +61,20 @@ def test_bad_qos_is_refused_naming_the_field(change, field):
     with pytest.raises(ConfigError) as info:
         cfg({**QOS, **change})
     assert field in str(info.value), str(info.value)
+
+
+def test_limiters_police_what_a_target_sends_or_receives():
+    d = base_doc()
+    d["qos"] = {**QOS, "limiters": [{"name": "h1", "target": "198.19.0.11/32", "rate_kbit": 4000, "direction": "from"},
+                                    {"name": "corp", "target": "subnet:corp", "rate_kbit": 80000}]}
+    p = plan(parse_config(d), {"wan0": "eth9"})
+    rules = [c["add"]["rule"] for c in json.loads(p.nft)["nftables"] if "rule" in c.get("add", {})
+             and c["add"]["rule"]["chain"] == "limit"]
+    assert [r["comment"] for r in rules] == ["limit.h1.from", "limit.corp.from", "limit.corp.to"]
+    assert rules[0]["expr"][1]["limit"] == {"rate": 500, "rate_unit": "kbytes", "per": "second", "burst": 64,
+                                            "burst_unit": "kbytes", "inv": True}
+    assert rules[2]["expr"][0]["match"]["left"]["payload"]["field"] == "daddr" and p.limiters
+    d["qos"]["limiters"] = [{"name": "x", "target": "app:ghost", "rate_kbit": 100}]
+    with pytest.raises(ConfigError) as info:
+        parse_config(d)
+    assert "qos.limiters[0].target: no app named 'ghost'" in str(info.value)
