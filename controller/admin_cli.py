@@ -25,7 +25,7 @@ from typing import Any
 
 from controller.store import Store, StoreError
 
-COMMANDS = ("serve", "token", "enterprise", "subnet", "gateway", "image", "app", "vm", "policy")
+COMMANDS = ("serve", "token", "enterprise", "subnet", "gateway", "image", "app", "vm", "policy", "qos")
 DEFAULT_URL = "http://127.0.0.1:8443"
 API = "/api/v1"
 
@@ -115,7 +115,8 @@ def _uplink(text: str) -> dict[str, Any]:
         key, sep, value = part.partition("=")
         if not sep:
             raise argparse.ArgumentTypeError(f"{part!r} is not key=value")
-        out[key.strip()] = int(value) if key.strip() == "mtu" and value.strip().isdigit() else value.strip()
+        numeric = key.strip() in ("mtu", "egress_kbit", "ingress_kbit") and value.strip().isdigit()
+        out[key.strip()] = int(value) if numeric else value.strip()
     return out
 
 
@@ -318,20 +319,20 @@ def _vm_delete(args: argparse.Namespace) -> None:
     _client(args).call("DELETE", f"/gateways/{_q(args.gateway)}/vms/{_q(args.name)}")
 
 
-def _policy_set(args: argparse.Namespace) -> None:
+def _doc_set(args: argparse.Namespace) -> None:
     try:
         doc = json.loads(args.file.read_text())
     except (OSError, ValueError) as exc:
         raise CliError(f"{args.file}: {exc}") from None
-    _print_json(_client(args).call("PUT", f"/enterprises/{_q(args.enterprise)}/policy", doc))
+    _print_json(_client(args).call("PUT", f"/enterprises/{_q(args.enterprise)}/{args.cmd}", doc))
 
 
-def _policy_show(args: argparse.Namespace) -> None:
-    _print_json(_client(args).call("GET", f"/enterprises/{_q(args.enterprise)}/policy"))
+def _doc_show(args: argparse.Namespace) -> None:
+    _print_json(_client(args).call("GET", f"/enterprises/{_q(args.enterprise)}/{args.cmd}"))
 
 
-def _policy_clear(args: argparse.Namespace) -> None:
-    _client(args).call("DELETE", f"/enterprises/{_q(args.enterprise)}/policy")
+def _doc_clear(args: argparse.Namespace) -> None:
+    _client(args).call("DELETE", f"/enterprises/{_q(args.enterprise)}/{args.cmd}")
 
 
 def _policy_counters(args: argparse.Namespace) -> None:
@@ -535,12 +536,17 @@ def add_subcommands(sub: Any) -> None:
         p.add_argument("gateway")
         p.add_argument("name")
 
-    pol = group("policy", "the enterprise's firewall: tenants, ACLs, groups, breakout (over the API)")
-    p = leaf(pol, "set", _policy_set, api, help_="replace the policy with a JSON file's")
-    p.add_argument("enterprise")
-    p.add_argument("file", type=Path)
-    leaf(pol, "show", _policy_show, api, help_="show the policy").add_argument("enterprise")
-    leaf(pol, "clear", _policy_clear, api, help_="remove the policy (nothing filtered)").add_argument("enterprise")
+    for doc, what in (("policy", "the enterprise's firewall: tenants, ACLs, groups, breakout"),
+                      ("qos", "the enterprise's QoS profile: forwarding classes, DSCP map, limiters (rates: the "
+                              "uplinks' egress_kbit/ingress_kbit)")):
+        grp = group(doc, f"{what} (over the API)")
+        p = leaf(grp, "set", _doc_set, api, help_=f"replace the {doc} with a JSON file's")
+        p.add_argument("enterprise")
+        p.add_argument("file", type=Path)
+        leaf(grp, "show", _doc_show, api, help_=f"show the {doc}").add_argument("enterprise")
+        leaf(grp, "clear", _doc_clear, api, help_=f"remove the {doc}").add_argument("enterprise")
+        if doc == "policy":
+            pol = grp
     p = leaf(pol, "counters", _policy_counters, api, help_="per-rule hit counters a gateway reported")
     p.add_argument("gateway")
     p.add_argument("--json", action="store_true")

@@ -43,6 +43,7 @@ from nsg.model import ConfigError, GatewayConfig
 from nsg.model.config import IfName, Name
 from nsg.model.ipsec import IpsecConfig
 from nsg.model.policy import PolicyConfig
+from nsg.model.qos import QosConfig
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +277,12 @@ class PolicyOut(_Out):
     enterprise: str
     generation: int
     policy: PolicyConfig | None = Field(description="null: no firewall (nothing filtered, no breakout)")
+
+
+class QosOut(_Out):
+    enterprise: str
+    generation: int
+    qos: QosConfig | None = Field(description="null: no shaping; gateways shape the uplinks that carry egress_kbit")
 
 
 class RuleCount(_Out):
@@ -654,6 +661,30 @@ async def delete_policy(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _qos_out(request: web.Request, ent: str) -> QosOut:
+    store = _store(request)
+    return QosOut(enterprise=ent, generation=store.get_enterprise(ent).generation, qos=store.get_qos(ent))
+
+
+async def get_qos(request: web.Request) -> web.Response:
+    """Show an enterprise's QoS profile (forwarding classes, DSCP map, limiters)."""
+    return _json(_qos_out(request, request.match_info["enterprise"]))
+
+
+async def put_qos(request: web.Request) -> web.Response:
+    """Replace an enterprise's QoS profile; gateways shape the uplinks whose egress_kbit is set."""
+    body: QosConfig = await _body(request, QosConfig)
+    ent = request.match_info["enterprise"]
+    _store(request).set_qos(ent, body)
+    return _json(_qos_out(request, ent))
+
+
+async def delete_qos(request: web.Request) -> web.Response:
+    """Remove an enterprise's QoS profile (gateways stop shaping)."""
+    _store(request).set_qos(request.match_info["enterprise"], None)
+    return web.Response(status=204)
+
+
 async def policy_counters(request: web.Request) -> web.Response:
     """The firewall's per-rule hit counters, as the gateway last reported them."""
     name = request.match_info["gateway"]
@@ -743,6 +774,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{API}/enterprises/{{enterprise}}/policy", get_policy, response=PolicyOut),
     Route("PUT", f"{API}/enterprises/{{enterprise}}/policy", put_policy, PolicyConfig, PolicyOut),
     Route("DELETE", f"{API}/enterprises/{{enterprise}}/policy", delete_policy, status=204),
+    Route("GET", f"{API}/enterprises/{{enterprise}}/qos", get_qos, response=QosOut),
+    Route("PUT", f"{API}/enterprises/{{enterprise}}/qos", put_qos, QosConfig, QosOut),
+    Route("DELETE", f"{API}/enterprises/{{enterprise}}/qos", delete_qos, status=204),
     Route("GET", f"{API}/gateways/{{gateway}}/vms", list_vms, response=VmList),
     Route("POST", f"{API}/gateways/{{gateway}}/vms", add_vm, VmIn, VmOut, 201),
     Route("DELETE", f"{API}/gateways/{{gateway}}/vms/{{vm}}", delete_vm, status=204),

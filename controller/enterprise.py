@@ -11,6 +11,7 @@ from nsg.model import Subnet, Uplink
 from nsg.model.apps import App, ImageSource, Vm
 from nsg.model.ipsec import IpsecConfig
 from nsg.model.policy import PolicyConfig, parse_ref
+from nsg.model.qos import MAX_KBIT, QosConfig
 
 EVPN_ASN = 65000  # a private AS (RFC 6996): iBGP inside one enterprise
 
@@ -30,6 +31,15 @@ class UplinkDef(Uplink):
     # Where the other sites reach this uplink: the NAT's outside address when the
     # gateway sits behind NAT; otherwise the uplink's own address.
     public: IPv4Address | None = None
+    # The line's rates: with an enterprise QoS profile, the gateway shapes this uplink to them.
+    egress_kbit: int | None = Field(default=None, ge=8, le=MAX_KBIT)
+    ingress_kbit: int | None = Field(default=None, ge=8, le=MAX_KBIT)
+
+    @model_validator(mode="after")
+    def _rates(self) -> UplinkDef:
+        if self.ingress_kbit is not None and self.egress_kbit is None:
+            raise ValueError("ingress_kbit needs egress_kbit (shaping starts with the upstream)")
+        return self
 
 
 Role = Literal["edge", "hub"]
@@ -87,6 +97,9 @@ class Enterprise(_M):
     # The firewall: tenants, ACLs, groups, breakout; every edge gateway gets it (app:/vm: references
     # resolved to the workload's address, breakout only where the gateway has that uplink).
     policy: PolicyConfig | None = None
+    # QoS: forwarding classes, the DSCP map and limiters; each gateway shapes the uplinks that carry
+    # rates (UplinkDef.egress_kbit/ingress_kbit). The profile's own "uplinks" stays empty.
+    qos: QosConfig | None = None
     # Where gateways fetch app image tarballs: the controller's device site (https://ADDR:PORT).
     image_base: str | None = Field(default=None, pattern=r"^https://[^/\s]{1,300}$")
 
@@ -118,27 +131,33 @@ class Enterprise(_M):
                 held[(a.subnet, a.address)] = f"{g.name}/{a.name}"
                 if isinstance(a, AppDef) and a.image_sha256 and self.image_base is None:
                     raise ValueError(f"{where}: the controller serves no devices, so no image URL to give")
-        if self.policy is not None:
+        if self.qos is not None and self.qos.uplinks:
+            raise ValueError("qos: uplinks are shaped per gateway (the uplinks' egress_kbit), not in the profile")
+        if self.policy is not None or self.qos is not None:
             self.workload_address_refs()  # raises on an unknown or ambiguous app:/vm: reference
         return self
 
     def workload_address_refs(self) -> dict[str, str]:
         """Every app:/vm: reference of the policy -> the workload's address as a /32 prefix. App and VM
         names are unique per gateway only: a name on two gateways cannot be referred to this way."""
-        assert self.policy is not None
-        refs = {m for g in self.policy.groups for m in g.members}
-        refs |= {r for t in self.policy.tenants for e in t.acl for r in (e.src, e.dst)}
+        refs: dict[str, str] = {}  # reference -> the document it is in
+        if self.qos is not None:
+            refs |= {lim.target: "qos" for lim in self.qos.limiters}
+        if self.policy is not None:
+            refs |= {m: "policy" for g in self.policy.groups for m in g.members}
+            refs |= {r: "policy" for t in self.policy.tenants for e in t.acl for r in (e.src, e.dst)}
         out = {}
-        for ref in sorted(refs):
+        for ref, where in sorted(refs.items()):
             kind, name = parse_ref(ref)
             if kind not in ("app", "vm"):
                 continue
             found = [(g.name, w.address) for g in self.gateways for w in (g.apps if kind == "app" else g.vms)
                      if w.name == name]
             if not found:
-                raise ValueError(f"policy: {ref!r}: no {kind} of that name on any gateway")
+                raise ValueError(f"{where}: {ref!r}: no {kind} of that name on any gateway")
             if len(found) > 1:
-                raise ValueError(f"policy: {ref!r}: the name is on {', '.join(g for g, _ in found)}; use an address")
+                raise ValueError(f"{where}: {ref!r}: the name is on {', '.join(g for g, _ in found)}; "
+                                 "use an address")
             out[ref] = f"{found[0][1]}/32"
         return out
 

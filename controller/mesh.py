@@ -47,6 +47,22 @@ def _policy(ent: Enterprise, g: GatewayDef) -> dict:
     return doc
 
 
+def _qos(ent: Enterprise, g: GatewayDef) -> dict | None:
+    """The enterprise's QoS profile for one gateway: its uplinks with rates shaped, limiters on
+    workloads by address (the hub gets shaping only). None when there is nothing to do there."""
+    assert ent.qos is not None
+    doc = ent.qos.model_dump(mode="json", exclude_defaults=True)
+    doc["uplinks"] = [{"uplink": u.name, "egress_kbit": u.egress_kbit,
+                       **({"ingress_kbit": u.ingress_kbit} if u.ingress_kbit else {})}
+                      for u in g.uplinks if u.egress_kbit]
+    refs = ent.workload_address_refs()
+    doc["limiters"] = [{**lim, "target": refs.get(lim["target"], lim["target"])}
+                       for lim in doc.get("limiters", []) if g.role == "edge"]
+    if not doc["uplinks"] and not doc["limiters"]:
+        return None
+    return doc
+
+
 def render(ent: Enterprise) -> dict[str, GatewayConfig]:
     """One validated GatewayConfig per gateway; raises ConfigError naming the gateway's field."""
     out = {}
@@ -56,7 +72,8 @@ def render(ent: Enterprise) -> dict[str, GatewayConfig]:
             "schema_version": SCHEMA_VERSION,
             "generation": ent.generation,
             "system_ip": str(g.system_ip),
-            "uplinks": [u.model_dump(mode="json", exclude={"public"}, exclude_none=True) for u in g.uplinks],
+            "uplinks": [u.model_dump(mode="json", exclude={"public", "egress_kbit", "ingress_kbit"}, exclude_none=True)
+                        for u in g.uplinks],
             "subnets": [
                 {**s.model_dump(mode="json"), "ports": list(g.ports.get(s.name, ()))} for s in ent.subnets
             ] if g.role == "edge" else [],
@@ -79,6 +96,8 @@ def render(ent: Enterprise) -> dict[str, GatewayConfig]:
                           for v in g.vms]
         if ent.policy is not None and g.role == "edge":
             doc["policy"] = _policy(ent, g)
+        if ent.qos is not None and (qos := _qos(ent, g)) is not None:
+            doc["qos"] = qos
         if ent.ipsec is not None:
             doc["ipsec"] = ent.ipsec.model_dump(mode="json", exclude_none=True)
         out[g.name] = parse_config(doc, source=f"gateway {g.name}")

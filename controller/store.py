@@ -54,6 +54,7 @@ from nsg.model import ConfigError, GatewayConfig
 from nsg.model.config import VNI_MAX, VNI_MIN
 from nsg.model.ipsec import IpsecConfig
 from nsg.model.policy import PolicyConfig
+from nsg.model.qos import QosConfig
 
 DEFAULT_SYSTEM_POOL = IPv4Network("198.19.255.0/24")
 TRANSPORTS = ("plain", "esp")
@@ -102,6 +103,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             name TEXT NOT NULL, address TEXT NOT NULL, spec TEXT NOT NULL, created TEXT NOT NULL,
             UNIQUE (gateway_id, name), UNIQUE (subnet_id, address))""",
         "ALTER TABLE enterprises ADD COLUMN policy TEXT",  # the firewall policy (PolicyConfig JSON), or NULL
+        "ALTER TABLE enterprises ADD COLUMN qos TEXT",  # the QoS profile (QosConfig JSON), or NULL
     ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -171,6 +173,7 @@ class TokenRec:
 UNSET: Any = object()  # update_gateway: "leave this field as it is"
 _APP = TypeAdapter(AppDef)
 _POLICY = TypeAdapter(PolicyConfig)
+_QOS = TypeAdapter(QosConfig)
 _VM = TypeAdapter(VmDef)
 VM_FIELDS = ("kernel", "initrd", "append", "memory_mb", "cpus", "accel")
 APP_FIELDS = ("image", "image_sha256", "command", "env", "memory_mb", "cpus", "pids", "restart")
@@ -761,26 +764,40 @@ class Store:
 
     # -- policy --------------------------------------------------------------------------------------
 
-    def set_policy(self, enterprise: str, policy: PolicyConfig | Mapping[str, Any] | None) -> PolicyConfig | None:
-        """Replace the enterprise's firewall policy (None removes it). Refused, naming the field, if it
-        does not validate or leaves any gateway's config invalid; then nothing changes."""
-        pol = None if policy is None else _validated(_POLICY, policy if isinstance(policy, Mapping) else
-                                                     policy.model_dump(mode="json"), "policy")
+    def _set_doc(self, enterprise: str, column: str, adapter: TypeAdapter, doc: Any) -> Any:
+        """Replace one of the enterprise's documents (policy, qos; None removes it). Refused, naming the
+        field, if it does not validate or leaves any gateway's config invalid; then nothing changes."""
+        value = None if doc is None else _validated(adapter, doc if isinstance(doc, Mapping) else
+                                                    doc.model_dump(mode="json"), column)
         with self._tx(write=True) as cur:
             ent_id = self._enterprise_id(cur, enterprise)
-            old = cur.execute("SELECT policy FROM enterprises WHERE id = ?", (ent_id,)).fetchone()[0]
-            new = None if pol is None else pol.model_dump_json()
+            old = cur.execute(f"SELECT {column} FROM enterprises WHERE id = ?", (ent_id,)).fetchone()[0]
+            new = None if value is None else value.model_dump_json()
             if new != old:
-                cur.execute("UPDATE enterprises SET policy = ? WHERE id = ?", (new, ent_id))
+                cur.execute(f"UPDATE enterprises SET {column} = ? WHERE id = ?", (new, ent_id))
                 self._bump(cur, ent_id)
                 self._check_render(cur, ent_id)
-        return pol
+        return value
 
-    def get_policy(self, enterprise: str) -> PolicyConfig | None:
+    def _get_doc(self, enterprise: str, column: str, model: Any) -> Any:
         with self._tx() as cur:
             ent_id = self._enterprise_id(cur, enterprise)
-            doc = cur.execute("SELECT policy FROM enterprises WHERE id = ?", (ent_id,)).fetchone()[0]
-        return None if doc is None else PolicyConfig.model_validate_json(doc)
+            doc = cur.execute(f"SELECT {column} FROM enterprises WHERE id = ?", (ent_id,)).fetchone()[0]
+        return None if doc is None else model.model_validate_json(doc)
+
+    def set_policy(self, enterprise: str, policy: PolicyConfig | Mapping[str, Any] | None) -> PolicyConfig | None:
+        """The enterprise's firewall policy (None: no firewall)."""
+        return self._set_doc(enterprise, "policy", _POLICY, policy)
+
+    def get_policy(self, enterprise: str) -> PolicyConfig | None:
+        return self._get_doc(enterprise, "policy", PolicyConfig)
+
+    def set_qos(self, enterprise: str, qos: QosConfig | Mapping[str, Any] | None) -> QosConfig | None:
+        """The enterprise's QoS profile (None: no shaping); rates come from each gateway's uplinks."""
+        return self._set_doc(enterprise, "qos", _QOS, qos)
+
+    def get_qos(self, enterprise: str) -> QosConfig | None:
+        return self._get_doc(enterprise, "qos", QosConfig)
 
     # -- rendering ---------------------------------------------------------------------------------
 
@@ -796,10 +813,11 @@ class Store:
             gateways.append(GatewayDef(name=g.name, system_ip=g.system_ip, uplinks=g.uplinks, ports=g.ports,
                                        behind_nat=g.behind_nat, role=g.role,  # type: ignore[arg-type]
                                        apps=self._apps(cur, gw_id), vms=self._vms(cur, gw_id)))
-        policy = cur.execute("SELECT policy FROM enterprises WHERE id = ?", (ent_id,)).fetchone()[0]
+        policy, qos = cur.execute("SELECT policy, qos FROM enterprises WHERE id = ?", (ent_id,)).fetchone()
         return Enterprise(name=ent.name, generation=ent.generation, transport=ent.transport, ipsec=ent.ipsec,
                           subnets=tuple(subnets), gateways=tuple(gateways), image_base=self._setting(cur, "device_url"),
-                          policy=None if policy is None else PolicyConfig.model_validate_json(policy))
+                          policy=None if policy is None else PolicyConfig.model_validate_json(policy),
+                          qos=None if qos is None else QosConfig.model_validate_json(qos))
 
     def _check_render(self, cur: sqlite3.Cursor, ent_id: int) -> None:
         """The safety net under the checks above: a write that would leave a gateway without a
@@ -808,12 +826,13 @@ class Store:
             render(self._model(cur, ent_id))
         except ValidationError as exc:
             msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
-            raise StoreError("policy" if msg.startswith("policy") else "enterprise",
+            raise StoreError(next((f for f in ("policy", "qos") if msg.startswith(f)), "enterprise"),
                              f"the change leaves it invalid: {msg}") from None
         except ConfigError as exc:
             problems = "; ".join(exc.problems)
-            about_policy = any(p.removeprefix("(document): ").startswith("policy") for p in exc.problems)
-            raise StoreError("policy" if about_policy else "config",
+            first = exc.problems[0].removeprefix("(document): ") if exc.problems else ""
+            field = next((f for f in ("policy", "qos") if first.startswith(f)), "config")
+            raise StoreError(field,
                              f"the change leaves {exc.source} invalid: {problems}") from None
 
     def enterprise_model(self, name: str) -> Enterprise:

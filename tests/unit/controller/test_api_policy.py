@@ -96,3 +96,38 @@ def test_an_app_name_on_two_gateways_cannot_be_referred_to_by_name(store):
         assert status == 400 and error_of(doc)[1] == "policy" and "b1, b2" in doc["error"]["message"], doc
 
     run(store, scenario)
+
+
+QOS = {"classes": [{"name": "A", "guaranteed_pct": 70, "priority": 1}, {"name": "H", "guaranteed_pct": 30}],
+       "dscp": {"46": "A"}, "default_class": "H",
+       "limiters": [{"name": "web", "target": "app:web", "rate_kbit": 4000}]}
+
+
+def test_qos_profile_rendered_with_each_gateways_uplink_rates(store):
+    store.update_gateway("b1", uplinks=[{**wan(1)[0], "egress_kbit": 20000, "ingress_kbit": 50000}])
+    token = store.create_token("t")
+
+    async def scenario(client):
+        api = Api(client, token)
+        status, doc = await api("PUT", "/enterprises/acme/qos", QOS)
+        assert status == 200 and doc["qos"]["default_class"] == "H"
+        _, cfg = await api("GET", "/gateways/b1/config")
+        assert cfg["qos"]["uplinks"] == [{"uplink": "wan0", "egress_kbit": 20000, "ingress_kbit": 50000}]
+        assert cfg["qos"]["limiters"][0]["target"] == "192.0.2.50/32"  # the app, by its address
+        assert "egress_kbit" not in cfg["uplinks"][0]  # the rates go into qos, not the uplink
+        _, cfg = await api("GET", "/gateways/b2/config")
+        assert cfg["qos"]["uplinks"] == [] and cfg["qos"]["limiters"]  # no rates: limiters only
+        _, cfg = await api("GET", "/gateways/hub/config")
+        assert cfg.get("qos") is None
+        for body, field in (({**QOS, "uplinks": [{"uplink": "wan0", "egress_kbit": 1000}]}, "qos"),
+                            ({**QOS, "classes": [{"name": "A", "guaranteed_pct": 0}]}, "classes[0].guaranteed_pct"),
+                            ({**QOS, "limiters": [{"name": "x", "target": "app:ghost", "rate_kbit": 8}]}, "qos")):
+            status, doc = await api("PUT", "/enterprises/acme/qos", body)
+            assert status == 400 and error_of(doc)[1] == field, doc
+        status, doc = await api("PATCH", "/gateways/b1", {"uplinks": [{**wan(1)[0], "egress_kbit": 0}]})
+        assert status == 400 and error_of(doc)[1] == "uplinks[0].egress_kbit", doc
+        assert (await api("DELETE", "/enterprises/acme/qos"))[0] == 204
+        _, cfg = await api("GET", "/gateways/b1/config")
+        assert cfg.get("qos") is None
+
+    run(store, scenario)
