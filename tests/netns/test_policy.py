@@ -192,9 +192,14 @@ def test_acls_tenants_breakout_and_counters(site, tmp_path):
             # a bad policy is refused naming the field; the ruleset in force stays
             for bad, field in (({"name": "bad", "protocol": "tcp", "dst_ports": [70000], "action": "allow"},
                                 "dst_ports"),
-                               ({"name": "bad", "dst": "group:nope", "action": "allow"}, "group")):
+                               ({"name": "bad", "dst": "group:nope", "action": "allow"}, "group"),
+                               (None, "qos.uplinks[0].egress_kbit")):  # a shaping rate of 0
                 doc = config(image)
-                doc["policy"]["tenants"][0]["acl"].insert(0, bad)
+                if bad is not None:
+                    doc["policy"]["tenants"][0]["acl"].insert(0, bad)
+                else:
+                    doc["qos"] = {"classes": [{"name": "A", "guaranteed_pct": 50}], "default_class": "A",
+                                  "uplinks": [{"uplink": "wan0", "egress_kbit": 0}]}
                 (tmp_path / "gw.json").write_text(json.dumps(doc))
                 st = d.hup_and_wait()
                 assert st["last_reload_error"] and field in st["last_reload_error"], st["last_reload_error"]
