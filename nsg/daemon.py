@@ -155,6 +155,14 @@ class Daemon:
             if self.evpn is not None:
                 await self.evpn.stop()
             if self.flush_on_exit:
+                from nsg.policy.apply import PolicyApplyError
+
+                for part in (self.policy, self.qos):  # our nft tables, qdiscs and ifbs go too
+                    if part is not None:
+                        try:
+                            await asyncio.to_thread(part.remove)
+                        except PolicyApplyError as exc:
+                            log.error("flush: %s", exc)
                 async with self._lock:
                     res = await asyncio.to_thread(self.reconciler.flush)
                 log.info("dataplane flushed", extra={"fields": {"changes": len(res.changes), "error": res.error}})
