@@ -336,6 +336,7 @@ class Daemon:
             elif pending:
                 if pending[0] == "resync" and self.config is not None:
                     await self._sync_policy(verify=True)  # our nft table deleted behind our back comes back
+                    await self._sync_qos()  # a missing tree, or an uplink that has appeared since
                 await self._apply(pending[0])
 
     # --- config ------------------------------------------------------------
@@ -453,7 +454,7 @@ class Daemon:
             return None
         st = self.qos.state
         return {"applied": st.applied, "noop": st.noop, "errors": st.errors, "last_error": st.last_error,
-                "shaped": st.shaped, "classes": await asyncio.to_thread(self.qos.stats)}
+                "shaped": st.shaped, "waiting": st.waiting, "classes": await asyncio.to_thread(self.qos.stats)}
 
     async def policy_status(self) -> dict | None:
         """Per-rule hit counters (read from the kernel now, in a worker thread) and the apply counters."""

@@ -6,7 +6,9 @@ driven through its command line here, as nft is; the class counters (which `tc -
 for HTB) are read there.
 
 A plan equal to the one applied is a no-op (the trees are checked to still be there); a changed one
-rebuilds the trees it touches (their queues are dropped once). Blocking: call from a worker thread.
+rebuilds the trees it touches (their queues are dropped once). An uplink whose device is not there
+(yet) waits, reported, and is shaped at a later apply (the periodic resync tries again).
+Blocking: call from a worker thread.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import shutil
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nsg.policy.apply import PolicyApplyError, _nft, _nft_text, bridge_netfilter
 from nsg.policy.tc import QOS_TABLE, LinkPlan, QosPlan
@@ -46,12 +49,14 @@ class QosState:
     errors: int = 0
     last_error: str | None = None
     shaped: list[str] = field(default_factory=list)  # devices with our trees
+    waiting: list[str] = field(default_factory=list)  # uplinks not there (yet): shaped once they are
 
 
 class TcQos:
     def __init__(self) -> None:
         self.state = QosState()
-        self._plan: QosPlan | None = None
+        self._plan: QosPlan | None = None  # what is built (the uplinks that were there)
+        self._wanted: str | None = None  # the digest of the whole plan it was built from
 
     @staticmethod
     def _has_tree(dev: str) -> bool:
@@ -83,10 +88,15 @@ class TcQos:
         """True if the kernel changed. On an error the state is reported and raised; what was built
         stays (tc has no transactions), and the next apply rebuilds it."""
         old = self._plan
-        if (old is not None and new.digest() == old.digest()
-                and all(self._has_tree(lk.dev) for lk in new.links)):
+        present = tuple(lk for lk in new.links if Path(f"/sys/class/net/{lk.ingress_of or lk.dev}").exists())
+        wanted = new.digest()
+        if (old is not None and wanted == self._wanted and present == old.links
+                and all(self._has_tree(lk.dev) for lk in present)):
             self.state.noop += 1
             return False
+        self.state.waiting = sorted({lk.ingress_of or lk.dev for lk in new.links}
+                                    - {lk.ingress_of or lk.dev for lk in present})
+        new = QosPlan(present, new.nft, new.limiters)
         try:
             bridge_netfilter(self, new.limiters)  # policers must see bridged traffic too
             keep = {lk.dev for lk in new.links}
@@ -101,8 +111,8 @@ class TcQos:
             self.state.last_error = str(exc)
             self._plan = None  # the next apply rebuilds everything
             raise
-        self._plan = new
-        self.state.digest, self.state.last_error = new.digest(), None
+        self._plan, self._wanted = new, wanted
+        self.state.digest, self.state.last_error = wanted, None
         self.state.applied += 1
         self.state.shaped = [lk.dev for lk in new.links]
         return True
