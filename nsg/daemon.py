@@ -25,9 +25,11 @@ from nsg.dataplane.desired import bridge_name, build_desired, vxlan_name
 from nsg.dataplane.reconciler import ApplyResult, Kernel, Reconciler
 from nsg.model import ConfigError, GatewayConfig, load_config
 from nsg.model.config import dump_config
+from nsg.policy.enforce import Enforcement
 from nsg.tunnels import TunnelConfigError, Tunnels, load_credentials
 from nsg.uplinks.dhcp import DhcpClient, write_hook
 from nsg.uplinks.lease import Lease
+from nsg.workloads import Workloads
 
 log = logging.getLogger("nsg.daemon")
 
@@ -74,10 +76,9 @@ class Daemon:
         self.evpn = None
         self.neigh_watch = None
         self.docker_url = docker_url
-        self.apps = None  # nsg.apps.AppsSupervisor once the config has apps
-        self.vms = None  # nsg.vms.VmSupervisor once the config has VMs
-        self.policy = None  # nsg.policy.apply.NftPolicy once a config had a policy
-        self.qos = None  # nsg.policy.qos_apply.TcQos once a config had QoS
+        self.workloads = Workloads(state_dir, docker_url, lambda: self._device_tls() if self._device_tls else None,
+                                   self._telemetry_soon)  # apps and VMs
+        self.enforce = Enforcement()  # the config's policy (nftables) and QoS (tc)
         self.tenant_mtu = 1500
         self.controller_url = controller_url
         self.channel = None
@@ -148,21 +149,11 @@ class Daemon:
                 await self.tunnels.stop()
             if self.neigh_watch is not None:
                 await asyncio.to_thread(self.neigh_watch.stop)
-            if self.apps is not None:
-                await self.apps.stop()  # the containers keep running, like the dataplane
-            if self.vms is not None:
-                await self.vms.stop()  # so do the VMs (the next daemon adopts them)
+            await self.workloads.stop()  # the containers and VMs keep running, like the dataplane
             if self.evpn is not None:
                 await self.evpn.stop()
             if self.flush_on_exit:
-                from nsg.policy.apply import PolicyApplyError
-
-                for part in (self.policy, self.qos):  # our nft tables, qdiscs and ifbs go too
-                    if part is not None:
-                        try:
-                            await asyncio.to_thread(part.remove)
-                        except PolicyApplyError as exc:
-                            log.error("flush: %s", exc)
+                await self.enforce.flush()
                 async with self._lock:
                     res = await asyncio.to_thread(self.reconciler.flush)
                 log.info("dataplane flushed", extra={"fields": {"changes": len(res.changes), "error": res.error}})
@@ -222,10 +213,12 @@ class Daemon:
         try:
             while not runner.done():
                 await asyncio.sleep(every)
-                qos = await asyncio.to_thread(self.qos.stats) if self.qos is not None else None
+                shaper = self.enforce.qos
+                qos = await asyncio.to_thread(shaper.stats) if shaper is not None else None
                 await self.channel.send(self._telemetry(qos))
-                if self.policy is not None and self.policy.state.digest is not None:
-                    counted = await asyncio.to_thread(self.policy.counters)
+                fw = self.enforce.policy
+                if fw is not None and fw.state.digest is not None:
+                    counted = await asyncio.to_thread(fw.counters)
                     await self.channel.send(wire.PolicyCounters(
                         ts=time.time(), generation=self.generation,
                         counters={k: (v["packets"], v["bytes"]) for k, v in counted.items()}))
@@ -260,22 +253,12 @@ class Daemon:
             counters["ike.peers"] = len(t["ike"])
             for k, v in t["engine"].items():
                 counters[f"esp.{k}"] = v
-        if self.apps is not None:  # each app's state reaches the controller (at most 64 apps x 8)
-            for a in self.apps.status()["apps"]:
-                for k in ("state", "attached", "address", "restarts", "oom_killed", "memory_mb", "cpu_percent",
-                          "error"):
-                    v = a.get(k)
-                    counters[f"app.{a['name']}.{k}"] = int(v) if isinstance(v, bool) else v
+        counters |= self.workloads.counters()  # each app's and VM's state reaches the controller
         if qos:  # per shaped device and class: bytes and drops (at most 16 x 2 x 8 x 2)
             for dev, per in qos.items():
                 for name, st in per.items():
                     counters[f"qos.{dev}.{name}.bytes"] = st["bytes"]
                     counters[f"qos.{dev}.{name}.drops"] = st["drops"]
-        if self.vms is not None:  # and each VM's (at most 16 x 5)
-            for vm in self.vms.status()["vms"]:
-                for k in ("state", "attached", "address", "restarts", "error"):
-                    v = vm.get(k)
-                    counters[f"vm.{vm['name']}.{k}"] = int(v) if isinstance(v, bool) else v
         return wire.Telemetry(ts=time.time(), counters=counters)
 
     async def _remote_config(self, msg):
@@ -335,8 +318,8 @@ class Daemon:
                 await self._reload()
             elif pending:
                 if pending[0] == "resync" and self.config is not None:
-                    await self._sync_policy(verify=True)  # our nft table deleted behind our back comes back
-                    await self._sync_qos()  # a missing tree, or an uplink that has appeared since
+                    await self.enforce.sync_policy(self.config, verify=True)  # our table deleted behind our back
+                    await self.enforce.sync_qos(self.config)  # a missing tree, or an uplink that appeared since
                 await self._apply(pending[0])
 
     # --- config ------------------------------------------------------------
@@ -389,113 +372,19 @@ class Daemon:
         self._sync_dhcp()
         # The firewall goes in before the dataplane: a new subnet is never up unfiltered. A ruleset nft
         # refuses fails the whole config (the kernel kept the old one; install_config rolls back).
-        policy_error = await self._sync_policy()
+        assert self.config is not None
+        policy_error = await self.enforce.sync_policy(self.config)
         if policy_error is not None:
             return ApplyResult((), (), policy_error)
         await self._sync_tunnels(before_apply=True)
         result = await self._apply(reason)
         await self._sync_tunnels(before_apply=False)
-        qos_error = await self._sync_qos()
+        qos_error = await self.enforce.sync_qos(self.config)
         if qos_error is not None and result.ok:
             return ApplyResult(result.changes, result.waiting, qos_error)
         self._sync_evpn()
-        self._sync_apps()
-        self._sync_vms()
+        self.workloads.sync(self.config, self.tenant_mtu)
         return result
-
-    async def _sync_policy(self, verify: bool = False) -> str | None:
-        assert self.config is not None
-        if self.config.policy is None and self.policy is None:
-            return None
-        from nsg.policy.apply import NftPolicy, PolicyApplyError
-        from nsg.policy.nft import PolicyRenderError
-
-        if self.policy is None:
-            self.policy = NftPolicy()
-        try:
-            if self.config.policy is None:
-                changed = await asyncio.to_thread(self.policy.remove)
-            else:
-                uplinks = {u.name: u.interface for u in self.config.uplinks}
-                changed = await asyncio.to_thread(self.policy.apply_config, self.config, uplinks, verify=verify)
-        except (PolicyApplyError, PolicyRenderError) as exc:
-            log.error("policy not applied: %s", exc)
-            return f"policy: {exc}"
-        if changed:
-            log.info("policy applied", extra={"fields": {"counters": len(self.policy.state.counters)}})
-        return None
-
-    async def _sync_qos(self) -> str | None:
-        assert self.config is not None
-        if self.config.qos is None and self.qos is None:
-            return None
-        from nsg.policy.apply import PolicyApplyError
-        from nsg.policy.qos_apply import TcQos
-        from nsg.policy.tc import plan
-
-        if self.qos is None:
-            self.qos = TcQos()
-        try:
-            if self.config.qos is None:
-                await asyncio.to_thread(self.qos.remove)
-            else:
-                wanted = plan(self.config, {u.name: u.interface for u in self.config.uplinks})
-                if await asyncio.to_thread(self.qos.apply, wanted):
-                    log.info("qos applied", extra={"fields": {"shaped": self.qos.state.shaped}})
-        except PolicyApplyError as exc:
-            log.error("qos not applied: %s", exc)
-            return f"qos: {exc}"
-        return None
-
-    async def qos_status(self) -> dict | None:
-        """Per shaped device and class: bytes, packets, drops, overlimits (read now, in a worker thread:
-        pyroute2 cannot run on the event loop's thread)."""
-        if self.qos is None:
-            return None
-        st = self.qos.state
-        return {"applied": st.applied, "noop": st.noop, "errors": st.errors, "last_error": st.last_error,
-                "shaped": st.shaped, "waiting": st.waiting, "classes": await asyncio.to_thread(self.qos.stats)}
-
-    async def policy_status(self) -> dict | None:
-        """Per-rule hit counters (read from the kernel now, in a worker thread) and the apply counters."""
-        if self.policy is None:
-            return None
-        st = self.policy.state
-        return {"applied": st.applied, "noop": st.noop, "errors": st.errors, "last_error": st.last_error,
-                "counters": await asyncio.to_thread(self.policy.counters)}
-
-    def _sync_apps(self) -> None:
-        assert self.config is not None
-        if not self.config.apps and self.apps is None:
-            return
-        from nsg.apps import AppsSupervisor, specs
-
-        if self.apps is None:
-            self.apps = AppsSupervisor(self.docker_url, cache=self.state_dir / "images",
-                                       tls=lambda: self._device_tls() if self._device_tls else None,
-                                       on_change=self._telemetry_soon)
-        self.apps.set(specs(self.config, self.tenant_mtu))
-
-    def _guest_ports(self) -> frozenset[str]:
-        """The bridge ports the apps' and VMs' supervisors wire: the dataplane leaves them be."""
-        assert self.config is not None
-        from nsg.apps import specs
-        from nsg.vms import vm_specs
-
-        return frozenset({s.host_ifname for s in specs(self.config, self.tenant_mtu).values()}
-                         | {s.tap for s in vm_specs(self.config, self.tenant_mtu).values()})
-
-    def _sync_vms(self) -> None:
-        assert self.config is not None
-        if not self.config.vms and self.vms is None:
-            return
-        from nsg.vms import VmSupervisor, vm_specs
-
-        if self.vms is None:
-            self.vms = VmSupervisor(self.state_dir / "vms", cache=self.state_dir / "vm-images",  # apps prune theirs
-                                    tls=lambda: self._device_tls() if self._device_tls else None,
-                                    on_change=self._telemetry_soon)
-        self.vms.set(vm_specs(self.config, self.tenant_mtu))
 
     def _persist_last_good(self) -> None:
         """The config in force, kept atomically so the box boots and forwards with its controller away.
@@ -614,7 +503,7 @@ class Daemon:
                 evpn_routes = self.evpn.routes() if self.evpn is not None else None
                 desired = build_desired(self.config, self.leases, esp_tun=esp_tun, evpn_fdb=evpn_fdb,
                                         evpn_neighbors=evpn_neigh, evpn_routes=evpn_routes,
-                                        guests=self._guest_ports())
+                                        guests=self.workloads.guest_ports(self.config, self.tenant_mtu))
                 self.tenant_mtu = next((s.mtu for s in desired.links if s.kind == "bridge"), self.tenant_mtu)
             except ValueError as exc:  # e.g. a lease MTU too small for any tenant MTU
                 result = ApplyResult((), (), f"cannot build the desired state: {exc}")
@@ -695,10 +584,9 @@ class Daemon:
             "channel": self.channel.status() if self.channel else None,
             "bootstrap": self.zerotouch.status() if self.zerotouch else None,
             "evpn": self.evpn.status() if self.evpn else None,
-            "apps": self.apps.status() if self.apps else None,
-            "vms": self.vms.status() if self.vms else None,
-            "policy": await self.policy_status(),
-            "qos": await self.qos_status(),
+            **self.workloads.status(),
+            "policy": await self.enforce.policy_status(),
+            "qos": await self.enforce.qos_status(),
             "last_apply": self.last_apply,
             "last_reload_error": self.last_reload_error,
             "counters": dict(self.counters),

@@ -1,0 +1,344 @@
+"""The admin API's wire models (pydantic: requests refuse unknown fields) and the conversions from the
+store's records to them. controller/api.py serves them; its OpenAPI document is built from them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from ipaddress import IPv4Address, IPv4Network
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from controller.enterprise import UplinkDef
+from controller.inputs import ACTIVATION_MAX, ACTIVATION_MIN, SERIAL_RE
+from controller.store import EnterpriseRec, GatewayRec, SubnetRec
+from controller.store_workloads import AppRec, ImageRec, VmRec
+from nsg.model.config import IfName, Name
+from nsg.model.ipsec import IpsecConfig
+from nsg.model.policy import PolicyConfig
+from nsg.model.qos import QosConfig
+
+log = logging.getLogger("controller.api")
+
+Serial = Annotated[str, StringConstraints(pattern=SERIAL_RE.pattern)]
+ActivationCode = Annotated[str, Field(min_length=ACTIVATION_MIN, max_length=ACTIVATION_MAX,
+                                      json_schema_extra={"writeOnly": True, "format": "password"})]
+
+
+# -- wire models ---------------------------------------------------------------------------------
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class IpsecSettings(IpsecConfig):
+    """IPsec settings of an enterprise; without psk or certificates the controller makes a PSK."""
+
+    @model_validator(mode="after")
+    def _auth(self) -> IpsecSettings:  # replaces IpsecConfig's: credentials may be left out here
+        return self
+
+
+class EnterpriseIn(_In):
+    name: Name
+    transport: Literal["plain", "esp"] = "plain"
+    ipsec: IpsecSettings | None = None
+
+
+class EnterpriseOut(_Out):
+    name: str
+    transport: Literal["plain", "esp"]
+    ipsec: dict[str, Any] | None = Field(description="IPsec settings; the PSK itself is left out")
+    psk_set: bool
+    generation: int
+    created: str
+
+
+class EnterpriseList(_Out):
+    enterprises: list[EnterpriseOut]
+
+
+class SubnetIn(_In):
+    name: Name
+    vni: int
+    cidr: IPv4Network
+    gateway: IPv4Address
+
+
+class SubnetOut(_Out):
+    enterprise: str
+    name: str
+    vni: int
+    cidr: IPv4Network
+    gateway: IPv4Address
+
+
+class SubnetList(_Out):
+    subnets: list[SubnetOut]
+
+
+class GatewayIn(_In):
+    name: Name
+    serial: Serial
+    uplinks: list[UplinkDef] = Field(min_length=1)
+    ports: dict[Name, list[IfName]] = Field(default_factory=dict, description="subnet name -> LAN interfaces")
+    behind_nat: bool = False
+    activation_code: ActivationCode | None = Field(default=None, repr=False)
+    role: Literal["edge", "hub"] = Field(default="edge", description="hub: the overlay end beside the route "
+                                         "reflector (no LAN ports)")
+
+
+class GatewayPatch(_In):
+    """Only the fields given change; ``activation_code: null`` removes the code."""
+
+    serial: Serial | None = None
+    uplinks: list[UplinkDef] | None = Field(default=None, min_length=1)
+    ports: dict[Name, list[IfName]] | None = None
+    behind_nat: bool | None = None
+    activation_code: ActivationCode | None = Field(default=None, repr=False)
+
+
+class GatewayOut(_Out):
+    enterprise: str
+    name: str
+    serial: str
+    system_ip: IPv4Address
+    uplinks: list[UplinkDef]
+    ports: dict[str, list[str]]
+    behind_nat: bool
+    activation_code_set: bool
+    created: str
+    role: str
+
+
+class GatewayList(_Out):
+    gateways: list[GatewayOut]
+
+
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Restart = Literal["no", "always", "on-failure", "unless-stopped"]
+
+
+class ImageOut(_Out):
+    enterprise: str
+    sha256: str
+    size: int
+    references: list[str] = Field(description="the image references (NAME:TAG) the tarball carries")
+    created: str
+
+
+class ImageList(_Out):
+    images: list[ImageOut]
+
+
+class AppIn(_In):
+    name: str
+    subnet: str
+    image: str = Field(description="the reference it runs; an uploaded tarball must carry it")
+    image_sha256: Sha256 | None = Field(default=None, description="which upload; default: the newest carrying image")
+    address: IPv4Address | None = Field(default=None, description="default: the controller's IPAM picks one")
+    command: list[str] = []
+    env: dict[str, str] = {}
+    memory_mb: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+    restart: Restart = "always"
+
+
+class AppPatch(_In):
+    """Only the fields given change (a new image, limits, environment...); name, subnet and address stay."""
+
+    image: str | None = None
+    image_sha256: Sha256 | None = None
+    command: list[str] | None = None
+    env: dict[str, str] | None = None
+    memory_mb: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+    restart: Restart | None = None
+
+
+class AppLive(_Out):
+    """What the gateway last reported about the app (telemetry over the channel)."""
+
+    state: str | None = Field(description="running, restarting, exited, absent...")
+    attached: bool | None = None
+    address: str | None = Field(default=None, description="as attached on the gateway (address/prefix)")
+    restarts: int | None = None
+    oom_killed: bool | None = None
+    memory_mb: float | None = None
+    cpu_percent: float | None = None
+    error: str | None = None
+
+
+class AppOut(_Out):
+    gateway: str
+    name: str
+    subnet: str
+    address: IPv4Address
+    image: str
+    image_sha256: str | None
+    command: list[str]
+    env: dict[str, str]
+    memory_mb: int | None
+    cpus: float | None
+    pids: int | None
+    restart: str
+    created: str
+    live: AppLive | None = Field(description="null while the gateway has not reported it")
+
+
+class AppList(_Out):
+    apps: list[AppOut]
+
+
+class ImageSourceIn(_In):
+    url: str = Field(description="file:///PATH on the gateway")
+    sha256: Sha256
+
+
+class VmIn(_In):
+    name: str
+    subnet: str
+    address: IPv4Address | None = Field(default=None, description="default: the controller's IPAM picks one")
+    kernel: ImageSourceIn
+    initrd: ImageSourceIn | None = None
+    append: str = ""
+    memory_mb: int = 256
+    cpus: int = 1
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
+
+
+class VmLive(_Out):
+    state: str | None = Field(description="running, stopped, absent...")
+    attached: bool | None = None
+    address: str | None = None
+    restarts: int | None = None
+    error: str | None = None
+
+
+class VmOut(_Out):
+    gateway: str
+    name: str
+    subnet: str
+    address: IPv4Address
+    kernel: dict[str, str]
+    initrd: dict[str, str] | None
+    append: str
+    memory_mb: int
+    cpus: int
+    accel: str
+    created: str
+    live: VmLive | None = Field(description="null while the gateway has not reported it")
+
+
+class VmList(_Out):
+    vms: list[VmOut]
+
+
+class PolicyOut(_Out):
+    enterprise: str
+    generation: int
+    policy: PolicyConfig | None = Field(description="null: no firewall (nothing filtered, no breakout)")
+
+
+class QosOut(_Out):
+    enterprise: str
+    generation: int
+    qos: QosConfig | None = Field(description="null: no shaping; gateways shape the uplinks that carry egress_kbit")
+
+
+class RuleCount(_Out):
+    packets: int
+    bytes: int
+
+
+class PolicyCountersOut(_Out):
+    gateway: str
+    connected: bool
+    generation: int | None = Field(default=None, description="the config generation whose policy they count")
+    ts: float | None = Field(default=None, description="when the gateway read them (Unix time)")
+    counters: dict[str, RuleCount] = Field(default_factory=dict, description=(
+        "acl.<tenant>.<entry>, default.<tenant>, wall.<tenant> (dropped between tenants or toward an uplink "
+        "without breakout), breakout.<subnet>"))
+
+
+class GatewayStatus(_Out):
+    name: str
+    connected: bool = Field(description="its management channel is up now")
+    generation: int = Field(description="the config generation the controller has for it")
+    sent_generation: int | None = None
+    applied_generation: int | None = Field(default=None, description="the last generation it reported applied")
+    last_apply_error: str | None = None
+    telemetry_at: float | None = Field(default=None, description="when its last telemetry was sent (Unix time)")
+    counters: dict[str, int | float | str | None] = {}
+    apps: dict[str, AppLive] = {}
+    vms: dict[str, VmLive] = {}
+
+
+class ErrorBody(_Out):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class Error(_Out):
+    error: ErrorBody
+
+
+def _enterprise_out(e: EnterpriseRec) -> EnterpriseOut:
+    ipsec = None if e.ipsec is None else e.ipsec.model_dump(mode="json", exclude_none=True, exclude={"psk"})
+    return EnterpriseOut(name=e.name, transport=e.transport, ipsec=ipsec,
+                         psk_set=bool(e.ipsec and e.ipsec.psk), generation=e.generation, created=e.created)
+
+
+def _subnet_out(s: SubnetRec) -> SubnetOut:
+    return SubnetOut(enterprise=s.enterprise, name=s.name, vni=s.vni, cidr=s.cidr, gateway=s.gateway)
+
+
+def _gateway_out(g: GatewayRec) -> GatewayOut:
+    return GatewayOut(enterprise=g.enterprise, name=g.name, serial=g.serial, system_ip=g.system_ip,
+                      uplinks=list(g.uplinks), ports={k: list(v) for k, v in g.ports.items()},
+                      behind_nat=g.behind_nat, activation_code_set=g.has_activation_code, created=g.created,
+                      role=g.role)
+
+
+def _app_out(rec: AppRec, live: dict[str, AppLive]) -> AppOut:
+    a = rec.app
+    return AppOut(gateway=rec.gateway, name=a.name, subnet=a.subnet, address=a.address, image=a.image,
+                  image_sha256=a.image_sha256, command=list(a.command), env=dict(a.env), memory_mb=a.memory_mb,
+                  cpus=a.cpus, pids=a.pids, restart=a.restart, created=rec.created, live=live.get(a.name))
+
+
+def _image_out(i: ImageRec) -> ImageOut:
+    return ImageOut(enterprise=i.enterprise, sha256=i.sha256, size=i.size, references=list(i.references),
+                    created=i.created)
+
+
+def _live_of(counters: Mapping[str, Any], prefix: str, model: type[BaseModel]) -> dict[str, Any]:
+    """Telemetry keys <prefix>.<name>.<what> -> one ``model`` per app or VM."""
+    found: dict[str, dict[str, Any]] = {}
+    for key, value in counters.items():
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == prefix and parts[2] in model.model_fields:
+            found.setdefault(parts[1], {})[parts[2]] = value
+    out = {}
+    for name, fields in found.items():
+        try:
+            out[name] = model.model_validate({"state": None, **fields})
+        except ValidationError:
+            log.warning("gateway reported unusable %s telemetry for %s: %s", prefix, name, fields)
+    return out
+
+
+def _vm_out(rec: VmRec, live: dict[str, VmLive]) -> VmOut:
+    v = rec.vm
+    return VmOut(gateway=rec.gateway, name=v.name, subnet=v.subnet, address=v.address,
+                 kernel=v.kernel.model_dump(), initrd=v.initrd.model_dump() if v.initrd else None, append=v.append,
+                 memory_mb=v.memory_mb, cpus=v.cpus, accel=v.accel, created=rec.created, live=live.get(v.name))
