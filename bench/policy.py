@@ -79,12 +79,12 @@ def main() -> int:
         print(json.dumps({"bench": "policy", "error": "needs root (namespaces, nftables)"}))
         return 1
     doc = config(args.entries)
+    t0 = time.perf_counter()
+    parse_config(doc)  # before anything is made: a config the model refuses leaves nothing behind
+    validate_s = time.perf_counter() - t0
     work = Path(f"/tmp/nsg-bench-policy-{os.getpid()}")
     work.mkdir(mode=0o700)
     (work / "config.json").write_text(json.dumps(doc))
-    t0 = time.perf_counter()
-    parse_config(doc)
-    validate_s = time.perf_counter() - t0
     # the peer's input: the same ruleset in nft's own text format, as nft itself lists it
     ours, native, noop, change = [], [], [], []
     text = None
