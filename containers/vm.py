@@ -216,6 +216,7 @@ class Vms:
             pass
         else:
             said = log.read_text(errors="replace").strip().splitlines()[-3:]
+            attach.drop_tap(spec.tap)  # no VM on it: the TAP would outlive any record of it
             raise VmError(f"vm {spec.name}: qemu exited with {child.returncode}: {' | '.join(said)}")
         self.children[spec.name] = child
         rec = VmRecord(spec.name, child.pid, spec.digest(), spec.tap, time.time(), restarts)

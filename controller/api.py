@@ -415,7 +415,11 @@ async def upload_image(request: web.Request) -> web.Response:
         sha, size, refs = await image_files.receive(request.content, where)
     except image_files.ImageUploadError as exc:
         raise ApiError(400, "invalid", str(exc), "image") from None
-    rec, new = _store(request).add_image(ent, sha, size, refs)
+    try:
+        rec, new = _store(request).add_image(ent, sha, size, refs)
+    except StoreError:
+        image_files.prune(where, _store(request).image_in_use())  # the bytes no row names go again
+        raise
     return _json(_image_out(rec), 201 if new else 200, f"{API}/enterprises/{ent}/images/{sha}")
 
 

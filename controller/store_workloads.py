@@ -15,6 +15,7 @@ from pydantic import TypeAdapter
 
 from controller.enterprise import AppDef, VmDef
 from controller.inputs import Conflict, NotFound, StoreError, _address, _now, _validated
+from nsg.model.apps import image_reference
 
 _APP = TypeAdapter(AppDef)
 _VM = TypeAdapter(VmDef)
@@ -69,7 +70,10 @@ class WorkloadRecords:
         if not refs:
             raise StoreError("image", "the tarball tags no image (docker save NAME:TAG makes a tagged one)")
         for i, r in enumerate(refs):
-            _validated(TypeAdapter(AppDef.model_fields["image"].annotation), r, f"references[{i}]")
+            try:
+                image_reference(r)
+            except ValueError as exc:
+                raise StoreError(f"references[{i}]", str(exc)) from None
         with self._tx(write=True) as cur:
             ent_id = self._enterprise_id(cur, enterprise)
             row = cur.execute("SELECT 1 FROM images WHERE enterprise_id = ? AND sha256 = ?",

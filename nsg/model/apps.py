@@ -16,6 +16,13 @@ _SOURCE_URL = re.compile(r"^(file:///.|https://[A-Za-z0-9.:\[\]-]+/)")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
+def image_reference(v: str) -> str:
+    """An image reference like 'acme/web:1.2' (lowercase repository, optional tag), or ValueError."""
+    if not isinstance(v, str) or not _IMAGE.match(v):
+        raise ValueError(f"image {v!r} is not a reference like 'acme/web:1.2'")
+    return v
+
+
 class ImageSource(Frozen):
     """Where the image's `docker save` tarball comes from, and its SHA-256: nothing is loaded into the
     engine unless the bytes hash to it. `https://...` is the controller's device site (fetched with the
@@ -56,9 +63,7 @@ class App(Frozen):
     @field_validator("image")
     @classmethod
     def _image(cls, v: str) -> str:
-        if not _IMAGE.match(v):
-            raise ValueError(f"image {v!r} is not a reference like 'acme/web:1.2'")
-        return v
+        return image_reference(v)
 
     @field_validator("env", mode="before")
     @classmethod

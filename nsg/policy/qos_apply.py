@@ -109,7 +109,8 @@ class TcQos:
         except PolicyApplyError as exc:
             self.state.errors += 1
             self.state.last_error = str(exc)
-            self._plan = None  # the next apply rebuilds everything
+            # what may be half built is remembered, so remove() clears it; the next apply rebuilds it all
+            self._plan, self._wanted = new, None
             raise
         self._plan, self._wanted = new, wanted
         self.state.digest, self.state.last_error = wanted, None

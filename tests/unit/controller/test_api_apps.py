@@ -62,6 +62,8 @@ def test_upload_then_app_from_ipam_then_live_state(tmp_path, store):
             resp = await client.post("/api/v1/enterprises/acme/images", data=junk, headers=hdr)
             err = (await resp.json())["error"]
             assert (resp.status, err["field"]) == (400, "image") and says in err["message"], err
+        resp = await client.post("/api/v1/enterprises/acme/images", data=tarball(["Bad Ref:1"]), headers=hdr)
+        assert resp.status == 400 and (await resp.json())["error"]["field"] == "references[0]"
         assert sorted(p.name for p in images.iterdir()) == [f"{sha}.tar"]  # no leftovers from refusals
 
         status, doc = await api("POST", "/gateways/b1/apps", {"name": "web", "subnet": "corp",
