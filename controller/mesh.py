@@ -8,6 +8,8 @@ hub there is no EVPN and the flood lists are static (every peer gets every BUM f
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from controller.enterprise import AppDef, Enterprise, GatewayDef
 from nsg.model import SCHEMA_VERSION, GatewayConfig, parse_config
 
@@ -98,6 +100,11 @@ def render(ent: Enterprise) -> dict[str, GatewayConfig]:
             doc["policy"] = _policy(ent, g)
         if ent.qos is not None and (qos := _qos(ent, g)) is not None:
             doc["qos"] = qos
+        if g.role == "hub" and ent.image_base:
+            # the hub is the controller's own overlay node, beside its device site: the hub's input
+            # guard must let gateways reach that site (SZTP, EST, the channel, images) on its uplink
+            port = urlsplit(ent.image_base).port or 443
+            doc["uplink_services"] = [{"protocol": "tcp", "port": port}]
         if ent.ipsec is not None:
             doc["ipsec"] = ent.ipsec.model_dump(mode="json", exclude_none=True)
         out[g.name] = parse_config(doc, source=f"gateway {g.name}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
@@ -21,6 +22,7 @@ from nsg.evpn.speaker import Speaker
 
 log = logging.getLogger("controller.rr")
 
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # linux/in.h: bind to an address not (yet) on the box
 RESTART_TIME = 120  # seconds clients keep our routes after our sessions break without a NOTIFICATION
 
 
@@ -44,7 +46,18 @@ class RouteReflector:
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self, host: str, port: int = 179) -> int:
-        self._server = await asyncio.start_server(self._accept, host, port)
+        """Listen on ``host`` (the hub's system IP: clients arrive only through their tunnels). The
+        address may not be on the box yet (the hub gateway puts it on lo once its config applies), so
+        the socket binds with IP_FREEBIND."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        self._server = await asyncio.start_server(self._accept, sock=sock)
         return self._server.sockets[0].getsockname()[1]
 
     async def stop(self, restart: bool = False) -> None:
@@ -59,6 +72,9 @@ class RouteReflector:
         peer = writer.get_extra_info("peername")[0]
         if self.allowed is not None and peer not in self.allowed:
             self.counters["refused"] += 1
+            if self.counters["refused"] <= 10 or self.counters["refused"] % 1000 == 0:  # remote input: bounded
+                log.warning("BGP connection from %s refused: not a client (%d refused so far)", peer,
+                            self.counters["refused"])
             writer.close()
             return
         old = self.clients.get(peer)

@@ -37,9 +37,10 @@ def hub_def(plan: Plan) -> GatewayDef:
 
 
 def rr_argv(router_id: str, clients: list[str], asn: int = 65000) -> list[str]:
-    """The route reflector beside the hub: it listens in the controller node; only the branches'
-    system IPs may connect (their sessions arrive through the hub's tunnels)."""
-    return [sys.executable, "-m", "controller.cli", "route-reflector", "--listen", "0.0.0.0:179", "--asn", str(asn),
+    """The route reflector beside the hub: it listens in the controller node on the hub's system IP
+    (never on the WAN address); only the branches' system IPs may connect (their sessions arrive
+    through the hub's tunnels)."""
+    return [sys.executable, "-m", "controller.cli", "route-reflector", "--listen", f"{router_id}:179", "--asn", str(asn),
             "--router-id", router_id, *[a for c in clients for a in ("--client", c)]]
 
 

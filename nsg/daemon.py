@@ -215,7 +215,8 @@ class Daemon:
                 await asyncio.sleep(every)
                 shaper = self.enforce.qos
                 qos = await asyncio.to_thread(shaper.stats) if shaper is not None else None
-                await self.channel.send(self._telemetry(qos))
+                guard = await self.enforce.guard_status()
+                await self.channel.send(self._telemetry(qos, guard))
                 fw = self.enforce.policy
                 if fw is not None and fw.state.digest is not None:
                     counted = await asyncio.to_thread(fw.counters)
@@ -240,8 +241,9 @@ class Daemon:
 
         self._telemetry_task = asyncio.get_running_loop().create_task(send(), name="telemetry")
 
-    def _telemetry(self, qos: dict | None = None):
-        """``qos``: the shaper's class counters, read by the caller in a worker thread (netlink)."""
+    def _telemetry(self, qos: dict | None = None, guard: dict | None = None):
+        """``qos``: the shaper's class counters, read by the caller in a worker thread (netlink);
+        ``guard``: the input guard's status (what it dropped: attack traffic to alert on)."""
         from nsg.channel import wire
 
         counters: dict[str, int | float | str | None] = {f"daemon.{k}": v for k, v in self.counters.items()}
@@ -259,6 +261,10 @@ class Daemon:
                 for name, st in per.items():
                     counters[f"qos.{dev}.{name}.bytes"] = st["bytes"]
                     counters[f"qos.{dev}.{name}.drops"] = st["drops"]
+        if guard:
+            counters["guard.overlay_protected"] = int(guard["overlay_protected"])
+            for name, c in guard["dropped"].items():
+                counters[f"{name}.dropped_packets"] = c["packets"]
         return wire.Telemetry(ts=time.time(), counters=counters)
 
     async def _remote_config(self, msg):
@@ -318,6 +324,7 @@ class Daemon:
                 await self._reload()
             elif pending:
                 if pending[0] == "resync" and self.config is not None:
+                    await self.enforce.sync_guard(self.config, verify=True)
                     await self.enforce.sync_policy(self.config, verify=True)  # our table deleted behind our back
                     await self.enforce.sync_qos(self.config)  # a missing tree, or an uplink that appeared since
                 await self._apply(pending[0])
@@ -370,9 +377,13 @@ class Daemon:
 
     async def _converge(self, reason: str) -> ApplyResult:
         self._sync_dhcp()
-        # The firewall goes in before the dataplane: a new subnet is never up unfiltered. A ruleset nft
-        # refuses fails the whole config (the kernel kept the old one; install_config rolls back).
+        # The box's input guard, then the firewall, go in before the dataplane: a new VXLAN device or
+        # subnet is never up unfiltered. A ruleset nft refuses fails the whole config (the kernel kept
+        # the old one; install_config rolls back).
         assert self.config is not None
+        guard_error = await self.enforce.sync_guard(self.config)
+        if guard_error is not None:
+            return ApplyResult((), (), guard_error)
         policy_error = await self.enforce.sync_policy(self.config)
         if policy_error is not None:
             return ApplyResult((), (), policy_error)
@@ -585,6 +596,7 @@ class Daemon:
             "bootstrap": self.zerotouch.status() if self.zerotouch else None,
             "evpn": self.evpn.status() if self.evpn else None,
             **self.workloads.status(),
+            "guard": await self.enforce.guard_status(),
             "policy": await self.enforce.policy_status(),
             "qos": await self.enforce.qos_status(),
             "last_apply": self.last_apply,

@@ -127,6 +127,14 @@ class Peer(_Frozen):
         return self
 
 
+class UplinkService(_Frozen):
+    """A service of the box reachable from its uplinks (the input guard drops everything else that is
+    not IKE, ESP-in-UDP, DHCP or return traffic). The controller's co-located hub opens its device site."""
+
+    protocol: Literal["tcp", "udp"]
+    port: int = Field(ge=1, le=65535)
+
+
 class GatewayConfig(_Frozen):
     schema_version: Literal[1]
     generation: int = Field(default=0, ge=0)
@@ -142,6 +150,7 @@ class GatewayConfig(_Frozen):
     vms: tuple[Vm, ...] = Field(default=(), max_length=16)  # tenant VMs on the subnets
     policy: PolicyConfig | None = None  # firewall and breakout; without it nothing is filtered
     qos: QosConfig | None = None  # shaping by forwarding class on the uplinks; without it none
+    uplink_services: tuple[UplinkService, ...] = Field(default=(), max_length=32)
 
     @model_validator(mode="after")
     def _check(self) -> GatewayConfig:

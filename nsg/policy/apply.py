@@ -28,11 +28,12 @@ class PolicyApplyError(RuntimeError):
     """nft refused the ruleset or could not be run (a local fault); the kernel keeps what it had."""
 
 
-def _nft(doc: dict | None, *args: str) -> str:
-    return _nft_text(json.dumps(doc) if doc is not None else None, *args)
+def nft_json(doc: dict | None, *args: str) -> str:
+    return nft_text(json.dumps(doc) if doc is not None else None, *args)
 
 
-def _nft_text(doc: str | None, *args: str) -> str:
+def nft_text(doc: str | None, *args: str) -> str:
+    """Run ``nft -j ARGS`` (with ``doc`` on stdin as ``-f -``); its output, or PolicyApplyError."""
     cmd = [NFT, "-j", *args] + (["-f", "-"] if doc is not None else [])
     try:
         p = subprocess.run(cmd, input=doc, capture_output=True, text=True, timeout=TIMEOUT, check=False)
@@ -41,6 +42,26 @@ def _nft_text(doc: str | None, *args: str) -> str:
     if p.returncode != 0:
         raise PolicyApplyError(f"nft refused the ruleset: {p.stderr.strip()[:2000]}")
     return p.stdout
+
+
+def table_counters(family: str, table: str) -> dict[str, dict[str, int]]:
+    """What each commented rule of one table counted: {comment: {"packets", "bytes"}} (rules sharing a
+    comment add up); {} without the table."""
+    try:
+        out = json.loads(nft_json(None, "list", "table", family, table) or "{}")
+    except PolicyApplyError:
+        return {}
+    found: dict[str, dict[str, int]] = {}
+    for item in out.get("nftables", []):
+        rule = item.get("rule")
+        if not rule or "comment" not in rule:
+            continue
+        for e in rule.get("expr", ()):
+            if isinstance(e, dict) and isinstance(e.get("counter"), dict):
+                c = found.setdefault(rule["comment"], {"packets": 0, "bytes": 0})
+                c["packets"] += e["counter"].get("packets", 0)
+                c["bytes"] += e["counter"].get("bytes", 0)
+    return found
 
 
 _BRIDGE_NF_USERS: set[int] = set()
@@ -80,27 +101,13 @@ class NftPolicy:
         self._inputs: tuple | None = None
 
     def _have_table(self) -> bool:
-        out = json.loads(_nft(None, "list", "tables", FAMILY) or "{}")
+        out = json.loads(nft_json(None, "list", "tables", FAMILY) or "{}")
         return any("table" in o and o["table"]["name"] == TABLE for o in out.get("nftables", []))
 
     def counters(self) -> dict[str, dict[str, int]]:
         """What each rule of our table counted, by its comment: {"packets", "bytes"} (rules sharing a
         comment add up); {} without the table."""
-        try:
-            out = json.loads(_nft(None, "list", "table", FAMILY, TABLE) or "{}")
-        except PolicyApplyError:
-            return {}
-        found: dict[str, dict[str, int]] = {}
-        for item in out.get("nftables", []):
-            rule = item.get("rule")
-            if not rule or "comment" not in rule:
-                continue
-            for e in rule.get("expr", ()):
-                if isinstance(e, dict) and isinstance(e.get("counter"), dict):
-                    c = found.setdefault(rule["comment"], {"packets": 0, "bytes": 0})
-                    c["packets"] += e["counter"].get("packets", 0)
-                    c["bytes"] += e["counter"].get("bytes", 0)
-        return found
+        return table_counters(FAMILY, TABLE)
 
     def _bridge_netfilter(self, on: bool) -> None:
         bridge_netfilter(self, on)
@@ -118,7 +125,7 @@ class NftPolicy:
         keep = self.counters() if self._inputs is not None else {}  # each rule starts where it was
         rendered = render(cfg, uplink_ifaces, start=keep)
         try:
-            _nft_text(rendered.document)
+            nft_text(rendered.document)
         except PolicyApplyError as exc:
             self.state.errors += 1
             self.state.last_error = str(exc)
@@ -134,7 +141,7 @@ class NftPolicy:
         """No policy: our table goes (nothing else is touched)."""
         changed = False
         if self.state.digest is not None or self._have_table():
-            _nft({"nftables": [{"add": {"table": {"family": FAMILY, "name": TABLE}}},
+            nft_json({"nftables": [{"add": {"table": {"family": FAMILY, "name": TABLE}}},
                                {"delete": {"table": {"family": FAMILY, "name": TABLE}}}]})
             changed = True
         self.state.digest = None

@@ -4,10 +4,12 @@ need, applied in worker threads (subprocesses and netlink), reported for `nsg st
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 from nsg.model import GatewayConfig
-from nsg.policy.apply import NftPolicy, PolicyApplyError
+from nsg.policy import guard as guard_mod
+from nsg.policy.apply import NftPolicy, PolicyApplyError, nft_text, table_counters
 from nsg.policy.nft import PolicyRenderError
 from nsg.policy.qos_apply import TcQos
 from nsg.policy.tc import plan
@@ -19,6 +21,54 @@ class Enforcement:
     def __init__(self) -> None:
         self.policy: NftPolicy | None = None  # once a config had a policy
         self.qos: TcQos | None = None  # once a config had QoS
+        self.guard: guard_mod.Guard | None = None  # the input guard in force (table inet nsg_guard)
+        self.guard_state = {"applied": 0, "noop": 0, "errors": 0, "last_error": None}
+
+    def _guard_present(self) -> bool:
+        out = json.loads(nft_text(None, "list", "tables", guard_mod.FAMILY) or "{}")
+        return any(o.get("table", {}).get("name") == guard_mod.TABLE for o in out.get("nftables", []))
+
+    async def sync_guard(self, cfg: GatewayConfig, verify: bool = False) -> str | None:
+        """The box's own input guard, before anything else of a config: None, or why it could not be put
+        in place (then the config is refused; the guard in force stays)."""
+        want = guard_mod.guard_for(cfg)
+        try:
+            if want == self.guard and (not verify or await asyncio.to_thread(self._guard_present)):
+                self.guard_state["noop"] += 1
+                return None
+            await asyncio.to_thread(nft_text, guard_mod.render(want))
+        except PolicyApplyError as exc:
+            self.guard_state["errors"] += 1
+            self.guard_state["last_error"] = str(exc)
+            log.error("input guard not applied: %s", exc)
+            return f"input guard: {exc}"
+        if self.guard is not None and verify and want == self.guard:
+            log.warning("input guard was missing from the kernel: put back")
+        self.guard = want
+        self.guard_state["applied"] += 1
+        self.guard_state["last_error"] = None
+        log.info("input guard applied", extra={"fields": {"uplinks": list(want.uplinks), "peers": len(want.peers),
+                                                           "overlay_protected": want.protected}})
+        return None
+
+    async def guard_status(self) -> dict | None:
+        """What the guard lets in and what it dropped (read from the kernel now, in a worker thread)."""
+        if self.guard is None:
+            return None
+        counted = await asyncio.to_thread(table_counters, guard_mod.FAMILY, guard_mod.TABLE)
+        g = self.guard
+        return {**self.guard_state, "overlay_protected": g.protected, "uplinks": list(g.uplinks),
+                "overlay_peers": list(g.peers), "services": [f"{p}/{n}" for p, n in g.services],
+                "dropped": {k: counted.get(k, {"packets": 0, "bytes": 0}) for k in guard_mod.COUNTERS}}
+
+    async def remove_guard(self) -> None:
+        if self.guard is None:
+            return
+        try:
+            await asyncio.to_thread(nft_text, guard_mod.remove_document())
+        except PolicyApplyError as exc:
+            log.error("flush: %s", exc)
+        self.guard = None
 
     async def sync_policy(self, cfg: GatewayConfig, verify: bool = False) -> str | None:
         """None, or why the firewall could not be put in place (the one in force stays)."""
@@ -76,6 +126,7 @@ class Enforcement:
 
     async def flush(self) -> None:
         """Our nft tables, qdiscs and ifbs go (--flush-on-exit)."""
+        await self.remove_guard()
         for part in (self.policy, self.qos):
             if part is not None:
                 try:

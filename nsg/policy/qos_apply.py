@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nsg.policy.apply import PolicyApplyError, _nft, _nft_text, bridge_netfilter
+from nsg.policy.apply import PolicyApplyError, bridge_netfilter, nft_json, nft_text
 from nsg.policy.tc import QOS_TABLE, LinkPlan, QosPlan
 
 TC = shutil.which("tc") or "/usr/sbin/tc"
@@ -105,7 +105,7 @@ class TcQos:
                     self._drop(lk)
             for lk in new.links:
                 self._build(lk)
-            _nft_text(new.nft)
+            nft_text(new.nft)
         except PolicyApplyError as exc:
             self.state.errors += 1
             self.state.last_error = str(exc)
@@ -128,7 +128,7 @@ class TcQos:
             return False
         for lk in self._plan.links:
             self._drop(lk)
-        _nft({"nftables": [{"add": {"table": {"family": "inet", "name": QOS_TABLE}}},
+        nft_json({"nftables": [{"add": {"table": {"family": "inet", "name": QOS_TABLE}}},
                            {"delete": {"table": {"family": "inet", "name": QOS_TABLE}}}]})
         self._plan = None
         self.state.digest = None
