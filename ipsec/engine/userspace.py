@@ -40,7 +40,7 @@ TOS_INT = [struct.pack("i", tos) for tos in range(256)]  # IP_TOS ancillary data
 
 COUNTERS = (
     "tun_in", "tun_out", "udp_in", "udp_out", "no_sa", "unknown_spi", "truncated", "ike_in", "keepalives_in",
-    "esp_drops", "bad_inner", "send_errors", "tun_write_errors", "sa_exhausted",
+    "esp_drops", "bad_inner", "send_errors", "tun_write_errors", "sa_exhausted", "recv_errors",
 )
 
 
@@ -102,6 +102,9 @@ class UserspaceEngine:
             os.write(self._wake_w, b"x")
 
     # --- control-plane helpers (any thread) ----------------------------------
+
+    # These two raise OSError as sendto does (ENETUNREACH while the WAN is down, EPERM when
+    # nftables drops our output): the IKE driver counts it per errno and its timers retry.
 
     def send_ike(self, message: bytes, peer: tuple[str, int], sock: int = 0) -> None:
         """IKE on port 4500 carries the non-ESP marker (RFC 3948 2.2)."""
@@ -188,7 +191,9 @@ class UserspaceEngine:
             except OSError as exc:
                 if exc.errno in (errno.EINTR, errno.ECONNREFUSED):
                     continue
-                raise
+                # a socket error must not end the engine thread: count it, epoll calls again
+                c["recv_errors"] += 1
+                return
             c["udp_in"] += 1
             if n < 8:
                 if n == 1 and buf[0] == 0xFF:

@@ -8,6 +8,7 @@ a reqid, so adding it is the switch).
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 from collections.abc import Callable
 
@@ -71,7 +72,10 @@ class XfrmInstaller:
 
 
 class EncapSocket:
-    """UDP 4500 with UDP_ENCAP_ESPINUDP: the kernel takes the ESP, we get IKE (RFC 3948 2.2)."""
+    """UDP 4500 with UDP_ENCAP_ESPINUDP: the kernel takes the ESP, we get IKE (RFC 3948 2.2).
+
+    Sends raise OSError like sendto (the IKE driver counts them and lets its timers retry);
+    receive errors are counted here, by errno, and never reach the event loop."""
 
     def __init__(self, on_ike: Callable[[bytes, tuple[str, int], int], None], port: int = 4500):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -80,6 +84,7 @@ class EncapSocket:
         self.sock.setsockopt(SOL_UDP, UDP_ENCAP, x.UDP_ENCAP_ESPINUDP)
         self.sock.setblocking(False)
         self.on_ike = on_ike
+        self.counters: dict[str, int] = {}  # "recv_errors.<errno name>"
         asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
 
     def _readable(self) -> None:
@@ -87,6 +92,10 @@ class EncapSocket:
             try:
                 data, addr = self.sock.recvfrom(65536)
             except BlockingIOError:
+                return
+            except OSError as exc:  # a pending socket error (an ICMP report) is given once; the reader stays
+                key = f"recv_errors.{errno.errorcode.get(exc.errno or 0, exc.errno)}"
+                self.counters[key] = self.counters.get(key, 0) + 1
                 return
             if data[:4] == NON_ESP_MARKER:
                 self.on_ike(data[4:], addr, 0)

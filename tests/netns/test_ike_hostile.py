@@ -5,6 +5,8 @@ keys and carries traffic."""
 
 from __future__ import annotations
 
+import json
+import random
 import struct
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from scapy.all import UDP, rdpcap
 
 from lab.gateways import Gateways
 from tests.capture import capture
+from tests.unit.ike.test_hostile_logging import bad_init, spoofed
 
 EXCHANGES = st.sampled_from([34, 35, 36, 37, 0, 255])
 
@@ -128,3 +131,76 @@ def test_hostile_esp_at_the_gateway(make_lab, tmp_path):
     assert sa_sum(after, "auth_failures") - sa_sum(before, "auth_failures") == 1
     assert eng["unknown_spi"] == 1 and eng["truncated"] == 1 and eng["esp_drops"] == 3
     assert lab.run("b1-h1", "ping", "-c", "2", "-W", "2", "198.19.0.21", check=False).returncode == 0
+
+
+SPOOFER = """
+import sys, time
+from scapy.all import IP, UDP, Raw, conf, send
+conf.verb = 0
+pkts = []
+for line in open(sys.argv[1]):
+    src, sport, hexdata = line.split()
+    pkts.append(IP(src=src, dst=sys.argv[2]) / UDP(sport=int(sport), dport=500) / Raw(bytes.fromhex(hexdata)))
+t0 = time.monotonic()
+send(pkts, inter=0.001)
+print(f"{len(pkts)} {time.monotonic() - t0:.2f}")
+"""
+
+
+def test_spoofed_ike_sa_init_flood_is_summarised(make_lab, tmp_path):
+    """1,000 IKE_SA_INITs from random spoofed TEST-NET sources with proposals b2 must refuse: b2's
+    log gets at most 5 lines in any 10 s (the first few refusals, named by their real source
+    ip:port, then one summary), every refusal is counted by reason, and the tunnel stays up."""
+    lab, plan = make_lab("two-branch")
+    gws = Gateways(lab, plan, transport="esp")
+    gws.write_configs()
+    for g in ("b1", "b2"):
+        gws.start(g)
+    before = gws.wait_tunnels("b2")
+    live = {p["peer"]: p["ike_sa"] for p in before["tunnels"]["ike"]}
+    target = plan.gateways[1].uplinks[0].address.split("/")[0]
+    rnd = random.Random(13)
+    flood = [(spoofed(rnd), bad_init(i % 4, rnd)) for i in range(1000)]
+    f = tmp_path / "flood.txt"
+    f.write_text("".join(f"{ip} {port} {data.hex()}\n" for (ip, port), data in flood))
+    log = lab.log_path("b2", "nsg")
+    offset = log.stat().st_size
+    t0 = time.time()
+    out = subprocess.run(lab.exec_argv("inet", [sys.executable, "-c", SPOOFER, str(f), target]), check=True,
+                         capture_output=True, text=True).stdout.split()
+    took = float(out[1])
+    # the summary comes when the first 10 s window since the first refusal is over
+    lines: list[dict] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        lines = [json.loads(x) for x in log.read_text()[offset:].splitlines() if x.strip()]
+        if any(x.get("summary") == "refused IKE_SA_INIT" for x in lines):
+            break
+        time.sleep(0.5)
+    time.sleep(1.0)
+    lines = [json.loads(x) for x in log.read_text()[offset:].splitlines() if x.strip()]
+    span = time.time() - t0
+    worst = max((sum(1 for y in lines if x["ts"] <= y["ts"] < x["ts"] + 10) for x in lines), default=0)
+    after = gws.status("b2")["tunnels"]
+    refused = {k: v for k, v in after["ike_manager"].items() if k.startswith("refused.")}
+    print(f"flood: {len(flood)} spoofed IKE_SA_INITs sent in {took:.2f}s; b2 logged {len(lines)} lines in "
+          f"{span:.1f}s (at most {worst} in any 10 s); refused {refused}")
+    for x in lines:
+        print("   ", json.dumps(x))
+    assert worst <= 5, [x["msg"] for x in lines]
+    summaries = [x for x in lines if x.get("summary") == "refused IKE_SA_INIT"]
+    assert len(summaries) == 1, "no summary of the refusals"
+    assert summaries[0]["msg"].startswith(f"{sum(refused.values()):,} refused IKE_SA_INIT from "), summaries[0]
+    assert sum(refused.values()) >= 950, refused  # all of them reached the responder (a few may drop)
+    assert refused.get("refused.IKE_SA_INIT.NO_PROPOSAL_CHOSEN", 0) >= 450
+    sources = {f"{ip}:{port}" for (ip, port), _ in flood}
+    for x in lines:
+        if x["logger"].startswith("ipsec") and "summary" not in x:
+            assert x.get("src") in sources and x.get("peer") is None, x  # the real source, no guessed peer
+    # the live IKE SAs and their children are the same ones, and the overlay still works
+    now = {p["peer"]: p["ike_sa"] for p in after["ike"]}
+    for peer, sa in live.items():
+        assert now[peer]["local_spi"] == sa["local_spi"] and now[peer]["state"] == "established", peer
+        assert now[peer]["children"] == sa["children"], peer
+    for src, dst in (("b1-h1", "198.19.0.21"), ("b2-h1", "198.19.0.11")):
+        assert lab.run(src, "ping", "-c", "2", "-W", "2", dst, check=False).returncode == 0
