@@ -18,7 +18,9 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 async def keep_enrolled(identity: FileIdentityStore, est_url: str, *, clock: Clock | None = None,
-                        sleep: Sleep = asyncio.sleep, retry_s: float = 60.0, max_nap_s: float = 3600.0) -> None:
+                        sleep: Sleep = asyncio.sleep, retry_s: float = 60.0, max_nap_s: float = 3600.0,
+                        on_renewed: Callable[[], None] | None = None) -> None:
+    """``on_renewed``: called once the new certificate and key are on disk (the tunnels pick them up)."""
     clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
     cafile = identity.directory / "controller-ca.pem"
     while True:
@@ -39,3 +41,5 @@ async def keep_enrolled(identity: FileIdentityStore, est_url: str, *, clock: Clo
             continue
         identity.store_ldevid(issued, key)
         log.info("LDevID renewed", extra={"fields": {"not_after": issued.not_valid_after_utc.isoformat()}})
+        if on_renewed is not None:
+            on_renewed()

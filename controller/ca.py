@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ CERT_FILE = "ca.crt.pem"
 # Tuning, not protocol.
 CA_LIFETIME = datetime.timedelta(days=3650)
 BACKDATE = datetime.timedelta(minutes=5)  # tolerate gateways whose clock is a little behind
+CRL_VALIDITY = datetime.timedelta(days=30)  # nextUpdate; a new list goes out with every revocation
 MIN_RSA_BITS = 2048
 ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1)
 MAX_SERIAL_LEN = 64  # X.520 ub-serial-number
@@ -199,6 +201,21 @@ class CertificateAuthority:
             return False
         return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
 
+    # --- revocation ---------------------------------------------------------------------------------
+
+    def crl(self, revoked: Iterable[tuple[int, datetime.datetime]], *, now: datetime.datetime | None = None,
+            valid_for: datetime.timedelta = CRL_VALIDITY) -> bytes:
+        """A CRL (RFC 5280 section 5) of (certificate serial number, revocation time), signed by this CA,
+        as PEM. Gateways get it with every config and refuse the listed certificates in IKE_AUTH."""
+        now = now or datetime.datetime.now(datetime.UTC)
+        b = (x509.CertificateRevocationListBuilder().issuer_name(self.cert.subject)
+             .last_update(now - BACKDATE).next_update(now + valid_for)
+             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False))
+        for serial, when in revoked:
+            b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(serial)
+                                          .revocation_date(when).build())
+        return b.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
     # --- issuing -----------------------------------------------------------------------------------
 
     def issue(self, csr: x509.CertificateSigningRequest | bytes, *, serial_expected: str,
@@ -252,9 +269,9 @@ class CertificateAuthority:
                                                 key_encipherment=is_rsa, data_encipherment=False,
                                                 key_agreement=False, key_cert_sign=False, crl_sign=False,
                                                 encipher_only=False, decipher_only=False), critical=True)
-                   # The LDevID is the mTLS client identity and the IKE/TLS server identity alike.
-                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH,
-                                                         ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+                   # The LDevID is a TLS client identity (channel, EST, images) and an IKE identity, which
+                   # needs no extended key usage (RFC 4945 5.1.3.12); a gateway serves no TLS: no serverAuth.
+                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
                    .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
                    .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
                                   critical=False))

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from nsg.model import Subnet, Uplink
 from nsg.model.apps import App, ImageSource, Vm
-from nsg.model.ipsec import IpsecConfig
+from nsg.model.ipsec import IpsecTuning
 from nsg.model.policy import PolicyConfig, parse_ref
 from nsg.model.qos import MAX_KBIT, QosConfig
 
@@ -18,6 +18,29 @@ EVPN_ASN = 65000  # a private AS (RFC 6996): iBGP inside one enterprise
 
 class _M(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EnterpriseIpsec(IpsecTuning):
+    """The enterprise's IPsec settings. ``auth`` "ldevid" (the default): every gateway authenticates with
+    its own LDevID and the controller holds no data-plane secret at all. "psk" (an explicit choice):
+    ``psk`` is a secret of the controller's from which each *pair* of gateways gets its own key
+    (controller.mesh.pair_psk); no gateway ever receives it, nor a key of a pair it is not part of."""
+
+    auth: Literal["ldevid", "psk"] = "ldevid"
+    psk: str | None = Field(default=None, min_length=16, max_length=256, repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _psk_means_psk(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("psk") and "auth" not in data:
+            return {**data, "auth": "psk"}  # settings stored before "auth" existed
+        return data
+
+    @model_validator(mode="after")
+    def _secret(self) -> EnterpriseIpsec:
+        if (self.auth == "psk") != (self.psk is not None):
+            raise ValueError("auth 'psk' needs 'psk' (the secret pair keys derive from); 'ldevid' takes none")
+        return self
 
 
 class SubnetDef(_M):
@@ -68,6 +91,7 @@ class VmDef(Vm):
 class GatewayDef(_M):
     name: str
     system_ip: IPv4Address
+    serial: str | None = None  # the device serial its LDevID carries (IKE peers are bound to it)
     uplinks: tuple[UplinkDef, ...] = Field(min_length=1)
     ports: dict[str, tuple[str, ...]] = {}  # subnet name -> LAN interfaces
     behind_nat: bool = False  # its uplinks are NATed: it starts IKE toward every peer
@@ -90,7 +114,8 @@ class Enterprise(_M):
     name: str
     generation: int = Field(default=1, ge=0)
     transport: Literal["plain", "esp"] = "plain"
-    ipsec: IpsecConfig | None = None
+    ipsec: EnterpriseIpsec | None = None
+    crl: str | None = None  # the controller CA's revocation list (PEM), pushed to gateways with auth "ldevid"
     subnets: tuple[SubnetDef, ...] = ()
     gateways: tuple[GatewayDef, ...] = ()
     evpn_asn: int = Field(default=EVPN_ASN, ge=1, le=(1 << 32) - 1)  # iBGP: the RR and every gateway

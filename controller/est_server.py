@@ -128,8 +128,9 @@ def certs_only_body(certs: Sequence[x509.Certificate]) -> bytes:
 
 
 def issue_for(ca: CertificateAuthority, decision: AuthDecision, csr: x509.CertificateSigningRequest,
-              now: datetime.datetime | None = None) -> bytes:
-    """Issue under ``decision`` and return the 200 reply body; CSR problems become EstHttpError."""
+              now: datetime.datetime | None = None, on_issued: OnIssued | None = None) -> bytes:
+    """Issue under ``decision`` and return the 200 reply body; CSR problems become EstHttpError.
+    ``on_issued(device serial, certificate)`` records it (revocation needs to know what exists)."""
     try:
         cert = ca.issue(csr, serial_expected=decision.serial, lifetime=decision.lifetime, san_ip=decision.san_ip,
                         now=now)
@@ -137,6 +138,8 @@ def issue_for(ca: CertificateAuthority, decision: AuthDecision, csr: x509.Certif
         raise EstHttpError(_CSR_STATUS.get(exc.code, 400), exc.reason) from None
     log.info("EST issued certificate %x for serial %s until %s", cert.serial_number, decision.serial,
              cert.not_valid_after_utc.isoformat())
+    if on_issued is not None:
+        on_issued(decision.serial, cert)
     return certs_only_body([cert])
 
 
@@ -151,6 +154,7 @@ class Grant:
     san_ip: IPAddress | None = None
 
 
+OnIssued = Callable[[str, x509.Certificate], None]
 Lookup = Callable[[str, AuthContext], "Grant | Pending | Awaitable[Grant | Pending | None] | None"]
 
 
@@ -173,8 +177,10 @@ class DeviceAuthorizer:
     ``lookup(serial, ctx)`` returns a Grant, Pending (e.g. an activation code is still missing: see
     ``ctx.basic``) or None for "not a gateway of ours"; it may be a coroutine function."""
 
-    def __init__(self, ca: CertificateAuthority, manufacturer_cas: Sequence[x509.Certificate], lookup: Lookup):
+    def __init__(self, ca: CertificateAuthority, manufacturer_cas: Sequence[x509.Certificate], lookup: Lookup,
+                 revoked: Callable[[int], bool] = lambda _serial: False):
         self._ca = ca
+        self._revoked = revoked
         self._manufacturers = tuple(manufacturer_cas)
         self._lookup = lookup
 
@@ -189,6 +195,8 @@ class DeviceAuthorizer:
         elif ctx.operation == OP_SIMPLEREENROLL:
             if not self._ca.issued(cert, now=now):
                 raise EstDenied(403, "client certificate is not a current certificate from this CA")
+            if self._revoked(cert.serial_number):
+                raise EstDenied(403, "client certificate was revoked (the gateway was deleted or replaced)")
         else:
             raise EstDenied(403, f"operation {ctx.operation!r} is not offered")
         serial = subject_serial(cert.subject)
@@ -275,7 +283,7 @@ def _basic(request: web.Request) -> tuple[str, str] | None:
 
 
 def add_est_routes(app: web.Application, ca: CertificateAuthority, authorize: Authorize, *,
-                   prefix: str = WELL_KNOWN) -> None:
+                   prefix: str = WELL_KNOWN, on_issued: OnIssued | None = None) -> None:
     """Mount GET {prefix}/cacerts and POST {prefix}/simpleenroll, {prefix}/simplereenroll on ``app``."""
 
     async def get_cacerts(request: web.Request) -> web.Response:
@@ -299,7 +307,7 @@ def add_est_routes(app: web.Application, ca: CertificateAuthority, authorize: Au
                     raise TypeError(f"authorize returned {type(decision).__name__}, not AuthDecision or Pending")
                 body = await _read_limited(request, MAX_CSR_BODY)
                 csr = decode_csr_body(request.headers.get("Content-Type"), body)
-                reply = issue_for(ca, decision, csr)
+                reply = issue_for(ca, decision, csr, on_issued=on_issued)
             except EstDenied as exc:
                 log.warning("EST %s refused (%d) for client %s: %s", operation, exc.status, _describe(peer),
                             exc.reason)

@@ -8,6 +8,10 @@ hub there is no EVPN and the flood lists are static (every peer gets every BUM f
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+from ipaddress import IPv4Address
 from urllib.parse import urlsplit
 
 from controller.enterprise import AppDef, Enterprise, GatewayDef
@@ -21,6 +25,33 @@ def _initiate(me: GatewayDef, peer: GatewayDef) -> str:
     if me.behind_nat and not peer.behind_nat:
         return "always"
     return "auto"
+
+
+def pair_psk(secret: str, a: IPv4Address, b: IPv4Address) -> str:
+    """The key of one pair of gateways (by system IP, either order): HMAC-SHA256 of the pair under the
+    enterprise secret (RFC 2104), base64url. Each gateway gets only the keys of the pairs it is in: a
+    stolen box knows nothing that authenticates any other pair."""
+    lo, hi = sorted((a, b))
+    mac = hmac.new(secret.encode(), f"nsg-ike-psk|{lo}|{hi}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def _peer(ent: Enterprise, me: GatewayDef, p: GatewayDef) -> dict:
+    doc = {"name": p.name, "system_ip": str(p.system_ip), "endpoint": str(p.endpoint()), "initiate": _initiate(me, p)}
+    if ent.ipsec is not None and ent.ipsec.auth == "psk":
+        assert ent.ipsec.psk is not None
+        doc["psk"] = pair_psk(ent.ipsec.psk, me.system_ip, p.system_ip)
+    elif ent.ipsec is not None and p.serial is not None:
+        doc["serial"] = p.serial  # its certificate must be the one issued to this device
+    return doc
+
+
+def _ipsec(ent: Enterprise) -> dict:
+    assert ent.ipsec is not None
+    doc = ent.ipsec.model_dump(mode="json", exclude_none=True, exclude={"psk"})
+    if ent.ipsec.auth == "ldevid" and ent.crl is not None:
+        doc["crl"] = ent.crl
+    return doc
 
 
 def _app(a: AppDef, image_base: str | None) -> dict:
@@ -79,12 +110,7 @@ def render(ent: Enterprise) -> dict[str, GatewayConfig]:
             "subnets": [
                 {**s.model_dump(mode="json"), "ports": list(g.ports.get(s.name, ()))} for s in ent.subnets
             ] if g.role == "edge" else [],
-            "peers": [
-                {"name": p.name, "system_ip": str(p.system_ip), "endpoint": str(p.endpoint()),
-                 "initiate": _initiate(g, p)}
-                for p in ent.gateways
-                if p.name != g.name
-            ],
+            "peers": [_peer(ent, g, p) for p in ent.gateways if p.name != g.name],
             "transport": ent.transport,
             "behind_nat": g.behind_nat,
         }
@@ -106,6 +132,6 @@ def render(ent: Enterprise) -> dict[str, GatewayConfig]:
             port = urlsplit(ent.image_base).port or 443
             doc["uplink_services"] = [{"protocol": "tcp", "port": port}]
         if ent.ipsec is not None:
-            doc["ipsec"] = ent.ipsec.model_dump(mode="json", exclude_none=True)
+            doc["ipsec"] = _ipsec(ent)
         out[g.name] = parse_config(doc, source=f"gateway {g.name}")
     return out

@@ -89,16 +89,25 @@ class DeviceServices:
                                        days=825))
         mkey, mcert = make_manufacturer_ca(self.manufacturer_dir)
         self.gate = ActivationGate(self.store)
-        self.hub = ChannelHub(self._config_doc, accept=self.ca.issued)
+        self.store.crl_signer = self.ca.crl
+        self.store.refresh_crl()  # what was revoked while no signer was there (a CLI on the database)
+        self.hub = ChannelHub(self._config_doc, accept=self._current_ldevid)
         self.sztp = SztpServer(Owner(owner_key, owner, oca), Manufacturer(mkey, mcert), self._onboarding, (mcert,))
         self._tls = (pki / f"tls-{self.address}.pem", pki / f"tls-{self.address}.key")
         self._client_cas = [mcert, self.ca.cert]
-        self._authorizer = DeviceAuthorizer(self.ca, [mcert], self.gate.lookup)
+        self._authorizer = DeviceAuthorizer(self.ca, [mcert], self.gate.lookup, revoked=self.store.is_revoked)
         self._runner: web.AppRunner | None = None
         self._pusher: asyncio.Task | None = None
         self.images_dir = self.state_dir / "images"
         self.images_dir.mkdir(exist_ok=True, mode=0o700)
         self.counters = {"image_downloads": 0, "image_refused": 0}
+
+    def _current_ldevid(self, cert: x509.Certificate) -> bool:
+        """An LDevID of our CA, valid now and not revoked (the channel, images)."""
+        return self.ca.issued(cert) and not self.store.is_revoked(cert.serial_number)
+
+    def _issued(self, device_serial: str, cert: x509.Certificate) -> None:
+        self.store.record_issued(device_serial, cert.serial_number, cert.not_valid_after_utc)
 
     @property
     def base_url(self) -> str:
@@ -126,7 +135,7 @@ class DeviceServices:
         (a gateway of one enterprise never gets another's images)."""
         sha = request.match_info["sha256"]
         cert = peer_certificate(request)
-        if cert is None or not self.ca.issued(cert):
+        if cert is None or not self._current_ldevid(cert):
             self.counters["image_refused"] += 1
             raise web.HTTPUnauthorized(text="an LDevID client certificate from this controller is needed")
         serial = subject_serial(cert.subject)
@@ -144,7 +153,7 @@ class DeviceServices:
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024)
         self.sztp.add_routes(app)
-        add_est_routes(app, self.ca, self._authorizer)
+        add_est_routes(app, self.ca, self._authorizer, on_issued=self._issued)
         self.hub.add_routes(app)
         app.router.add_get(r"/images/{sha256:[0-9a-f]{64}}", self._image)
         self._runner = web.AppRunner(app)

@@ -15,13 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-from controller.enterprise import Enterprise, GatewayDef, SubnetDef, UplinkDef
+from controller.enterprise import Enterprise, EnterpriseIpsec, GatewayDef, SubnetDef, UplinkDef
 from controller.mesh import render
 from lab.lab import Lab
 from lab.netns import LabError
 from lab.topology import CONTROLLER_SYSTEM_IP, Plan
 from nsg.model.config import dump_config
-from nsg.model.ipsec import IpsecConfig
 
 HUB = "hub"  # the hub gateway's name; it runs on the controller node
 HUB_NODE = "ctl"
@@ -40,8 +39,8 @@ def rr_argv(router_id: str, clients: list[str], asn: int = 65000) -> list[str]:
     """The route reflector beside the hub: it listens in the controller node on the hub's system IP
     (never on the WAN address); only the branches' system IPs may connect (their sessions arrive
     through the hub's tunnels)."""
-    return [sys.executable, "-m", "controller.cli", "route-reflector", "--listen", f"{router_id}:179", "--asn", str(asn),
-            "--router-id", router_id, *[a for c in clients for a in ("--client", c)]]
+    return [sys.executable, "-m", "controller.cli", "route-reflector", "--listen", f"{router_id}:179",
+            "--asn", str(asn), "--router-id", router_id, *[a for c in clients for a in ("--client", c)]]
 
 
 def enterprise_for(plan: Plan, name: str = "lab", transport: str = "plain", psk: str | None = None,
@@ -49,7 +48,8 @@ def enterprise_for(plan: Plan, name: str = "lab", transport: str = "plain", psk:
     t = plan.tenant
     ipsec = None
     if transport == "esp":
-        ipsec = IpsecConfig(psk=psk or secrets.token_urlsafe(24), **(ipsec_options or {}))
+        # a lab of hand-written configs has no EST: PSKs, one per pair of gateways, derived from ``psk``
+        ipsec = EnterpriseIpsec(auth="psk", psk=psk or secrets.token_urlsafe(24), **(ipsec_options or {}))
     hub = (hub_def(plan),) if plan.controller else ()
     return Enterprise(
         name=name,

@@ -12,6 +12,7 @@ import logging
 import stat
 from collections.abc import Callable
 from ipaddress import IPv4Network
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -36,27 +37,66 @@ class TunnelConfigError(ValueError):
     """The IPsec credentials named in the config cannot be used (local fault)."""
 
 
-def load_credentials(ip: IpsecConfig) -> dict:
-    if ip.psk is not None:
-        return {"psk": ip.psk.encode()}
-    assert ip.cert and ip.key and ip.ca
+LDEVID_FILES = ("ldevid.pem", "ldevid.key", "controller-ca.pem")  # in the identity store (bootstrap/identity.py)
+
+
+def credential_files(ip: IpsecConfig, identity_dir: Path | None) -> tuple[Path, Path, Path] | None:
+    """(certificate, key, CA) files for certificate auth; None with PSKs."""
+    if ip.auth == "psk":
+        return None
+    if ip.auth == "certificate":
+        assert ip.cert and ip.key and ip.ca
+        return ip.cert, ip.key, ip.ca
+    if identity_dir is None:
+        raise TunnelConfigError("ipsec auth 'ldevid' needs the box's identity store (a state directory)")
+    cert, key, ca = (identity_dir / f for f in LDEVID_FILES)
+    return cert, key, ca
+
+
+def load_credentials(ip: IpsecConfig, identity_dir: Path | None = None) -> dict:
+    """What the IKE policies need of ``ip``: our key and certificate, the trust anchors and the serial
+    numbers the CRL revokes (checked against the CA: a CRL that does not verify is refused). Raises
+    TunnelConfigError naming the file or field; nothing is half-loaded."""
+    files = credential_files(ip, identity_dir)
+    if files is None:
+        return {}
+    cert_path, key_path, ca_path = files
     try:
-        mode = ip.key.stat().st_mode
+        mode = key_path.stat().st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise TunnelConfigError(f"ipsec.key {ip.key} is readable by others (mode {oct(mode & 0o777)}); use 0600")
-        key = serialization.load_pem_private_key(ip.key.read_bytes(), password=None)
-        cert = x509.load_pem_x509_certificate(ip.cert.read_bytes())
-        cas = tuple(x509.load_pem_x509_certificates(ip.ca.read_bytes()))
+            raise TunnelConfigError(f"ipsec key {key_path} is readable by others (mode {oct(mode & 0o777)}); use 0600")
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        cas = tuple(x509.load_pem_x509_certificates(ca_path.read_bytes()))
     except (OSError, ValueError) as exc:
         if isinstance(exc, TunnelConfigError):
             raise
-        raise TunnelConfigError(f"ipsec credentials: {exc}") from None
-    return {"key": key, "cert": cert, "cas": cas}
+        hint = " (the box has no LDevID yet: it enrolls at bootstrap)" if ip.auth == "ldevid" else ""
+        raise TunnelConfigError(f"ipsec credentials: {exc}{hint}") from None
+    return {"key": key, "cert": cert, "cas": cas, "revoked": revoked_serials(ip.crl, cas)}
+
+
+def revoked_serials(crl_pem: str | None, cas: tuple[x509.Certificate, ...]) -> frozenset[int]:
+    """Serial numbers a CRL lists, once its signature verifies with one of ``cas`` (RFC 5280 6.3.3:
+    the CRL's issuer is the certificates' issuer). Not checked against nextUpdate: the CRL comes with
+    every config from the controller, and an old list still revokes what it lists."""
+    if crl_pem is None:
+        return frozenset()
+    try:
+        crl = x509.load_pem_x509_crl(crl_pem.encode())
+    except ValueError as exc:
+        raise TunnelConfigError(f"ipsec.crl does not parse: {exc}") from None
+    issuer = next((ca for ca in cas if ca.subject == crl.issuer), None)
+    if issuer is None or not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+        raise TunnelConfigError(f"ipsec.crl: not signed by the trust anchor (issuer {crl.issuer.rfc4514_string()})")
+    return frozenset(r.serial_number for r in crl)
 
 
 def peer_policy(cfg: GatewayConfig, peer: Peer, creds: dict) -> PeerPolicy:
     ip = cfg.ipsec
     assert ip is not None
+    auth: dict = ({"psk": peer.psk.encode()} if ip.auth == "psk" and peer.psk is not None else
+                  {**creds, "remote_serial": peer.serial})
     return PeerPolicy(
         name=peer.name,
         local_id=Identity.address(str(cfg.system_ip)),
@@ -67,7 +107,7 @@ def peer_policy(cfg: GatewayConfig, peer: Peer, creds: dict) -> PeerPolicy:
         esp=tuple(EspProposal(*parse_esp(p)) for p in ip.esp_proposals),
         timers=Timers(ike_rekey_s=ip.ike_rekey_s, child_rekey_s=ip.child_rekey_s, dpd_s=ip.dpd_s,
                       old_child_linger_s=ip.rekey_overlap_s),
-        **creds,
+        **auth,
     )
 
 
@@ -78,7 +118,8 @@ def initiates(cfg: GatewayConfig, peer: Peer) -> bool:
 
 
 class Tunnels:
-    def __init__(self) -> None:
+    def __init__(self, identity_dir: Path | None = None) -> None:
+        self.identity_dir = identity_dir  # the LDevID (ipsec auth "ldevid")
         self.sad = Sad()
         self.engine: UserspaceEngine | None = None
         self.driver: IkeDriver | None = None
@@ -167,7 +208,7 @@ class Tunnels:
         """Bring the IKE peerings in line with the config (raises TunnelConfigError, changing nothing)."""
         if self.manager is None or self.driver is None or cfg.ipsec is None:
             return
-        creds = load_credentials(cfg.ipsec)
+        creds = load_credentials(cfg.ipsec, self.identity_dir)
         policies = [(peer_policy(cfg, p, creds), p) for p in cfg.peers]
         self.manager.local = (local_ip, 500)
         self.local_ip = local_ip
@@ -217,7 +258,8 @@ class Tunnels:
         return {
             "backend": self.backend,
             "kernel_esp": self.kernel_esp,
-            "engine": dict(self.engine.counters) if self.engine else {},
+            "engine": dict(self.engine.counters) if self.engine else
+                      dict(getattr(self.encap, "counters", {})) if self.encap else {},
             "ike": self.manager.status() if self.manager else [],
             "child_sas": sas,
             "ike_driver": dict(self.driver.counters) if self.driver else {},

@@ -7,9 +7,11 @@ import datetime
 from ipaddress import IPv4Address
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import NameOID
+from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 from ipsec.ike import crypto
 from ipsec.ike.constants import AuthMethod, CertEncoding, HashAlgorithm, IdType, NotifyType
@@ -18,6 +20,7 @@ from ipsec.ike.payloads import Auth, Cert, CertReq, IdPayload
 from ipsec.ike.policy import PeerPolicy
 
 HASHES_WE_SIGN_WITH = (HashAlgorithm.SHA2_256, HashAlgorithm.SHA2_384)
+MAX_CHAIN_DEPTH = 4  # intermediates a peer may send below our anchor
 
 
 def _fail(why: str) -> RemoteProtocolError:
@@ -69,14 +72,28 @@ def check_peer(policy: PeerPolicy, prf: crypto.Prf, octets: bytes, peer_id: IdPa
     leaf = verify_chain(certs, policy.cas, now)
     if not id_matches_cert(peer_id, leaf):
         raise _fail(f"peer identity {describe(peer_id)} is not in its certificate")
+    if leaf.serial_number in policy.revoked:
+        raise _fail(f"certificate of {leaf.subject.rfc4514_string()} (serial {leaf.serial_number:x}) is revoked")
+    if policy.remote_serial is not None:
+        serials = [a.value for a in leaf.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)]
+        if serials != [policy.remote_serial]:
+            raise _fail(f"certificate of {leaf.subject.rfc4514_string()} is not the one issued for peer "
+                        f"{policy.name} (device serial {policy.remote_serial})")
     crypto.verify_auth(leaf.public_key(), auth.data, octets)  # type: ignore[arg-type]
     return describe(peer_id)
 
 
+def peer_cert_serial(certs: tuple[Cert, ...]) -> int | None:
+    """The serial number of the certificate a peer authenticated with (check_peer passed on it)."""
+    first = next((c for c in certs if c.encoding == CertEncoding.X509_SIGNATURE), None)
+    return None if first is None else x509.load_der_x509_certificate(first.data).serial_number
+
+
 def verify_chain(certs: tuple[Cert, ...], cas: tuple[x509.Certificate, ...], now: datetime.datetime
                  ) -> x509.Certificate:
-    """The first CERT is the peer's; any further ones may be intermediates. Every link must be
-    signed by the next, within its validity, and end at one of our CAs."""
+    """The first CERT is the peer's; any further ones may be intermediates (untrusted). The path to one
+    of our CAs is built and checked by cryptography's X.509 verifier (signatures, validity at ``now``,
+    CA constraints); the peer's certificate needs no particular extended key usage (RFC 4945 5.1.3.12)."""
     parsed = []
     for c in certs:
         if c.encoding != CertEncoding.X509_SIGNATURE:
@@ -90,40 +107,18 @@ def verify_chain(certs: tuple[Cert, ...], cas: tuple[x509.Certificate, ...], now
         parsed.append(cert)
     if not parsed:
         raise _fail("peer sent no X.509 certificate")
+    if not cas:
+        raise _fail("no trust anchor to check the peer's certificate against")
     leaf = parsed[0]
-    current, pool = leaf, parsed[1:]
-    for _depth in range(8):
-        _valid_at(current, now)
-        for ca in cas:
-            if _issued_by(current, ca):
-                _valid_at(ca, now)
-                return leaf
-        nxt = next((c for c in pool if _issued_by(current, c) and _is_ca(c)), None)
-        if nxt is None:
-            break
-        pool.remove(nxt)
-        current = nxt
-    raise _fail(f"certificate of {leaf.subject.rfc4514_string()} does not chain to a trusted CA")
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    verifier = (PolicyBuilder().store(Store(list(cas))).time(now).max_chain_depth(MAX_CHAIN_DEPTH)
+                .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(),
+                                    ee_policy=ExtensionPolicy.permit_all())
+                .build_client_verifier())
     try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return _is_ca(issuer)
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        return False
-
-
-def _valid_at(cert: x509.Certificate, now: datetime.datetime) -> None:
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        raise _fail(f"certificate of {cert.subject.rfc4514_string()} is not valid now")
+        verifier.verify(leaf, parsed[1:])
+    except VerificationError as exc:
+        raise _fail(f"certificate of {leaf.subject.rfc4514_string()} does not chain to a trusted CA: {exc}") from None
+    return leaf
 
 
 def id_matches_cert(peer_id: IdPayload, cert: x509.Certificate) -> bool:

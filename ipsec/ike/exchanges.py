@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ipsec.ike import crypto
 from ipsec.ike import events as ev
-from ipsec.ike.auth import HASHES_WE_SIGN_WITH, check_peer, our_auth, our_certreqs, our_certs
+from ipsec.ike.auth import HASHES_WE_SIGN_WITH, check_peer, our_auth, our_certreqs, our_certs, peer_cert_serial
 from ipsec.ike.constants import DhGroup, ExchangeType, NotifyType, ProtocolId
 from ipsec.ike.context import ZERO_SPI, Ctx
 from ipsec.ike.errors import IkeError, LocalProtocolError, RemoteProtocolError
@@ -134,8 +134,17 @@ def _init_response(sa: IkeSa, ctx: Ctx, msg: Message) -> None:
     bad_ke = msg.notify(NotifyType.INVALID_KE_PAYLOAD)
     if bad_ke is not None:
         group = int.from_bytes(bad_ke.data[:2], "big")
-        if retries >= MAX_INIT_RETRIES or group not in {p.dh for p in sa.policy.ike}:
-            raise RemoteProtocolError(f"responder wants DH group {group}, which we do not offer")
+        offered = [p.dh for p in sa.policy.ike]
+        if group == sa.init["dh"].group:
+            # 1.2: the notify names the group the responder wants; it wants the one we used
+            raise RemoteProtocolError(f"responder answered INVALID_KE_PAYLOAD naming DH group {group}, but our KE "
+                                      f"was in that group already (the responder contradicts itself)")
+        if group not in offered:
+            raise RemoteProtocolError(f"responder wants DH group {group}, which we do not offer "
+                                      f"(we offer {', '.join(map(str, dict.fromkeys(offered)))})")
+        if retries >= MAX_INIT_RETRIES:
+            raise RemoteProtocolError(f"responder still refuses our KE after {retries} retries (now it wants DH group "
+                                      f"{group})")
         sa.init["retries"] = retries + 1
         start_init(sa, group)
         return
@@ -184,6 +193,7 @@ def _auth_response(sa: IkeSa, ctx: Ctx, msg: Message) -> None:
         raise RemoteProtocolError(f"peer refused IKE_AUTH: {_name(err) if err else 'no AUTH'}")
     octets = crypto.signed_octets(sa.init["response"], sa.init["ni"], ctx.prf, ctx.keys.sk_pr, idr.encode())
     sa.remote_id = check_peer(sa.policy, ctx.prf, octets, idr, msg.get(Auth), msg.all(Cert), sa.clock())
+    sa.peer_cert_serial = peer_cert_serial(msg.all(Cert)) if sa.policy.psk is None else None
     sa.go("auth_done")
     _established(sa)
     reply_sa = msg.get(SA)
@@ -283,6 +293,7 @@ def _answer_auth(sa: IkeSa, ctx: Ctx, msg: Message, src: ev.Address) -> tuple[Pa
             sa.policy = other
     octets = crypto.signed_octets(sa.init["request"], sa.init["nr"], ctx.prf, ctx.keys.sk_pi, idi.encode())
     sa.remote_id = check_peer(sa.policy, ctx.prf, octets, idi, msg.get(Auth), msg.all(Cert), sa.clock())
+    sa.peer_cert_serial = peer_cert_serial(msg.all(Cert)) if sa.policy.psk is None else None
     sa.peer = src  # IKE_AUTH arrived on the port the initiator moved to (4500 after NAT detection)
     p = sa.policy
     idr = IDr(p.local_id.id_type, p.local_id.data)

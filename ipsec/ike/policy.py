@@ -93,6 +93,11 @@ class PeerPolicy:
     key: PrivateKey | None = field(default=None, repr=False)
     cert: x509.Certificate | None = None
     cas: tuple[x509.Certificate, ...] = ()
+    # Certificate auth: the subject serialNumber the peer's certificate must carry (its device serial:
+    # the certificate issued for *that* peer, not any the CA issued), and serial numbers of revoked
+    # certificates (from a CRL the caller verified).
+    remote_serial: str | None = None
+    revoked: frozenset[int] = frozenset()
     ike: tuple[IkeProposal, ...] = (IkeProposal(),)
     esp: tuple[EspProposal, ...] = (EspProposal(),)
     timers: Timers = Timers()

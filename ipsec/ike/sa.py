@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ipsec.ike import events as ev
-from ipsec.ike.constants import ExchangeType, NotifyType, ProtocolId
+from ipsec.ike.constants import ExchangeType, HeaderFlag, NotifyType, ProtocolId
 from ipsec.ike.context import ZERO_SPI, Ctx, Pending, Queued, ResponseHandler
 from ipsec.ike.errors import IkeError, IntegrityError, LocalProtocolError, RemoteProtocolError
 from ipsec.ike.message import Header, Message
@@ -96,11 +96,15 @@ class IkeSa:
         self._next_child = 1
         self.nat_local = self.nat_remote = False
         self.remote_id = ""
+        self.peer_cert_serial: int | None = None  # the certificate it authenticated with (revocation)
         # responder: IKE_SA_INIT cannot say which of several peers without a fixed address is calling;
         # IDi in IKE_AUTH can. ``rebind`` names the peering that identity belongs to (manager.py).
         self.rebind: Callable[[IdPayload], PeerPolicy | None] | None = None
         self.heard = False
         self.closed_reason: str | None = None
+        # the notify (its name) with which we refused the peer's IKE_SA_INIT or IKE_AUTH, if we did:
+        # the manager counts refusals of unauthenticated requests by it
+        self.refused_with: str | None = None
         self.counters = {"malformed": 0, "integrity_failures": 0, "retransmits": 0, "stale": 0,
                          "child_rekeys": 0, "ike_rekeys": 0, "dpd_sent": 0}
         self._out: list[ev.Command] = []
@@ -262,6 +266,9 @@ class IkeSa:
                 continue
             if header.spi_r == ctx.spi_r or (ctx.spi_r == ZERO_SPI and header.exchange == ExchangeType.IKE_SA_INIT):
                 return ctx
+            if (not ctx.initiator and header.spi_r == ZERO_SPI and header.exchange == ExchangeType.IKE_SA_INIT
+                    and not header.flags & HeaderFlag.RESPONSE):
+                return ctx  # the initiator lost our IKE_SA_INIT answer and sends its request again (2.1)
         return None
 
     def _on_response(self, ctx: Ctx, header: Header, data: bytes, src: ev.Address) -> None:
@@ -322,6 +329,7 @@ class IkeSa:
             payloads = (Notify(exc.notify, exc.notify_data),)
             if plain or (header.exchange == ExchangeType.IKE_AUTH and self.state is State.INIT_DONE):
                 # a refused IKE_SA_INIT or failed authentication ends this responder (2.21.2)
+                self.refused_with = error_text(payloads[0])
                 after.append(lambda e=exc: self.fail(str(e), e.fault))
         reply = ctx.message(header.exchange, header.message_id, payloads, response=True)
         out = reply.encode() if plain else ctx.protect(reply)

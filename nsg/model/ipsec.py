@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -37,13 +38,12 @@ def parse_esp(text: str) -> tuple[int, bool, int]:
     return int(m["bits"]), m["esn"] == "-esn", _GROUPS[m["dh"]] if m["dh"] else 0
 
 
-class IpsecConfig(Frozen):
-    """Either a pre-shared key or certificate files (PEM; the key file must be mode 0600)."""
+MAX_CRL_BYTES = 4 << 20  # a CRL in the config: revoked serials of unexpired LDevIDs (some 40 bytes each)
 
-    psk: str | None = Field(default=None, min_length=16, max_length=256, repr=False)
-    cert: Path | None = None
-    key: Path | None = None
-    ca: Path | None = None
+
+class IpsecTuning(Frozen):
+    """Proposals, lifetimes and timers: what a gateway's IKE and child SAs look like."""
+
     ike_proposals: tuple[str, ...] = ("aes128gcm16-prfsha256-ecp256",)
     esp_proposals: tuple[str, ...] = ("aes128gcm16-esn-ecp256", "aes128gcm16-ecp256")
     ike_rekey_s: int = Field(default=14400, ge=60, le=7 * 86400)
@@ -78,14 +78,48 @@ class IpsecConfig(Frozen):
         return v
 
     @model_validator(mode="after")
-    def _auth(self) -> IpsecConfig:
+    def _limits(self) -> IpsecTuning:
         for kind in ("bytes", "packets"):
             soft, hard = getattr(self, f"child_soft_{kind}"), getattr(self, f"child_hard_{kind}")
             if soft and hard and soft >= hard:
                 raise ValueError(f"child_soft_{kind} must be below child_hard_{kind}")
-        certs = (self.cert, self.key, self.ca)
-        if self.psk is None and not all(certs):
-            raise ValueError("give 'psk', or all of 'cert', 'key' and 'ca'")
-        if self.psk is not None and any(certs):
-            raise ValueError("give either 'psk' or certificates, not both")
         return self
+
+
+class IpsecConfig(IpsecTuning):
+    """How this gateway authenticates its peers (RFC 7296 section 2.15) and what its SAs look like.
+
+    ``auth``:
+      - "ldevid" (the default): the box's own LDevID from EST (``<state>/identity``) signs (RFC 7427);
+        a peer must present a certificate from the same CA (the controller's, in the identity store)
+        whose subjectAltName holds the peer's system IP and whose subject serialNumber is the peer's
+        ``serial`` in this config, and that the ``crl`` does not list.
+      - "certificate": the same, with the certificate, key and CA files named here (a box set up by hand).
+      - "psk": a pre-shared key per peer (``peers[].psk``); there is no key shared by every peer.
+    """
+
+    auth: Literal["ldevid", "certificate", "psk"] = "ldevid"
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+    # The CA's revocation list (PEM), pushed with the config: a listed certificate is refused in IKE_AUTH.
+    crl: str | None = Field(default=None, max_length=MAX_CRL_BYTES, repr=False)
+
+    @model_validator(mode="after")
+    def _auth(self) -> IpsecConfig:
+        certs = (self.cert, self.key, self.ca)
+        if self.auth == "certificate" and not all(certs):
+            raise ValueError("auth 'certificate' needs all of 'cert', 'key' and 'ca'")
+        if self.auth != "certificate" and any(certs):
+            raise ValueError(f"auth {self.auth!r} takes no 'cert', 'key' or 'ca' files (auth 'certificate' does)")
+        if self.auth == "psk" and self.crl is not None:
+            raise ValueError("auth 'psk' has no certificates to revoke: no 'crl'")
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_fleet_psk(cls, data: object) -> object:
+        if isinstance(data, dict) and "psk" in data:
+            raise ValueError("'psk' for every peer is a secret shared by the whole fleet: use auth 'ldevid' "
+                             "(certificates), or auth 'psk' with a key per peer (peers[].psk)")
+        return data

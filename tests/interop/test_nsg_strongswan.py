@@ -89,7 +89,8 @@ def stage() -> Iterator[Stage]:
 
 
 def nsg_config(role: str, auth: str, pki: dict[str, Path]) -> dict[str, Any]:
-    ipsec: dict[str, Any] = {"psk": PSK} if auth == "psk" else {k: str(pki[k]) for k in ("cert", "key", "ca")}
+    ipsec: dict[str, Any] = {"auth": "psk"} if auth == "psk" else {
+        "auth": "certificate", **{k: str(pki[k]) for k in ("cert", "key", "ca")}}
     ipsec["rekey_overlap_s"] = 1.0  # old inbound SAs linger 1 s after a rekey (5 s by default): a faster test
     return {
         "schema_version": 1,
@@ -99,7 +100,8 @@ def nsg_config(role: str, auth: str, pki: dict[str, Path]) -> dict[str, Any]:
         "uplinks": [{"name": "wan0", "interface": "wan0", "mode": "static", "address": f"{NSG_WAN}/24",
                      "gateway": SW_WAN}],
         "peers": [{"name": PEER, "system_ip": SW_INNER, "endpoint": SW_WAN,
-                   "initiate": "always" if role == "initiator" else "never"}],
+                   "initiate": "always" if role == "initiator" else "never",
+                   **({"psk": PSK} if auth == "psk" else {})}],
     }
 
 

@@ -56,7 +56,10 @@ def test_register_bootstrap_enroll_configure(tmp_path):
             first = parse_config(got[0].config)
             assert str(first.system_ip) == str(store.get_gateway("b1").system_ip)
             assert [p.name for p in first.peers] == ["b2"] and first.peers[0].initiate == "never"
-            assert first.transport == "esp" and first.ipsec is not None and first.ipsec.psk
+            assert first.transport == "esp" and first.ipsec is not None and first.ipsec.auth == "ldevid"
+            assert first.peers[0].serial == store.get_gateway("b2").serial and first.peers[0].psk is None
+            # the LDevID the box just got is on record (it can be revoked)
+            assert [c["serial"] for c in store.certificates(ident.serial())] == [f"{ident.ldevid().serial_number:x}"]
             # the operator adds a subnet: a new generation reaches the gateway unasked
             store.add_subnet("acme", "guest", vni=200, cidr="198.19.1.0/24", gateway="198.19.1.1")
             for _ in range(200):

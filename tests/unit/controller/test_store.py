@@ -8,6 +8,7 @@ import stat
 from ipaddress import IPv4Address
 
 import pytest
+from cryptography import x509
 
 from controller.store import SCHEMA_VERSION, Conflict, NotFound, Store, StoreError
 from nsg.model import ConfigError, parse_config
@@ -71,14 +72,16 @@ def test_enterprise_round_trip_and_duplicate(store):
         store.get_enterprise("acme")
 
 
-def test_esp_enterprise_gets_a_generated_psk_unless_given(store):
+def test_esp_enterprise_holds_no_data_plane_secret_unless_psk_is_chosen(store):
+    # issue 13 section 2: before, every esp enterprise got one random PSK that all its gateways held
     a = store.create_enterprise("a", transport="esp")
-    b = store.create_enterprise("b", transport="esp")
-    assert a.ipsec.psk and b.ipsec.psk and a.ipsec.psk != b.ipsec.psk and len(a.ipsec.psk) >= 32
+    assert a.ipsec.auth == "ldevid" and a.ipsec.psk is None
     c = store.create_enterprise("c", transport="esp", ipsec={"psk": "0123456789abcdef-given", "dpd_s": 10})
-    assert (c.ipsec.psk, c.ipsec.dpd_s) == ("0123456789abcdef-given", 10)
+    assert (c.ipsec.auth, c.ipsec.psk, c.ipsec.dpd_s) == ("psk", "0123456789abcdef-given", 10)
     d = store.create_enterprise("d", transport="esp", ipsec={"dpd_s": 7})  # settings without credentials
-    assert d.ipsec.psk and d.ipsec.dpd_s == 7
+    assert d.ipsec.auth == "ldevid" and d.ipsec.psk is None and d.ipsec.dpd_s == 7
+    with raises(StoreError, "ipsec"):
+        store.create_enterprise("f", transport="esp", ipsec={"auth": "psk"})  # psk without the secret
     with raises(StoreError, "ipsec.ike_proposals"):
         store.create_enterprise("e", transport="esp", ipsec={"ike_proposals": ["des-md5"]})
 
@@ -321,7 +324,8 @@ def test_config_for_is_the_full_mesh_with_the_generation(tmp_path):
             assert cfg.generation == s.get_enterprise("acme").generation == 5
             assert cfg.system_ip == s.get_gateway(name).system_ip
             assert sorted(p.name for p in cfg.peers) == sorted({"b1", "b2", "b3"} - {name})
-            assert cfg.transport == "esp" and cfg.ipsec.psk == s.get_enterprise("acme").ipsec.psk
+            assert cfg.transport == "esp" and cfg.ipsec.auth == "ldevid" and all(p.psk is None for p in cfg.peers)
+            assert {p.name: p.serial for p in cfg.peers} == {f"b{i}": f"SN{i}" for i in (1, 2, 3) if f"b{i}" != name}
         b1 = s.config_for("b1")
         assert b1.subnets[0].ports == ("lan0",)
         assert {p.name: (str(p.endpoint), p.initiate) for p in b1.peers} == {
@@ -330,6 +334,52 @@ def test_config_for_is_the_full_mesh_with_the_generation(tmp_path):
         assert [p.name for p in s.config_for("g1").peers] == []
         with raises(NotFound, "name"):
             s.config_for("nope")
+
+
+def test_psk_enterprises_give_each_pair_its_own_key(tmp_path):
+    """No key is shared by the fleet: each gateway holds only the keys of its own pairs, the two ends
+    of a pair hold the same one, and the enterprise secret is in no config."""
+    with Store(tmp_path / "c.db") as s:
+        s.create_enterprise("acme", transport="esp", ipsec={"psk": "enterprise-secret-0123456789"})
+        for i in (1, 2, 3):
+            s.add_gateway("acme", f"b{i}", serial=f"SN{i}", uplinks=wan(i))
+        keys = {(name, p.name): p.psk for name in ("b1", "b2", "b3") for p in s.config_for(name).peers}
+        assert keys[("b1", "b2")] == keys[("b2", "b1")] and keys[("b1", "b3")] == keys[("b3", "b1")]
+        assert len({keys[("b1", "b2")], keys[("b1", "b3")], keys[("b2", "b3")]}) == 3
+        assert all("enterprise-secret" not in dump_config(s.config_for(n)) for n in ("b1", "b2", "b3"))
+        assert all(s.config_for(n).ipsec.auth == "psk" for n in ("b1", "b2", "b3"))
+
+
+def test_deleting_or_replacing_a_gateway_revokes_its_certificates(tmp_path):
+    import datetime
+
+    from controller.ca import CertificateAuthority
+
+    ca = CertificateAuthority.create()
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=30)
+    with Store(tmp_path / "c.db") as s:
+        s.crl_signer = ca.crl
+        s.create_enterprise("acme", transport="esp")
+        for i in (1, 2, 3):
+            s.add_gateway("acme", f"b{i}", serial=f"SN{i}", uplinks=wan(i))
+        s.record_issued("SN1", 0x1001, later)
+        s.record_issued("SN2", 0x2001, later)
+        s.record_issued("SN2", 0x2002, later)  # renewed: both unexpired
+        s.record_issued("SN3", 0x3001, later)
+        assert s.config_for("b1").ipsec.crl is None  # nothing revoked: no list
+        gen = s.get_enterprise("acme").generation
+        s.delete_gateway("b2")
+        assert s.is_revoked(0x2001) and s.is_revoked(0x2002) and not s.is_revoked(0x1001)
+        crl = x509.load_pem_x509_crl(s.config_for("b1").ipsec.crl.encode())
+        assert crl.is_signature_valid(ca.cert.public_key())
+        assert {r.serial_number for r in crl} == {0x2001, 0x2002}
+        assert "b2" not in {p.name for p in s.config_for("b1").peers}
+        assert s.get_enterprise("acme").generation > gen
+        s.update_gateway("b3", serial="SN3-new")  # the box was swapped: the old one's certificate goes
+        assert s.is_revoked(0x3001)
+        assert {p.serial for p in s.config_for("b1").peers} == {"SN3-new"}
+        assert {r.serial_number for r in x509.load_pem_x509_crl(s.config_for("b1").ipsec.crl.encode())} == {
+            0x2001, 0x2002, 0x3001}
 
 
 def test_store_persists_across_reopen(tmp_path):

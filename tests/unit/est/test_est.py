@@ -204,7 +204,7 @@ def test_enroll_with_idevid_then_reenroll_with_ldevid(pki):
     san = ldevid.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.IPAddress) == [SYSTEM_IP]
     eku = ldevid.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert set(eku) == {ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH}
+    assert set(eku) == {ExtendedKeyUsageOID.CLIENT_AUTH}  # a TLS client and an IKE identity; it serves no TLS
     assert ldevid.not_valid_after_utc - ldevid.not_valid_before_utc == LIFETIME + datetime.timedelta(minutes=5)
 
     assert renewed.public_key() == key2.public_key() != key.public_key()

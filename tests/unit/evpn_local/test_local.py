@@ -268,8 +268,8 @@ def test_with_esp_only_vteps_inside_tunnels_are_used(monkeypatch):
     monkeypatch.setattr(control_mod, "Speaker", Recorder)
     c = control_mod.EvpnControl(EvpnRib(), lambda: None)
     doc = _doc()
-    doc.update(transport="esp", ipsec={"psk": "x" * 20},
-               peers=[{"name": "b2", "system_ip": REMOTE, "endpoint": "198.18.2.2"}])
+    doc.update(transport="esp", ipsec={"auth": "psk"},
+               peers=[{"name": "b2", "system_ip": REMOTE, "endpoint": "198.18.2.2", "psk": "x" * 20}])
     c.apply(parse_config(doc), "198.18.0.2")
     c._on_update("198.18.0.1", remote_update(M1, 0))  # next hop REMOTE: a peer
     stranger = Update.for_evpn((mac_ip_route(RouteDistinguisher.ipv4("203.0.113.9", 1), M2, None, 100),),

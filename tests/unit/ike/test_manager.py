@@ -106,7 +106,9 @@ def test_unknown_source_gets_nothing():
     # with an initiating peering configured instead, strangers are refused
     c = IkeManager(B_ADDR)
     c.set_peer(b.peers["a"].policy, ("198.18.1.2", 500), initiate=False)
-    assert c.datagram(send.data, ("203.0.113.5", 500), 500) == []
+    out = c.datagram(send.data, ("203.0.113.5", 500), 500)
+    assert not [cmd for _p, cmd in out if isinstance(cmd, ev.Send)]  # nothing is sent
+    assert [(p, r.reason, r.src) for p, r in out] == [("", "no_peer", ("203.0.113.5", 500))]  # tagged by no peer
     assert c.counters["no_peer"] == 1
 
 

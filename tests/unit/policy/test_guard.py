@@ -14,10 +14,10 @@ BASE = {
     "uplinks": [{"name": "wan0", "interface": "wan0", "mode": "static", "address": "198.18.1.2/24",
                  "gateway": "198.18.1.1"},
                 {"name": "lte", "interface": "wwan0", "mode": "dhcp"}],
-    "peers": [{"name": "b2", "system_ip": "198.19.255.2", "endpoint": "198.18.2.2"},
-              {"name": "hub", "system_ip": "198.19.255.254", "endpoint": "198.18.0.2"}],
+    "peers": [{"name": "b2", "system_ip": "198.19.255.2", "endpoint": "198.18.2.2", "serial": "LAB-B2"},
+              {"name": "hub", "system_ip": "198.19.255.254", "endpoint": "198.18.0.2", "serial": "LAB-HUB"}],
 }
-ESP = {"transport": "esp", "ipsec": {"psk": "x" * 24}}
+ESP = {"transport": "esp", "ipsec": {"auth": "ldevid"}}
 
 
 def rules(doc: dict) -> dict[str, list[list[dict]]]:
