@@ -17,6 +17,8 @@ from nsg.channel import wire
 
 log = logging.getLogger("controller.channel")
 
+HEARTBEAT_S = 10.0
+
 # serial -> (generation, config document) or None for an unknown gateway
 ConfigLookup = Callable[[str], tuple[int, dict[str, Any]] | None]
 
@@ -50,7 +52,12 @@ class ChannelHub:
         self.lookup = lookup
         self.accept = accept
         self.sessions: dict[str, GatewaySession] = {}
-        self.counters = {"connects": 0, "refused": 0, "bad_frames": 0}
+        # across reconnects: the generation each gateway rolled back (not pushed again) and its interfaces
+        self.failed: dict[str, wire.ApplyResult] = {}
+        self.interfaces: dict[str, tuple[str, ...]] = {}
+        self.confirm_s = 60.0  # commit-confirm window sent with every config
+        self.confirm_next: dict[str, float] = {}  # serial -> the window of its next push only (set per change)
+        self.counters = {"connects": 0, "refused": 0, "bad_frames": 0, "rollbacks": 0}
 
     def add_routes(self, app: web.Application, path: str = "/channel") -> None:
         app.router.add_get(path, self.handle)
@@ -71,7 +78,8 @@ class ChannelHub:
         if serial is None or self.lookup(serial) is None:
             self.counters["refused"] += 1
             raise web.HTTPForbidden(text="unknown gateway")
-        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=wire.MAX_FRAME)
+        # a gateway that stops answering pings is dropped within 1.5 heartbeats (15 s): "connected" is true
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=wire.MAX_FRAME)
         await ws.prepare(request)
         session = GatewaySession(serial, ws)
         try:
@@ -88,6 +96,8 @@ class ChannelHub:
         if old is not None:
             await old.ws.close()
         self.sessions[serial] = session
+        if hello.interfaces:
+            self.interfaces[serial] = hello.interfaces
         self.counters["connects"] += 1
         await ws.send_str(wire.encode(wire.Hello(versions=(version,))))
         await self.push(serial)
@@ -104,6 +114,19 @@ class ChannelHub:
                 session.results.append(msg)
                 log.info("gateway applied", extra={"fields": {"serial": serial, "generation": msg.generation,
                                                               "ok": msg.ok, "error": msg.error}})
+                if msg.rolled_back:
+                    # it applied that generation, lost us, and went back: never push it again
+                    self.failed[serial] = msg
+                    self.counters["rollbacks"] += 1
+                    log.warning("gateway rolled a generation back", extra={"fields": {
+                        "serial": serial, "generation": msg.generation, "running": msg.running,
+                        "reason": msg.error}})
+                elif msg.ok and msg.running == msg.generation:
+                    # we hear it over the channel with that generation running: commit-confirm
+                    await ws.send_str(wire.encode(wire.Confirm(generation=msg.generation)))
+                    failed = self.failed.get(serial)
+                    if failed is not None and msg.generation > failed.generation:
+                        del self.failed[serial]  # a newer generation holds
             elif isinstance(msg, wire.Telemetry):
                 session.telemetry = msg
             elif isinstance(msg, wire.PolicyCounters):
@@ -123,6 +146,10 @@ class ChannelHub:
         generation, doc = found
         if generation <= session.sent_generation:
             return False
-        await session.ws.send_str(wire.encode(wire.Config(generation=generation, config=doc)))
+        failed = self.failed.get(serial)
+        if failed is not None and failed.generation == generation:
+            return False  # it cut the gateway off once; the operator's next change makes a new generation
+        window = self.confirm_next.pop(serial, self.confirm_s)
+        await session.ws.send_str(wire.encode(wire.Config(generation=generation, config=doc, confirm_s=window)))
         session.sent_generation = generation
         return True

@@ -19,14 +19,16 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from nsg import __version__
+from nsg import __version__, preflight
+from nsg.confirm import CommitConfirm
 from nsg.control import SOCKET_NAME, ControlServer
 from nsg.dataplane.desired import bridge_name, build_desired, vxlan_name
 from nsg.dataplane.reconciler import ApplyResult, Kernel, Reconciler
+from nsg.link import ControllerLink
 from nsg.model import ConfigError, GatewayConfig, load_config
 from nsg.model.config import dump_config
 from nsg.policy.enforce import Enforcement
-from nsg.tunnels import TunnelConfigError, Tunnels, load_credentials
+from nsg.tunnels import TunnelConfigError, Tunnels
 from nsg.uplinks.dhcp import DhcpClient, write_hook
 from nsg.uplinks.lease import Lease
 from nsg.workloads import Workloads
@@ -37,7 +39,7 @@ LAST_GOOD = "last-good-config.json"
 MAX_OPS_SHOWN = 100  # operations listed in the log and in status per apply (all are counted)
 
 
-class Daemon:
+class Daemon(ControllerLink):
     def __init__(
         self,
         config_path: Path | None,
@@ -91,6 +93,13 @@ class Daemon:
         self.imds_url = imds_url
         self.media_dirs = media_dirs
         self.zerotouch = None
+        self.confirm = CommitConfirm()  # configs from the controller run on trial until it confirms them
+        self._confirm_timer: asyncio.Task | None = None
+
+    @property
+    def identity_dir(self) -> Path:
+        """The box's identity store: IDevID, LDevID (ipsec auth "ldevid"), the controller's CA."""
+        return preflight.identity_dir(self.state_dir)
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -104,15 +113,11 @@ class Daemon:
             self.controller_url = done.channel_url if done else None
         try:
             self.config = self._boot_config()
+            if self.config is not None:  # the checks `nsg check-config` makes (nsg/preflight.py)
+                preflight.check_credentials(self.config, self.state_dir)
         except ConfigError as exc:
             log.error("refusing to start: %s", exc, extra={"fields": {"problems": exc.problems}})
             return 2
-        if self.config is not None and self.config.ipsec is not None:
-            try:
-                load_credentials(self.config.ipsec)
-            except TunnelConfigError as exc:
-                log.error("refusing to start: %s", exc)
-                return 2
         self.generation = 1 if self.config is not None else 0
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.kernel = await asyncio.to_thread(self.kernel_factory)
@@ -164,124 +169,6 @@ class Daemon:
             log.info("nsg stopped", extra={"fields": {"flushed": self.flush_on_exit}})
         return 0
 
-    async def _bootstrap_then_channel(self) -> None:
-        assert self.zerotouch is not None
-        doc = await self.zerotouch.run()
-        self.controller_url = doc.channel_url
-        if doc.config is not None and self.config is None:
-            # the initial config came signed with the onboarding data: forward before the channel is up
-            from nsg.model import parse_config
-
-            try:
-                cfg = parse_config(doc.config, source="onboarding information")
-            except ConfigError as exc:
-                self._refused(str(exc), exc.problems)
-            else:
-                await self.install_config(cfg, "onboarding", generation=cfg.generation)
-        task = self._start_channel()
-        if task is not None:
-            await task
-
-    def _start_channel(self) -> asyncio.Task | None:
-        """With a controller: hold the mTLS channel (LDevID, the controller's trust anchor from bootstrap)."""
-        if self.controller_url is None:
-            return None
-        from bootstrap.driver import Bootstrapper
-        from bootstrap.identity import FileIdentityStore
-        from bootstrap.renew import keep_enrolled
-        from nsg.channel.client import ChannelClient
-
-        ident = FileIdentityStore(self.state_dir / "identity")
-        cafile = self.state_dir / "identity" / "controller-ca.pem"
-
-        onboarding = Bootstrapper(ident).done()
-        if onboarding is not None:  # bootstrapped here: keep the LDevID fresh (re-enroll at 2/3 of its life)
-            self._renew = asyncio.get_running_loop().create_task(keep_enrolled(ident, onboarding.est_url),
-                                                                 name="ldevid-renewal")
-        self._device_tls = lambda: ident.tls_context("ldevid", cafile)  # also fetches app images
-        self.channel = ChannelClient(self.controller_url, self._device_tls, ident.serial(),
-                                     self._remote_config, lambda: self.generation,
-                                     backoff=(1.0, self.channel_retry_max))
-        return asyncio.get_running_loop().create_task(self._channel_and_telemetry(self.telemetry_interval),
-                                                      name="channel")
-
-    async def _channel_and_telemetry(self, every: float = 30.0) -> None:
-        from nsg.channel import wire
-
-        assert self.channel is not None
-        runner = asyncio.create_task(self.channel.run())
-        try:
-            while not runner.done():
-                await asyncio.sleep(every)
-                shaper = self.enforce.qos
-                qos = await asyncio.to_thread(shaper.stats) if shaper is not None else None
-                guard = await self.enforce.guard_status()
-                await self.channel.send(self._telemetry(qos, guard))
-                fw = self.enforce.policy
-                if fw is not None and fw.state.digest is not None:
-                    counted = await asyncio.to_thread(fw.counters)
-                    await self.channel.send(wire.PolicyCounters(
-                        ts=time.time(), generation=self.generation,
-                        counters={k: (v["packets"], v["bytes"]) for k, v in counted.items()}))
-        finally:
-            runner.cancel()
-
-    def _telemetry_soon(self) -> None:
-        """Send telemetry now (an app's state changed): the controller hears of a crash or a bad image
-        within a pass, not at the next 30 s tick. At most one send in flight."""
-        if self.channel is None or (self._telemetry_task is not None and not self._telemetry_task.done()):
-            return
-
-        async def send() -> None:
-            assert self.channel is not None
-            try:
-                await self.channel.send(self._telemetry())
-            except Exception as exc:  # noqa: BLE001 - the periodic send will carry it
-                log.debug("prompt telemetry not sent: %s", exc)
-
-        self._telemetry_task = asyncio.get_running_loop().create_task(send(), name="telemetry")
-
-    def _telemetry(self, qos: dict | None = None, guard: dict | None = None):
-        """``qos``: the shaper's class counters, read by the caller in a worker thread (netlink);
-        ``guard``: the input guard's status (what it dropped: attack traffic to alert on)."""
-        from nsg.channel import wire
-
-        counters: dict[str, int | float | str | None] = {f"daemon.{k}": v for k, v in self.counters.items()}
-        counters["generation"] = self.generation
-        if self.tunnels is not None:
-            t = self.tunnels.status()
-            counters["ike.established"] = sum(1 for p in t["ike"] if p["ike_sa"] and
-                                              p["ike_sa"]["state"] == "established")
-            counters["ike.peers"] = len(t["ike"])
-            for k, v in t["engine"].items():
-                counters[f"esp.{k}"] = v
-        counters |= self.workloads.counters()  # each app's and VM's state reaches the controller
-        if qos:  # per shaped device and class: bytes and drops (at most 16 x 2 x 8 x 2)
-            for dev, per in qos.items():
-                for name, st in per.items():
-                    counters[f"qos.{dev}.{name}.bytes"] = st["bytes"]
-                    counters[f"qos.{dev}.{name}.drops"] = st["drops"]
-        if guard:
-            counters["guard.overlay_protected"] = int(guard["overlay_protected"])
-            for name, c in guard["dropped"].items():
-                counters[f"{name}.dropped_packets"] = c["packets"]
-        return wire.Telemetry(ts=time.time(), counters=counters)
-
-    async def _remote_config(self, msg):
-        """A config from the controller: validated here; refused ones leave everything as it was."""
-        from nsg.channel import wire
-        from nsg.model import parse_config
-
-        try:
-            cfg = parse_config(msg.config, source=f"controller generation {msg.generation}")
-        except ConfigError as exc:
-            self._refused(str(exc), exc.problems)
-            return wire.ApplyResult(generation=msg.generation, ok=False, error=str(exc)[:4000],
-                                    running=self.generation)
-        error = await self.install_config(cfg, "controller", generation=msg.generation)
-        return wire.ApplyResult(generation=msg.generation, ok=error is None, error=error and error[:4000],
-                                running=self.generation)
-
     def _boot_config(self) -> GatewayConfig | None:
         """The config file if given and valid; else the last config that ran (a headless boot)."""
         last = self.state_dir / LAST_GOOD
@@ -320,6 +207,16 @@ class Daemon:
             self._wake.clear()
             if not done:
                 pending = ["resync"]
+            if "renewed" in pending and self.config is not None and self.tunnels is not None:
+                # a new LDevID: new IKE SAs authenticate with it; the running ones stay up
+                try:
+                    self.tunnels.apply(self.config, self._local_ip())
+                except TunnelConfigError as exc:
+                    log.error("renewed LDevID not usable: %s", exc)
+                pending = [p for p in pending if p != "renewed"]
+            if "confirm-timeout" in pending:
+                await self._rollback_if_due()
+                pending = [p for p in pending if p != "confirm-timeout"]
             if "reload" in pending:
                 await self._reload()
             elif pending:
@@ -349,15 +246,15 @@ class Daemon:
         log.error("config refused, running state kept", extra={"fields": {"problems": problems,
                                                                         "generation": self.generation}})
 
-    async def install_config(self, new: GatewayConfig, reason: str, generation: int | None = None) -> str | None:
+    async def install_config(self, new: GatewayConfig, reason: str, generation: int | None = None,
+                             persist: bool = True) -> str | None:
         """Make ``new`` the running config; None on success, else why it was refused (and the
         previous config keeps running, in the kernel too)."""
-        if new.ipsec is not None:
-            try:
-                load_credentials(new.ipsec)
-            except TunnelConfigError as exc:
-                self._refused(str(exc), [str(exc)])
-                return str(exc)
+        try:
+            preflight.check_credentials(new, self.state_dir, reason)
+        except ConfigError as exc:
+            self._refused(str(exc), exc.problems)
+            return str(exc)
         self.last_reload_error = None
         previous, previous_generation = self.config, self.generation
         if new == self.config:
@@ -372,7 +269,8 @@ class Daemon:
                 await self._converge(f"{reason}-rollback")
             self._refused(f"could not apply: {result.error}", [str(result.error)])
             return f"could not apply: {result.error}"
-        self._persist_last_good()
+        if persist:
+            self._persist_last_good()
         return None
 
     async def _converge(self, reason: str) -> ApplyResult:
@@ -424,7 +322,7 @@ class Daemon:
         want = self.config.transport == "esp"
         if before_apply:
             if want and self.tunnels is None:
-                self.tunnels = Tunnels()
+                self.tunnels = Tunnels(self.identity_dir)
                 self.tunnels.start_engine(self.config)
             return
         if not want:
@@ -600,6 +498,7 @@ class Daemon:
             "policy": await self.enforce.policy_status(),
             "qos": await self.enforce.qos_status(),
             "last_apply": self.last_apply,
+            "commit_confirm": self.confirm.status(time.monotonic()),
             "last_reload_error": self.last_reload_error,
             "counters": dict(self.counters),
         }

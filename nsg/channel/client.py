@@ -20,12 +20,19 @@ from nsg.channel import wire
 log = logging.getLogger("nsg.channel")
 
 ApplyFn = Callable[[wire.Config], Awaitable[wire.ApplyResult]]
+ConfirmFn = Callable[[int], Awaitable[None]]
+HEARTBEAT_S = 10.0  # WebSocket ping; no pong within half of it closes the channel (either side)
 
 
 class ChannelClient:
     def __init__(self, url: str, ssl_context: Callable[[], ssl.SSLContext], serial: str, on_config: ApplyFn,
                  running: Callable[[], int], *, capabilities: tuple[str, ...] = ("config", "telemetry"),
-                 backoff: tuple[float, float] = (1.0, 60.0), heartbeat: float = 20.0):
+                 backoff: tuple[float, float] = (1.0, 60.0), heartbeat: float = HEARTBEAT_S,
+                 on_confirm: ConfirmFn | None = None, greeting: Callable[[], list[wire._Msg]] | None = None,
+                 interfaces: Callable[[], tuple[str, ...]] | None = None):
+        """``on_confirm(generation)``: the controller confirmed a config (commit-confirm). ``greeting()``:
+        messages to send right after each hello (a rollback to report). ``interfaces()`` (blocking): the
+        box's interfaces, announced in the hello."""
         self.url = url
         self.ssl_context = ssl_context
         self.serial = serial
@@ -34,6 +41,9 @@ class ChannelClient:
         self.capabilities = capabilities
         self.backoff = backoff
         self.heartbeat = heartbeat
+        self.on_confirm = on_confirm
+        self.greeting = greeting
+        self.interfaces = interfaces
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self.stats = {"connects": 0, "failures": 0, "frames_in": 0, "frames_out": 0, "bad_frames": 0,
                       "configs": 0}
@@ -65,8 +75,9 @@ class ChannelClient:
         async with aiohttp.ClientSession(timeout=timeout) as session, session.ws_connect(
                 self.url, ssl=self.ssl_context(), heartbeat=self.heartbeat, max_msg_size=wire.MAX_FRAME) as ws:
             self._ws = ws
+            ifaces = await asyncio.to_thread(self.interfaces) if self.interfaces is not None else ()
             await self._send(wire.Hello(versions=wire.VERSIONS, serial=self.serial, capabilities=self.capabilities,
-                                        generation=self.running()))
+                                        generation=self.running(), interfaces=ifaces))
             first = await self._receive(ws)
             if not isinstance(first, wire.Hello):
                 raise wire.ChannelProtocolError("order", f"expected hello, got {first.type}")
@@ -75,6 +86,8 @@ class ChannelClient:
             self.connected_since = time.time()
             self.last_error = None
             log.info("channel up", extra={"fields": {"url": self.url}})
+            for msg in self.greeting() if self.greeting is not None else ():
+                await self._send(msg)
             while True:
                 try:
                     msg = await self._receive(ws)
@@ -87,10 +100,14 @@ class ChannelClient:
                 if isinstance(msg, wire.Config):
                     self.stats["configs"] += 1
                     await self._send(await self.on_config(msg))
+                elif isinstance(msg, wire.Confirm):
+                    if self.on_confirm is not None:
+                        await self.on_confirm(msg.generation)
                 elif isinstance(msg, wire.Error):
                     log.warning("controller says: %s", msg.message, extra={"fields": {"code": msg.code}})
 
-    async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> wire.Hello | wire.Config | wire.Error:
+    async def _receive(self, ws: aiohttp.ClientWebSocketResponse
+                       ) -> wire.Hello | wire.Config | wire.Confirm | wire.Error:
         frame = await ws.receive()
         if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
                           aiohttp.WSMsgType.ERROR):
@@ -99,7 +116,7 @@ class ChannelClient:
             raise wire.ChannelProtocolError("frame", f"unexpected frame type {frame.type.name}")
         self.stats["frames_in"] += 1
         msg = wire.decode(frame.data)
-        if not isinstance(msg, wire.Hello | wire.Config | wire.Error):
+        if not isinstance(msg, wire.Hello | wire.Config | wire.Confirm | wire.Error):
             raise wire.ChannelProtocolError("direction", f"'{msg.type}' is not sent by a controller")
         return msg
 
@@ -117,6 +134,12 @@ class ChannelClient:
         except (aiohttp.ClientError, ConnectionError):
             return False
         return True
+
+    def reconnect(self) -> None:
+        """Drop the session now (the run loop connects again): after a rollback the controller must
+        hear the hello of the generation that runs again, and the report."""
+        if self._ws is not None and not self._ws.closed:
+            asyncio.get_running_loop().create_task(self._ws.close(code=1000, message=b"rolled back"))
 
     def status(self) -> dict:
         return {"url": self.url, "connected": self.connected, "since": self.connected_since,

@@ -7,7 +7,10 @@ ignored — it never changes what runs.
     gateway -> controller   hello         first frame: serial, versions, capabilities, generation running
     controller -> gateway   hello         the version chosen
     controller -> gateway   config        a full desired config with its generation number
-    gateway -> controller   apply_result  per generation: ok, or the error (and the generation still running)
+    gateway -> controller   apply_result  per generation: ok, or the error (and the generation still running);
+                                          rolled_back: it was applied, never confirmed, and undone
+    controller -> gateway   confirm       the controller heard the gateway over the channel *with* that
+                                          generation running: it becomes the gateway's last good config
     gateway -> controller   telemetry     periodic counters
     gateway -> controller   event         something happened (tunnel up/down, reload refused, ...)
     gateway -> controller   policy_counters  the firewall's per-entry hit counters (with telemetry)
@@ -36,12 +39,22 @@ class Hello(_Msg):
     serial: str | None = Field(default=None, max_length=64)  # gateway -> controller
     capabilities: tuple[str, ...] = Field(default=(), max_length=64)
     generation: int = Field(default=0, ge=0)  # the generation the gateway is running
+    # gateway -> controller: its network interfaces (so the controller refuses LAN ports it lacks)
+    interfaces: tuple[Annotated[str, Field(max_length=15)], ...] = Field(default=(), max_length=256)
 
 
 class Config(_Msg):
     type: Literal["config"] = "config"
     generation: int = Field(ge=1)
     config: dict[str, Any]  # validated by nsg.model on the gateway, never trusted as is
+    # commit-confirm: the gateway undoes this config unless a confirm for it comes within this many
+    # seconds (None: the gateway's default)
+    confirm_s: float | None = Field(default=None, ge=5, le=3600)
+
+
+class Confirm(_Msg):
+    type: Literal["confirm"] = "confirm"
+    generation: int = Field(ge=1)
 
 
 class ApplyResult(_Msg):
@@ -50,6 +63,9 @@ class ApplyResult(_Msg):
     ok: bool
     error: str | None = Field(default=None, max_length=4096)
     running: int = Field(ge=0)  # the generation running after this
+    rolled_back: bool = False  # applied, but no confirm came in time: the previous generation runs again
+    # what the config names that the box does not have (yet): applied, but degraded
+    waiting: tuple[Annotated[str, Field(max_length=200)], ...] = Field(default=(), max_length=64)
 
 
 class Telemetry(_Msg):
@@ -79,7 +95,7 @@ class Error(_Msg):
     message: str = Field(max_length=4096)
 
 
-Message = Annotated[Hello | Config | ApplyResult | Telemetry | Event | PolicyCounters | Error,
+Message = Annotated[Hello | Config | Confirm | ApplyResult | Telemetry | Event | PolicyCounters | Error,
                     Field(discriminator="type")]
 _adapter: TypeAdapter = TypeAdapter(Message)
 
@@ -92,7 +108,7 @@ class ChannelProtocolError(ValueError):
         super().__init__(message)
 
 
-def decode(frame: str | bytes) -> Hello | Config | ApplyResult | Telemetry | Event | PolicyCounters | Error:
+def decode(frame: str | bytes) -> Hello | Config | Confirm | ApplyResult | Telemetry | Event | PolicyCounters | Error:
     if len(frame) > MAX_FRAME:
         raise ChannelProtocolError("too-large", f"frame of {len(frame)} octets (limit {MAX_FRAME})")
     try:

@@ -119,6 +119,10 @@ class Peer(_Frozen):
     # Who starts IKE: "auto" = a gateway behind a NAT, else the lower system IP;
     # "never" = the peer always calls us (it sits behind a NAT we cannot reach through).
     initiate: Literal["auto", "always", "never"] = "auto"
+    # ipsec auth "ldevid"/"certificate": the device serial its certificate must carry (subject serialNumber)
+    serial: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[\x20-\x7e]+$")
+    # ipsec auth "psk": the key of this pair of gateways only (never one key for every peer)
+    psk: str | None = Field(default=None, min_length=16, max_length=256, repr=False)
 
     @model_validator(mode="after")
     def _check(self) -> Peer:
@@ -152,6 +156,20 @@ class GatewayConfig(_Frozen):
     qos: QosConfig | None = None  # shaping by forwarding class on the uplinks; without it none
     uplink_services: tuple[UplinkService, ...] = Field(default=(), max_length=32)
 
+    def _check_peer_auth(self) -> None:
+        auth = self.ipsec.auth if self.ipsec is not None else None
+        for i, p in enumerate(self.peers):
+            if auth == "psk" and p.psk is None:
+                raise ValueError(f"peers[{i}].psk: ipsec auth 'psk' needs a key for each peer ({p.name!r} has none)")
+            if auth != "psk" and p.psk is not None:
+                raise ValueError(f"peers[{i}].psk: only with ipsec auth 'psk'")
+            if auth == "ldevid" and p.serial is None:
+                raise ValueError(f"peers[{i}].serial: ipsec auth 'ldevid' binds each peer to its device serial "
+                                 f"({p.name!r} has none)")
+        psks = [p.psk for p in self.peers if p.psk is not None]
+        if len(set(psks)) != len(psks):
+            raise ValueError("peers[].psk: two peers share a key; each pair of gateways has its own")
+
     @model_validator(mode="after")
     def _check(self) -> GatewayConfig:
         _unicast(self.system_ip, "system_ip")
@@ -178,6 +196,7 @@ class GatewayConfig(_Frozen):
         for p in self.peers:
             if p.system_ip == self.system_ip:
                 raise ValueError(f"peer '{p.name}' has this gateway's own system_ip {self.system_ip}")
+        self._check_peer_auth()
         _unique("apps", "name", [a.name for a in self.apps])
         _unique("vms", "name", [v.name for v in self.vms])
         _unique("apps and vms", "address", [a.address for a in (*self.apps, *self.vms)])

@@ -66,7 +66,8 @@ def test_controller_drives_the_gateway(netns_name, tmp_path):
         st = d.wait(lambda s: s.get("last_apply") and s["last_apply"]["error"] is None, what="first config")
         assert st["config"]["generation"] == 5 and st["channel"]["connected"]
         assert wait(lambda: results(tmp_path)) == [{"type": "apply_result", "generation": 5, "ok": True,
-                                                    "error": None, "running": 5}]
+                                                    "error": None, "running": 5, "rolled_back": False,
+                                                    "waiting": []}]
         before = kernel_state(ns)
         bad = base_doc()
         bad["subnets"][0]["vni"] = 0
@@ -86,6 +87,11 @@ def test_controller_drives_the_gateway(netns_name, tmp_path):
         hub = start_hub(ns, tmp_path)
         st = d.wait(lambda s: s["config"]["generation"] == 7, timeout=30, what="reconnect and generation 7")
         assert st["channel"]["connects"] == 2
+        # generation 7 ran on trial until the hub confirmed it; then it is the one the box boots with
+        st = d.wait(lambda s: s["commit_confirm"]["confirmed"] >= 1 and s["commit_confirm"]["pending"] is None,
+                    what="generation 7 confirmed")
+        kept = json.loads((state / "last-good-config.json").read_text())
+        assert [p["name"] for p in kept["peers"]][-1] == "b3"
     finally:
         d.stop()
         if hub.poll() is None:

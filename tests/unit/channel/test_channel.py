@@ -163,3 +163,49 @@ def test_version_choice():
     assert wire.choose_version((1, 7)) == 1
     with pytest.raises(wire.ChannelProtocolError, match="no common version"):
         wire.choose_version((2,))
+
+
+def test_commit_confirm_over_the_channel(pki):
+    """An applied generation is confirmed by the controller; a rolled-back one is remembered across
+    reconnects and not pushed again; the gateway's interfaces and its rollback report reach the hub."""
+    configs = {"NSG-1": (3, {"schema_version": 1, "system_ip": "198.19.255.1"})}
+    confirmed: list[int] = []
+    greeting: list[wire._Msg] = []
+
+    async def on_config(msg):
+        if msg.generation == 4:  # applied, then undone: reported at once and again after the reconnect
+            greeting.append(wire.ApplyResult(generation=4, ok=False, rolled_back=True, running=3,
+                                             error="no confirmation within 5 s"))
+            return greeting[0]
+        return wire.ApplyResult(generation=msg.generation, ok=True, running=msg.generation)
+
+    async def on_confirm(generation):
+        confirmed.append(generation)
+
+    async def main():
+        hub = ChannelHub(configs.get)
+        hub.confirm_s = 42.0
+        runner, port = await start(hub, pki)
+        client = ChannelClient(f"wss://127.0.0.1:{port}/channel", lambda: client_ctx(pki), "NSG-1", on_config,
+                               lambda: 3, backoff=(0.05, 0.2), on_confirm=on_confirm,
+                               greeting=lambda: list(greeting), interfaces=lambda: ("lan0", "wan0"))
+        task = asyncio.create_task(client.run())
+        await until(lambda: confirmed == [3])
+        assert hub.interfaces["NSG-1"] == ("lan0", "wan0")
+        configs["NSG-1"] = (4, {"strands": True})
+        assert await hub.push("NSG-1")
+        await until(lambda: "NSG-1" in hub.failed)
+        assert hub.failed["NSG-1"].generation == 4 and hub.counters["rollbacks"] == 1
+        assert confirmed == [3]  # no confirm for what was undone
+        client.reconnect()
+        await until(lambda: client.stats["connects"] == 2)
+        await until(lambda: len(hub.sessions["NSG-1"].results) == 1)  # the greeting's report
+        assert not await hub.push("NSG-1")  # the failed generation is not sent again
+        configs["NSG-1"] = (5, {"fixed": True})
+        assert await hub.push("NSG-1")
+        await until(lambda: confirmed == [3, 5])
+        await until(lambda: "NSG-1" not in hub.failed)  # a newer generation holds
+        task.cancel()
+        await runner.cleanup()
+
+    asyncio.run(main())

@@ -1,0 +1,185 @@
+"""The daemon's side of its controller: bootstrap, then the management channel; configs in (each on
+trial until the controller confirms it: nsg/confirm.py), results, telemetry and policy counters out.
+A mixin of nsg.daemon.Daemon (it uses the daemon's config, counters and converge); kept apart so the
+daemon stays readable. The desired-state engine (issue 14) replaces this back-and-forth."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from nsg.model import ConfigError
+from nsg.telemetry import telemetry_counters
+
+log = logging.getLogger("nsg.daemon")
+
+
+class ControllerLink:
+    async def _bootstrap_then_channel(self) -> None:
+        assert self.zerotouch is not None
+        doc = await self.zerotouch.run()
+        self.controller_url = doc.channel_url
+        if doc.config is not None and self.config is None:
+            # the initial config came signed with the onboarding data: forward before the channel is up
+            from nsg.model import parse_config
+
+            try:
+                cfg = parse_config(doc.config, source="onboarding information")
+            except ConfigError as exc:
+                self._refused(str(exc), exc.problems)
+            else:
+                await self.install_config(cfg, "onboarding", generation=cfg.generation)
+        task = self._start_channel()
+        if task is not None:
+            await task
+
+    def _start_channel(self) -> asyncio.Task | None:
+        """With a controller: hold the mTLS channel (LDevID, the controller's trust anchor from bootstrap)."""
+        if self.controller_url is None:
+            return None
+        from bootstrap.driver import Bootstrapper
+        from bootstrap.identity import FileIdentityStore
+        from bootstrap.renew import keep_enrolled
+        from nsg.channel.client import ChannelClient
+
+        ident = FileIdentityStore(self.state_dir / "identity")
+        cafile = self.state_dir / "identity" / "controller-ca.pem"
+
+        onboarding = Bootstrapper(ident).done()
+        if onboarding is not None:  # bootstrapped here: keep the LDevID fresh (re-enroll at 2/3 of its life)
+            self._renew = asyncio.get_running_loop().create_task(
+                keep_enrolled(ident, onboarding.est_url, on_renewed=lambda: self._request("renewed")),
+                name="ldevid-renewal")
+        self._device_tls = lambda: ident.tls_context("ldevid", cafile)  # also fetches app images
+        self.channel = ChannelClient(self.controller_url, self._device_tls, ident.serial(),
+                                     self._remote_config, lambda: self.generation,
+                                     backoff=(1.0, self.channel_retry_max), on_confirm=self._on_confirm,
+                                     greeting=self._channel_greeting, interfaces=self._interfaces)
+        return asyncio.get_running_loop().create_task(self._channel_and_telemetry(self.telemetry_interval),
+                                                      name="channel")
+
+    async def _channel_and_telemetry(self, every: float = 30.0) -> None:
+        from nsg.channel import wire
+
+        assert self.channel is not None
+        runner = asyncio.create_task(self.channel.run())
+        try:
+            while not runner.done():
+                await asyncio.sleep(every)
+                shaper = self.enforce.qos
+                qos = await asyncio.to_thread(shaper.stats) if shaper is not None else None
+                guard = await self.enforce.guard_status()
+                await self.channel.send(self._telemetry(qos, guard))
+                fw = self.enforce.policy
+                if fw is not None and fw.state.digest is not None:
+                    counted = await asyncio.to_thread(fw.counters)
+                    await self.channel.send(wire.PolicyCounters(
+                        ts=time.time(), generation=self.generation,
+                        counters={k: (v["packets"], v["bytes"]) for k, v in counted.items()}))
+        finally:
+            runner.cancel()
+
+    def _telemetry_soon(self) -> None:
+        """Send telemetry now (an app's state changed): the controller hears of a crash or a bad image
+        within a pass, not at the next 30 s tick. At most one send in flight."""
+        if self.channel is None or (self._telemetry_task is not None and not self._telemetry_task.done()):
+            return
+
+        async def send() -> None:
+            assert self.channel is not None
+            try:
+                await self.channel.send(self._telemetry())
+            except Exception as exc:  # noqa: BLE001 - the periodic send will carry it
+                log.debug("prompt telemetry not sent: %s", exc)
+
+        self._telemetry_task = asyncio.get_running_loop().create_task(send(), name="telemetry")
+
+    def _telemetry(self, qos: dict | None = None, guard: dict | None = None):
+        """``qos``: the shaper's class counters, read by the caller in a worker thread (netlink);
+        ``guard``: the input guard's status (what it dropped: attack traffic to alert on)."""
+        from nsg.channel import wire
+
+        return wire.Telemetry(ts=time.time(), counters=telemetry_counters(
+            self.counters, self.generation, self.tunnels.status() if self.tunnels else None,
+            self.workloads.counters(), qos, guard, self.confirm.status(time.monotonic())))
+
+    async def _remote_config(self, msg):
+        """A config from the controller: validated here; refused ones leave everything as it was. A new
+        one runs on trial (nsg/confirm.py) until the controller confirms it over the channel."""
+        from nsg.channel import wire
+        from nsg.model import parse_config
+
+        rb = self.confirm.last_rollback
+        if rb is not None and self.confirm.refuses(msg.generation):
+            # not applied again; the report says why it was undone in the first place
+            return wire.ApplyResult(generation=msg.generation, ok=False, rolled_back=True, running=self.generation,
+                                    error=rb.reason[:4000])
+        try:
+            cfg = parse_config(msg.config, source=f"controller generation {msg.generation}")
+        except ConfigError as exc:
+            self._refused(str(exc), exc.problems)
+            return wire.ApplyResult(generation=msg.generation, ok=False, error=str(exc)[:4000],
+                                    running=self.generation)
+        previous, previous_generation = self.config, self.generation
+        trial = previous is not None and cfg != previous
+        error = await self.install_config(cfg, "controller", generation=msg.generation, persist=not trial)
+        if error is None and trial:
+            assert previous is not None
+            t = self.confirm.start(msg.generation, previous, previous_generation, time.monotonic(), msg.confirm_s)
+            log.info("generation %d on trial: it becomes last good once the controller confirms it", t.generation,
+                     extra={"fields": {"window_s": t.window_s, "fallback": t.previous_generation}})
+            self._arm_confirm(t.window_s)
+        waiting = tuple(str(w)[:200] for w in (self.last_apply or {}).get("waiting", ()))[:64]
+        return wire.ApplyResult(generation=msg.generation, ok=error is None, error=error and error[:4000],
+                                running=self.generation, waiting=waiting)
+
+    def _arm_confirm(self, after_s: float) -> None:
+        async def timer() -> None:
+            await asyncio.sleep(after_s)
+            self._request("confirm-timeout")
+
+        if self._confirm_timer is not None:
+            self._confirm_timer.cancel()
+        self._confirm_timer = asyncio.get_running_loop().create_task(timer(), name="confirm-window")
+
+    async def _on_confirm(self, generation: int) -> None:
+        """The controller heard us over the channel with ``generation`` running: it is the last good one."""
+        if self.confirm.confirm(generation) and generation == self.generation:
+            self._persist_last_good()
+            log.info("generation %d confirmed by the controller: kept as last good", generation)
+
+    async def _rollback_if_due(self) -> None:
+        trial = self.confirm.due(time.monotonic())
+        if trial is None:
+            return
+        channel = self.channel.status() if self.channel else {}
+        why = channel.get("last_error") or ("the channel is up but no confirm came" if channel.get("connected")
+                                            else "the channel is down")
+        reason = (f"no confirmation from the controller within {trial.window_s:g} s of applying generation "
+                  f"{trial.generation} ({why})")
+        self.config, self.generation = trial.previous, trial.previous_generation
+        result = await self._converge("rollback")
+        rb = self.confirm.rolled_back(trial, reason)
+        self.counters["rollbacks"] = self.counters.get("rollbacks", 0) + 1
+        log.error("rolled back to generation %d: %s", rb.restored, reason,
+                  extra={"fields": {"undone": rb.generation, "apply_error": result.error}})
+        if self.channel is not None:
+            self.channel.reconnect()  # the report goes out as soon as the channel is up with the old config
+
+    def _interfaces(self) -> tuple[str, ...]:
+        """The box's own network interfaces (not the ones nsg makes), for the controller to check LAN
+        ports against. Blocking (netlink): the channel calls it in a worker thread."""
+        snap = self.kernel.snapshot()
+        return tuple(sorted(n for n, link in snap.links.items() if not link.owned and n != "lo"))[:256]
+
+    def _channel_greeting(self) -> list:
+        """Sent right after each hello: a rollback the controller has not heard of yet."""
+        from nsg.channel import wire
+
+        rb, self.confirm.unreported = self.confirm.unreported, None
+        if rb is None:
+            return []
+        return [wire.ApplyResult(generation=rb.generation, ok=False, rolled_back=True, running=rb.restored,
+                                 error=rb.reason[:4000])]
+
