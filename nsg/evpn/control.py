@@ -37,46 +37,71 @@ PREFIX_METRIC = 50  # routes from EVPN type-5 routes (below the uplinks' default
 
 
 RibRoute = MacRoute | ImetRoute | PrefixRoute
+NlriKey = tuple  # a received route's BGP identity (see _nlri_key)
 
 
-def _rib_routes(result: UpdateResult) -> tuple[list[RibRoute], list[RibRoute]]:
-    """(announced, withdrawn) in RIB terms. Treat-as-withdraw results withdraw everything they carried."""
-    add: list[RibRoute] = []
-    gone: list[RibRoute] = []
+def _nlri_key(route) -> NlriKey | None:
+    """What makes two EVPN routes the same route (RFC 7432 section 7.2 for type 2, 7.3 for type 3,
+    RFC 9136 section 3 for type 5): RD and Ethernet tag, then MAC and IP / originator / prefix. Not
+    the labels, next hop or attributes: a route announced again with new ones replaces the old."""
+    if isinstance(route, MacIpRoute):
+        return ("mac", str(route.rd), route.eth_tag, route.mac, str(route.ip) if route.ip else None)
+    if isinstance(route, InclusiveMulticastRoute):
+        return ("imet", str(route.rd), route.eth_tag, str(route.originator))
+    if isinstance(route, IpPrefixRoute):
+        return ("prefix", str(route.rd), route.eth_tag, str(route.prefix), route.prefix_len)
+    return None
 
-    def convert(route, vtep: str | None, seq: int) -> RibRoute | None:
+
+def _rib_routes(result: UpdateResult, peer: str) -> tuple[list[tuple[NlriKey, RibRoute]],
+                                                          list[tuple[NlriKey, RibRoute]]]:
+    """(announced, withdrawn) in RIB terms, each route with its NLRI identity. Treat-as-withdraw
+    results withdraw everything they carried."""
+    add: list[tuple[NlriKey, RibRoute]] = []
+    gone: list[tuple[NlriKey, RibRoute]] = []
+
+    def convert(route, vtep: str | None, seq: int, sticky: bool) -> RibRoute | None:
+        rd = str(route.rd) if hasattr(route, "rd") else ""
         if isinstance(route, MacIpRoute):
-            return MacRoute(route.vni, route.mac, vtep or "0.0.0.0", str(route.ip) if route.ip else None, seq)
+            return MacRoute(route.vni, route.mac, vtep or "0.0.0.0", str(route.ip) if route.ip else None, seq,
+                            sticky, rd=rd, peer=peer, eth_tag=route.eth_tag)
         if isinstance(route, InclusiveMulticastRoute):
-            return ImetRoute(0, str(route.originator))  # the VNI comes from the PMSI label (below)
+            # the VNI comes from the PMSI label (below)
+            return ImetRoute(0, str(route.originator), rd=rd, peer=peer)
         if isinstance(route, IpPrefixRoute) and route.prefix.version == 4:
             net = IPv4Network(f"{route.prefix}/{route.prefix_len}", strict=False)
-            return PrefixRoute(str(net), str(route.gateway), vtep or "0.0.0.0")
+            return PrefixRoute(str(net), str(route.gateway), vtep or "0.0.0.0", rd=rd, peer=peer)
         return None
+
+    def keyed(routes, vtep: str | None, seq: int, sticky: bool) -> list[tuple[NlriKey, RibRoute]]:
+        out = []
+        for route in routes:
+            key, r = _nlri_key(route), convert(route, vtep, seq, sticky)
+            if key is not None and r is not None:
+                out.append((key, r))
+        return out
 
     upd = result.update
     if upd is None:  # RFC 7606 treat-as-withdraw: every route the message carried is withdrawn
-        gone = [r for r in (convert(route, None, 0) for route in result.withdraw_nlri) if r is not None]
-        return add, gone
-    seq = 0
+        return add, keyed(result.withdraw_nlri, None, 0, False)
+    seq, sticky = 0, False
     ext = upd.get(16)  # EXTENDED_COMMUNITIES
     if ext is not None:
-        seq = max((c.sequence for c in ext.communities if isinstance(c, MacMobility)), default=0)
+        mobility = [c for c in ext.communities if isinstance(c, MacMobility)]
+        seq = max((c.sequence for c in mobility), default=0)
+        sticky = any(c.sticky for c in mobility)  # RFC 7432 7.7: the "static" flag
     pmsi = upd.get(22)
     reach, unreach = upd.mp_reach, upd.mp_unreach
     vtep = str(reach.next_hop) if reach is not None else None
-    for route in reach.nlri if reach is not None else ():
-        r = convert(route, vtep, seq)
+    for key, r in keyed(reach.nlri if reach is not None else (), vtep, seq, sticky):
         if isinstance(r, ImetRoute):
             if pmsi is None:
                 continue  # RFC 8365 9.1: without the PMSI attribute we cannot tell the VNI
-            r = ImetRoute(pmsi.tunnel.vni, (pmsi.tunnel.vtep and str(pmsi.tunnel.vtep)) or r.vtep)
-        if r is not None:
-            add.append(r)
-    for route in unreach.nlri if unreach is not None else ():
-        r = convert(route, None, 0)
-        if r is not None:
-            gone.append(r)
+            tunnel = (pmsi.tunnel.vtep and str(pmsi.tunnel.vtep)) or r.vtep
+            add.append((key, ImetRoute(pmsi.tunnel.vni, tunnel, rd=r.rd, peer=peer)))
+        else:
+            add.append((key, r))
+    gone = keyed(unreach.nlri if unreach is not None else (), None, 0, False)
     return add, gone
 
 
@@ -89,66 +114,85 @@ class EvpnControl:
         self.changed = changed
         self.speakers: dict[str, Speaker] = {}
         self.config: GatewayConfig | None = None
-        # withdrawals name routes without their next hop: remember who announced what, per peer
-        self._announced: dict[str, dict[tuple, MacRoute | ImetRoute]] = {}
+        # each peer's Adj-RIB-In: NLRI identity -> the route as the RIB holds it (withdrawals name
+        # the route only, not its next hop or attributes; the RIB keys its paths by peer too)
+        self._announced: dict[str, dict[NlriKey, RibRoute]] = {}
         self.local = LocalTable()
         self._originated: dict[bytes, Update] = {}  # our type-3 and type-5 routes, by encoded NLRI
         self._rds: dict[int, RouteDistinguisher] = {}  # VNI -> our RD for it
         self._advertised: dict[LocalRoute, Update] = {}  # local route -> the UPDATE that announced it
         self._seq: dict[tuple[int, str], int] = {}  # (vni, mac) -> our MAC Mobility sequence number
-        self.counters = {"local_learned": 0, "local_withdrawn": 0, "moved_away": 0, "stale_kept": 0,
-                         "stale_purged": 0, "prefixes_refused": 0, "vteps_refused": 0, "routes_refused": 0}
+        # local MACs another PE advertises as static (sticky): not ours to announce (RFC 7432 15.2)
+        self._pinned: set[tuple[int, str]] = set()
+        self.counters = {"local_learned": 0, "local_withdrawn": 0, "moved_away": 0, "sticky_conflicts": 0,
+                         "stale_kept": 0, "stale_purged": 0, "prefixes_refused": 0, "vteps_refused": 0,
+                         "routes_refused": 0}
         self._refused_prefixes: set[str] = set()  # type-5 prefixes not installed (each counted once)
         # graceful restart, receiving side: a peer's routes kept (stale) while its session is down
         self._stale: dict[str, set[tuple]] = {}
         self._stale_timers: dict[str, asyncio.TimerHandle] = {}
-
-    def _key(self, r) -> tuple:
-        if isinstance(r, MacRoute):
-            return ("mac", r.vni, r.mac, r.ip)
-        if isinstance(r, PrefixRoute):
-            return ("prefix", r.prefix)
-        return ("imet", r.vtep)
 
     def _on_update(self, peer: str, result: UpdateResult) -> None:
         upd = result.update
         if upd is not None and upd.mp_reach is None and upd.mp_unreach is not None and not upd.mp_unreach.nlri:
             self._purge_stale(peer)  # End-of-RIB: whatever the peer did not send again is gone
             return
-        add, gone = _rib_routes(result)
+        add, gone = _rib_routes(result, peer)
         mine = self._announced.setdefault(peer, {})
         stale = self._stale.get(peer)
         if stale:
-            stale.difference_update(self._key(r) for r in add)
-        for r in gone:
-            known = mine.pop(self._key(r), None)
+            stale.difference_update(key for key, _ in add)
+        touched: set[tuple[int, str]] = set()  # MACs whose paths changed
+        for key, _r in gone:
+            known = mine.pop(key, None)
             if known is not None:
-                self.rib.withdraw(known)
-        moved = False
-        for r in add:
+                self._rib_withdraw(known, touched)
+        for key, r in add:
+            old = mine.pop(key, None)
+            if old is not None and old != r:
+                self._rib_withdraw(old, touched)  # an implicit withdraw: the same route with new attributes
             why = _unusable(r)
             if why is not None:
                 # the kernel would refuse it (and with it every later apply), or it would turn into a
-                # flood entry: never let it into the RIB
+                # flood entry: never let it into the RIB (and what the route said before is gone)
                 self.counters["routes_refused"] += 1
                 log.warning("EVPN route refused: %s", why, extra={"fields": {"peer": peer, "route": repr(r)}})
                 continue
-            old = mine.get(self._key(r))
-            if old is not None and old != r:
-                self.rib.withdraw(old)  # an implicit withdraw: the same route with new attributes
-            mine[self._key(r)] = r
+            mine[key] = r
             self.rib.add(r)
-            if (isinstance(r, MacRoute) and r.vtep not in self.rib.local_vteps and self.local.is_local(r.vni, r.mac)
-                    and r.seq > self._seq.get((r.vni, r.mac), 0)):
-                # RFC 7432 15.1: a higher sequence number elsewhere: the host moved there. Ours goes;
-                # if the host is still here its next frame makes the bridge learn it again (seq + 1).
-                self.local.forget_mac(r.vni, r.mac)
-                self.counters["moved_away"] += 1
-                moved = True
-        if moved:
-            self._sync_local()
+            if isinstance(r, MacRoute):
+                touched.add((r.vni, r.mac))
+        self._contest_local(touched)
         if add or gone:
             self.changed()
+
+    def _rib_withdraw(self, r: RibRoute, touched: set[tuple[int, str]]) -> None:
+        self.rib.withdraw(r)
+        if isinstance(r, MacRoute):
+            touched.add((r.vni, r.mac))
+
+    def _contest_local(self, touched: set[tuple[int, str]]) -> None:
+        """Remote paths of MACs that are local here changed: does our route still win?
+
+        RFC 7432 15.1: a remote route with a higher sequence number than ours means the host moved
+        there, and so does one with the same sequence number from a PE with a lower address; either
+        way ours is withdrawn (if the host is still here its next frame makes the bridge learn it
+        again, and we announce it one above). A remote static (sticky) route is handled in
+        _sync_local (15.2). Withdrawals of remote paths can make a held-back MAC ours again."""
+        local = [(vni, mac) for vni, mac in touched if self.local.is_local(vni, mac)]
+        if not local:
+            return
+        sysip = _ip_int(str(self.config.system_ip)) if self.config is not None else 0
+        for vni, mac in local:
+            best, ours = self.rib.best(vni, mac), self._seq.get((vni, mac))
+            if best is None or ours is None or best.sticky:
+                continue
+            if best.seq > ours or (best.seq == ours and _ip_int(best.vtep) < sysip):
+                self.local.forget_mac(vni, mac)
+                self.counters["moved_away"] += 1
+                log.info("MAC moved to another site", extra={"fields": {
+                    "vni": vni, "mac": mac, "vtep": best.vtep, "their_seq": best.seq, "our_seq": ours}})
+        self._sync_local()
 
     def apply(self, cfg: GatewayConfig, local: str) -> None:
         """Start speakers toward new peers; (re)announce our type-3 routes (one per VNI)."""
@@ -226,10 +270,29 @@ class EvpnControl:
     def _sync_local(self, announce: bool = True) -> None:
         """Announce local routes that appeared, withdraw those that went (to every peer)."""
         assert self.config is None or self.config.evpn is not None
-        want = {r for r in self.local.routes() if r.vni in self._rds}
+        want: set[LocalRoute] = set()
+        pinned: set[tuple[int, str]] = set()
+        for r in self.local.routes():
+            if r.vni not in self._rds:
+                continue
+            best = self.rib.best(r.vni, r.mac)
+            if best is not None and best.sticky:
+                # RFC 7432 15.2: another PE says this MAC is static there and "cannot move": it is not
+                # ours to announce, its entry stays installed, and the operator MUST be alerted
+                pinned.add((r.vni, r.mac))
+                continue
+            want.add(r)
+        for vni, mac in sorted(pinned - self._pinned):
+            self.counters["sticky_conflicts"] += 1
+            log.warning("MAC learned on the LAN is static (sticky) at another site: not announced",
+                        extra={"fields": {"vni": vni, "mac": mac, "vtep": self.rib.best(vni, mac).vtep}})
+        pinned_changed = pinned != self._pinned
+        self._pinned = pinned
         gone = [r for r in self._advertised if r not in want]
         new = sorted(want - set(self._advertised), key=LocalRoute.sort_key)
         if not gone and not new:
+            if pinned_changed:
+                self.changed()
             return
         sysip = self.config.system_ip if self.config is not None else None
         outgoing: list[Update] = []
@@ -262,17 +325,20 @@ class EvpnControl:
                     sp.send(upd)
         # the kernel only cares when a MAC that was remote became ours or went (fdb() leaves local
         # MACs out); a host appearing on our LAN changes nothing in it
-        if any((r.vni, r.mac) in self.rib.macs for r in (*gone, *new)):
+        if pinned_changed or any((r.vni, r.mac) in self.rib.macs for r in (*gone, *new)):
             self.changed()
 
     # --- what the kernel gets ---------------------------------------------------------------------
+
+    def _ours(self, vni: int, mac: str) -> bool:
+        """A MAC on our LAN that we announce: the kernel gets no remote entry for it."""
+        return self.local.is_local(vni, mac) and (vni, mac) not in self._pinned
 
     def fdb(self) -> frozenset[Fdb]:
         """The RIB's entries, minus MACs that are ours now (a host that moved here from elsewhere).
         With transport "esp" only VTEPs that are our peers' system IPs are used: those are the ones
         inside tunnels; a route naming any other would send tenant frames across the WAN in clear."""
-        entries = [f for f in self.rib.fdb()
-                   if f.mac == ZERO_MAC or not self.local.is_local(_vni_of_vxlan(f.ifname), f.mac)]
+        entries = [f for f in self.rib.fdb() if f.mac == ZERO_MAC or not self._ours(_vni_of_vxlan(f.ifname), f.mac)]
         cfg = self.config
         if cfg is None or cfg.transport != "esp":
             return frozenset(entries)
@@ -320,7 +386,7 @@ class EvpnControl:
             if subnet is None or ip is None or ip not in subnet.cidr or ip in (
                     subnet.gateway, subnet.cidr.network_address, subnet.cidr.broadcast_address):
                 continue
-            if not self.local.is_local(_vni_of_bridge(n.ifname), n.mac):
+            if not self._ours(_vni_of_bridge(n.ifname), n.mac):
                 out.add(Neigh(n.ifname, n.ip, n.mac))
         return frozenset(out)
 
@@ -346,8 +412,10 @@ class EvpnControl:
             return
         # without graceful restart, what the peer told us is gone with it
         self._stale.pop(peer, None)
+        touched: set[tuple[int, str]] = set()
         for r in self._announced.pop(peer, {}).values():
-            self.rib.withdraw(r)
+            self._rib_withdraw(r, touched)
+        self._contest_local(touched)
         self.changed()
 
     def _purge_stale(self, peer: str) -> None:
@@ -358,8 +426,10 @@ class EvpnControl:
         keys = self._stale.pop(peer, set())
         mine = self._announced.get(peer, {})
         gone = [mine.pop(k) for k in keys if k in mine]
+        touched: set[tuple[int, str]] = set()
         for r in gone:
-            self.rib.withdraw(r)
+            self._rib_withdraw(r, touched)
+        self._contest_local(touched)
         if gone:
             self.counters["stale_purged"] += len(gone)
             self.changed()
@@ -394,20 +464,22 @@ class EvpnControl:
                    "seq": self._seq.get((r.vni, r.mac), 0)}
                   for r in sorted(self._advertised, key=LocalRoute.sort_key) if r.vni in self._rds]
         remote = []
+        best_prefixes, ip_winners = self.rib.best_prefixes(), self.rib.ip_winners()
         for peer, routes in sorted(self._announced.items()):
             stale = self._stale.get(peer, set())
-            for r in sorted(routes.values(), key=lambda r: (type(r).__name__, r.vtep, repr(r))):
+            for key, r in sorted(routes.items(), key=lambda kv: (type(kv[1]).__name__, kv[1].vtep, repr(kv[1]))):
                 if isinstance(r, ImetRoute):
                     remote.append({"type": 3, "vni": r.vni, "vtep": r.vtep, "peer": peer})
                 elif isinstance(r, PrefixRoute):
-                    best = self.rib.best_prefixes().get(r.prefix)
+                    best = best_prefixes.get(r.prefix)
                     remote.append({"type": 5, "prefix": r.prefix, "gateway_ip": r.gateway, "vtep": r.vtep,
                                    "peer": peer, "best": best is not None and best.vtep == r.vtep})
                 else:
-                    best = self.rib.best(r.vni, r.mac)
                     remote.append({"type": 2, "vni": r.vni, "mac": r.mac, "ip": r.ip, "vtep": r.vtep, "seq": r.seq,
-                                   "peer": peer, "best": best is not None and best.vtep == r.vtep})
-                if self._key(r) in stale:
+                                   "rd": r.rd, "peer": peer, "best": self.rib.in_use(r, ip_winners)})
+                    if r.sticky:
+                        remote[-1]["sticky"] = True
+                if key in stale:
                     remote[-1]["stale"] = True
         return {"local": local, "received": remote}
 
@@ -422,6 +494,10 @@ def _unusable(r: RibRoute) -> str | None:
     if isinstance(r, MacRoute) and (r.mac == ZERO_MAC or int(r.mac[:2], 16) & 1):
         return f"MAC {r.mac} is not a unicast host MAC"
     return None
+
+
+def _ip_int(address: str) -> int:
+    return int(IPv4Address(address))
 
 
 def _vni_of_vxlan(ifname: str) -> int:

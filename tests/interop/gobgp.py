@@ -47,6 +47,7 @@ class GoNeighbor:
     hold: int = 9
     connect_retry: int = 1
     passive: bool = False
+    local_address: str | None = None  # the session's source address (several speakers in one namespace)
 
 
 def _toml_value(v: Any) -> str:
@@ -60,7 +61,8 @@ def _toml_value(v: Any) -> str:
 
 
 class GoBgp:
-    """gobgpd in ``netns``; ``neighbors`` are GoNeighbor or (address, peer_as) pairs."""
+    """gobgpd in ``netns``; ``neighbors`` are GoNeighbor or (address, peer_as) pairs. ``listen_port=-1``:
+    gobgpd does not listen (it only connects out): a second instance in the same namespace."""
 
     def __init__(self, netns: str, workdir: Path, router_id: str, asn: int,
                  neighbors: Sequence[GoNeighbor | tuple[str, int]] = (), *, api_port: int = DEFAULT_API_PORT,
@@ -98,8 +100,12 @@ class GoBgp:
                       f"    neighbor-address = {_toml_value(n.address)}", f"    peer-as = {n.peer_as}",
                       "  [neighbors.timers.config]", f"    hold-time = {n.hold}",
                       f"    keepalive-interval = {n.keepalive}", f"    connect-retry = {n.connect_retry}"]
-            if n.passive:
-                lines += ["  [neighbors.transport.config]", "    passive-mode = true"]
+            if n.passive or n.local_address:
+                lines += ["  [neighbors.transport.config]"]
+                if n.passive:
+                    lines += ["    passive-mode = true"]
+                if n.local_address:
+                    lines += [f"    local-address = {_toml_value(n.local_address)}"]
             if n.rr_client:
                 lines += ["  [neighbors.route-reflector.config]", "    route-reflector-client = true",
                           f"    route-reflector-cluster-id = {_toml_value(self.router_id)}"]
@@ -247,6 +253,22 @@ class GoBgp:
     def wait_route(self, match: Callable[[dict[str, Any]], bool], timeout: float = 15.0,
                    what: str = "EVPN route") -> dict[str, Any]:
         return self._wait(lambda: next((p for p in self.evpn_rib() if match(p)), None), what, timeout)
+
+
+def next_hop(path: dict[str, Any]) -> str | None:
+    """The next hop of a path from ``evpn_rib()`` (in its MP_REACH_NLRI attribute, type 14)."""
+    return next((a.get("nexthop") for a in path.get("attrs", []) if a.get("type") == 14), None)
+
+
+def mac_mobility(path: dict[str, Any]) -> tuple[int, bool] | None:
+    """(sequence, sticky) of the path's MAC Mobility extended community (RFC 7432 7.7: EVPN type 6,
+    sub-type 0), None without one."""
+    for a in path.get("attrs", []):
+        if a.get("type") == 16:
+            for c in a.get("value", []):
+                if c.get("type") == 6 and c.get("subtype") == 0:
+                    return int(c.get("sequence", 0)), bool(c.get("is_sticky", False))
+    return None
 
 
 def available() -> bool:
