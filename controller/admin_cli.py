@@ -1,6 +1,7 @@
 """`nsg-controller` commands for operators: ``serve`` the admin API, manage ``token``s on the
-database file, and ``enterprise``/``subnet``/``gateway`` commands that talk to a running
-controller over HTTP with a bearer token (``--token`` or $NSG_CONTROLLER_TOKEN).
+database file, ``login`` (keep a token, 0600), and ``enterprise``/``subnet``/``gateway``... commands
+that talk to a running controller over HTTP with a bearer token (controller/cli_auth.py: where the
+token and URL come from; never from the command line). What they print: controller/cli_views.py.
 
 controller/cli.py hooks these in with ``add_subcommands(sub)`` and ``dispatch(args)``;
 ``python -m controller.admin_cli`` runs them on their own.
@@ -9,74 +10,35 @@ controller/cli.py hooks these in with ``add_subcommands(sub)`` and ``dispatch(ar
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
 import os
 import shlex
-import signal
 import sys
-import urllib.error
+import time
 import urllib.parse
-import urllib.request
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
-from controller.store import Store, StoreError
+from controller import cli_auth
+from controller.admin_local import login_command, serve_command, token_command
+from controller.api_client import Client, CliError, api_error
+from controller.cli_views import gateway_view, safe, status_view, table, to_json
+from controller.store import StoreError
 
-COMMANDS = ("serve", "token", "enterprise", "subnet", "gateway", "image", "app", "vm", "policy", "qos")
-DEFAULT_URL = "http://127.0.0.1:8443"
-API = "/api/v1"
-
-
-class CliError(Exception):
-    """Something the operator can fix; ``status`` is the exit status (2: bad input, 1: otherwise)."""
-
-    def __init__(self, message: str, status: int = 2):
-        super().__init__(message)
-        self.status = status
+COMMANDS = ("serve", "token", "login", "enterprise", "subnet", "gateway", "image", "app", "vm", "policy", "qos")
+DEFAULT_URL = cli_auth.DEFAULT_URL
+_api_error = api_error  # the name tests and older callers know
 
 
-class Client:
-    """The admin API over plain HTTP (loopback for now). Proxies from the environment are ignored."""
+class SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: an argument it does not know is its error, shown with its own usage.
+    (argparse hands unknown arguments up to the top-level parser, whose usage helps nobody.)"""
 
-    def __init__(self, url: str, token: str, timeout: float = 10.0):
-        self.url = url.rstrip("/")
-        self.token = token
-        self.timeout = timeout
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def call(self, method: str, path: str, body: object = None, *, raw: Any = None,
-             content_type: str = "application/json") -> Any:
-        """``body`` goes as JSON; ``raw`` (bytes or a file opened for reading) as is."""
-        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + API + path, data=data, method=method)
-        req.add_header("Authorization", f"Bearer {self.token}")
-        req.add_header("Accept", "application/json")
-        if data is not None:
-            req.add_header("Content-Type", content_type)
-        try:
-            with self._opener.open(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            raise _api_error(exc.code, exc.reason, exc.read()) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise CliError(f"cannot reach the controller at {self.url}: {reason}", 1) from None
-        return json.loads(raw) if raw else None
-
-
-def _api_error(status: int, reason: str, raw: bytes) -> CliError:
-    try:
-        err = json.loads(raw)["error"]
-        text = f"{err['field']}: {err['message']}" if err.get("field") else err["message"]
-        code = err["code"]
-    except (ValueError, KeyError, TypeError):
-        return CliError(f"HTTP {status} {reason}", 2 if status < 500 else 1)
-    if status == 401:
-        text += " (give --token or set NSG_CONTROLLER_TOKEN; `nsg-controller token create` makes one)"
-    return CliError(f"{text} [{code}]", 2 if status < 500 else 1)
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        ns, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns, extras
 
 
 def _q(name: str) -> str:
@@ -84,20 +46,33 @@ def _q(name: str) -> str:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    token = args.token or os.environ.get("NSG_CONTROLLER_TOKEN")
-    if not token:
-        raise CliError("no admin token: give --token or set NSG_CONTROLLER_TOKEN")
-    return Client(args.url or os.environ.get("NSG_CONTROLLER_URL") or DEFAULT_URL, token)
+    try:
+        return Client(cli_auth.resolve_url(args), cli_auth.resolve_token(args))
+    except cli_auth.AuthError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _print_json(doc: object) -> None:
-    print(json.dumps(doc, indent=2))
+    print(to_json(doc))
 
 
-def _table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+def _print(lines: list[str]) -> None:
+    """Lines of cli_views (each made safe there)."""
+    for line in lines:
+        print(line)
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> None:
+    _print(table(rows, header))
+
+
+def _listing(args: argparse.Namespace, path: str, key: str) -> list[dict[str, Any]] | None:
+    """GET a list; with --json print it as it came and return None."""
+    doc = _client(args).call("GET", path)
+    if args.json:
+        _print_json(doc)
+        return None
+    return doc[key]
 
 
 # -- argument types ------------------------------------------------------------------------------
@@ -151,7 +126,9 @@ def _enterprise_create(args: argparse.Namespace) -> None:
 
 
 def _enterprise_list(args: argparse.Namespace) -> None:
-    ents = _client(args).call("GET", "/enterprises")["enterprises"]
+    ents = _listing(args, "/enterprises", "enterprises")
+    if ents is None:
+        return
     _table([[e["name"], e["transport"], str(e["generation"])] for e in ents], ["NAME", "TRANSPORT", "GENERATION"])
 
 
@@ -169,7 +146,9 @@ def _subnet_add(args: argparse.Namespace) -> None:
 
 
 def _subnet_list(args: argparse.Namespace) -> None:
-    subnets = _client(args).call("GET", f"/enterprises/{_q(args.enterprise)}/subnets")["subnets"]
+    subnets = _listing(args, f"/enterprises/{_q(args.enterprise)}/subnets", "subnets")
+    if subnets is None:
+        return
     _table([[s["name"], str(s["vni"]), s["cidr"], s["gateway"]] for s in subnets], ["NAME", "VNI", "CIDR", "GATEWAY"])
 
 
@@ -188,14 +167,40 @@ def _gateway_add(args: argparse.Namespace) -> None:
     _print_json(_client(args).call("POST", f"/enterprises/{_q(args.enterprise)}/gateways", body))
 
 
+def _gateway_set(args: argparse.Namespace) -> None:
+    body: dict[str, Any] = {}
+    if args.uplink:
+        body["uplinks"] = args.uplink
+    if args.port:
+        ports: dict[str, list[str]] = {}
+        for subnet, ifaces in args.port:
+            ports.setdefault(subnet, []).extend(ifaces)
+        body["ports"] = ports
+    if args.serial:
+        body["serial"] = args.serial
+    if args.behind_nat is not None:
+        body["behind_nat"] = args.behind_nat
+    if not body:
+        raise CliError("gateway set: nothing to change (give --uplink, --port, --serial or --[no-]behind-nat)")
+    query = "" if args.confirm_window is None else f"?confirm_s={args.confirm_window:g}"
+    _print_json(_client(args).call("PATCH", f"/gateways/{_q(args.name)}{query}", body))
+
+
 def _gateway_list(args: argparse.Namespace) -> None:
-    gws = _client(args).call("GET", f"/enterprises/{_q(args.enterprise)}/gateways")["gateways"]
+    gws = _listing(args, f"/enterprises/{_q(args.enterprise)}/gateways", "gateways")
+    if gws is None:
+        return
     rows = [[g["name"], g["role"], g["serial"], g["system_ip"], "yes" if g["behind_nat"] else "no"] for g in gws]
     _table(rows, ["NAME", "ROLE", "SERIAL", "SYSTEM IP", "BEHIND NAT"])
 
 
 def _gateway_show(args: argparse.Namespace) -> None:
-    _print_json(_client(args).call("GET", f"/gateways/{_q(args.name)}"))
+    client = _client(args)
+    gateway = client.call("GET", f"/gateways/{_q(args.name)}")
+    if args.json:
+        _print_json(gateway)
+        return
+    _print(gateway_view(gateway, client.call("GET", f"/gateways/{_q(args.name)}/status")))
 
 
 def _gateway_config(args: argparse.Namespace) -> None:
@@ -207,7 +212,11 @@ def _gateway_delete(args: argparse.Namespace) -> None:
 
 
 def _gateway_status(args: argparse.Namespace) -> None:
-    _print_json(_client(args).call("GET", f"/gateways/{_q(args.name)}/status"))
+    doc = _client(args).call("GET", f"/gateways/{_q(args.name)}/status")
+    if args.json:
+        _print_json(doc)
+        return
+    _print(status_view(doc, time.time()))
 
 
 def _image_upload(args: argparse.Namespace) -> None:
@@ -224,7 +233,9 @@ def _image_upload(args: argparse.Namespace) -> None:
 
 
 def _image_list(args: argparse.Namespace) -> None:
-    images = _client(args).call("GET", f"/enterprises/{_q(args.enterprise)}/images")["images"]
+    images = _listing(args, f"/enterprises/{_q(args.enterprise)}/images", "images")
+    if images is None:
+        return
     _table([[i["sha256"][:16], str(i["size"]), ",".join(i["references"]), i["created"]] for i in images],
            ["SHA256", "SIZE", "REFERENCES", "UPLOADED"])
 
@@ -269,7 +280,9 @@ def _app_set(args: argparse.Namespace) -> None:
 
 
 def _app_list(args: argparse.Namespace) -> None:
-    apps = _client(args).call("GET", f"/gateways/{_q(args.gateway)}/apps")["apps"]
+    apps = _listing(args, f"/gateways/{_q(args.gateway)}/apps", "apps")
+    if apps is None:
+        return
     rows = []
     for a in apps:
         live = a["live"] or {}
@@ -309,7 +322,9 @@ def _vm_add(args: argparse.Namespace) -> None:
 
 
 def _vm_list(args: argparse.Namespace) -> None:
-    vms = _client(args).call("GET", f"/gateways/{_q(args.gateway)}/vms")["vms"]
+    vms = _listing(args, f"/gateways/{_q(args.gateway)}/vms", "vms")
+    if vms is None:
+        return
     rows = [[v["name"], v["subnet"], v["address"], str((v["live"] or {}).get("state") or "-"),
              str((v["live"] or {}).get("restarts", "-")), (v["live"] or {}).get("error") or ""] for v in vms]
     _table(rows, ["NAME", "SUBNET", "ADDRESS", "STATE", "RESTARTS", "ERROR"])
@@ -341,89 +356,10 @@ def _policy_counters(args: argparse.Namespace) -> None:
         _print_json(doc)
         return
     if not doc["counters"]:
-        print(f"{args.gateway}: no counters reported yet" + ("" if doc["connected"] else " (not connected)"))
+        print(safe(f"{args.gateway}: no counters reported yet" + ("" if doc["connected"] else " (not connected)")))
         return
-    rows = [[name, str(c["packets"]), str(c["bytes"])] for name, c in doc["counters"].items()]
+    rows = [[name, c["packets"], c["bytes"]] for name, c in doc["counters"].items()]
     _table(rows, ["RULE", "PACKETS", "BYTES"])
-
-
-def _open_store(args: argparse.Namespace) -> Store:
-    if not args.db.exists() and args.action != "create":
-        raise CliError(f"--db {args.db}: no such file")
-    return Store(args.db)
-
-
-def _token(args: argparse.Namespace) -> None:
-    with _open_store(args) as store:
-        if args.action == "create":
-            print(store.create_token(args.name))
-            print("nsg-controller: this token is shown once; only its hash is stored", file=sys.stderr)
-        elif args.action == "list":
-            _table([[t.name, t.created] for t in store.list_tokens()], ["NAME", "CREATED"])
-        else:
-            store.revoke_token(args.name)
-
-
-def _listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    try:
-        if not sep or not 0 <= int(port) <= 65535 or not ip_address(host).is_loopback:
-            raise ValueError
-    except ValueError:
-        raise CliError(f"--listen {text}: give a loopback ADDRESS:PORT (plain HTTP stays on loopback "
-                       "until the API has TLS)") from None
-    return host, int(port)
-
-
-def _serve(args: argparse.Namespace) -> None:
-    from controller.api import make_app  # aiohttp only for the command that needs it
-
-    host, port = _listen(args.listen)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    with Store(args.db, system_pool=args.system_pool) as store:
-        asyncio.run(_run(make_app, store, host, port, args))
-
-
-async def _run(make_app: Any, store: Store, host: str, port: int, args: argparse.Namespace | None = None) -> None:
-    from aiohttp import web
-
-    devices = None
-    if args is not None and getattr(args, "devices", None):
-        from controller.services import DeviceServices
-
-        dhost, _, dport = args.devices.rpartition(":")
-        try:
-            ip_address(dhost)
-            dport_n = int(dport)
-        except ValueError:
-            raise CliError(f"--devices {args.devices}: give ADDRESS:PORT") from None
-        if not args.state_dir or not args.manufacturer_dir:
-            raise CliError("--devices needs --state-dir and --manufacturer-dir")
-        devices = DeviceServices(store, args.state_dir, dhost, dport_n, args.manufacturer_dir)
-        await devices.start()
-        print(f"nsg-controller: device services (SZTP, EST, channel) on {devices.base_url}", flush=True)
-    app = make_app(store, hub=devices.hub if devices else None, images=devices.images_dir if devices else None)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound = runner.addresses[0][1]
-        shown = f"[{host}]" if ":" in host else host
-        print(f"nsg-controller: admin API on http://{shown}:{bound}{API}", flush=True)
-        if not store.list_tokens():
-            print(f"nsg-controller: no admin tokens yet: nsg-controller token create NAME --db {store.path}",
-                  file=sys.stderr, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-    finally:
-        if devices is not None:
-            await devices.stop()
-        await runner.cleanup()
 
 
 # -- argparse ------------------------------------------------------------------------------------
@@ -432,8 +368,9 @@ async def _run(make_app: Any, store: Store, host: str, port: int, args: argparse
 def add_subcommands(sub: Any) -> None:
     """Adds COMMANDS to an argparse subparsers object (``ArgumentParser.add_subparsers()``)."""
     api = argparse.ArgumentParser(add_help=False)
-    api.add_argument("--url", help=f"controller API base (default: $NSG_CONTROLLER_URL or {DEFAULT_URL})")
-    api.add_argument("--token", help="admin token (default: $NSG_CONTROLLER_TOKEN)")
+    cli_auth.add_arguments(api)
+    js = argparse.ArgumentParser(add_help=False)
+    js.add_argument("--json", action="store_true", help="print the API's JSON document (for scripts)")
     db = argparse.ArgumentParser(add_help=False)
     db.add_argument("--db", type=Path, required=True, help="the controller's SQLite database")
 
@@ -451,21 +388,36 @@ def add_subcommands(sub: Any) -> None:
     s.add_argument("--devices", metavar="ADDRESS:PORT",
                    help="also serve gateways (SZTP, EST, channel; TLS) on this address, e.g. 198.18.0.2:8444")
     s.add_argument("--state-dir", type=Path, help="controller CA, owner and TLS keys (with --devices)")
+    s.add_argument("--confirm-window", type=float, default=60.0, metavar="SECONDS",
+                   help="a gateway undoes a new config unless it still reaches the controller with it within "
+                        "this time (commit-confirm; default 60)")
+    s.add_argument("--ldevid-lifetime", type=float, default=90 * 86400, metavar="SECONDS",
+                   help="validity of the LDevIDs EST issues (default 90 days; gateways renew at 2/3 of it)")
     s.add_argument("--manufacturer-dir", type=Path,
                    help="manufacturer CA whose IDevIDs are accepted and (labs) whose key signs vouchers")
-    s.set_defaults(admin_run=_serve)
+    s.set_defaults(admin_run=serve_command)
 
     t = group("token", "admin API tokens, on the database file")
-    leaf(t, "create", _token, db, help_="make a token and print it (once)").add_argument("name")
-    leaf(t, "list", _token, db, help_="list token names")
-    leaf(t, "revoke", _token, db, help_="revoke a token").add_argument("name")
+    p = leaf(t, "create", token_command, db, help_="make a token and print it (once)")
+    p.add_argument("name")
+    p.add_argument("--expires", metavar="WHEN",
+                   help="refused after this: a duration (90m, 12h, 30d, 2w) or an ISO 8601 time with zone")
+    leaf(t, "list", token_command, db, help_="list token names")
+    leaf(t, "revoke", token_command, db, help_="revoke a token").add_argument("name")
+
+    p = sub.add_parser("login", help="keep an admin token (read from stdin) for the commands below, mode 0600")
+    p.add_argument("--url", help=f"controller API base to keep (default: ${cli_auth.URL_ENV} or {DEFAULT_URL})")
+    p.add_argument("--token-file", type=Path, metavar="FILE",
+                   help=f"where to keep it (default: {cli_auth.default_token_file()})")
+    p.set_defaults(admin_run=login_command)
 
     e = group("enterprise", "enterprises (over the API)")
     p = leaf(e, "create", _enterprise_create, api, help_="create an enterprise")
     p.add_argument("name")
     p.add_argument("--transport", choices=("plain", "esp"), default="plain")
-    p.add_argument("--ipsec", type=Path, help="JSON file of IPsec settings (esp without one: a PSK is made)")
-    leaf(e, "list", _enterprise_list, api, help_="list enterprises")
+    p.add_argument("--ipsec", type=Path, help="JSON file of IPsec settings (default: each gateway its own LDevID; "
+                   "{\"psk\": SECRET}: a key per pair of gateways derived from it)")
+    leaf(e, "list", _enterprise_list, api, js, help_="list enterprises")
     leaf(e, "show", _enterprise_show, api, help_="show an enterprise").add_argument("name")
     leaf(e, "delete", _enterprise_delete, api, help_="delete an enterprise").add_argument("name")
 
@@ -476,7 +428,7 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--vni", type=int, required=True)
     p.add_argument("--cidr", required=True)
     p.add_argument("--gateway", required=True, help="the subnet's gateway address (on every site's bridge)")
-    leaf(n, "list", _subnet_list, api, help_="list subnets").add_argument("enterprise")
+    leaf(n, "list", _subnet_list, api, js, help_="list subnets").add_argument("enterprise")
     p = leaf(n, "delete", _subnet_delete, api, help_="delete a subnet")
     p.add_argument("enterprise")
     p.add_argument("name")
@@ -493,18 +445,27 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--role", choices=("edge", "hub"), default="edge",
                    help="hub: the overlay end beside the route reflector (no LAN ports, no subnets)")
     p.add_argument("--activation-code-file", help="file whose first line is the activation code ('-': stdin)")
-    leaf(g, "list", _gateway_list, api, help_="list an enterprise's gateways").add_argument("enterprise")
-    leaf(g, "show", _gateway_show, api, help_="show a gateway").add_argument("name")
+    p = leaf(g, "set", _gateway_set, api, help_="change a gateway's uplinks, LAN ports, serial or NAT flag")
+    p.add_argument("name")
+    p.add_argument("--uplink", type=_uplink, action="append", default=[],
+                   help="replaces all uplinks: name=wan0,interface=eth0,mode=static|dhcp[,address=A/P,gateway=G]...")
+    p.add_argument("--port", type=_port, action="append", default=[], help="replaces all LAN ports: SUBNET=IFACE,...")
+    p.add_argument("--serial", help="a replacement box: its certificates under the old serial are revoked")
+    p.add_argument("--behind-nat", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--confirm-window", type=float, metavar="SECONDS",
+                   help="the gateway undoes this change unless it still reaches the controller within this time")
+    leaf(g, "list", _gateway_list, api, js, help_="list an enterprise's gateways").add_argument("enterprise")
+    leaf(g, "show", _gateway_show, api, js, help_="show a gateway and whether it is OK").add_argument("name")
     leaf(g, "config", _gateway_config, api, help_="print a gateway's rendered config").add_argument("name")
     leaf(g, "delete", _gateway_delete, api, help_="delete a gateway").add_argument("name")
-    leaf(g, "status", _gateway_status, api,
-         help_="what the gateway last reported: channel, generation, counters, apps").add_argument("name")
+    leaf(g, "status", _gateway_status, api, js,
+         help_="whether it is OK, then what it last reported: channel, generation, apps, counters").add_argument("name")
 
     i = group("image", "app images: `docker save` tarballs the controller serves to gateways (over the API)")
     p = leaf(i, "upload", _image_upload, api, help_="upload a `docker save` tarball")
     p.add_argument("enterprise")
     p.add_argument("file", type=Path)
-    leaf(i, "list", _image_list, api, help_="list an enterprise's images").add_argument("enterprise")
+    leaf(i, "list", _image_list, api, js, help_="list an enterprise's images").add_argument("enterprise")
     p = leaf(i, "delete", _image_delete, api, help_="delete an image no app runs")
     p.add_argument("enterprise")
     p.add_argument("sha256")
@@ -530,7 +491,7 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("gateway")
     p.add_argument("name")
     app_settings(p, new=False)
-    leaf(a, "list", _app_list, api, help_="list a gateway's apps with their reported state").add_argument("gateway")
+    leaf(a, "list", _app_list, api, js, help_="list a gateway's apps with their reported state").add_argument("gateway")
     for name, run, text in (("show", _app_show, "show an app"), ("delete", _app_delete, "remove an app")):
         p = leaf(a, name, run, api, help_=text)
         p.add_argument("gateway")
@@ -547,9 +508,8 @@ def add_subcommands(sub: Any) -> None:
         leaf(grp, "clear", _doc_clear, api, help_=f"remove the {doc}").add_argument("enterprise")
         if doc == "policy":
             pol = grp
-    p = leaf(pol, "counters", _policy_counters, api, help_="per-rule hit counters a gateway reported")
+    p = leaf(pol, "counters", _policy_counters, api, js, help_="per-rule hit counters a gateway reported")
     p.add_argument("gateway")
-    p.add_argument("--json", action="store_true")
 
     v = group("vm", "tenant VMs (qemu on a TAP of the subnet's bridge) on gateways (over the API)")
     p = leaf(v, "add", _vm_add, api, help_="add a VM; without --address the controller's IPAM picks one")
@@ -563,7 +523,7 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--memory-mb", type=int, default=256)
     p.add_argument("--cpus", type=int, default=1)
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
-    leaf(v, "list", _vm_list, api, help_="list a gateway's VMs with their reported state").add_argument("gateway")
+    leaf(v, "list", _vm_list, api, js, help_="list a gateway's VMs with their reported state").add_argument("gateway")
     p = leaf(v, "delete", _vm_delete, api, help_="remove a VM")
     p.add_argument("gateway")
     p.add_argument("name")
@@ -573,18 +533,18 @@ def dispatch(args: argparse.Namespace) -> int:
     """Runs a command parsed by add_subcommands' parsers; returns the exit status."""
     try:
         args.admin_run(args)
-    except CliError as exc:
-        print(f"nsg-controller: {exc}", file=sys.stderr)
+    except CliError as exc:  # the controller's messages may carry what a gateway or a client sent
+        print(f"nsg-controller: {safe(str(exc))}", file=sys.stderr)
         return exc.status
     except StoreError as exc:
-        print(f"nsg-controller: {exc.field}: {exc.message} [{exc.kind}]", file=sys.stderr)
+        print(safe(f"nsg-controller: {exc.field}: {exc.message} [{exc.kind}]"), file=sys.stderr)
         return 2
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nsg-controller", description="nsg reference controller: admin commands")
-    add_subcommands(parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND"))
+    add_subcommands(parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=SubcommandParser))
     return dispatch(parser.parse_args(argv))
 
 

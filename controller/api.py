@@ -5,10 +5,12 @@ The aiohttp router and the OpenAPI document are both built from it, so they cann
 apart (tests/unit/controller/test_openapi.py checks both ways anyway).
 
 Every request needs ``Authorization: Bearer <token>`` (tokens come from ``nsg-controller token
-create``; there are no default credentials). Bodies are validated by pydantic models that refuse
-unknown fields; semantics (duplicates, overlaps, references) are the store's to check. Errors
-are ``{"error": {"code", "message", "field"}}``; a server fault is logged here and the client
-learns only that it happened.
+create``, optionally with an expiry; there are no default credentials). A body is read only as
+the media type its route documents (415 otherwise) and validated strictly by pydantic models
+that refuse unknown fields and coercions; semantics (duplicates, overlaps, references) are the
+store's to check. Errors are ``{"error": {"code", "message", "field"}}``; bad input is the
+client's 4xx, never a 500; a server fault is logged here and the client learns only that it
+happened.
 """
 
 from __future__ import annotations
@@ -21,10 +23,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from controller import images as image_files
+from controller.api_http import (
+    AUTH,
+    HUB,
+    IMAGES,
+    JSON,
+    STORE,
+    ApiError,
+    answer,
+    auth_middleware,
+    check_media,
+    error_middleware,
+    read_body,
+)
 from controller.api_models import (
     AppIn,
     AppList,
@@ -35,7 +50,6 @@ from controller.api_models import (
     EnterpriseList,
     EnterpriseOut,
     Error,
-    ErrorBody,
     GatewayIn,
     GatewayList,
     GatewayOut,
@@ -67,7 +81,7 @@ from controller.store import (
     Store,
     StoreError,
 )
-from nsg.model import ConfigError, GatewayConfig
+from nsg.model import GatewayConfig
 from nsg.model.policy import PolicyConfig
 from nsg.model.qos import QosConfig
 
@@ -75,88 +89,6 @@ log = logging.getLogger(__name__)
 
 API = "/api/v1"
 MAX_BODY = 64 * 1024
-STATUS = {"invalid": 400, "bad_json": 400, "unauthorized": 401, "not_found": 404, "conflict": 409}
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None,
-                 headers: Mapping[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
-        self.headers = dict(headers or {})
-
-
-# -- plumbing ------------------------------------------------------------------------------------
-
-STORE = web.AppKey("store", Store)
-AUTH: web.AppKey[Callable[[str], bool]] = web.AppKey("auth")  # is this bearer token good?
-HUB: web.AppKey[ChannelHub | None] = web.AppKey("hub")  # the device site's channel: live gateway state
-IMAGES: web.AppKey[Any] = web.AppKey("images")  # Path of the image tarballs, or None: no device site
-
-
-def _loc(loc: tuple[int | str, ...]) -> str | None:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif not part.startswith("function-"):
-            out += ("." if out else "") + part
-    return out or None
-
-
-async def _body(request: web.Request, model: type[BaseModel]) -> Any:
-    try:
-        doc = json.loads(await request.read())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "bad_json", f"the request body is not JSON: {exc}") from None
-    try:
-        return model.model_validate(doc)
-    except ValidationError as exc:
-        errors = exc.errors()
-        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-        msg = errors[0]["msg"].removeprefix("Value error, ")
-        raise ApiError(400, "invalid", msg + more, _loc(errors[0]["loc"])) from None
-
-
-def _json(model: BaseModel, status: int = 200, location: str | None = None) -> web.Response:
-    headers = {"Location": location} if location else None
-    return web.json_response(text=model.model_dump_json(), status=status, headers=headers)
-
-
-def _error(status: int, code: str, message: str, field: str | None = None,
-           headers: Mapping[str, str] | None = None) -> web.Response:
-    body = Error(error=ErrorBody(code=code, message=message, field=field))
-    return web.json_response(text=body.model_dump_json(), status=status, headers=headers)
-
-
-@web.middleware
-async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return _error(exc.status, exc.code, exc.message, exc.field, exc.headers)
-    except StoreError as exc:
-        return _error(STATUS[exc.kind], exc.kind, exc.message, exc.field)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _error(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason)
-    except ConfigError as exc:  # the store refuses writes that do not render; this is our fault
-        log.error("%s %s: stored state does not render: %s", request.method, request.path, exc)
-        return _error(500, "render_failed", "the stored enterprise does not render; see the controller log")
-    except Exception:
-        log.exception("%s %s failed", request.method, request.path)
-        return _error(500, "internal", "internal error; see the controller log")
-
-
-@web.middleware
-async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or not request.app[AUTH](token):
-        raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is needed",
-                       headers={"WWW-Authenticate": 'Bearer realm="nsg-controller"'})
-    return await handler(request)
 
 
 # -- handlers ------------------------------------------------------------------------------------
@@ -168,20 +100,21 @@ def _store(request: web.Request) -> Store:
 
 async def list_enterprises(request: web.Request) -> web.Response:
     """List the enterprises."""
-    return _json(EnterpriseList(enterprises=[_enterprise_out(e) for e in _store(request).list_enterprises()]))
+    return answer(EnterpriseList(enterprises=[_enterprise_out(e) for e in _store(request).list_enterprises()]))
 
 
 async def create_enterprise(request: web.Request) -> web.Response:
-    """Create an enterprise (transport esp without credentials: the controller generates a PSK)."""
-    body: EnterpriseIn = await _body(request, EnterpriseIn)
+    """Create an enterprise (transport esp: gateways authenticate with their own LDevIDs; with ipsec
+    {"psk": secret}, each pair of gateways gets its own key derived from that secret)."""
+    body: EnterpriseIn = await read_body(request, EnterpriseIn)
     ipsec = None if body.ipsec is None else body.ipsec.model_dump(exclude_none=True)
     rec = _store(request).create_enterprise(body.name, transport=body.transport, ipsec=ipsec)
-    return _json(_enterprise_out(rec), 201, f"{API}/enterprises/{rec.name}")
+    return answer(_enterprise_out(rec), 201, f"{API}/enterprises/{rec.name}")
 
 
 async def get_enterprise(request: web.Request) -> web.Response:
     """Show an enterprise and its generation."""
-    return _json(_enterprise_out(_store(request).get_enterprise(request.match_info["enterprise"])))
+    return answer(_enterprise_out(_store(request).get_enterprise(request.match_info["enterprise"])))
 
 
 async def delete_enterprise(request: web.Request) -> web.Response:
@@ -193,15 +126,15 @@ async def delete_enterprise(request: web.Request) -> web.Response:
 async def list_subnets(request: web.Request) -> web.Response:
     """List an enterprise's subnets."""
     subnets = _store(request).list_subnets(request.match_info["enterprise"])
-    return _json(SubnetList(subnets=[_subnet_out(s) for s in subnets]))
+    return answer(SubnetList(subnets=[_subnet_out(s) for s in subnets]))
 
 
 async def add_subnet(request: web.Request) -> web.Response:
     """Add a subnet (a VNI and an IPv4 prefix, the same at every site)."""
-    body: SubnetIn = await _body(request, SubnetIn)
+    body: SubnetIn = await read_body(request, SubnetIn)
     ent = request.match_info["enterprise"]
     rec = _store(request).add_subnet(ent, body.name, vni=body.vni, cidr=body.cidr, gateway=body.gateway)
-    return _json(_subnet_out(rec), 201, f"{API}/enterprises/{ent}/subnets/{rec.name}")
+    return answer(_subnet_out(rec), 201, f"{API}/enterprises/{ent}/subnets/{rec.name}")
 
 
 async def delete_subnet(request: web.Request) -> web.Response:
@@ -213,32 +146,69 @@ async def delete_subnet(request: web.Request) -> web.Response:
 async def list_gateways(request: web.Request) -> web.Response:
     """List an enterprise's gateways."""
     gateways = _store(request).list_gateways(request.match_info["enterprise"])
-    return _json(GatewayList(gateways=[_gateway_out(g) for g in gateways]))
+    return answer(GatewayList(gateways=[_gateway_out(g) for g in gateways]))
 
 
 async def add_gateway(request: web.Request) -> web.Response:
     """Add a gateway; the controller assigns its system IP."""
-    body: GatewayIn = await _body(request, GatewayIn)
+    body: GatewayIn = await read_body(request, GatewayIn)
     rec = _store(request).add_gateway(
         request.match_info["enterprise"], body.name, serial=body.serial, uplinks=body.uplinks, ports=body.ports,
         behind_nat=body.behind_nat, activation_code=body.activation_code, role=body.role)
-    return _json(_gateway_out(rec), 201, f"{API}/gateways/{rec.name}")
+    return answer(_gateway_out(rec), 201, f"{API}/gateways/{rec.name}")
 
 
 async def get_gateway(request: web.Request) -> web.Response:
     """Show a gateway (the activation code is never shown, only whether one is set)."""
-    return _json(_gateway_out(_store(request).get_gateway(request.match_info["gateway"])))
+    return answer(_gateway_out(_store(request).get_gateway(request.match_info["gateway"])))
 
 
 async def update_gateway(request: web.Request) -> web.Response:
     """Change some of a gateway's fields."""
-    body: GatewayPatch = await _body(request, GatewayPatch)
+    body: GatewayPatch = await read_body(request, GatewayPatch)
     changes = {k: getattr(body, k) for k in body.model_fields_set}
     for k in ("serial", "uplinks", "ports", "behind_nat"):
         if k in changes and changes[k] is None:
             raise ApiError(400, "invalid", "may be left out but not null", k)
-    rec = _store(request).update_gateway(request.match_info["gateway"], **changes)
-    return _json(_gateway_out(rec))
+    store = _store(request)
+    current = store.get_gateway(request.match_info["gateway"])
+    _check_interfaces(request, changes.get("serial", current.serial), changes.get("ports"), changes.get("uplinks"))
+    window = _confirm_window(request)
+    rec = store.update_gateway(request.match_info["gateway"], **changes)
+    if window is not None and request.app[HUB] is not None:
+        request.app[HUB].confirm_next[rec.serial] = window  # the push this change makes
+    return answer(_gateway_out(rec))
+
+
+def _confirm_window(request: web.Request) -> float | None:
+    """``?confirm_s=N``: the commit-confirm window of the push this change makes (5 to 3600 s)."""
+    raw = request.query.get("confirm_s")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ApiError(400, "invalid", f"not a number of seconds: {raw[:40]!r}", "confirm_s") from None
+    if not 5 <= value <= 3600:
+        raise ApiError(400, "invalid", "give 5 to 3600 seconds", "confirm_s")
+    return value
+
+
+def _check_interfaces(request: web.Request, serial: str, ports: Any, uplinks: Any) -> None:
+    """A LAN port or uplink the gateway does not have would cut its LAN or its WAN while both sides said
+    "ok": refused when the gateway has told us its interfaces (in its channel hello)."""
+    hub = request.app[HUB]
+    have = set(hub.interfaces.get(serial, ())) if hub is not None else set()
+    if not have:
+        return
+    named = [(f"ports.{subnet}[{i}]", ifname) for subnet, lan in (ports or {}).items() for i, ifname in enumerate(lan)]
+    named += [(f"uplinks[{i}].interface", getattr(u, "interface", None) or (u.get("interface") if isinstance(u, dict)
+                                                                           else None))
+              for i, u in enumerate(uplinks or ())]
+    for where, ifname in named:
+        if ifname is not None and ifname not in have:
+            raise ApiError(400, "invalid", f"the gateway has no interface {ifname!r} (it reports: "
+                                           f"{', '.join(sorted(have))})", where)
 
 
 async def delete_gateway(request: web.Request) -> web.Response:
@@ -249,7 +219,7 @@ async def delete_gateway(request: web.Request) -> web.Response:
 
 async def gateway_config(request: web.Request) -> web.Response:
     """The gateway's rendered configuration: full mesh, the enterprise's generation."""
-    return _json(_store(request).config_for(request.match_info["gateway"]))
+    return answer(_store(request).config_for(request.match_info["gateway"]))
 
 
 def _session(request: web.Request, gateway: str):
@@ -268,48 +238,54 @@ async def gateway_status(request: web.Request) -> web.Response:
     store = _store(request)
     generation = store.get_enterprise(store.get_gateway(name).enterprise).generation
     session = _session(request, name)
+    hub, serial = request.app[HUB], store.get_gateway(name).serial
+    failed = hub.failed.get(serial) if hub is not None else None
+    memory = {"rolled_back_generation": failed.generation if failed else None,
+              "rollback_reason": failed.error if failed else None,
+              "interfaces": list(hub.interfaces.get(serial, ())) if hub is not None else []}
     if session is None:
-        return _json(GatewayStatus(name=name, connected=False, generation=generation))
+        return answer(GatewayStatus(name=name, connected=False, generation=generation, **memory))
     last = session.results[-1] if session.results else None
     t = session.telemetry
-    return _json(GatewayStatus(
+    return answer(GatewayStatus(
         name=name, connected=True, generation=generation, sent_generation=session.sent_generation,
         applied_generation=last.running if last else None, last_apply_error=last.error if last else None,
+        waiting=list(last.waiting) if last else [],
         telemetry_at=t.ts if t else None, counters=dict(t.counters) if t else {},
-        apps=_live(request, name), vms=_live(request, name, "vm", VmLive)))
+        apps=_live(request, name), vms=_live(request, name, "vm", VmLive), **memory))
 
 
 async def list_apps(request: web.Request) -> web.Response:
     """List a gateway's apps, each with what the gateway last reported about it."""
     name = request.match_info["gateway"]
     live = _live(request, name)
-    return _json(AppList(apps=[_app_out(a, live) for a in _store(request).list_apps(name)]))
+    return answer(AppList(apps=[_app_out(a, live) for a in _store(request).list_apps(name)]))
 
 
 async def add_app(request: web.Request) -> web.Response:
     """Add an app to a gateway (its image from an uploaded tarball; no address: IPAM picks one)."""
-    body: AppIn = await _body(request, AppIn)
+    body: AppIn = await read_body(request, AppIn)
     gw = request.match_info["gateway"]
     fields = body.model_dump(exclude_none=True)
     rec = _store(request).add_app(gw, fields.pop("name"), **fields)
-    return _json(_app_out(rec, {}), 201, f"{API}/gateways/{gw}/apps/{rec.app.name}")
+    return answer(_app_out(rec, {}), 201, f"{API}/gateways/{gw}/apps/{rec.app.name}")
 
 
 async def get_app(request: web.Request) -> web.Response:
     """Show an app and what the gateway last reported about it."""
     gw, name = request.match_info["gateway"], request.match_info["app"]
-    return _json(_app_out(_store(request).get_app(gw, name), _live(request, gw)))
+    return answer(_app_out(_store(request).get_app(gw, name), _live(request, gw)))
 
 
 async def update_app(request: web.Request) -> web.Response:
     """Change an app's image, command, environment, limits or restart policy."""
-    body: AppPatch = await _body(request, AppPatch)
+    body: AppPatch = await read_body(request, AppPatch)
     changes = {k: getattr(body, k) for k in body.model_fields_set}
     for k, v in changes.items():
         if v is None and k != "image_sha256":
             raise ApiError(400, "invalid", "may be left out but not null", k)
     gw, name = request.match_info["gateway"], request.match_info["app"]
-    return _json(_app_out(_store(request).update_app(gw, name, **changes), _live(request, gw)))
+    return answer(_app_out(_store(request).update_app(gw, name, **changes), _live(request, gw)))
 
 
 async def delete_app(request: web.Request) -> web.Response:
@@ -322,16 +298,16 @@ async def list_vms(request: web.Request) -> web.Response:
     """List a gateway's VMs, each with what the gateway last reported about it."""
     name = request.match_info["gateway"]
     live = _live(request, name, "vm", VmLive)
-    return _json(VmList(vms=[_vm_out(v, live) for v in _store(request).list_vms(name)]))
+    return answer(VmList(vms=[_vm_out(v, live) for v in _store(request).list_vms(name)]))
 
 
 async def add_vm(request: web.Request) -> web.Response:
     """Add a VM to a gateway (kernel/initrd are files on the gateway; no address: IPAM picks one)."""
-    body: VmIn = await _body(request, VmIn)
+    body: VmIn = await read_body(request, VmIn)
     gw = request.match_info["gateway"]
     fields = body.model_dump(exclude_none=True)
     rec = _store(request).add_vm(gw, fields.pop("name"), **fields)
-    return _json(_vm_out(rec, {}), 201, f"{API}/gateways/{gw}/vms/{rec.vm.name}")
+    return answer(_vm_out(rec, {}), 201, f"{API}/gateways/{gw}/vms/{rec.vm.name}")
 
 
 async def delete_vm(request: web.Request) -> web.Response:
@@ -347,15 +323,15 @@ def _policy_out(request: web.Request, ent: str) -> PolicyOut:
 
 async def get_policy(request: web.Request) -> web.Response:
     """Show an enterprise's firewall policy (tenants, ACLs, groups, breakout)."""
-    return _json(_policy_out(request, request.match_info["enterprise"]))
+    return answer(_policy_out(request, request.match_info["enterprise"]))
 
 
 async def put_policy(request: web.Request) -> web.Response:
     """Replace an enterprise's firewall policy; every edge gateway gets it in its next generation."""
-    body: PolicyConfig = await _body(request, PolicyConfig)
+    body: PolicyConfig = await read_body(request, PolicyConfig)
     ent = request.match_info["enterprise"]
     _store(request).set_policy(ent, body)
-    return _json(_policy_out(request, ent))
+    return answer(_policy_out(request, ent))
 
 
 async def delete_policy(request: web.Request) -> web.Response:
@@ -371,15 +347,15 @@ def _qos_out(request: web.Request, ent: str) -> QosOut:
 
 async def get_qos(request: web.Request) -> web.Response:
     """Show an enterprise's QoS profile (forwarding classes, DSCP map, limiters)."""
-    return _json(_qos_out(request, request.match_info["enterprise"]))
+    return answer(_qos_out(request, request.match_info["enterprise"]))
 
 
 async def put_qos(request: web.Request) -> web.Response:
     """Replace an enterprise's QoS profile; gateways shape the uplinks whose egress_kbit is set."""
-    body: QosConfig = await _body(request, QosConfig)
+    body: QosConfig = await read_body(request, QosConfig)
     ent = request.match_info["enterprise"]
     _store(request).set_qos(ent, body)
-    return _json(_qos_out(request, ent))
+    return answer(_qos_out(request, ent))
 
 
 async def delete_qos(request: web.Request) -> web.Response:
@@ -394,8 +370,8 @@ async def policy_counters(request: web.Request) -> web.Response:
     session = _session(request, name)
     got = session.policy_counters if session is not None else None
     if got is None:
-        return _json(PolicyCountersOut(gateway=name, connected=session is not None))
-    return _json(PolicyCountersOut(gateway=name, connected=True, generation=got.generation, ts=got.ts,
+        return answer(PolicyCountersOut(gateway=name, connected=session is not None))
+    return answer(PolicyCountersOut(gateway=name, connected=True, generation=got.generation, ts=got.ts,
                                    counters={k: RuleCount(packets=p, bytes=b) for k, (p, b) in got.counters.items()}))
 
 
@@ -409,24 +385,27 @@ def _image_dir(request: web.Request) -> Any:
 async def upload_image(request: web.Request) -> web.Response:
     """Upload an app image: the body is a `docker save` tarball (application/x-tar)."""
     where = _image_dir(request)
+    check_media(request, "application/x-tar")
     ent = request.match_info["enterprise"]
     _store(request).get_enterprise(ent)  # 404 before reading a large body for nothing
     try:
         sha, size, refs = await image_files.receive(request.content, where)
     except image_files.ImageUploadError as exc:
         raise ApiError(400, "invalid", str(exc), "image") from None
+    except RecursionError:  # json.loads of a deeply nested manifest.json: the uploader's fault
+        raise ApiError(400, "invalid", "manifest.json is nested too deeply", "image") from None
     try:
         rec, new = _store(request).add_image(ent, sha, size, refs)
     except StoreError:
         image_files.prune(where, _store(request).image_in_use())  # the bytes no row names go again
         raise
-    return _json(_image_out(rec), 201 if new else 200, f"{API}/enterprises/{ent}/images/{sha}")
+    return answer(_image_out(rec), 201 if new else 200, f"{API}/enterprises/{ent}/images/{sha}")
 
 
 async def list_images(request: web.Request) -> web.Response:
     """List an enterprise's uploaded images."""
     found = _store(request).list_images(request.match_info["enterprise"])
-    return _json(ImageList(images=[_image_out(i) for i in found]))
+    return answer(ImageList(images=[_image_out(i) for i in found]))
 
 
 async def delete_image(request: web.Request) -> web.Response:
@@ -498,11 +477,12 @@ ROUTES: tuple[Route, ...] = (
 def make_app(store: Store, *, tokens: Callable[[str], bool] | None = None, hub: ChannelHub | None = None,
              images: Any = None) -> web.Application:
     """The admin API over ``store``. ``tokens`` decides whether a bearer token is good; by
-    default the store's token table does (``nsg-controller token create``). ``hub`` (the device
-    site's channel) gives live gateway state; ``images`` is where uploaded image tarballs go."""
-    app = web.Application(middlewares=[_errors, _auth], client_max_size=MAX_BODY)
+    default the store's token table does (``nsg-controller token create``; it knows expiries too).
+    ``hub`` (the device site's channel) gives live gateway state; ``images`` is where uploaded image
+    tarballs go."""
+    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY)
     app[STORE] = store
-    app[AUTH] = tokens or store.check_token
+    app[AUTH] = store.token_verdict if tokens is None else (lambda t: "valid" if tokens(t) else "unknown")
     app[HUB] = hub
     app[IMAGES] = images
     for r in ROUTES:
@@ -529,6 +509,7 @@ def _responses(r: Route, refs: Mapping[tuple[type[BaseModel], str], Any]) -> dic
     out["401"] = {"description": "no valid bearer token", **error}
     if r.body is not None or r.raw is not None:
         out["400"] = {"description": "the body is invalid; error.field names the field", **error}
+        out["415"] = {"description": f"the body is not sent as {r.raw or JSON}", **error}
     if _path_params(r.path):
         out["404"] = {"description": "not found", **error}
     if r.method in ("POST", "PUT", "PATCH", "DELETE"):

@@ -1,5 +1,6 @@
-"""The admin API's wire models (pydantic: requests refuse unknown fields) and the conversions from the
-store's records to them. controller/api.py serves them; its OpenAPI document is built from them."""
+"""The admin API's wire models (pydantic: requests refuse unknown fields and are strict: no coercion, so
+``true`` is not 1 and ``"100"`` is not 100; addresses and prefixes are strings in JSON) and the conversions
+from the store's records to them. controller/api.py serves them; its OpenAPI document is built from them."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-from controller.enterprise import UplinkDef
+from controller.enterprise import EnterpriseIpsec, UplinkDef
 from controller.inputs import ACTIVATION_MAX, ACTIVATION_MIN, SERIAL_RE
 from controller.store import EnterpriseRec, GatewayRec, SubnetRec
 from controller.store_workloads import AppRec, ImageRec, VmRec
+from nsg.model.apps import source_url
 from nsg.model.config import IfName, Name
-from nsg.model.ipsec import IpsecConfig
 from nsg.model.policy import PolicyConfig
 from nsg.model.qos import QosConfig
 
@@ -30,19 +31,19 @@ ActivationCode = Annotated[str, Field(min_length=ACTIVATION_MIN, max_length=ACTI
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a request says what it means (controller/api_http.py also validates the nested nsg.model parts
+    # strictly, with model_validate_json(..., strict=True): JSON strings stay valid for addresses)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class _Out(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
-class IpsecSettings(IpsecConfig):
-    """IPsec settings of an enterprise; without psk or certificates the controller makes a PSK."""
-
-    @model_validator(mode="after")
-    def _auth(self) -> IpsecSettings:  # replaces IpsecConfig's: credentials may be left out here
-        return self
+class IpsecSettings(EnterpriseIpsec):
+    """IPsec settings of an enterprise: proposals and timers, and ``auth`` "ldevid" (the default: every
+    gateway its own certificate, no secret anywhere) or "psk" with ``psk``, the secret each pair of
+    gateways' key is derived from (no gateway receives it)."""
 
 
 class EnterpriseIn(_In):
@@ -54,7 +55,7 @@ class EnterpriseIn(_In):
 class EnterpriseOut(_Out):
     name: str
     transport: Literal["plain", "esp"]
-    ipsec: dict[str, Any] | None = Field(description="IPsec settings; the PSK itself is left out")
+    ipsec: dict[str, Any] | None = Field(description="IPsec settings; the PSK secret itself is left out")
     psk_set: bool
     generation: int
     created: str
@@ -199,8 +200,13 @@ class AppList(_Out):
 
 
 class ImageSourceIn(_In):
-    url: str = Field(description="file:///PATH on the gateway")
+    url: str = Field(max_length=4000, description="file:///PATH on the gateway: absolute, no '..' or '.'")
     sha256: Sha256
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return source_url(v)
 
 
 class VmIn(_In):
@@ -276,6 +282,11 @@ class GatewayStatus(_Out):
     sent_generation: int | None = None
     applied_generation: int | None = Field(default=None, description="the last generation it reported applied")
     last_apply_error: str | None = None
+    waiting: list[str] = Field(default=[], description="what its config names that the box lacks (degraded)")
+    rolled_back_generation: int | None = Field(
+        default=None, description="a generation it applied, could not be confirmed with, and undid (commit-confirm)")
+    rollback_reason: str | None = None
+    interfaces: list[str] = Field(default=[], description="the network interfaces the gateway reports having")
     telemetry_at: float | None = Field(default=None, description="when its last telemetry was sent (Unix time)")
     counters: dict[str, int | float | str | None] = {}
     apps: dict[str, AppLive] = {}

@@ -17,7 +17,7 @@ from nsg.model.config import dump_config
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nsg-controller", description="nsg reference controller")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=admin_cli.SubcommandParser)
     r = sub.add_parser("render", help="write each gateway's config (full mesh) from an enterprise file")
     r.add_argument("--enterprise", type=Path, required=True)
     r.add_argument("--out", type=Path, required=True, help="directory; writes <gateway>.json")

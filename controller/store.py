@@ -6,7 +6,8 @@ what gateways see bumps the enterprise's generation and is test-rendered before 
 
 Secrets are kept only as hashes: admin tokens as SHA-256 (they are 256-bit random, so a fast hash
 is enough), activation codes as salted scrypt (people choose those, so they need a slow one).
-The enterprise PSK is stored as is: the controller has to hand it to its gateways.
+By default (IPsec auth "ldevid") the controller holds no data-plane secret at all; an enterprise
+that chose PSKs keeps its secret here as is, and each pair of gateways gets a key derived from it.
 
 One connection, guarded by a lock, serves the process; WAL lets ``nsg-controller token create``
 write to the file while a server has it open.
@@ -15,10 +16,7 @@ write to the file while a server has it open.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import os
-import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,7 +27,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from controller.enterprise import Enterprise, GatewayDef, SubnetDef, UplinkDef
+from controller.enterprise import Enterprise, EnterpriseIpsec, GatewayDef, SubnetDef, UplinkDef
 from controller.inputs import (
     _UPLINKS,
     Conflict,
@@ -49,10 +47,12 @@ from controller.inputs import (
     verify_activation_code,
 )
 from controller.mesh import render
+from controller.store_certs import MIGRATION as CERTIFICATES_MIGRATION
+from controller.store_certs import CertificateRecords
 from controller.store_workloads import WorkloadRecords
+from controller.tokens import TokenRecords  # admin tokens: controller/tokens.py
 from nsg.model import ConfigError, GatewayConfig
 from nsg.model.config import VNI_MAX, VNI_MIN
-from nsg.model.ipsec import IpsecConfig
 from nsg.model.policy import PolicyConfig
 from nsg.model.qos import QosConfig
 
@@ -105,6 +105,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE enterprises ADD COLUMN policy TEXT",  # the firewall policy (PolicyConfig JSON), or NULL
         "ALTER TABLE enterprises ADD COLUMN qos TEXT",  # the QoS profile (QosConfig JSON), or NULL
     ),
+    4: (
+        "ALTER TABLE tokens ADD COLUMN expires TEXT",  # admin tokens may expire (ISO 8601 UTC), NULL: never
+    ),
+    5: CERTIFICATES_MIGRATION,  # LDevIDs issued and revoked (controller/store_certs.py)
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -113,7 +117,7 @@ SCHEMA_VERSION = max(MIGRATIONS)
 class EnterpriseRec:
     name: str
     transport: str
-    ipsec: IpsecConfig | None
+    ipsec: EnterpriseIpsec | None
     generation: int
     created: str
 
@@ -141,23 +145,17 @@ class GatewayRec:
     role: str = "edge"
 
 
-@dataclass(frozen=True)
-class TokenRec:
-    name: str
-    created: str
-
-
 UNSET: Any = object()  # update_gateway: "leave this field as it is"
 _POLICY = TypeAdapter(PolicyConfig)
 _QOS = TypeAdapter(QosConfig)
 
-class Store(WorkloadRecords):
+class Store(WorkloadRecords, TokenRecords, CertificateRecords):
     """The controller's state in one SQLite file (created 0600, WAL, migrated on open)."""
 
     def __init__(self, path: str | Path, *, system_pool: IPv4Network | str | None = None):
         self.path = Path(path)
         requested = None if system_pool is None else _pool(system_pool)
-        if not self.path.exists():  # it holds PSKs: nobody else reads it; SQLite gives -wal/-shm the same mode
+        if not self.path.exists():  # it may hold a PSK secret: nobody else reads it; -wal/-shm get the same mode
             with contextlib.suppress(FileExistsError):
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self._lock = threading.RLock()
@@ -264,17 +262,17 @@ class Store(WorkloadRecords):
     # -- enterprises -------------------------------------------------------------------------------
 
     def create_enterprise(
-        self, name: str, *, transport: str = "plain", ipsec: IpsecConfig | Mapping[str, Any] | None = None
+        self, name: str, *, transport: str = "plain", ipsec: EnterpriseIpsec | Mapping[str, Any] | None = None
     ) -> EnterpriseRec:
-        """A new enterprise. With transport "esp" and no credentials, a random PSK is made for it."""
+        """A new enterprise. With transport "esp" its gateways authenticate with their own LDevIDs unless the
+        settings choose PSKs ({"psk": secret}: each pair of gateways gets a key derived from it)."""
         name = _name(name)
         if transport not in TRANSPORTS:
             raise StoreError("transport", f"must be one of {', '.join(TRANSPORTS)}")
-        settings = dict(ipsec.model_dump(exclude_none=True) if isinstance(ipsec, IpsecConfig) else ipsec or {})
+        settings = dict(ipsec.model_dump(exclude_none=True) if isinstance(ipsec, EnterpriseIpsec) else ipsec or {})
         if ipsec is not None or transport == "esp":
-            if not any(settings.get(k) for k in ("psk", "cert", "key", "ca")):
-                settings["psk"] = secrets.token_urlsafe(32)
-            cfg = _validated(TypeAdapter(IpsecConfig), settings, "ipsec")
+            # no data-plane secret by default: every gateway authenticates with its own LDevID
+            cfg = _validated(TypeAdapter(EnterpriseIpsec), settings, "ipsec")
             doc = cfg.model_dump_json(exclude_none=True)
         else:
             doc = None
@@ -290,7 +288,7 @@ class Store(WorkloadRecords):
                           (name,)).fetchone()
         if row is None:
             raise NotFound("enterprise", f"no enterprise named {name!r}")
-        ipsec = None if row[2] is None else IpsecConfig.model_validate_json(row[2])
+        ipsec = None if row[2] is None else EnterpriseIpsec.model_validate_json(row[2])
         return EnterpriseRec(row[0], row[1], ipsec, row[3], row[4])
 
     def get_enterprise(self, name: str) -> EnterpriseRec:
@@ -411,6 +409,9 @@ class Store(WorkloadRecords):
                 self._taken(cur, "SELECT 1 FROM gateways WHERE serial = ?", (serial,), "serial",
                             f"a gateway with serial number {serial!r}")
                 cur.execute("UPDATE gateways SET serial = ? WHERE id = ?", (serial, gw_id))
+                self._revoke_device(cur, old.serial, "gateway replaced (new serial)")
+                if cur.execute("SELECT ipsec FROM enterprises WHERE id = ?", (ent_id,)).fetchone()[0] is not None:
+                    self._bump(cur, ent_id)  # its peers bind it to its serial (ipsec auth "ldevid")
             if activation_code is not UNSET:
                 code_hash = None if activation_code is None else _activation(activation_code)
                 cur.execute("UPDATE gateways SET activation_hash = ? WHERE id = ?", (code_hash, gw_id))
@@ -441,8 +442,10 @@ class Store(WorkloadRecords):
         """Its system IP becomes free, but the pool hands out the others first."""
         with self._tx(write=True) as cur:
             gw_id, ent_id = self._gateway_id(cur, name)
+            serial = self._gateway(cur, gw_id).serial
             cur.execute("DELETE FROM gateways WHERE id = ?", (gw_id,))
             self._bump(cur, ent_id)
+            self._revoke_device(cur, serial, "gateway deleted")  # its tunnels are refused everywhere
 
     def gateway_by_serial(self, serial: str) -> GatewayRec | None:
         with self._tx() as cur:
@@ -549,11 +552,13 @@ class Store(WorkloadRecords):
         gateways = []
         for gw_id in ids:
             g = self._gateway(cur, gw_id)
-            gateways.append(GatewayDef(name=g.name, system_ip=g.system_ip, uplinks=g.uplinks, ports=g.ports,
+            gateways.append(GatewayDef(name=g.name, system_ip=g.system_ip, serial=g.serial, uplinks=g.uplinks,
+                                       ports=g.ports,
                                        behind_nat=g.behind_nat, role=g.role,  # type: ignore[arg-type]
                                        apps=self._apps(cur, gw_id), vms=self._vms(cur, gw_id)))
         policy, qos = cur.execute("SELECT policy, qos FROM enterprises WHERE id = ?", (ent_id,)).fetchone()
         return Enterprise(name=ent.name, generation=ent.generation, transport=ent.transport, ipsec=ent.ipsec,
+                          crl=self._crl(cur),
                           subnets=tuple(subnets), gateways=tuple(gateways), image_base=self._setting(cur, "device_url"),
                           policy=None if policy is None else PolicyConfig.model_validate_json(policy),
                           qos=None if qos is None else QosConfig.model_validate_json(qos))
@@ -585,34 +590,3 @@ class Store(WorkloadRecords):
             _, ent_id = self._gateway_id(cur, gateway)
             ent = self._model(cur, ent_id)
         return render(ent)[gateway]
-
-    # -- admin tokens ------------------------------------------------------------------------------
-
-    def create_token(self, name: str) -> str:
-        """A new admin API token. Only its SHA-256 is kept: show the return value once."""
-        name = _name(name)
-        token = "nsgc_" + secrets.token_urlsafe(32)
-        with self._tx(write=True) as cur:
-            self._taken(cur, "SELECT 1 FROM tokens WHERE name = ?", (name,), "name", f"token {name!r}")
-            cur.execute("INSERT INTO tokens (name, sha256, created) VALUES (?, ?, ?)",
-                        (name, hashlib.sha256(token.encode()).hexdigest(), _now()))
-        return token
-
-    def list_tokens(self) -> list[TokenRec]:
-        with self._tx() as cur:
-            return [TokenRec(n, c) for n, c in cur.execute("SELECT name, created FROM tokens ORDER BY name")]
-
-    def revoke_token(self, name: str) -> None:
-        with self._tx(write=True) as cur:
-            if cur.execute("DELETE FROM tokens WHERE name = ?", (name,)).rowcount == 0:
-                raise NotFound("name", f"no token named {name!r}")
-
-    def check_token(self, token: str) -> bool:
-        """Compares against every stored hash in constant time; no early exit on a match."""
-        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
-        with self._tx() as cur:
-            hashes = [bytes.fromhex(r[0]) for r in cur.execute("SELECT sha256 FROM tokens")]
-        ok = False
-        for h in hashes:
-            ok |= hmac.compare_digest(h, digest)
-        return ok

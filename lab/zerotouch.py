@@ -9,6 +9,7 @@ reaches at the hub's system IP through its tunnel to the hub (BGP EVPN inside ES
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -46,19 +47,28 @@ class ZeroTouchLab:
         return f"https://{self.plan.controller}:{DEVICE_PORT}"
 
     def controller(self, *args: str, check: bool = True):
-        return self.lab.run("ctl", "env", f"NSG_CONTROLLER_TOKEN={self.token}", sys.executable, "-m",
-                            "controller.cli", *args, "--url", f"http://{ADMIN}", check=check)
+        return self.lab.run("ctl", sys.executable, "-m", "controller.cli", *args, "--token-file",
+                            str(self.token_file), "--url", f"http://{ADMIN}", check=check)
 
-    def start_controller(self, timeout: float = 15) -> None:
+    @property
+    def token_file(self) -> Path:
+        """The lab operator's admin token (0600): never on a command line, where `ps` shows it."""
+        return self.ctl_dir / "admin.token"
+
+    def start_controller(self, timeout: float = 15, *extra: str) -> None:
+        """``extra``: more `nsg-controller serve` options (e.g. a short --ldevid-lifetime)."""
         make_manufacturer_ca(self.mfg)
         if not self.token:  # a restart keeps the database and its token
             out = self.lab.run("ctl", sys.executable, "-m", "controller.cli", "token", "create", "admin", "--db",
                                str(self.db)).stdout
             self.token = out.strip().split()[-1]
+            fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.token + "\n")
         self.lab.spawn("ctl", "controller", [
             sys.executable, "-m", "controller.cli", "serve", "--db", str(self.db), "--listen", ADMIN,
             "--devices", f"{self.plan.controller}:{DEVICE_PORT}", "--state-dir", str(self.ctl_dir / "state"),
-            "--manufacturer-dir", str(self.mfg)])
+            "--manufacturer-dir", str(self.mfg), *extra])
         deadline = time.monotonic() + timeout
         probe = "import socket,sys; socket.create_connection(('127.0.0.1', 8443)); socket.create_connection(" \
                 f"('{self.plan.controller}', {DEVICE_PORT}))"
@@ -86,7 +96,7 @@ class ZeroTouchLab:
     def start_route_reflector(self) -> None:
         """Beside the hub, for the system IPs the controller gave the branches."""
         def sysip(name: str) -> str:
-            return json.loads(self.controller("gateway", "show", name).stdout)["system_ip"]
+            return json.loads(self.controller("gateway", "show", name, "--json").stdout)["system_ip"]
 
         self.lab.spawn("ctl", "rr", rr_argv(sysip(HUB), [sysip(g.name) for g in self.plan.gateways]))
 
@@ -128,10 +138,10 @@ class ZeroTouchLab:
         for g in self.plan.gateways:
             self.gws.wait_tunnels(g.name, timeout=timeout)
 
-    def prepare(self) -> None:
+    def prepare(self, *controller_args: str) -> None:
         """Everything but the branch boxes: the controller with the gateways registered, the route
         reflector, DHCP on the WANs, and the hub (it zero-touches like a branch)."""
-        self.start_controller()
+        self.start_controller(15, *controller_args)
         self.register()
         self.start_route_reflector()
         self.start_dhcp()

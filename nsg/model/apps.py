@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from ipaddress import IPv4Address
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator
 
@@ -12,7 +13,7 @@ from nsg.model.base import Frozen
 
 _APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,127}(:[A-Za-z0-9._-]{1,64})?$")
-_SOURCE_URL = re.compile(r"^(file:///.|https://[A-Za-z0-9.:\[\]-]+/)")
+_HOST = re.compile(r"^[A-Za-z0-9.:\[\]-]+$")  # a host[:port], no user info
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
@@ -20,6 +21,34 @@ def image_reference(v: str) -> str:
     """An image reference like 'acme/web:1.2' (lowercase repository, optional tag), or ValueError."""
     if not isinstance(v, str) or not _IMAGE.match(v):
         raise ValueError(f"image {v!r} is not a reference like 'acme/web:1.2'")
+    return v
+
+
+def source_url(v: str) -> str:
+    """``file:///PATH`` or ``https://HOST[:PORT]/PATH``, or ValueError. The path (percent-decoded, as the
+    gateway will read it: containers/images.py) is absolute and normalised: no '.', '..' or empty segments,
+    so a source names the file it seems to and cannot climb out of a directory (RFC 8089, RFC 3986 5.2.4)."""
+    if any(c.isspace() or not c.isprintable() for c in v):
+        raise ValueError("image source URLs are printable, without spaces")
+    parts = urlsplit(v)
+    if v.startswith("file:///"):
+        if parts.query or parts.fragment:
+            raise ValueError("a file:/// image source has no query or fragment")
+    elif v.startswith("https://") and _HOST.match(parts.netloc) and not parts.fragment:
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ValueError(f"image source {v!r}: bad port") from None
+    else:
+        raise ValueError("image source must be https://HOST[:PORT]/PATH or file:///PATH")
+    try:
+        path = unquote(parts.path, errors="strict")
+    except UnicodeDecodeError:
+        raise ValueError(f"image source path {parts.path!r} is not UTF-8 once percent-decoded") from None
+    if not path.startswith("/") or any(s in ("", ".", "..") for s in path.split("/")[1:]) \
+            or not path.isprintable():
+        raise ValueError(f"image source path {path!r} must be absolute and normalised (no '..', '.' or "
+                         "empty segments, no control characters)")
     return v
 
 
@@ -34,9 +63,7 @@ class ImageSource(Frozen):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not _SOURCE_URL.match(v) or any(c.isspace() or not c.isprintable() for c in v):
-            raise ValueError("image source must be https://HOST[:PORT]/PATH or file:///PATH")
-        return v
+        return source_url(v)
 
 
 class App(Frozen):

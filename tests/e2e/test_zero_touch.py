@@ -44,7 +44,7 @@ def test_zero_touch_two_branches_behind_nat(make_lab):
         for f in ("idevid.key", "ldevid.key", "onboarding.json"):
             assert oct((ident / f).stat().st_mode & 0o777) == "0o600", f
         assert oct(ident.stat().st_mode & 0o777) == "0o700"
-    assert json.loads(zt.controller("gateway", "show", "b2").stdout)["behind_nat"] is True
+    assert json.loads(zt.controller("gateway", "show", "b2", "--json").stdout)["behind_nat"] is True
 
     # the controller dies: the overlay does not care; when it is back, the channels come back
     os.kill(int((lab.dir / "logs" / "ctl-controller.pid").read_text()), signal.SIGKILL)

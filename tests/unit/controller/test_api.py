@@ -100,7 +100,8 @@ def test_crud_round_trip(store, token):
     async def scenario(client):
         api = Api(client, token)
         status, ent = await api("POST", "/enterprises", {"name": "acme", "transport": "esp"})
-        assert status == 201 and ent["generation"] == 1 and ent["psk_set"] and "psk" not in ent["ipsec"]
+        # no data-plane secret by default (issue 13 section 2): gateways authenticate with their LDevIDs
+        assert status == 201 and ent["generation"] == 1 and not ent["psk_set"] and ent["ipsec"]["auth"] == "ldevid"
         assert (await api("GET", "/enterprises/acme")) == (200, ent)
         assert (await api("GET", "/enterprises")) == (200, {"enterprises": [ent]})
 
@@ -176,9 +177,10 @@ def test_bad_input_is_refused_naming_the_field(store, token):
         for method, path, body, status, code, field in cases:
             got_status, doc = await api(method, path, body)
             assert (got_status, *error_of(doc)) == (status, code, field), (path, body, doc)
-        resp = await client.post("/api/v1/enterprises", data=b"{nope", headers=api.headers)
+        as_json = {**api.headers, "Content-Type": "application/json"}
+        resp = await client.post("/api/v1/enterprises", data=b"{nope", headers=as_json)
         assert resp.status == 400 and error_of(await resp.json()) == ("bad_json", None)
-        resp = await client.post("/api/v1/enterprises", data=b"[" * 100_000, headers=api.headers)
+        resp = await client.post("/api/v1/enterprises", data=b"[" * 100_000, headers=as_json)
         assert resp.status == 413 and error_of(await resp.json())[0] == "too_large"
         assert not any("Traceback" in t for t in api.texts)
 
@@ -230,7 +232,7 @@ def test_rendered_config_is_the_full_mesh_at_the_enterprise_generation(store, to
     generation, configs, after = run(store, scenario)
     assert generation == 5
     for name, cfg in configs.items():
-        assert cfg.generation == generation and cfg.ipsec.dpd_s == 9 and cfg.ipsec.psk
+        assert cfg.generation == generation and cfg.ipsec.dpd_s == 9 and cfg.ipsec.auth == "ldevid"
         assert {p.name for p in cfg.peers} == {"b1", "b2", "b3"} - {name}
         assert {str(p.system_ip) for p in cfg.peers} | {str(cfg.system_ip)} == {
             "198.19.255.1", "198.19.255.2", "198.19.255.3"}
@@ -297,7 +299,8 @@ def test_cli_round_trip(server, capsys, monkeypatch, tmp_path):
 
     status, _, err = cli(capsys, "enterprise", "list", "--url", url)
     assert status == 2 and "no admin token" in err
-    status, _, err = cli(capsys, "enterprise", "list", "--url", url, "--token", "bad")
+    monkeypatch.setenv("NSG_CONTROLLER_TOKEN", "bad")
+    status, _, err = cli(capsys, "enterprise", "list", "--url", url)
     assert status == 2 and "unauthorized" in err
 
     monkeypatch.setenv("NSG_CONTROLLER_TOKEN", token)
@@ -324,8 +327,10 @@ def test_cli_round_trip(server, capsys, monkeypatch, tmp_path):
     assert status == 0 and out.split("\n")[0].split() == ["NAME", "ROLE", "SERIAL", "SYSTEM", "IP", "BEHIND", "NAT"]
     assert [line.split() for line in out.splitlines()[1:]] == [
         ["b1", "edge", "SN1", "198.19.255.1", "no"], ["b2", "edge", "SN2", "198.19.255.2", "yes"]]
-    status, out, _ = cli(capsys, "gateway", "show", "b1")
+    status, out, _ = cli(capsys, "gateway", "show", "b1", "--json")
     assert status == 0 and json.loads(out)["ports"] == {"corp": ["lan0", "lan1"]}
+    status, out, _ = cli(capsys, "gateway", "show", "b1")  # for people: health first (no device site here)
+    assert status == 0 and out.splitlines()[0] == "b1: NOT OK: channel down" and "lan0, lan1" in out
     status, out, _ = cli(capsys, "gateway", "config", "b1")
     cfg = parse_config(json.loads(out))
     assert [(p.name, p.initiate) for p in cfg.peers] == [("b2", "never")] and cfg.generation == 4
@@ -345,9 +350,38 @@ def test_cli_round_trip(server, capsys, monkeypatch, tmp_path):
 
 
 def test_cli_refuses_what_it_cannot_do(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("NSG_CONTROLLER_TOKEN", "t")
     status, _, err = cli(capsys, "serve", "--db", str(tmp_path / "x.db"), "--listen", "0.0.0.0:8443")
     assert status == 2 and "loopback" in err and not (tmp_path / "x.db").exists()
     status, _, err = cli(capsys, "token", "list", "--db", str(tmp_path / "missing.db"))
     assert status == 2 and "no such file" in err
-    status, _, err = cli(capsys, "enterprise", "list", "--url", "http://127.0.0.1:9", "--token", "t")
+    status, _, err = cli(capsys, "enterprise", "list", "--url", "http://127.0.0.1:9")
     assert status == 1 and "cannot reach" in err
+
+
+def test_ports_and_uplinks_the_gateway_lacks_are_refused_once_it_reported_its_interfaces(store, token):
+    """Issue 13 section 3: a LAN port the box does not have cut its LAN while both sides said "ok"."""
+    from controller.channel_server import ChannelHub
+
+    hub = ChannelHub(lambda _serial: None)
+    store.create_enterprise("acme")
+    store.add_subnet("acme", "corp", vni=100, cidr="192.0.2.0/24", gateway="192.0.2.1")
+    store.add_gateway("acme", "b1", serial="SN1", uplinks=wan(1), ports={"corp": ["lan0"]})
+    hub.interfaces["SN1"] = ("eth0", "lan0", "lan1")
+
+    async def scenario(client):
+        api = Api(client, token)
+        gen = store.get_enterprise("acme").generation
+        status, body = await api("PATCH", "/gateways/b1", {"ports": {"corp": ["lan9"]}})
+        assert status == 400 and error_of(body) == ("invalid", "ports.corp[0]") and "lan9" in body["error"]["message"]
+        status, body = await api("PATCH", "/gateways/b1", {"uplinks": [{**wan(1)[0], "interface": "wwan0"}]})
+        assert status == 400 and error_of(body) == ("invalid", "uplinks[0].interface")
+        assert store.get_enterprise("acme").generation == gen and store.get_gateway("b1").ports == {"corp": ("lan0",)}
+        status, _ = await api("PATCH", "/gateways/b1?confirm_s=2", {"ports": {"corp": ["lan1"]}})
+        assert status == 400  # a window shorter than 5 s
+        status, _ = await api("PATCH", "/gateways/b1?confirm_s=20", {"ports": {"corp": ["lan1"]}})
+        assert status == 200 and hub.confirm_next["SN1"] == 20.0
+        status, st = await api("GET", "/gateways/b1/status")
+        assert status == 200 and st["interfaces"] == ["eth0", "lan0", "lan1"] and st["connected"] is False
+
+    run(store, scenario, hub=hub)
