@@ -15,14 +15,23 @@ from pathlib import Path
 from lab import topology
 from lab.gateways import HUB
 from lab.lab import Lab
+from lab.netns import LabError
 from lab.zerotouch import ZeroTouchLab, serial_of
 
 DEMO_NAME = "demo"
 TOPOLOGY = "two-branch-nat"
 
 
+def down_hint(name: str) -> str:
+    """How to tear a demo lab down, in the README's words where there are some."""
+    return "make demo-down" if name == DEMO_NAME else f"nsg-lab down --name {name}"
+
+
 def up(name: str = DEMO_NAME) -> str:
     lab = Lab(name)
+    if lab.namespaces():
+        raise LabError(f"the demo lab {name!r} is up already (see `nsg-lab status --name {name}`); "
+                       f"tear it down first: {down_hint(name)}")
     plan = lab.up(topology.load(TOPOLOGY))
     try:
         zt = ZeroTouchLab(lab, plan)
@@ -67,9 +76,9 @@ Look around:
   {bindir}/nsg-lab exec --name {name} b1-h1 -- ping -c3 {b2h1}
   {bindir}/nsg-lab exec --name {name} b1 -- {bindir}/nsg status --state-dir {zt.state_dir('b1')}
   {bindir}/nsg-lab exec --name {name} b1 -- {bindir}/nsg show evpn --state-dir {zt.state_dir('b1')}
-  {bindir}/nsg-lab exec --name {name} ctl -- env NSG_CONTROLLER_TOKEN={zt.token} {bindir}/nsg-controller \\
-      gateway list acme --url http://127.0.0.1:8443
-  {bindir}/nsg-lab exec --name {name} inet -- tcpdump -ni b1-w0      # only UDP 500/4500 on the WAN
+  {bindir}/nsg-lab exec --name {name} ctl -- {bindir}/nsg-controller gateway list acme \\
+      --token-file {zt.token_file} --url http://127.0.0.1:8443
+  {bindir}/nsg-lab exec --name {name} inet -- tcpdump -ni b1-w0  # IKE+ESP-in-UDP (500/4500), TLS to 8444
   logs: {lab.dir / 'logs'}
-Tear down: make demo-down
+Tear down: {down_hint(name)}
 """

@@ -10,6 +10,7 @@ from pathlib import Path
 from nsg import __version__
 
 DEFAULT_STATE_DIR = Path("/var/lib/nsg")
+SHOW_TABLES = {"evpn": "EVPN routes: ours and those each BGP peer sent"}  # `nsg show TABLE`
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,7 +18,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"nsg {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
+    # Each (sub)command's parser rides along in the namespace, so a mistyped option gets the usage
+    # of the command it was given to (main()); the deepest parser wins.
     run = sub.add_parser("run", help="run the gateway daemon")
+    run.set_defaults(parser=run)
     run.add_argument("--config", type=Path, help="gateway config (JSON); default: the last good config kept")
     run.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     run.add_argument("--flush-on-exit", action="store_true",
@@ -40,23 +44,30 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
     st = sub.add_parser("status", help="show what the running daemon is doing")
+    st.set_defaults(parser=st)
     st.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     st.add_argument("--json", action="store_true")
 
-    show = sub.add_parser("show", help="show a table of the running daemon")
-    show_sub = show.add_subparsers(dest="show_cmd", required=True, metavar="TABLE")
-    sh_evpn = show_sub.add_parser("evpn", help="EVPN routes: ours and those each BGP peer sent")
-    sh_evpn.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
-    sh_evpn.add_argument("--json", action="store_true")
+    show = sub.add_parser("show", help="show a table of the running daemon (without TABLE: list them)")
+    show.set_defaults(parser=show)
+    show_sub = show.add_subparsers(dest="show_cmd", metavar="TABLE")
+    for table, what in SHOW_TABLES.items():
+        sh = show_sub.add_parser(table, help=what)
+        sh.set_defaults(parser=sh)
+        sh.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+        sh.add_argument("--json", action="store_true")
 
     ips = sub.add_parser("ipsec", help="act on the IPsec tunnels of the running daemon")
+    ips.set_defaults(parser=ips)
     ips_sub = ips.add_subparsers(dest="ipsec_cmd", required=True, metavar="ACTION")
     rk = ips_sub.add_parser("rekey", help="rekey the child SA (or with --ike the IKE SA) toward a peer")
+    rk.set_defaults(parser=rk)
     rk.add_argument("peer")
     rk.add_argument("--ike", action="store_true")
     rk.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
 
     fi = sub.add_parser("factory-init", help="give this box its factory identity (IDevID), for labs and images")
+    fi.set_defaults(parser=fi)
     fi.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     fi.add_argument("--manufacturer-dir", type=Path, required=True,
                     help="the manufacturer CA (created there if absent: a lab CA)")
@@ -64,16 +75,33 @@ def _parser() -> argparse.ArgumentParser:
     fi.add_argument("--force", action="store_true", help="replace an existing identity")
 
     act = sub.add_parser("activate", help="give this gateway its activation code (asked for by the controller)")
+    act.set_defaults(parser=act)
     act.add_argument("code", nargs="?", help="the code; '-' or nothing: read it from standard input")
     act.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
 
-    chk = sub.add_parser("check-config", help="validate a config file without applying it")
+    chk = sub.add_parser("check-config", help="run the checks `nsg run` makes before it starts a config (the "
+                                              "document, and the credentials it names), without applying it")
+    chk.set_defaults(parser=chk)
     chk.add_argument("config", type=Path)
+    chk.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+                     help="where `nsg run` would keep its state (the identity store, for ipsec auth 'ldevid')")
     return p
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = _parser()
+    args, extra = p.parse_known_args(argv)
+    if extra:
+        # unknown options after the command are that command's to explain (before it: ours)
+        own = getattr(args, "parser", p)
+        before_cmd = args.cmd in argv and argv.index(extra[0]) < argv.index(args.cmd) if extra[0] in argv else False
+        (p if before_cmd else own).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     if args.cmd == "run":
         from nsg import log
         from nsg.daemon import run_daemon
@@ -101,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "show":
         from nsg.control import ControlError, request
+
+        if args.show_cmd is None:
+            print("nsg show TABLE [--json] [--state-dir DIR]; the tables:")
+            for table, what in SHOW_TABLES.items():
+                print(f"  {table:<10} {what}")
+            return 0
 
         try:
             res = request(args.state_dir, "evpn")
@@ -147,10 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         print("activation code stored; the gateway presents it at its next enrollment attempt")
         return 0
     if args.cmd == "check-config":
-        from nsg.model import ConfigError, load_config
+        from nsg.model import ConfigError
+        from nsg.preflight import check_config_file
 
         try:
-            cfg = load_config(args.config)
+            cfg = check_config_file(args.config, args.state_dir)
         except ConfigError as exc:
             print(f"nsg: {exc.source}: invalid configuration:", file=sys.stderr)
             for problem in exc.problems:
