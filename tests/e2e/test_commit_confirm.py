@@ -18,18 +18,9 @@ import time
 from cryptography import x509
 
 from lab.zerotouch import ZeroTouchLab
+from tests.poll import until
 
 STRANDED = "name=wan0,interface=wan0,mode=static,address=198.18.77.2/24,gateway=198.18.77.1"
-
-
-def _until(what: str, fn, timeout: float, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = fn()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(every)
 
 
 def test_stranding_push_rolls_back_and_a_deleted_gateway_is_cut_off(make_lab):
@@ -50,19 +41,19 @@ def test_stranding_push_rolls_back_and_a_deleted_gateway_is_cut_off(make_lab):
                 f"gateway={b1.uplinks[0].gateway}")
     before = zt.gws.status("b1")
     good_generation = before["config"]["generation"]
-    _until("b1 confirmed", lambda: zt.gws.status("b1")["commit_confirm"]["pending"] is None, 20)
+    until("b1 confirmed", lambda: zt.gws.status("b1")["commit_confirm"]["pending"] is None, 20)
     last_good = zt.state_dir("b1") / "last-good-config.json"
     assert json.loads(last_good.read_text())["generation"] == good_generation
 
     # --- 1. the stranding push ---------------------------------------------------------------
     t0 = time.monotonic()
     zt.controller("gateway", "set", "b1", "--uplink", STRANDED, "--confirm-window", "15")
-    bad_generation = _until("b1 on trial", lambda: (s := zt.gws.status("b1"))["commit_confirm"]["pending"]
+    bad_generation = until("b1 on trial", lambda: (s := zt.gws.status("b1"))["commit_confirm"]["pending"]
                             and s["commit_confirm"]["pending"]["generation"], 15, 0.2)
     assert bad_generation > good_generation
-    silent = _until("the controller sees b1 silent", lambda: not ctl_status()["connected"], 30)
+    silent = until("the controller sees b1 silent", lambda: not ctl_status()["connected"], 30)
     t_silent = time.monotonic() - t0
-    shown = _until("the controller shows the rollback",
+    shown = until("the controller shows the rollback",
                    lambda: (s := ctl_status())["rolled_back_generation"] == bad_generation and s, 60)
     t_shown = time.monotonic() - t0
     print(f"stranding push: controller saw b1 silent after {t_silent:.1f}s, rollback shown after {t_shown:.1f}s")
@@ -81,7 +72,7 @@ def test_stranding_push_rolls_back_and_a_deleted_gateway_is_cut_off(make_lab):
 
     # the operator puts the uplink back: a new generation goes out, is confirmed and kept
     zt.controller("gateway", "set", "b1", "--uplink", original)
-    fixed = _until("b1 confirmed again", lambda: (s := zt.gws.status("b1"))["config"]["generation"] > bad_generation
+    fixed = until("b1 confirmed again", lambda: (s := zt.gws.status("b1"))["config"]["generation"] > bad_generation
                    and s["commit_confirm"]["pending"] is None and s["config"]["generation"], 40)
     assert json.loads(last_good.read_text())["generation"] == fixed
     zt.wait_up(timeout=60)
@@ -96,7 +87,7 @@ def test_stranding_push_rolls_back_and_a_deleted_gateway_is_cut_off(make_lab):
         s = zt.gws.status("b1")
         return all(p["name"] != "b2" for p in s["peers"]) and s["commit_confirm"]["pending"] is None and s
 
-    st = _until("b1 drops b2", b1_dropped_b2, 30)
+    st = until("b1 drops b2", b1_dropped_b2, 30)
     assert all(p["peer"] != "b2" for p in st["tunnels"]["ike"])
     crl = x509.load_pem_x509_crl(json.loads(last_good.read_text())["ipsec"]["crl"].encode())
     assert crl.get_revoked_certificate_by_serial_number(b2_cert.serial_number) is not None

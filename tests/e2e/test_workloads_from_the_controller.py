@@ -21,6 +21,7 @@ import pytest
 
 from lab.zerotouch import ZeroTouchLab
 from tests import docker_engine, vm_guest
+from tests.poll import until
 
 pytestmark = pytest.mark.skipif(not docker_engine.available() or os.geteuid() != 0,
                                 reason="needs root and dockerd")
@@ -48,16 +49,6 @@ def broken_tarball(dest: Path, ref: str) -> Path:
         info.size = len(manifest)
         tar.addfile(info, io.BytesIO(manifest))
     return dest
-
-
-def until(what: str, fn, timeout: float = 30.0, every: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = fn()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(every)
 
 
 def test_app_lan_host_and_vm_across_the_overlay_from_the_controller(make_lab, tmp_path):

@@ -13,6 +13,7 @@ from ipaddress import IPv4Network
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from ipsec.esp import InboundSA, OutboundSA
 from ipsec.ike import events as ev
@@ -56,6 +57,25 @@ def issue(ca, ip: str, key=None):
     cert = (x509.CertificateBuilder().subject_name(x509.Name.from_rfc4514_string(f"CN={ip}"))
             .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.IPv4Address(ip))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA256()))
+    return key, cert
+
+
+def ldevid(ca, ip: str, serial: str):
+    """A gateway's LDevID: subject serialNumber = its device serial, SAN = its system IP. Each call
+    is a new certificate with a new key (a renewal), same subject and SAN."""
+    import ipaddress
+
+    ca_key, ca_cert = ca
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.SERIAL_NUMBER, serial),
+                                     x509.NameAttribute(NameOID.COMMON_NAME, serial)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.IPv4Address(ip))]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(ca_key, hashes.SHA256()))

@@ -3,38 +3,16 @@ not a revoked one (issue 13 section 2). Before, any certificate from the CA with
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from dataclasses import replace
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ipsec.ike.policy import Identity, PeerPolicy
 from ipsec.ike.sa import State
-from tests.unit.ike.simnet import A_TS, B_TS, SimNet, make_ca
-
-
-def _device_cert(ca, ip: str, serial: str):
-    ca_key, ca_cert = ca
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.SERIAL_NUMBER, serial),
-                                     x509.NameAttribute(NameOID.COMMON_NAME, serial)]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.IPv4Address(ip))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(ca_key, hashes.SHA256()))
-    return key, cert
+from tests.unit.ike.simnet import A_TS, B_TS, SimNet, ldevid, make_ca
 
 
 def _pair(ca, a_serial="LAB-B1", b_serial="LAB-B2", **b_kw):
-    ka, ca_a = _device_cert(ca, "198.19.255.1", a_serial)
-    kb, cb = _device_cert(ca, "198.19.255.2", b_serial)
+    ka, ca_a = ldevid(ca, "198.19.255.1", a_serial)
+    kb, cb = ldevid(ca, "198.19.255.2", b_serial)
     a = PeerPolicy("b2", Identity.address("198.19.255.1"), Identity.address("198.19.255.2"), A_TS, B_TS,
                    key=ka, cert=ca_a, cas=(ca[1],), remote_serial="LAB-B2")
     b = PeerPolicy("b1", Identity.address("198.19.255.2"), Identity.address("198.19.255.1"), B_TS, A_TS,

@@ -6,43 +6,21 @@ device serial and SAN, new key) is what the next IKE SA authenticates with."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from dataclasses import replace
 from ipaddress import IPv4Network
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ipsec.ike import events as ev
 from ipsec.ike.manager import IkeManager
 from ipsec.ike.policy import Identity, IkeProposal, PeerPolicy
 from ipsec.ike.sa import State
 from tests.unit.ike.mgrnet import MgrNet
-from tests.unit.ike.simnet import A_ADDR, A_TS, B_ADDR, B_TS, make_ca
+from tests.unit.ike.simnet import A_ADDR, A_TS, B_ADDR, B_TS, ldevid, make_ca
 
 A_IP, B_IP = "198.19.255.1", "198.19.255.2"
 A_SERIAL, B_SERIAL = "LAB-B1", "LAB-B2"
-
-
-def ldevid(ca, ip: str, serial: str):
-    """A gateway's LDevID: subject serialNumber = its device serial, SAN = its system IP. Each call
-    is a new certificate with a new key (a renewal), same subject and SAN."""
-    ca_key, ca_cert = ca
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.SERIAL_NUMBER, serial),
-                                     x509.NameAttribute(NameOID.COMMON_NAME, serial)]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.IPv4Address(ip))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(ca_key, hashes.SHA256()))
-    return key, cert
 
 
 class Lab:
