@@ -45,3 +45,11 @@ demo-down: venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Prove deps/apt-packages.txt in a clean Debian 12 root (mmdebstrap, minbase + exactly that list, under
+# /var/tmp, removed afterwards): the venv recipe above, every peer's presence, then with CI=true the unit
+# tests, all interop tests (strongSwan, FRR, GoBGP, pki) and the qemu guest test. As root; ~3 minutes.
+# Knobs: see deps/fresh_root.sh (FRESH_TESTS, FRESH_KEEP, ...).
+.PHONY: fresh-check
+fresh-check:
+	bash deps/fresh_root.sh

@@ -9,6 +9,8 @@ import subprocess
 import pytest
 from hypothesis import settings
 
+from tests import peers
+
 # CI replays the same pseudo-random examples every run (a red run must be reproducible); developers'
 # runs keep exploring new ones, which is where the fuzz tests find bugs.
 settings.register_profile("ci", derandomize=True, print_blob=True)
@@ -23,13 +25,27 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"{peers.MARKER}(reason): a peer the test needs is missing under CI "
+                                       "(tests/peers.py require_peer): the test fails at setup")
+
+
 def pytest_collection_modifyitems(config, items):
     if is_root():
         return
-    skip = pytest.mark.skip(reason="needs root (network namespaces); `make test` runs as root")
+    # a skip locally, a failure under CI=true (tests/peers.py)
+    mark = peers.require_root("network namespaces")
     for item in items:
         if "tests/netns" in str(item.fspath) or "tests/e2e" in str(item.fspath):
-            item.add_marker(skip)
+            item.add_marker(mark)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """require_peer under CI=true: fail before any fixture starts a daemon that cannot run."""
+    mark = item.get_closest_marker(peers.MARKER)
+    if mark is not None:
+        pytest.fail(mark.kwargs.get("reason", "a peer is missing"), pytrace=False)
 
 
 def unique_name(kind: str = "t") -> str:

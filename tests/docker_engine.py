@@ -20,10 +20,24 @@ from tests.interop.procs import stop_process
 
 DOCKERD = shutil.which("dockerd") or "/usr/sbin/dockerd"
 BUSYBOX = "/bin/busybox"
+# dockerd runs containerd and runc (docker.io depends on both); each with its Debian 12 package
+HELPERS = {"containerd": "containerd", "runc": "runc"}
+
+
+def missing() -> list[str]:
+    """What the private engine lacks here (each line names the Debian package); empty when all is there."""
+    out = []
+    if not os.access(DOCKERD, os.X_OK):
+        out.append(f"dockerd {DOCKERD} missing (Debian package docker.io)")
+    out += [f"{cmd} not found (Debian package {pkg}, a dependency of docker.io)"
+            for cmd, pkg in HELPERS.items() if shutil.which(cmd) is None]
+    if not os.path.exists(BUSYBOX):
+        out.append(f"{BUSYBOX} missing (Debian package busybox-static: the test image is built from it)")
+    return out
 
 
 def available() -> bool:
-    return os.path.exists(DOCKERD) and os.path.exists(BUSYBOX)
+    return not missing()
 
 
 class DockerEngine:
@@ -36,6 +50,9 @@ class DockerEngine:
         self.client: docker.DockerClient | None = None
 
     def start(self, timeout: float = 30) -> DockerEngine:
+        absent = missing()
+        if absent:
+            raise RuntimeError("cannot run dockerd here: " + "; ".join(absent))
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [DOCKERD, "--host", self.url, "--data-root", str(self.dir / "data"), "--exec-root",

@@ -21,6 +21,7 @@ from pathlib import Path
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
 BUSYBOX = Path("/bin/busybox")
 QEMU = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
+BIOS = Path("/usr/share/seabios/bios-256k.bin")  # what -machine pc boots (seabios, a dependency of qemu-system-x86)
 READY = "NSG-GUEST-READY"
 HTTP_PORT = 80
 
@@ -77,6 +78,30 @@ def guest_kernel() -> Path:
     if not kernels:
         raise GuestError(f"no guest kernel in /boot: apt-get install {KERNEL_PACKAGE} (deps/apt-packages.txt)")
     return kernels[-1]
+
+
+def missing() -> list[str]:
+    """What the guest lacks here (each line names the Debian package); empty when all is there."""
+    out = []
+    if not os.access(QEMU, os.X_OK):
+        out.append(f"{QEMU} missing (Debian package qemu-system-x86)")
+    if not BIOS.exists():
+        out.append(f"{BIOS} missing (Debian package seabios, a dependency of qemu-system-x86)")
+    if not BUSYBOX.exists():
+        out.append(f"{BUSYBOX} missing (Debian package busybox-static)")
+    try:
+        kernel = guest_kernel()
+    except GuestError as exc:
+        out.append(str(exc))
+    else:
+        moddir = Path("/lib/modules") / kernel_version(kernel)
+        if not (moddir / "modules.dep").exists():
+            out.append(f"{moddir}/modules.dep missing (the modules of {kernel}: Debian package {KERNEL_PACKAGE})")
+    return out
+
+
+def available() -> bool:
+    return not missing()
 
 
 def kernel_version(kernel: Path) -> str:
@@ -196,6 +221,8 @@ def qemu_argv(kernel: Path, initrd: Path, *, tap: str, mac: str, ip: str, gw: st
               memory_mb: int = 256, console_log: Path) -> list[str]:
     """qemu-system-x86_64 for the guest: TCG, no display, serial console into ``console_log``, virtio-net
     on the existing TAP device ``tap`` (opened by name: run it in the TAP's namespace)."""
+    if not os.access(QEMU, os.X_OK) or not BIOS.exists():
+        raise GuestError("cannot run the guest here: " + "; ".join(m for m in missing() if "qemu" in m))
     # cryptomgr.notests: the crypto self-tests cost ~0.5 s under TCG; ipv6.disable: the guest sends
     # nothing by itself (no DAD, no router solicitations); panic=-1 + -no-reboot: a dead init ends qemu.
     append = (f"console=ttyS0 quiet panic=-1 cryptomgr.notests ipv6.disable=1 "

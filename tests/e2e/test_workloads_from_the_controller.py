@@ -12,19 +12,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
 import time
 from pathlib import Path
 
-import pytest
-
 from lab.zerotouch import ZeroTouchLab
 from tests import docker_engine, vm_guest
+from tests.peers import require_peer, require_root
 from tests.poll import until
 
-pytestmark = pytest.mark.skipif(not docker_engine.available() or os.geteuid() != 0,
-                                reason="needs root and dockerd")
+pytestmark = [require_root("namespaces, dockerd"), require_peer(docker_engine.missing() + vm_guest.missing())]
 
 
 def sha256(path: Path) -> str:

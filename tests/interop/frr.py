@@ -1,6 +1,7 @@
 """Run real FRR daemons (zebra + bgpd) inside a network namespace, as a BGP EVPN peer for tests.
 
-What FRR needs on the machine: the Debian 12 ``frr`` package (daemons in /usr/lib/frr, ``vtysh``).
+What FRR needs on the machine: the Debian 12 ``frr`` package (daemons in /usr/lib/frr, ``vtysh``, the
+``frr`` user), in deps/apt-packages.txt; ``missing()`` says what is absent and ``Frr.start`` refuses without it.
 Init scripts are not used; every instance gets its own directory holding its config, pid files, the
 zebra API socket (``-z``) and the vty sockets (``--vty_socket``), so several instances can run side
 by side in different namespaces. The directory is ``chown -R frr:frr`` because the daemons drop to
@@ -22,8 +23,10 @@ MAC+IP routes, and ``advertise-svi-ip`` adds the bridge's own MAC+IP.
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -170,6 +173,9 @@ class Frr:
     def start(self) -> Frr:
         if self.pids:
             raise FrrError(f"{self.name}: already started")
+        absent = missing()
+        if absent:
+            raise FrrError(f"{self.name}: cannot run FRR here: " + "; ".join(absent))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.rundir = Path(tempfile.mkdtemp(prefix="nsg-frr-"))
         self.rundir.chmod(0o750)
@@ -377,8 +383,21 @@ def make_vtep(netns: str, vtep: str, *, vni: int = 100, bridge: str | None = Non
     return br, vx
 
 
+def missing() -> list[str]:
+    """What the FRR harness lacks here (each line names the Debian package); empty when all is there."""
+    out = [f"FRR {p} missing (Debian package frr)" for p in (ZEBRA, BGPD) if not os.access(p, os.X_OK)]
+    if shutil.which(VTYSH) is None:
+        out.append(f"FRR {VTYSH} not found (Debian package frr)")
+    try:
+        pwd.getpwnam("frr")
+        grp.getgrnam("frr")
+    except KeyError:
+        out.append("user/group frr missing (the frr package's postinst creates them)")
+    return out
+
+
 def available() -> bool:
-    return ZEBRA.exists() and BGPD.exists() and shutil.which(VTYSH) is not None
+    return not missing()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Run a real GoBGP (gobgpd) inside a network namespace, as a BGP EVPN peer / route injector for tests.
 
-What it needs: the Debian 12 ``gobgpd`` package (``gobgpd`` and the ``gobgp`` CLI). gobgpd reads
+What it needs: the Debian 12 ``gobgpd`` package (``gobgpd`` and the ``gobgp`` CLI), in deps/apt-packages.txt;
+``missing()`` says what is absent and ``GoBgp.start`` refuses without it. gobgpd reads
 ``WORKDIR/gobgpd.toml`` (global AS/router-id, neighbors with the l2vpn-evpn afi-safi, timers 3/9) and
 serves its gRPC API on ``127.0.0.1:<api_port>`` inside the namespace (so ``lo`` must be up, and the
 CLI runs in the namespace too). pprof is disabled so several instances never share a port.
@@ -121,6 +122,9 @@ class GoBgp:
     def start(self) -> GoBgp:
         if self.proc is not None:
             raise GoBgpError(f"{self.name}: already started")
+        absent = missing()
+        if absent:
+            raise GoBgpError(f"{self.name}: cannot run GoBGP here: " + "; ".join(absent))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(self.toml())
         argv = ["ip", "netns", "exec", self.netns, GOBGPD, "-f", str(self.conf_path), "-t", "toml",
@@ -271,5 +275,10 @@ def mac_mobility(path: dict[str, Any]) -> tuple[int, bool] | None:
     return None
 
 
+def missing() -> list[str]:
+    """What the GoBGP harness lacks here (each line names the Debian package); empty when all is there."""
+    return [f"GoBGP {cmd} not found (Debian package gobgpd)" for cmd in (GOBGPD, GOBGP) if shutil.which(cmd) is None]
+
+
 def available() -> bool:
-    return shutil.which(GOBGPD) is not None and shutil.which(GOBGP) is not None
+    return not missing()

@@ -1,9 +1,13 @@
 """Run a real strongSwan charon inside a network namespace, as an IKEv2/ESP peer for tests.
 
-What charon needs on the machine (Debian 12 packages; installed on the development machine, and
-to be listed in deps/apt-packages.txt so ``make setup`` installs them):
+What charon needs on the machine (Debian 12 packages, all in deps/apt-packages.txt, which ``make setup``
+installs; ``missing()`` names whichever is absent, and ``Charon.start`` refuses to start without it):
 
-- ``strongswan`` (charon at /usr/lib/ipsec/charon and its plugins: openssl, gcm, x509, pem, pkcs1, ...),
+- ``strongswan-charon`` (charon at /usr/lib/ipsec/charon), ``libstrongswan`` (most plugins: random,
+  nonce, aes, sha1/sha2, hmac, kdf, pem, pkcs1/pkcs8, x509, pubkey, constraints, kernel-netlink),
+  ``strongswan-libcharon`` (socket-default, updown),
+- ``libstrongswan-standard-plugins`` (openssl and gcm: without them charon still starts, but has no
+  ECP DH group (ecp256) and no AES-GCM, so every negotiation fails or times out),
 - ``strongswan-swanctl`` (the vici plugin; swanctl itself is only handy for debugging by hand),
 - ``libcharon-extra-plugins`` (kernel-libipsec: ESP in userspace over a TUN device ``ipsec0``,
   needed because this kernel has no ESP/GCM; it must come before kernel-netlink in the load list),
@@ -45,9 +49,16 @@ from tests.interop.certs import key_type, write_private
 from tests.interop.procs import stop_process
 
 CHARON = "/usr/lib/ipsec/charon"
+PLUGIN_DIR = Path("/usr/lib/ipsec/plugins")
 # kernel-libipsec before kernel-netlink: the first kernel interface that loads handles IPsec.
 PLUGINS = ("random", "nonce", "openssl", "aes", "sha1", "sha2", "hmac", "gcm", "kdf", "pem", "pkcs1", "pkcs8",
            "x509", "pubkey", "constraints", "kernel-libipsec", "kernel-netlink", "socket-default", "vici", "updown")
+# The Debian 12 package of each plugin's libstrongswan-<name>.so; the others come with libstrongswan.
+PLUGIN_PACKAGES = {"openssl": "libstrongswan-standard-plugins", "gcm": "libstrongswan-standard-plugins",
+                   "kernel-libipsec": "libcharon-extra-plugins", "socket-default": "strongswan-libcharon",
+                   "updown": "strongswan-libcharon", "vici": "strongswan-swanctl",
+                   "curl": "libstrongswan-extra-plugins"}
+TUN = Path("/dev/net/tun")
 DEFAULT_LOG_LEVELS = {"default": 1}
 KEY_LOG_LEVELS = {"ike": 4, "chd": 4}
 IKE_PROPOSAL = "aes128gcm16-prfsha256-ecp256"
@@ -57,6 +68,28 @@ _SUN_PATH_MAX = 107
 
 class CharonError(RuntimeError):
     """charon did not start, refused a command, or did not reach the awaited state."""
+
+
+def plugin_package(plugin: str) -> str:
+    return PLUGIN_PACKAGES.get(plugin, "libstrongswan")
+
+
+def missing(plugins: Sequence[str] = PLUGINS) -> list[str]:
+    """What charon with ``plugins`` lacks here: one line per absent file, with the Debian package to install."""
+    out = []
+    if not os.access(CHARON, os.X_OK):
+        out.append(f"strongSwan charon {CHARON} missing (Debian package strongswan-charon)")
+    for plugin in plugins:
+        so = PLUGIN_DIR / f"libstrongswan-{plugin}.so"
+        if not so.exists():
+            out.append(f"strongSwan plugin {plugin}: {so} missing (Debian package {plugin_package(plugin)})")
+    if "kernel-libipsec" in plugins and not TUN.exists():
+        out.append(f"{TUN} missing (kernel-libipsec needs the TUN device: modprobe tun)")
+    return out
+
+
+def available(plugins: Sequence[str] = PLUGINS) -> bool:
+    return not missing(plugins)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,6 +262,9 @@ class Charon:
     def start(self) -> Charon:
         if self.proc is not None:
             raise CharonError(f"{self.name}: already started")
+        absent = missing(self.plugins)
+        if absent:  # charon would start anyway and fail each negotiation: say what is missing instead
+            raise CharonError(f"{self.name}: cannot run charon here: " + "; ".join(absent))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(exist_ok=True)
         with contextlib.suppress(FileNotFoundError):

@@ -7,7 +7,6 @@ remote), and the type-3 route FRR originates for its kernel VTEP (``advertise-al
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,12 +16,13 @@ from tests.interop import frr as frr_mod
 from tests.interop import gobgp as gobgp_mod
 from tests.interop.frr import BgpNet, Frr, Neighbor, bgp_pair, make_vtep
 from tests.interop.gobgp import GoBgp, GoNeighbor
+from tests.peers import require_peer, require_root
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
-    pytest.mark.skipif(not frr_mod.available(), reason="FRR not installed"),
-    pytest.mark.skipif(not gobgp_mod.available(), reason="GoBGP not installed"),
+    require_root("network namespaces"),
+    require_peer(frr_mod.missing()),
+    require_peer(gobgp_mod.missing()),
 ]
 
 ASN, VNI = 65000, 100

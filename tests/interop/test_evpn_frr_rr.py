@@ -14,22 +14,20 @@ a host frame on a LAN port becomes a type-2 route, and host A pings host B over 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 from lab import netns
 from tests.conftest import sh, unique_name
 from tests.interop import frr as frr_mod
 from tests.interop.frr import Frr, Neighbor
 from tests.netns.daemon_util import NsgProcess
+from tests.peers import require_peer, require_root
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
-    pytest.mark.skipif(not frr_mod.available(), reason="FRR not installed"),
+    require_root("network namespaces"),
+    require_peer(frr_mod.missing()),
 ]
 
 ASN, VNI = 65000, 100

@@ -7,12 +7,9 @@ LAN host's ARP for FRR's host is answered by our bridge (ARP suppression): no AR
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-
-import pytest
 
 from lab import netns
 from tests.conftest import sh, unique_name
@@ -20,10 +17,11 @@ from tests.interop import frr as frr_mod
 from tests.interop.frr import Frr, Neighbor, bgp_pair, make_vtep
 from tests.interop.procs import Tcpdump
 from tests.netns.daemon_util import NsgProcess
+from tests.peers import require_peer, require_root
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
-    pytest.mark.skipif(not frr_mod.available(), reason="FRR not installed"),
+    require_root("network namespaces"),
+    require_peer(frr_mod.missing()),
 ]
 
 ASN, VNI, SYSIP = 65000, 100, "198.19.255.1"

@@ -6,20 +6,18 @@ learned on the LAN port (withdrawn again when the port leaves the subnet's bridg
 from __future__ import annotations
 
 import json
-import os
 import sys
-
-import pytest
 
 from tests.conftest import sh
 from tests.interop import gobgp as gobgp_mod
 from tests.interop.frr import bgp_pair
 from tests.interop.gobgp import GoBgp, GoNeighbor
 from tests.netns.daemon_util import NsgProcess
+from tests.peers import require_peer, require_root
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
-    pytest.mark.skipif(not gobgp_mod.available(), reason="GoBGP not installed"),
+    require_root("network namespaces"),
+    require_peer(gobgp_mod.missing()),
 ]
 
 ASN, VNI, SYSIP = 65000, 100, "198.19.255.1"

@@ -17,21 +17,19 @@ After every withdrawal of an older route the gateway's kernel FDB still points a
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-
-import pytest
 
 from tests.conftest import sh
 from tests.interop import gobgp as gobgp_mod
 from tests.interop.frr import bgp_pair
 from tests.interop.gobgp import GoBgp, GoNeighbor, mac_mobility, next_hop
 from tests.netns.daemon_util import NsgProcess
+from tests.peers import require_peer, require_root
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
-    pytest.mark.skipif(not gobgp_mod.available(), reason="GoBGP not installed"),
+    require_root("network namespaces"),
+    require_peer(gobgp_mod.missing()),
 ]
 
 ASN, VNI, SYSIP = 65000, 100, "198.19.255.1"

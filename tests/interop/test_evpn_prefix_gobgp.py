@@ -6,19 +6,17 @@ route in `gobgp global rib -a evpn` with our system IP as next hop and its gatew
 from __future__ import annotations
 
 import json
-import os
-
-import pytest
 
 from tests.conftest import sh
 from tests.interop import gobgp as gobgp_mod
 from tests.interop.frr import bgp_pair
 from tests.interop.gobgp import GoBgp, GoNeighbor
 from tests.netns.daemon_util import NsgProcess
+from tests.peers import require_peer, require_root
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
-    pytest.mark.skipif(not gobgp_mod.available(), reason="GoBGP not installed"),
+    require_root("network namespaces"),
+    require_peer(gobgp_mod.missing()),
 ]
 
 ASN, VNI, SYSIP = 65000, 100, "198.19.255.1"

@@ -30,14 +30,16 @@ from typing import Any
 import pytest
 
 from nsg.control import ControlError, request
+from tests.interop import strongswan as strongswan_mod
 from tests.interop.certs import issue_cert, make_ca
-from tests.interop.strongswan import CHARON, Charon, Child, Connection, established
+from tests.interop.strongswan import Charon, Child, Connection, established
 from tests.netns.daemon_util import NsgProcess
+from tests.peers import require_peer, require_root
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
-    pytest.mark.skipif(not Path(CHARON).exists(), reason="strongSwan charon not installed"),
+    require_root("network namespaces"),
+    require_peer(strongswan_mod.missing()),
 ]
 
 NSG_WAN, SW_WAN = "198.18.50.1", "198.18.50.2"  # the IKE/ESP-in-UDP addresses on the veth

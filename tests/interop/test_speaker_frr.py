@@ -5,21 +5,19 @@ routes land in FRR's `show bgp l2vpn evpn`."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 
-import pytest
-
 from tests.interop import frr as frr_mod
 from tests.interop.frr import Frr, Neighbor, bgp_pair, make_vtep
+from tests.peers import require_peer, require_root
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
-    pytest.mark.skipif(not frr_mod.available(), reason="FRR not installed"),
+    require_root("network namespaces"),
+    require_peer(frr_mod.missing()),
 ]
 
 ASN, VNI = 65000, 100

@@ -7,19 +7,20 @@ traffic (the ping fails without it, the peer's ESP counters move) and that rekey
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.interop import strongswan as strongswan_mod
 from tests.interop.certs import issue_cert, make_ca
-from tests.interop.strongswan import CHARON, Charon, CharonError, Child, Connection, PeerNet, established, two_peers
+from tests.interop.strongswan import Charon, CharonError, Child, Connection, PeerNet, established, two_peers
+from tests.peers import require_peer, require_root
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
-    pytest.mark.skipif(not Path(CHARON).exists(), reason="strongSwan charon not installed"),
+    require_root("network namespaces"),
+    require_peer(strongswan_mod.missing()),
 ]
 
 IKE, CHILD = "gw", "net"

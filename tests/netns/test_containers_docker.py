@@ -6,7 +6,6 @@ container nsg does not own is never touched; a bad spec (unknown image) is repor
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -15,10 +14,11 @@ import pytest
 
 from tests import docker_engine
 from tests.conftest import sh
+from tests.peers import require_peer, require_root
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, dockerd)"),
-    pytest.mark.skipif(not docker_engine.available(), reason="dockerd or busybox-static missing"),
+    require_root("namespaces, dockerd"),
+    require_peer(docker_engine.missing()),
 ]
 
 # Runs inside the test namespace (the bridge is there): one reconcile pass, result as JSON.

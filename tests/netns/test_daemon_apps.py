@@ -5,7 +5,6 @@ attached within 5 s (measured); removed from the config, its container goes."""
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
@@ -14,10 +13,11 @@ from lab import netns
 from tests import docker_engine
 from tests.conftest import sh, unique_name
 from tests.netns.daemon_util import NsgProcess
+from tests.peers import require_peer, require_root
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, dockerd)"),
-    pytest.mark.skipif(not docker_engine.available(), reason="dockerd or busybox-static missing"),
+    require_root("namespaces, dockerd"),
+    require_peer(docker_engine.missing()),
 ]
 
 

@@ -19,8 +19,9 @@ from lab import netns
 from tests import vm_guest
 from tests.conftest import sh, unique_name
 from tests.netns.daemon_util import NsgProcess
+from tests.peers import require_peer, require_root
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, TAP devices)")
+pytestmark = [require_root("namespaces, TAP devices"), require_peer(vm_guest.missing())]
 
 VM_IP = "198.19.0.70"
 

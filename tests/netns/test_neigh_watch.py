@@ -5,15 +5,13 @@ too, and what nsg installs itself (extern_learn entries, permanent neighbours) i
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import sh
+from tests.peers import require_root
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
+pytestmark = require_root("network namespaces")
 
 # Runs inside the namespace: watch br-100, make traffic, print what was delivered (JSON).
 SCRIPT = r"""

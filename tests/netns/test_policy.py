@@ -9,7 +9,6 @@ does not own is never touched."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 
@@ -19,8 +18,9 @@ from lab import netns
 from tests import docker_engine
 from tests.conftest import sh, unique_name
 from tests.netns.daemon_util import NsgProcess
+from tests.peers import require_root
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, nftables)")
+pytestmark = require_root("namespaces, nftables")
 
 H1, H3, H2, APP, SERVER = "198.19.0.11", "198.19.0.13", "198.19.1.12", "198.19.0.50", "203.0.113.10"
 

@@ -3,7 +3,6 @@ the kernel command line and answers on a Linux bridge through a persistent TAP d
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -14,10 +13,11 @@ import pytest
 from tests import vm_guest
 from tests.conftest import sh, unique_name
 from tests.interop.procs import stop_process
+from tests.peers import require_peer, require_root
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, TAP devices)"),
-    pytest.mark.skipif(not os.path.exists(vm_guest.QEMU), reason="qemu-system-x86_64 missing (qemu-system-x86)"),
+    require_root("network namespaces, TAP devices"),
+    require_peer(vm_guest.missing()),
 ]
 
 BRIDGE_IP = "198.18.90.1"
