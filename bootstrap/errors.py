@@ -41,8 +41,11 @@ class Reason(StrEnum):
     OWNER_CERTIFICATE = "owner-certificate-invalid"
     NOT_SIGNED_BY_OWNER = "not-signed-by-owner"
     MALFORMED_CONVEYED = "malformed-conveyed-information"
-    MALFORMED_RESPONSE = "malformed-response"  # the RESTCONF answer itself (RFC 8572 section 7.2)
+    MALFORMED_RESPONSE = "malformed-response"  # the RESTCONF answer itself (RFC 8572 section 7.3)
     TRANSPORT = "transport"                    # could not talk to the server, or it said no (HTTP status)
+    SERVER_NOT_AUTHENTICATED = "server-not-authenticated"  # its TLS certificate fails our trust anchors
+    CLIENT_CERTIFICATE_REFUSED = "client-certificate-refused"  # it dropped TLS after seeing our IDevID
+    TOO_MANY_REDIRECTS = "too-many-redirects"  # redirect information leading on and on (a loop?)
 
 
 class BootstrapError(Exception):
@@ -55,6 +58,12 @@ class LocalBootstrapError(BootstrapError):
     """We asked for something impossible: a bug in the caller or our own configuration."""
 
     fault = "local"
+
+
+class ActivationRequired(LocalBootstrapError):
+    """The controller holds this gateway's enrollment (EST 202 + Retry-After, RFC 7030 section 4.2.3)
+    until its activation code is given here (`nsg activate CODE`). Nothing is broken and no server is
+    at fault: a person on this side has to act, so it is local."""
 
 
 class RemoteBootstrapError(BootstrapError):

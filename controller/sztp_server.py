@@ -24,11 +24,109 @@ from cryptography.x509.oid import NameOID
 
 from bootstrap import sztp_data
 from bootstrap.cms import SigningKey
-from bootstrap.sztp import GET_PATH, MEDIA, MODULE, PROGRESS, REPORT_PATH
+from bootstrap.sztp import (
+    GET_INPUT_LEAVES,
+    GET_PATH,
+    MEDIA,
+    MODULE,
+    NONCE_OCTETS,
+    PROGRESS_TYPES,
+    REPORT_COMPLETE_ONLY,
+    REPORT_INPUT_NODES,
+    REPORT_PATH,
+    REPORTING_LEVELS,
+    VERBOSE,
+)
 
 log = logging.getLogger("controller.sztp")
 
 MAX_BODY = 64 * 1024
+
+
+class InputError(Exception):
+    """RPC input that does not follow ietf-sztp-bootstrap-server (RFC 8572 section 7.3): the device's
+    fault, answered with 400 and an RFC 8040 section 7.1 error naming the node."""
+
+    def __init__(self, tag: str, path: str, message: str) -> None:
+        super().__init__(message)
+        self.tag, self.path, self.message = tag, path, message
+
+
+def _node(rpc: str, name: str) -> str:
+    return f"/{MODULE}:{rpc}/input/{name}"  # instance-identifier of an RPC input node (RFC 7951 6.11)
+
+
+def _known(inp: dict, rpc: str, allowed: tuple[str, ...]) -> None:
+    for name in inp:
+        if name not in allowed:
+            # RFC 7950 8.3.1: a node the schema does not have is an unknown-element
+            raise InputError("unknown-element", _node(rpc, str(name)),
+                             f"{name!r} is not an input of {rpc} (RFC 8572 section 7.3: {', '.join(allowed)})")
+
+
+def _b64(value: object, path: str, what: str) -> bytes:
+    try:
+        if not isinstance(value, str):
+            raise TypeError
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise InputError("invalid-value", path, f"{what} is not base64 (RFC 7951 section 6.6)") from None
+
+
+def check_get_input(inp: dict) -> bytes | None:
+    """Validate get-bootstrapping-data input; returns the nonce, if any."""
+    rpc = "get-bootstrapping-data"
+    _known(inp, rpc, GET_INPUT_LEAVES)
+    if "signed-data-preferred" in inp and inp["signed-data-preferred"] != [None]:
+        raise InputError("invalid-value", _node(rpc, "signed-data-preferred"),
+                         "signed-data-preferred is a YANG empty leaf: [null] (RFC 7951 section 6.9)")
+    for leaf in ("hw-model", "os-name", "os-version"):
+        if leaf in inp and not isinstance(inp[leaf], str):
+            raise InputError("invalid-value", _node(rpc, leaf), f"{leaf} must be a string")
+    if "nonce" not in inp:
+        return None
+    nonce = _b64(inp["nonce"], _node(rpc, "nonce"), "nonce")
+    low, high = NONCE_OCTETS
+    if not low <= len(nonce) <= high:
+        raise InputError("invalid-value", _node(rpc, "nonce"), f"nonce must be {low}-{high} octets, not {len(nonce)}")
+    return nonce
+
+
+def check_report_input(inp: dict) -> tuple[str, str]:
+    """Validate report-progress input; returns (progress-type, message)."""
+    rpc = "report-progress"
+    _known(inp, rpc, REPORT_INPUT_NODES)
+    if "progress-type" not in inp:
+        raise InputError("missing-element", _node(rpc, "progress-type"), "progress-type is mandatory")
+    kind = inp["progress-type"]
+    if not isinstance(kind, str) or kind not in PROGRESS_TYPES:
+        raise InputError("invalid-value", _node(rpc, "progress-type"),
+                         f"progress-type {kind!r} is not in the enumeration of RFC 8572 section 7.3")
+    message = inp.get("message", "")
+    if not isinstance(message, str):
+        raise InputError("invalid-value", _node(rpc, "message"), "message must be a string")
+    for name in REPORT_COMPLETE_ONLY:
+        if name in inp and kind != "bootstrap-complete":
+            # YANG "when ../progress-type = 'bootstrap-complete'" is false: RFC 7950 8.3.1, unknown-element
+            raise InputError("unknown-element", _node(rpc, name), f"{name} goes only with bootstrap-complete")
+    keys = inp.get("ssh-host-keys", {"ssh-host-key": []})
+    entries = keys.get("ssh-host-key", []) if isinstance(keys, dict) and set(keys) <= {"ssh-host-key"} else None
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and set(e) == {"algorithm", "key-data"} and isinstance(e["algorithm"], str)
+            for e in entries):
+        raise InputError("invalid-value", _node(rpc, "ssh-host-keys"),
+                         "ssh-host-keys holds a list ssh-host-key of {algorithm, key-data}")
+    for e in entries:
+        _b64(e["key-data"], _node(rpc, "ssh-host-keys"), "key-data")
+    anchors = inp.get("trust-anchor-certs", {"trust-anchor-cert": []})
+    certs = anchors.get("trust-anchor-cert", []) if isinstance(anchors, dict) and set(anchors) <= {
+        "trust-anchor-cert"} else None
+    if not isinstance(certs, list):
+        raise InputError("invalid-value", _node(rpc, "trust-anchor-certs"),
+                         "trust-anchor-certs holds a leaf-list trust-anchor-cert")
+    for c in certs:
+        _b64(c, _node(rpc, "trust-anchor-certs"), "trust-anchor-cert")
+    return kind, message
 
 
 @dataclass(frozen=True)
@@ -55,9 +153,15 @@ class SztpServer:
     # Where a device that does not trust us yet is sent, with the trust anchor to trust it by:
     # (address, port, certs-only CMS of the CA). None: onboard it directly with signed data.
     redirect: tuple[str, int, bytes] | None = None
+    # What we ask devices to report (RFC 8572 section 7.3 reporting-level): "verbose" helps operators.
+    reporting_level: str = VERBOSE
     progress: dict[str, list[dict]] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=lambda: {"served": 0, "refused": 0, "bad_requests": 0,
                                                                "reports": 0})
+
+    def __post_init__(self) -> None:
+        if self.reporting_level not in REPORTING_LEVELS:
+            raise ValueError(f"reporting_level must be one of {', '.join(REPORTING_LEVELS)}")
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(GET_PATH, self.get_bootstrapping_data)
@@ -81,10 +185,12 @@ class SztpServer:
                 return str(serials[0].value)
         raise self._error(403, "access-denied", "not an IDevID of a manufacturer we know")
 
-    def _error(self, status: int, tag: str, message: str) -> web.HTTPException:
+    def _error(self, status: int, tag: str, message: str, *, error_type: str = "application",
+               path: str | None = None) -> web.HTTPException:
         """RESTCONF errors (RFC 8040 7.1) in JSON."""
-        body = {"ietf-restconf:errors": {"error": [{"error-type": "application", "error-tag": tag,
-                                                    "error-message": message}]}}
+        error = {"error-type": error_type, "error-tag": tag, **({"error-path": path} if path else {}),
+                 "error-message": message}
+        body = {"ietf-restconf:errors": {"error": [error]}}
         cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden,
                404: web.HTTPNotFound, 415: web.HTTPUnsupportedMediaType}[status]
         return cls(text=json.dumps(body), content_type=MEDIA)
@@ -100,23 +206,23 @@ class SztpServer:
         inp = doc.get(f"{MODULE}:input") if isinstance(doc, dict) else None
         if not isinstance(inp, dict):
             self.counters["bad_requests"] += 1
-            raise self._error(400, "malformed-message", f"body must be {{'{MODULE}:input': {{...}}}}")
+            raise self._error(400, "malformed-message", f"body must be {{'{MODULE}:input': {{...}}}}",
+                              error_type="rpc")
         return inp
+
+    def _bad_input(self, exc: InputError) -> web.HTTPException:
+        self.counters["bad_requests"] += 1
+        return self._error(400, exc.tag, exc.message, error_type="protocol", path=exc.path)
 
     # --- RPCs -------------------------------------------------------------------------------
 
     async def get_bootstrapping_data(self, request: web.Request) -> web.Response:
         serial = self._device(request)
         inp = await self._input(request)
-        nonce = None
-        if "nonce" in inp:
-            try:
-                nonce = base64.b64decode(inp["nonce"], validate=True)
-            except (binascii.Error, ValueError, TypeError):
-                self.counters["bad_requests"] += 1
-                raise self._error(400, "invalid-value", "nonce is not base64") from None
-            if not 16 <= len(nonce) <= 32:  # ietf-sztp-bootstrap-server: nonce is 16..32 octets
-                raise self._error(400, "invalid-value", "nonce must be 16-32 octets")
+        try:
+            nonce = check_get_input(inp)
+        except InputError as exc:
+            raise self._bad_input(exc) from None
         doc = self.onboarding(serial)
         if doc is None:
             self.counters["refused"] += 1
@@ -124,7 +230,7 @@ class SztpServer:
         info: sztp_data.ConveyedInfo
         if self.redirect is not None and "signed-data-preferred" in inp:
             # The device cannot authenticate us: hand it, signed, the way to a server it can (RFC 8572
-            # 5.2), so that what follows -- onboarding and progress reports -- runs over trusted TLS.
+            # 5.5), so that what follows -- onboarding and progress reports -- runs over trusted TLS.
             address, port, anchor = self.redirect
             info = sztp_data.RedirectInfo((sztp_data.BootstrapServer(address, port, anchor),))
         else:
@@ -135,7 +241,7 @@ class SztpServer:
             serial, self.owner.ca, self.manufacturer.key, self.manufacturer.cert, nonce=nonce,
             expires=None if nonce else now + datetime.timedelta(days=1), created=now - datetime.timedelta(minutes=1))
         out = {
-            "reporting-level": "verbose",
+            "reporting-level": self.reporting_level,
             "conveyed-information": base64.b64encode(
                 sztp_data.sign_conveyed(info, self.owner.key, self.owner.cert)).decode(),
             "owner-certificate": base64.b64encode(sztp_data.owner_certificate_bundle(self.owner.cert)).decode(),
@@ -148,12 +254,11 @@ class SztpServer:
     async def report_progress(self, request: web.Request) -> web.Response:
         serial = self._device(request)
         inp = await self._input(request)
-        kind = inp.get("progress-type")
-        if kind not in PROGRESS:
-            self.counters["bad_requests"] += 1
-            raise self._error(400, "invalid-value", f"progress-type {kind!r}")
-        msg = inp.get("message", "")
-        entry = {"type": kind, "message": str(msg)[:1000], "at": datetime.datetime.now(datetime.UTC).isoformat()}
+        try:
+            kind, msg = check_report_input(inp)
+        except InputError as exc:
+            raise self._bad_input(exc) from None
+        entry = {"type": kind, "message": msg[:1000], "at": datetime.datetime.now(datetime.UTC).isoformat()}
         self.progress.setdefault(serial, []).append(entry)
         self.counters["reports"] += 1
         log.info("bootstrap progress %s %s", serial, kind, extra={"fields": {"serial": serial, "type": kind}})

@@ -18,10 +18,10 @@ from pathlib import Path
 from cryptography import x509
 
 from bootstrap.driver import Bootstrapper, Onboarding, Server
-from bootstrap.errors import BootstrapError
+from bootstrap.errors import ActivationRequired, BootstrapError
 from bootstrap.identity import FileIdentityStore, IdentityError
 from bootstrap.sources import DiscoveryStats, discover
-from bootstrap.sources.default import DefaultSource
+from bootstrap.sources.default import DEFAULT_TRUST_ANCHOR_DER, DefaultSource
 from bootstrap.sources.dhcp import DhcpResult, DhcpSource
 from bootstrap.sources.dns import DnsSource
 from bootstrap.sources.file import FileSource
@@ -99,13 +99,16 @@ class ZeroTouch:
                 if not servers:
                     raise BootstrapError("no bootstrap server found")
                 self.state = "bootstrapping"
-                doc = await Bootstrapper(self.identity).run(servers)
+                # the product's built-in anchor authenticates any bootstrap server it signed for (RFC 8572 5.1)
+                doc = await Bootstrapper(self.identity, bootstrap_anchors=_anchors(DEFAULT_TRUST_ANCHOR_DER)).run(
+                    servers)
                 self.state = "done"
                 self.last_error = None
                 return doc
             except (BootstrapError, IdentityError, DataplaneError, OSError) as exc:
                 self.last_error = str(exc)
-                self.state = "activation-required" if "activation required" in str(exc) else "retrying"
+                # the type says it, not the text: a server's words could contain anything
+                self.state = "activation-required" if isinstance(exc, ActivationRequired) else "retrying"
                 log.warning("bootstrap attempt failed", extra={"fields": {"attempt": self.attempts,
                                                                           "error": str(exc)}})
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))

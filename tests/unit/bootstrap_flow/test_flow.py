@@ -25,8 +25,12 @@ from controller.sztp_server import Manufacturer, Owner, SztpServer
 NOW = datetime.datetime.now(datetime.UTC)
 
 
-STAGES = ["bootstrap-initiated", "parsing-initiated", "parsing-complete", "onboarding-initiated",
-          "config-initiated", "config-complete", "bootstrap-complete"]  # RFC 8572 progress types, in order
+# What a trusted bootstrap server asking for reporting-level "verbose" hears, in order: only values of
+# the progress-type enumeration (RFC 8572 section 7.3), bootstrap-initiated after get-bootstrapping-data.
+STAGES = ["bootstrap-initiated", "parsing-initiated", "parsing-complete", "config-initiated", "config-complete",
+          "bootstrap-complete"]
+# ... and one asking for "minimal": just the reports RFC 8572 section 5.6 requires.
+MINIMAL_STAGES = ["bootstrap-initiated", "bootstrap-complete"]
 
 
 def _cert(subject, key, issuer_cert, issuer_key, *, ca=False, ip=None):
@@ -62,10 +66,28 @@ def world(tmp_path):
             "owner": Owner(owner_key, owner, ocert_ca)}
 
 
-async def serve(w, known=("NSG-9",), manufacturer=None, est_lookup=None):
+async def serve(w, known=("NSG-9",), manufacturer=None, est_lookup=None, journal=None):
+    """The controller's SZTP and EST routes on loopback TLS. ``journal``, if given, receives
+    "get-bootstrapping-data" and "report:<progress-type>" (or "report-refused") in arrival order."""
     onboarding = {"channel_url": "wss://127.0.0.1:9/channel", "est_url": "https://127.0.0.1:{port}",
                   "trust_anchor": w["ca"].cert_pem.decode()}
-    app = web.Application()
+    sztp_box: list = []
+
+    @web.middleware
+    async def record(request, handler):
+        if journal is None or not request.path.startswith("/restconf/"):
+            return await handler(request)
+        if request.path.endswith(":get-bootstrapping-data"):
+            journal.append("get-bootstrapping-data")
+            return await handler(request)
+        seen = sum(len(v) for v in sztp_box[0].progress.values())
+        try:
+            return await handler(request)
+        finally:
+            reports = [p for v in sztp_box[0].progress.values() for p in v]
+            journal.append(f"report:{reports[-1]['type']}" if len(reports) > seen else "report-refused")
+
+    app = web.Application(middlewares=[record])
     port_box = {}
 
     def doc(serial):
@@ -75,6 +97,7 @@ async def serve(w, known=("NSG-9",), manufacturer=None, est_lookup=None):
 
     mk, mc = manufacturer or w["maker"]
     sztp = SztpServer(w["owner"], Manufacturer(mk, mc), doc, (w["maker"][1],))
+    sztp_box.append(sztp)
     sztp.add_routes(app)
     lookup = est_lookup or (lambda s, _ctx: Grant(datetime.timedelta(days=30)) if s in known else None)
     add_est_routes(app, w["ca"], DeviceAuthorizer(w["ca"], [w["maker"][1]], lookup))
