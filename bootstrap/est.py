@@ -15,8 +15,8 @@ request's subject carries the device serial twice: as serialNumber (the IEEE 802
 convention, which the CA matches against the authenticated client) and as CN (for humans).
 
 Bodies are base64 in both directions (RFC 7030 4.1.3, 4.2.1); RFC 8951 section 3 makes base64 the
-only encoding whatever a Content-Transfer-Encoding header says, so we never send that header and
-read bodies with or without line breaks.
+only encoding whatever a Content-Transfer-Encoding header says, so we never send that header, send
+base64 without line breaks (RFC 4648 section 4) and read bodies with or without them.
 
 The functions above the "driver" line are sans-IO (bytes and objects in and out); the async
 functions below them only move those bytes over aiohttp. Trust is the caller's: the ssl_context
@@ -128,8 +128,8 @@ def build_csr(key: PrivateKey, subject: x509.Name,
 
 
 def encode_csr(csr: x509.CertificateSigningRequest) -> bytes:
-    """The request body of 4.2.1: base64 of the DER request, in 76-column lines."""
-    return base64.encodebytes(csr.public_bytes(serialization.Encoding.DER))
+    """The request body of 4.2.1: base64 of the DER request, in one line (RFC 4648 section 4)."""
+    return base64.b64encode(csr.public_bytes(serialization.Encoding.DER))
 
 
 def basic_authorization(user: str, password: str) -> str:
@@ -287,7 +287,34 @@ def _url(base_url: str, op: str) -> str:
     return f"{base}/{op}"
 
 
+# TLS alerts a server sends when it refuses our client certificate (RFC 8446 6.2), as OpenSSL names them.
+_CLIENT_CERT_ALERTS = {"TLSV1_ALERT_UNKNOWN_CA": "its issuer is not a CA the server trusts (unknown_ca)",
+                       "SSLV3_ALERT_BAD_CERTIFICATE": "bad_certificate",
+                       "SSLV3_ALERT_CERTIFICATE_EXPIRED": "it expired, or the clocks disagree (certificate_expired)",
+                       "SSLV3_ALERT_CERTIFICATE_REVOKED": "it was revoked (certificate_revoked)",
+                       "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "certificate_unknown",
+                       "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": "unsupported_certificate",
+                       "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server requires one (certificate_required)"}
+
+
+def _refused_certificate(exc: BaseException) -> str | None:
+    """What the server's alert says of our client certificate, if the failure was such an alert."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = f"{getattr(exc, 'reason', '')} {exc}"
+        for alert, meaning in _CLIENT_CERT_ALERTS.items():
+            if alert in text:
+                return meaning
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return None
+
+
 def _connection_error(exc: BaseException, url: str) -> EstError:
+    refused = _refused_certificate(exc)
+    if refused is not None:
+        # The server told us, with a TLS alert, that it does not take our credential.
+        return EstError(f"{url}: the server refused our client certificate: {refused}", fault="local")
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         # We did not send a single byte of HTTP: the server failed to prove who it is.
         return EstError(f"{url}: server certificate not trusted: {exc.certificate_error}", fault="remote")

@@ -211,6 +211,16 @@ def _gateway_delete(args: argparse.Namespace) -> None:
     _client(args).call("DELETE", f"/gateways/{_q(args.name)}")
 
 
+def _gateway_reset_identity(args: argparse.Namespace) -> None:
+    doc = _client(args).call("POST", f"/gateways/{_q(args.name)}/reset-identity")
+    if args.json:
+        _print_json(doc)
+        return
+    gone = ", ".join(doc["revoked"]) or "none held"
+    print(safe(f"{doc['name']} (serial {doc['serial']}): LDevIDs revoked: {gone}; "
+               "the box may now enroll once with its factory identity"))
+
+
 def _gateway_status(args: argparse.Namespace) -> None:
     doc = _client(args).call("GET", f"/gateways/{_q(args.name)}/status")
     if args.json:
@@ -458,6 +468,9 @@ def add_subcommands(sub: Any) -> None:
     leaf(g, "show", _gateway_show, api, js, help_="show a gateway and whether it is OK").add_argument("name")
     leaf(g, "config", _gateway_config, api, help_="print a gateway's rendered config").add_argument("name")
     leaf(g, "delete", _gateway_delete, api, help_="delete a gateway").add_argument("name")
+    leaf(g, "reset-identity", _gateway_reset_identity, api, js,
+         help_="revoke a box's LDevIDs so that it may enroll once more (its state was wiped, or a spare "
+               "with its serial)").add_argument("name")
     leaf(g, "status", _gateway_status, api, js,
          help_="whether it is OK, then what it last reported: channel, generation, apps, counters").add_argument("name")
 

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
@@ -55,6 +55,7 @@ from controller.api_models import (
     GatewayOut,
     GatewayPatch,
     GatewayStatus,
+    IdentityReset,
     ImageList,
     ImageOut,
     PolicyCountersOut,
@@ -215,6 +216,23 @@ async def delete_gateway(request: web.Request) -> web.Response:
     """Delete a gateway (its peers lose it at the next generation)."""
     _store(request).delete_gateway(request.match_info["gateway"])
     return web.Response(status=204)
+
+
+async def reset_identity(request: web.Request) -> web.Response:
+    """Reset a box's identity: revoke its LDevIDs so that it may enroll once more with its IDevID.
+
+    For a box whose state was wiped (or replaced by a spare with the same serial): until then the EST
+    server refuses a second enrollment of a box that holds a valid LDevID. A channel open with a revoked
+    LDevID is closed."""
+    store = _store(request)
+    name = request.match_info["gateway"]
+    serial, revoked = store.reset_identity(name)
+    hub = request.app[HUB]
+    session = hub.sessions.get(serial) if hub is not None else None
+    if session is not None:
+        await session.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"identity reset by the operator")
+    log.warning("identity reset", extra={"fields": {"gateway": name, "serial": serial, "revoked": revoked}})
+    return answer(IdentityReset(name=name, serial=serial, revoked=revoked))
 
 
 async def gateway_config(request: web.Request) -> web.Response:
@@ -449,6 +467,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{API}/gateways/{{gateway}}", get_gateway, response=GatewayOut),
     Route("PATCH", f"{API}/gateways/{{gateway}}", update_gateway, GatewayPatch, GatewayOut),
     Route("DELETE", f"{API}/gateways/{{gateway}}", delete_gateway, status=204),
+    Route("POST", f"{API}/gateways/{{gateway}}/reset-identity", reset_identity, response=IdentityReset),
     Route("GET", f"{API}/gateways/{{gateway}}/config", gateway_config, response=GatewayConfig),
     Route("GET", f"{API}/gateways/{{gateway}}/status", gateway_status, response=GatewayStatus),
     Route("GET", f"{API}/gateways/{{gateway}}/apps", list_apps, response=AppList),

@@ -122,6 +122,13 @@ class GatewayList(_Out):
     gateways: list[GatewayOut]
 
 
+class IdentityReset(_Out):
+    name: str
+    serial: str
+    revoked: list[str] = Field(description="serial numbers (hex) of the LDevIDs revoked; the box may now enroll "
+                                           "once with its IDevID")
+
+
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Restart = Literal["no", "always", "on-failure", "unless-stopped"]
 

@@ -12,20 +12,30 @@ the usual policy: first enrollment with a manufacturer IDevID of a known gateway
 current LDevID from our own CA.
 
 Replies: 200 + base64 certs-only (4.1.3, 4.2.3); 202 + Retry-After while an operator has yet to
-approve (4.2.3); 400 for a request that does not decode or verify; 401 without a usable client
-certificate; 403 for a client not allowed this serial; 413/415 for wrong sizes and media types.
-Error bodies are one line of plain text (4.2.3) and never carry a traceback.
+approve (4.2.3); 400 for a request that does not decode or verify, or a re-enrollment whose Subject or
+SubjectAltName is not the current certificate's (4.2.2); 401 without a usable client certificate;
+403 for a client not allowed this serial; 413/415 for wrong sizes and media types. Error bodies are one
+line of plain text (4.2.3) and never carry a traceback. Base64 goes out without line breaks (RFC 4648
+section 4: strongSwan's pki reads nothing else) and is read in any layout (RFC 8951 section 3).
+
+TLS: TlsSite serves the routes so that a client certificate the handshake refuses gets its alert
+(unknown_ca, bad_certificate, ...) and is counted and logged with the subject it presented.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import datetime
 import inspect
 import ipaddress
 import logging
 import ssl
+import time
+import weakref
+from asyncio import sslproto
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +60,9 @@ CT_CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
 
 # --- tuning ---------------------------------------------------------------------------------------
 MAX_CSR_BODY = 16 * 1024  # base64 of an RSA-4096 request is ~2 KiB
+REFUSAL_LOG_INTERVAL_S = 60.0  # a refused TLS client certificate: one log line per subject per minute ...
+MAX_REFUSAL_LINES = 20  # ... and this many per minute in all
+MAX_REFUSED_SUBJECTS = 1024  # subjects remembered with their refusal counts
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -123,23 +136,70 @@ def decode_csr_body(content_type: str | None, body: bytes) -> x509.CertificateSi
 
 
 def certs_only_body(certs: Sequence[x509.Certificate]) -> bytes:
-    """base64 (76-column lines) of a degenerate CMS SignedData holding ``certs`` (4.1.3, 4.2.3)."""
-    return base64.encodebytes(pkcs7.serialize_certificates(list(certs), serialization.Encoding.DER))
+    """base64 of a degenerate CMS SignedData holding ``certs`` (4.1.3, 4.2.3), in one line: RFC 4648
+    section 4 base64 has no line breaks, and strongSwan's pki fails on the 76-column MIME layout."""
+    return base64.b64encode(pkcs7.serialize_certificates(list(certs), serialization.Encoding.DER))
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """Remote text for a log line or an error body: control characters escaped, length bounded."""
+    out = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return out if len(out) <= limit else out[:limit] + "..."
+
+
+def name_text(name: x509.Name) -> str:
+    """A subject in its encoded order (RFC 4514 writes it backwards), serialNumber by name."""
+    return _printable(",".join(rdn.rfc4514_string({NameOID.SERIAL_NUMBER: "serialNumber"}) for rdn in name.rdns))
+
+
+def _san_of(owner: x509.Certificate | x509.CertificateSigningRequest) -> frozenset[x509.GeneralName] | None:
+    try:
+        return frozenset(owner.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _san_text(san: frozenset[x509.GeneralName] | None) -> str:
+    if not san:
+        return "none"
+    return _printable(", ".join(sorted(f"{type(g).__name__}:{g.value}" for g in san)))
+
+
+def check_same_identity(csr: x509.CertificateSigningRequest, current: x509.Certificate) -> None:
+    """RFC 7030 4.2.2: in a re-enrollment "the Subject field and SubjectAltName extension MUST be
+    identical to the corresponding fields in the certificate being renewed or rekeyed". Our CA writes
+    both itself, so this is about the request: a client that asks for another identity is refused
+    (400) rather than silently given its old one. Attribute order counts; SAN entry order does not."""
+    if csr.subject != current.subject:
+        raise EstHttpError(400, f"re-enrollment must repeat the Subject of the certificate being renewed "
+                                f"(RFC 7030 4.2.2): the certificate has {name_text(current.subject)!r}, "
+                                f"the request {name_text(csr.subject)!r}")
+    try:
+        asked = _san_of(csr)
+    except (ValueError, x509.UnsupportedGeneralNameType) as exc:
+        raise EstHttpError(400, f"request extensions do not parse: {_printable(str(exc))}") from None
+    have = _san_of(current)
+    if asked != have:
+        raise EstHttpError(400, f"re-enrollment must repeat the SubjectAltName of the certificate being renewed "
+                                f"(RFC 7030 4.2.2): the certificate has {_san_text(have)}, the request "
+                                f"{_san_text(asked)}")
 
 
 def issue_for(ca: CertificateAuthority, decision: AuthDecision, csr: x509.CertificateSigningRequest,
-              now: datetime.datetime | None = None, on_issued: OnIssued | None = None) -> bytes:
+              now: datetime.datetime | None = None, on_issued: OnIssued | None = None,
+              operation: str = OP_SIMPLEENROLL) -> bytes:
     """Issue under ``decision`` and return the 200 reply body; CSR problems become EstHttpError.
-    ``on_issued(device serial, certificate)`` records it (revocation needs to know what exists)."""
+    ``on_issued(device serial, certificate, operation)`` records it (revocation needs to know what
+    exists); it may raise EstDenied to withhold the certificate, which then never leaves this process."""
     try:
         cert = ca.issue(csr, serial_expected=decision.serial, lifetime=decision.lifetime, san_ip=decision.san_ip,
                         now=now)
     except CsrRejected as exc:
         raise EstHttpError(_CSR_STATUS.get(exc.code, 400), exc.reason) from None
+    if on_issued is not None:
+        on_issued(decision.serial, cert, operation)
     log.info("EST issued certificate %x for serial %s until %s", cert.serial_number, decision.serial,
              cert.not_valid_after_utc.isoformat())
-    if on_issued is not None:
-        on_issued(decision.serial, cert)
     return certs_only_body([cert])
 
 
@@ -154,7 +214,7 @@ class Grant:
     san_ip: IPAddress | None = None
 
 
-OnIssued = Callable[[str, x509.Certificate], None]
+OnIssued = Callable[[str, x509.Certificate, str], None]  # (device serial, certificate, operation)
 Lookup = Callable[[str, AuthContext], "Grant | Pending | Awaitable[Grant | Pending | None] | None"]
 
 
@@ -227,6 +287,142 @@ def server_ssl_context(certfile: Path, keyfile: Path, client_cas: Sequence[x509.
     ctx.load_verify_locations(cadata="".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in client_cas))
     ctx.verify_mode = ssl.CERT_OPTIONAL
     return ctx
+
+
+# The Certificate handshake message (RFC 5246 7.4.2, RFC 8446 4.4.2) as OpenSSL's message callback
+# shows it: decrypted (TLS 1.3 encrypts it), with its handshake header.
+#
+#   TLS 1.2  +------+--------+-------------+-------------+---------+-- next certificate ...
+#            | 0x0b | len(3) | list_len(3) | cert_len(3) | DER ... |
+#            +------+--------+-------------+-------------+---------+--
+#   TLS 1.3  +------+--------+------------+-------------+-------------+-------------+---------+------------+--
+#            | 0x0b | len(3) | ctx_len(1) | context ... | list_len(3) | cert_len(3) | DER ... | ext_len(2) | ...
+#            +------+--------+------------+-------------+-------------+-------------+---------+------------+--
+TLS_CONTENT_HANDSHAKE = 22  # ContentType handshake (RFC 8446 5.1)
+TLS_HANDSHAKE_CERTIFICATE = 11  # HandshakeType certificate (RFC 8446 4)
+
+
+def first_certificate(message: bytes, tls13: bool) -> bytes | None:
+    """The DER of the first certificate in a Certificate handshake message; None if it holds none or
+    does not parse (the TLS stack judges the message; this only names who sent it)."""
+    if len(message) < 4 or message[0] != TLS_HANDSHAKE_CERTIFICATE:
+        return None
+    at = 4
+    if tls13:
+        if len(message) < at + 1:
+            return None
+        at += 1 + message[at]
+    if len(message) < at + 6:
+        return None
+    size = int.from_bytes(message[at + 3:at + 6], "big")
+    at += 6
+    if size == 0 or len(message) < at + size:
+        return None
+    return bytes(message[at:at + size])
+
+
+class HandshakeRefusals:
+    """Client certificates the TLS layer refused: counted, per presented subject too (a bounded table),
+    and logged at most once per subject per ``interval_s`` and ``max_lines`` times per interval in all
+    (a stranger decides how often this happens)."""
+
+    def __init__(self, *, interval_s: float = REFUSAL_LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic,
+                 max_subjects: int = MAX_REFUSED_SUBJECTS, max_lines: int = MAX_REFUSAL_LINES):
+        self.interval_s, self.clock, self.max_subjects, self.max_lines = interval_s, clock, max_subjects, max_lines
+        self.count = 0
+        self.by_subject: dict[str, int] = {}
+        self._logged: dict[str, tuple[float, int]] = {}  # subject -> (when last logged, refusals not logged since)
+        self._window: tuple[float, int] = (float("-inf"), 0)  # (start, lines logged in it)
+
+    def _bounded(self, table: dict, key: str, value: object) -> None:
+        table.pop(key, None)
+        table[key] = value  # most recent last; the oldest goes first
+        while len(table) > self.max_subjects:
+            del table[next(iter(table))]
+
+    def refused(self, subject: str | None, reason: str, peer: str) -> str | None:
+        """Count one refusal; return the line logged for it, or None when the rate limit held it back."""
+        subject = _printable(subject or "(no certificate seen)")
+        self.count += 1
+        self._bounded(self.by_subject, subject, self.by_subject.get(subject, 0) + 1)
+        now = self.clock()
+        last, held = self._logged.get(subject, (float("-inf"), 0))
+        start, lines = self._window
+        if now - start >= self.interval_s:
+            start, lines = now, 0
+        if now - last < self.interval_s or lines >= self.max_lines:
+            self._bounded(self._logged, subject, (last, held + 1))
+            return None
+        self._window = (start, lines + 1)
+        self._bounded(self._logged, subject, (now, 0))
+        more = f" ({held} more since the last report)" if held else ""
+        line = (f"TLS client certificate refused: {subject} from {_printable(peer)}: {_printable(reason)}{more}")
+        log.warning(line)
+        return line
+
+
+OnHandshakeFailed = Callable[[BaseException, "str | None", str], None]  # (error, presented subject, peer)
+
+
+class _AlertingTls(sslproto.SSLProtocol):
+    """asyncio's server-side TLS, except after a failed handshake: asyncio drops the connection without
+    sending the alert OpenSSL wrote for the peer, and tells only a debug log. This one sends the alert
+    (unknown_ca, bad_certificate, ...: RFC 8446 6.2) and reports the failure."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, app_protocol: asyncio.BaseProtocol, ctx: ssl.SSLContext,
+                 certificates: weakref.WeakKeyDictionary, on_failed: OnHandshakeFailed):
+        super().__init__(loop, app_protocol, ctx, None, server_side=True)
+        self._seen, self._on_failed = certificates, on_failed
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        if handshake_exc is not None:
+            with contextlib.suppress(OSError, ssl.SSLError, RuntimeError):
+                self._process_outgoing()  # the alert, still in OpenSSL's outgoing buffer
+            subject = None
+            der = self._seen.pop(self._sslobj, None) if self._sslobj is not None else None
+            if der is not None:
+                try:
+                    subject = name_text(x509.load_der_x509_certificate(der).subject)
+                except ValueError:
+                    subject = "(a certificate that does not parse)"
+            peer = self._get_extra_info("peername")
+            self._on_failed(handshake_exc, subject, str(peer[0]) if isinstance(peer, tuple) else "?")
+        elif self._sslobj is not None:
+            self._seen.pop(self._sslobj, None)
+        super()._on_handshake_complete(handshake_exc)
+
+
+class TlsSite(web.TCPSite):
+    """aiohttp's TCPSite with TLS, except that a failed handshake sends its alert and calls
+    ``on_failed(error, subject the client presented or None, peer address)``; a client certificate we
+    refused is an ssl.SSLCertVerificationError. Sets a message callback on ``ssl_context`` to see which
+    certificate a client presented (OpenSSL keeps none it did not accept)."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, ssl_context: ssl.SSLContext,
+                 on_failed: OnHandshakeFailed):
+        super().__init__(runner, host, port, ssl_context=ssl_context)
+        self._on_failed = on_failed
+        self._seen: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # SSLObject -> client certificate DER
+
+        def remember(conn: object, direction: str, version: object, content_type: int, msg_type: int,
+                     data: bytes) -> None:
+            # Called by OpenSSL for every message; it must not raise (that would fail the handshake).
+            if direction == "read" and content_type == TLS_CONTENT_HANDSHAKE and msg_type == TLS_HANDSHAKE_CERTIFICATE:
+                der = first_certificate(data, version == ssl.TLSVersion.TLSv1_3)
+                if der is not None:
+                    with contextlib.suppress(TypeError):
+                        self._seen[conn] = der
+
+        ssl_context._msg_callback = remember  # type: ignore[attr-defined]  # in Python since 3.8; no public hook
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site; TCPSite.start would make asyncio's own TLS
+        loop = asyncio.get_running_loop()
+        server, ctx = self._runner.server, self._ssl_context
+        assert server is not None and ctx is not None
+        self._server = await loop.create_server(lambda: _AlertingTls(loop, server(), ctx, self._seen, self._on_failed),
+                                                self._host, self._port, backlog=self._backlog)
+        self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
 
 
 def peer_certificate(request: web.Request) -> x509.Certificate | None:
@@ -307,7 +503,9 @@ def add_est_routes(app: web.Application, ca: CertificateAuthority, authorize: Au
                     raise TypeError(f"authorize returned {type(decision).__name__}, not AuthDecision or Pending")
                 body = await _read_limited(request, MAX_CSR_BODY)
                 csr = decode_csr_body(request.headers.get("Content-Type"), body)
-                reply = issue_for(ca, decision, csr, on_issued=on_issued)
+                if operation == OP_SIMPLEREENROLL and peer is not None:
+                    check_same_identity(csr, peer)
+                reply = issue_for(ca, decision, csr, on_issued=on_issued, operation=operation)
             except EstDenied as exc:
                 log.warning("EST %s refused (%d) for client %s: %s", operation, exc.status, _describe(peer),
                             exc.reason)

@@ -18,6 +18,7 @@ import contextlib
 import datetime
 import ipaddress
 import logging
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,16 @@ from bootstrap.identity import make_manufacturer_ca, write_private
 from controller.activation import ActivationGate
 from controller.ca import CertificateAuthority, subject_serial
 from controller.channel_server import ChannelHub
-from controller.est_server import DeviceAuthorizer, add_est_routes, peer_certificate, server_ssl_context
+from controller.est_server import (
+    OP_SIMPLEENROLL,
+    DeviceAuthorizer,
+    EstDenied,
+    HandshakeRefusals,
+    TlsSite,
+    add_est_routes,
+    peer_certificate,
+    server_ssl_context,
+)
 from controller.images import image_path
 from controller.store import Store
 from controller.sztp_server import Manufacturer, Owner, SztpServer
@@ -101,13 +111,30 @@ class DeviceServices:
         self.images_dir = self.state_dir / "images"
         self.images_dir.mkdir(exist_ok=True, mode=0o700)
         self.counters = {"image_downloads": 0, "image_refused": 0}
+        # failed TLS handshakes on this site; refused client certificates also by subject (tls_refusals)
+        self.tls_counters = {"client_cert_refused": 0, "handshake_failed": 0}
+        self.tls_refusals = HandshakeRefusals()
 
     def _current_ldevid(self, cert: x509.Certificate) -> bool:
         """An LDevID of our CA, valid now and not revoked (the channel, images)."""
         return self.ca.issued(cert) and not self.store.is_revoked(cert.serial_number)
 
-    def _issued(self, device_serial: str, cert: x509.Certificate) -> None:
-        self.store.record_issued(device_serial, cert.serial_number, cert.not_valid_after_utc)
+    def _issued(self, device_serial: str, cert: x509.Certificate, operation: str) -> None:
+        """On record before it is sent. A first enrollment is recorded only while the box holds no valid
+        LDevID, in the same transaction as that check: two enrollments at once yield one identity."""
+        first = operation == OP_SIMPLEENROLL
+        if not self.store.record_issued(device_serial, cert.serial_number, cert.not_valid_after_utc, first=first):
+            raise EstDenied(403, self.gate.identity_held(device_serial))
+
+    def _handshake_failed(self, exc: BaseException, subject: str | None, peer: str) -> None:
+        """A TLS handshake on the device site failed; the client got the alert. A client certificate we
+        refused (not one of our manufacturers' or our CA's, expired, ...) is counted and logged."""
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            self.tls_counters["client_cert_refused"] += 1
+            self.tls_refusals.refused(subject, exc.verify_message or str(exc), peer)
+        else:
+            self.tls_counters["handshake_failed"] += 1
+            log.debug("TLS handshake failed", extra={"fields": {"peer": peer, "error": str(exc)}})
 
     @property
     def base_url(self) -> str:
@@ -159,10 +186,9 @@ class DeviceServices:
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         ctx = server_ssl_context(self._tls[0], self._tls[1], self._client_cas)
-        site = web.TCPSite(self._runner, self.address, self.port, ssl_context=ctx)
+        site = TlsSite(self._runner, self.address, self.port, ctx, self._handshake_failed)
         await site.start()
-        if self.port == 0:
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = site.port
         self.store.set_device_url(self.base_url)  # image URLs in configs point here
         # Untrusting devices are redirected here, now with our CA as the anchor: onboarding and
         # progress reports then run over authenticated TLS.

@@ -3,9 +3,12 @@ for which device serial, until when) and which were revoked. Revoking means: the
 in the CA's revocation list, which every gateway of an "ldevid" enterprise gets with its config and
 checks in IKE_AUTH; the controller's own device site refuses it too.
 
-A gateway's certificates are revoked when it is deleted or its serial changes (the box was replaced).
+A gateway's certificates are revoked when it is deleted, its serial changes (the box was replaced) or
+the operator resets its identity (reset_identity: the box lost its state and must enroll anew).
+A box holds one identity: a first enrollment is recorded only while it holds no valid certificate
+(record_issued(first=True)), so a copied IDevID cannot mint a second LDevID for the same box.
 Expired certificates drop off the list (RFC 5280 section 3.3: a CRL need not list what expired).
-A mixin of controller.store.Store (its transactions and settings)."""
+A mixin of controller.store.Store (its transactions, settings and gateway lookups)."""
 
 from __future__ import annotations
 
@@ -33,11 +36,39 @@ class CertificateRecords:
 
     crl_signer: CrlSigner | None = None
 
-    def record_issued(self, device_serial: str, cert_serial: int, not_after: datetime.datetime) -> None:
+    def record_issued(self, device_serial: str, cert_serial: int, not_after: datetime.datetime, *,
+                      first: bool = False) -> bool:
+        """Record an issued certificate. ``first`` (a first enrollment): only if the device holds no
+        valid certificate, checked in the same transaction; False, and nothing recorded, otherwise."""
         with self._tx(write=True) as cur:
+            if first and self._held(cur, device_serial):
+                return False
             cur.execute("INSERT OR REPLACE INTO certificates (cert_serial, device_serial, not_after, issued) "
                         "VALUES (?, ?, ?, ?)", (f"{cert_serial:x}", device_serial, not_after.isoformat(),
                                                  datetime.datetime.now(datetime.UTC).isoformat()))
+        return True
+
+    @staticmethod
+    def _held(cur: sqlite3.Cursor, device_serial: str) -> list[str]:
+        now = datetime.datetime.now(datetime.UTC).isoformat()
+        return [r[0] for r in cur.execute(
+            "SELECT cert_serial FROM certificates WHERE device_serial = ? AND revoked IS NULL AND not_after > ? "
+            "ORDER BY issued", (device_serial, now))]
+
+    def holds_identity(self, device_serial: str) -> bool:
+        """Does the store record a valid (unexpired, unrevoked) certificate for this device?"""
+        with self._tx() as cur:
+            return bool(self._held(cur, device_serial))
+
+    def reset_identity(self, gateway: str) -> tuple[str, list[str]]:
+        """The operator's reset of a box's identity: revoke its valid certificates (the new revocation
+        list goes to gateways with their configs), so that it may enroll once more with its IDevID.
+        Returns its serial and the serial numbers (hex) of what was revoked."""
+        with self._tx(write=True) as cur:
+            serial = self._gateway(cur, self._gateway_id(cur, gateway)[0]).serial
+            held = self._held(cur, serial)
+            self._revoke_device(cur, serial, "identity reset by the operator")
+        return serial, held
 
     def is_revoked(self, cert_serial: int) -> bool:
         with self._tx() as cur:
