@@ -11,6 +11,9 @@ configured, then addresses, fdb entries and routes are added.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 from nsg.dataplane.types import (
     AddAddr,
     AddFdb,
@@ -55,127 +58,160 @@ def neigh_key(n: Neigh) -> tuple[str, str, str]:
     return (n.ifname, n.ip, n.mac)
 
 
-def plan(desired: Desired, actual: Snapshot) -> Plan:
-    waiting: list[str] = []
-    removals: list[Op] = []
-    creates: list[Op] = []
-    configure: list[Op] = []
-    adds: list[Op] = []
+@dataclass
+class _Work:
+    """What the per-kind planners share: the two states, what links will exist, and the ops so far."""
 
+    desired: Desired
+    actual: Snapshot
+    gone: set[str] = field(default_factory=set)  # owned links deleted by this plan
+    blocked: set[str] = field(default_factory=set)  # wanted links held back (a foreign link in the way)
+    present: set[str] = field(default_factory=set)  # links that exist once the plan ran
+    waiting: list[str] = field(default_factory=list)
+    removals: list[Op] = field(default_factory=list)
+    creates: list[Op] = field(default_factory=list)
+    configure: list[Op] = field(default_factory=list)
+    adds: list[Op] = field(default_factory=list)
+
+
+def _links(w: _Work) -> None:
+    desired, actual = w.desired, w.actual
     wanted = {spec.name: spec for spec in desired.links}
-    # Links that will exist once the plan ran (owned ones recreated or kept, plus foreign ones).
     recreate = {n for n, spec in wanted.items() if n in actual.links and _incompatible(spec, actual.links[n])}
     for name, have in sorted(actual.links.items()):
         if name in wanted:
             if name in recreate:
                 if not have.owned:
-                    waiting.append(f"link {name} exists as a {have.kind} nsg does not own")
+                    w.waiting.append(f"link {name} exists as a {have.kind} nsg does not own")
                     continue
-                removals.append(DeleteLink(name))
+                w.removals.append(DeleteLink(name))
         elif have.owned:
-            removals.append(DeleteLink(name))
-    blocked = {n for n in recreate if not actual.links[n].owned}
-    gone = {op.name for op in removals if isinstance(op, DeleteLink)}
-    present = (set(actual.links) - gone) | (set(wanted) - blocked)
-
+            w.removals.append(DeleteLink(name))
+    w.blocked = {n for n in recreate if not actual.links[n].owned}
+    w.gone = {op.name for op in w.removals if isinstance(op, DeleteLink)}
+    w.present = (set(actual.links) - w.gone) | (set(wanted) - w.blocked)
     for spec in desired.links:
-        if spec.name in blocked:
+        if spec.name in w.blocked:
             continue
-        have = None if spec.name in gone else actual.links.get(spec.name)
+        have = None if spec.name in w.gone else actual.links.get(spec.name)
         if have is None:
-            creates.append(CreateLink(spec))
-            creates.append(SetAlias(spec.name))
+            w.creates.append(CreateLink(spec))
+            w.creates.append(SetAlias(spec.name))
             have_mtu, have_master, have_up, have_mac, have_flags = None, None, False, None, None
         else:
             if not have.owned:
-                configure.append(SetAlias(spec.name))
+                w.configure.append(SetAlias(spec.name))
             have_mtu, have_master, have_up, have_mac = have.mtu, have.master, have.up, have.mac
             have_flags = have.port_flags
         if spec.mac and have_mac != spec.mac:
-            configure.append(SetMac(spec.name, spec.mac))
+            w.configure.append(SetMac(spec.name, spec.mac))
         if have_mtu != spec.mtu:
-            configure.append(SetMtu(spec.name, spec.mtu))
+            w.configure.append(SetMtu(spec.name, spec.mtu))
         if have_master != spec.master:
-            configure.append(SetMaster(spec.name, spec.master))
+            w.configure.append(SetMaster(spec.name, spec.master))
         if spec.master and spec.port_flags is not None and (have_flags != spec.port_flags
                                                             or have_master != spec.master):
-            configure.append(SetPortFlags(spec.name, spec.port_flags))
+            w.configure.append(SetPortFlags(spec.name, spec.port_flags))
         if not have_up:
-            configure.append(SetUp(spec.name))
+            w.configure.append(SetUp(spec.name))
 
-    owned_bridges = {n for n, s in wanted.items() if s.kind == "bridge"} | {
+
+def _ports(w: _Work) -> None:
+    """LAN ports into their bridges; a port taken out of a subnet is released (unless its bridge goes
+    anyway); workload ports (guests) are never released."""
+    desired, actual = w.desired, w.actual
+    wanted = {spec.name for spec in desired.links}
+    owned_bridges = {s.name for s in desired.links if s.kind == "bridge"} | {
         n for n, link in actual.links.items() if link.owned and link.kind == "bridge"
     }
     for port, bridge in sorted(desired.ports.items()):
         have = actual.links.get(port)
         if have is None:
-            waiting.append(f"port {port} of {bridge} does not exist")
+            w.waiting.append(f"port {port} of {bridge} does not exist")
             continue
-        if bridge in blocked:
+        if bridge in w.blocked:
             continue
-        if have.master != bridge or bridge in gone:
-            configure.append(SetMaster(port, bridge))
+        if have.master != bridge or bridge in w.gone:
+            w.configure.append(SetMaster(port, bridge))
         if not have.up:
-            configure.append(SetUp(port))
+            w.configure.append(SetUp(port))
     for name, have in sorted(actual.links.items()):
-        # A port taken out of a subnet is released, unless its bridge goes away anyway.
-        if (
-            name not in desired.ports
-            and not have.owned
-            and have.master in owned_bridges
-            and have.master not in gone
-            and name not in wanted
-            and name not in desired.guests
-        ):
-            configure.append(SetMaster(name, None))
-    for name in sorted(desired.up):
-        have = actual.links.get(name)
-        if have is None:
-            waiting.append(f"interface {name} does not exist")
-            continue
-        if name in desired.mtus and have.mtu != desired.mtus[name]:
-            configure.append(SetMtu(name, desired.mtus[name]))
-        if not have.up:
-            configure.append(SetUp(name))
+        if (name not in desired.ports and not have.owned and have.master in owned_bridges
+                and have.master not in w.gone and name not in wanted and name not in desired.guests):
+            w.configure.append(SetMaster(name, None))
 
-    # Addresses: on a recreated link they vanish with it.
-    actual_addrs = {a for a in actual.addrs if a.ifname not in gone}
-    ours = {a for a in actual.owned_addrs if a.ifname not in gone} | {
+
+def _up(w: _Work) -> None:
+    """Interfaces nsg does not own but needs up (uplinks, lo), with their MTU."""
+    for name in sorted(w.desired.up):
+        have = w.actual.links.get(name)
+        if have is None:
+            w.waiting.append(f"interface {name} does not exist")
+            continue
+        if name in w.desired.mtus and have.mtu != w.desired.mtus[name]:
+            w.configure.append(SetMtu(name, w.desired.mtus[name]))
+        if not have.up:
+            w.configure.append(SetUp(name))
+
+
+def _addrs(w: _Work) -> None:
+    """Addresses: on a recreated link they vanish with it; ours are owned ones and any on owned links."""
+    actual = w.actual
+    actual_addrs = {a for a in actual.addrs if a.ifname not in w.gone}
+    ours = {a for a in actual.owned_addrs if a.ifname not in w.gone} | {
         a for a in actual_addrs if a.ifname in actual.links and actual.links[a.ifname].owned
     }
-    for a in sorted(ours - desired.addrs):
-        removals.append(DelAddr(a))
-    for a in sorted(desired.addrs - actual_addrs):
-        if a.ifname not in present:
-            waiting.append(f"address {a.cidr} needs {a.ifname}")
+    for a in sorted(ours - w.desired.addrs):
+        w.removals.append(DelAddr(a))
+    for a in sorted(w.desired.addrs - actual_addrs):
+        if a.ifname not in w.present:
+            w.waiting.append(f"address {a.cidr} needs {a.ifname}")
             continue
-        adds.append(AddAddr(a))
+        w.adds.append(AddAddr(a))
 
-    actual_fdb = {f for f in actual.fdb if f.ifname not in gone}
-    for f in sorted(actual_fdb - desired.fdb, key=fdb_key):
-        removals.append(DelFdb(f))
-    for f in sorted(desired.fdb - actual_fdb, key=fdb_key):
-        if f.ifname in present:
-            adds.append(AddFdb(f))
 
-    actual_neigh = {n for n in actual.neighbors if n.ifname not in gone}
-    for n in sorted(actual_neigh - desired.neighbors, key=neigh_key):
-        removals.append(DelNeigh(n))
-    for n in sorted(desired.neighbors - actual_neigh, key=neigh_key):
-        if n.ifname in present:
-            adds.append(AddNeigh(n))
+@dataclass(frozen=True)
+class _Entries:
+    """A kind of table entry on a link: FDB entries, neighbours, routes."""
 
-    actual_routes = {r for r in actual.routes if r.ifname not in gone}
-    for r in sorted(actual_routes - desired.routes):
-        removals.append(DelRoute(r))
-    for r in sorted(desired.routes - actual_routes):
-        if r.ifname not in present:
-            waiting.append(f"route {r.dst} needs {r.ifname}")
-            continue
-        adds.append(AddRoute(r))
+    desired: Callable[[Desired], frozenset]
+    actual: Callable[[Snapshot], frozenset]
+    add: type
+    delete: type
+    key: Callable | None = None  # sort key (fast tuples for 10,000s of entries)
+    wait: Callable | None = None  # the waiting message for an entry whose link will not exist; None: skip
 
-    order = {DelRoute: 0, DelNeigh: 1, DelFdb: 1, DelAddr: 2, DeleteLink: 3}
-    removals.sort(key=lambda op: order[type(op)])
-    order_add = {AddAddr: 0, AddFdb: 1, AddNeigh: 1, AddRoute: 2}
-    adds.sort(key=lambda op: order_add[type(op)])
-    return Plan(tuple(removals + creates + configure + adds), tuple(waiting))
+
+ENTRIES = (
+    _Entries(lambda d: d.fdb, lambda a: a.fdb, AddFdb, DelFdb, fdb_key),
+    _Entries(lambda d: d.neighbors, lambda a: a.neighbors, AddNeigh, DelNeigh, neigh_key),
+    _Entries(lambda d: d.routes, lambda a: a.routes, AddRoute, DelRoute, None,
+             lambda r: f"route {r.dst} needs {r.ifname}"),
+)
+
+
+def _entries(w: _Work) -> None:
+    for kind in ENTRIES:
+        actual = {e for e in kind.actual(w.actual) if e.ifname not in w.gone}
+        wanted = kind.desired(w.desired)
+        for e in sorted(actual - wanted, key=kind.key):
+            w.removals.append(kind.delete(e))
+        for e in sorted(wanted - actual, key=kind.key):
+            if e.ifname in w.present:
+                w.adds.append(kind.add(e))
+            elif kind.wait is not None:
+                w.waiting.append(kind.wait(e))
+
+
+PLANNERS = (_links, _ports, _up, _addrs, _entries)  # in this order: later ones use what _links decided
+REMOVAL_ORDER = {DelRoute: 0, DelNeigh: 1, DelFdb: 1, DelAddr: 2, DeleteLink: 3}
+ADD_ORDER = {AddAddr: 0, AddFdb: 1, AddNeigh: 1, AddRoute: 2}
+
+
+def plan(desired: Desired, actual: Snapshot) -> Plan:
+    w = _Work(desired, actual)
+    for planner in PLANNERS:
+        planner(w)
+    w.removals.sort(key=lambda op: REMOVAL_ORDER[type(op)])
+    w.adds.sort(key=lambda op: ADD_ORDER[type(op)])
+    return Plan(tuple(w.removals + w.creates + w.configure + w.adds), tuple(w.waiting))
