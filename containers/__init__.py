@@ -1,1 +1,1 @@
-"""Tenant apps (containers, later VMs) attached to the overlay like any other endpoint."""
+"""Tenant workloads attached to the overlay like any other endpoint: containers (Docker) and VMs (qemu)."""
