@@ -106,8 +106,8 @@ class _Encoded:
 
 
 def build_updates(count: int, vni: int, asn: int, next_hop: str, per_update: int) -> list[bytes]:
-    from nsg.evpn.codec import Update
-    from nsg.evpn.evpn_nlri import RouteDistinguisher, encap_vxlan, mac_ip_route, route_target
+    from bgp.codec import Update
+    from bgp.evpn_nlri import RouteDistinguisher, encap_vxlan, mac_ip_route, route_target
 
     rd = RouteDistinguisher.ipv4(next_hop, 1)
     comms = (route_target(asn, vni), encap_vxlan())
@@ -118,8 +118,8 @@ def build_updates(count: int, vni: int, asn: int, next_hop: str, per_update: int
 
 
 async def inject(args: argparse.Namespace) -> int:
-    from nsg.evpn import fsm
-    from nsg.evpn.speaker import Speaker
+    from bgp import fsm
+    from bgp.speaker import Speaker
 
     updates = [_Encoded(b) for b in build_updates(args.count, args.vni, args.asn, args.next_hop, args.per_update)]
     emit(built=len(updates), octets=sum(len(u.data) for u in updates))

@@ -1,4 +1,5 @@
-"""The controller's BGP EVPN route reflector (RFC 4456), built on nsg's codec and session machine.
+"""The controller's BGP EVPN route reflector (RFC 4456), built on the BGP library the gateway uses too
+(``bgp``: codec and session machine).
 
 Clients (gateways) connect to it; what one client announces is reflected to every other, with
 ORIGINATOR_ID set to the client's router id (if absent) and our cluster id prepended to
@@ -14,11 +15,12 @@ import socket
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
-from nsg.evpn import fsm
-from nsg.evpn.attributes import ClusterList, MpReachNlri, MpUnreachNlri, OriginatorId
-from nsg.evpn.codec import Update, UpdateResult
-from nsg.evpn.constants import AttrType
-from nsg.evpn.speaker import Speaker
+from bgp import fsm
+from bgp.attributes import ClusterList, MpReachNlri, MpUnreachNlri, OriginatorId
+from bgp.codec import Update, UpdateResult
+from bgp.constants import AttrType
+from bgp.evpn_nlri import encode_evpn_nlri
+from bgp.speaker import Speaker
 
 log = logging.getLogger("controller.rr")
 
@@ -138,8 +140,6 @@ class RouteReflector:
 
     @staticmethod
     def _key(nlri: object) -> bytes:
-        from nsg.evpn.evpn_nlri import encode_evpn_nlri
-
         return encode_evpn_nlri((nlri,)) if hasattr(nlri, "rd") else repr(nlri).encode()
 
     def _reflect(self, source: Client, upd: Update) -> None:

@@ -1,10 +1,12 @@
-"""Bounds-checked reading and width-checked construction shared by the IKE payload codecs."""
+"""Bounds-checked reading (the shared ``octets.Reader``, raising IKE errors) and width-checked
+construction, shared by the IKE payload codecs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
+import octets
 from ipsec.ike.constants import NotifyType
 from ipsec.ike.errors import LocalProtocolError, RemoteProtocolError
 
@@ -13,36 +15,14 @@ def syntax_error(message: str) -> RemoteProtocolError:
     return RemoteProtocolError(message, notify=NotifyType.INVALID_SYNTAX)
 
 
-class Reader:
-    """A bounds-checked cursor: a short read raises INVALID_SYNTAX, never IndexError."""
+class Reader(octets.Reader):
+    """The shared bounds-checked cursor (``octets``): a short read or trailing octets raise
+    INVALID_SYNTAX (a remote error), never IndexError."""
 
-    __slots__ = ("_data", "_pos", "_what")
+    __slots__ = ()
 
-    def __init__(self, data: bytes, what: str) -> None:
-        self._data, self._pos, self._what = data, 0, what
-
-    @property
-    def remaining(self) -> int:
-        return len(self._data) - self._pos
-
-    def take(self, n: int) -> bytes:
-        if n > self.remaining:
-            raise syntax_error(f"{self._what}: truncated (need {n} octets, have {self.remaining})")
-        self._pos += n
-        return self._data[self._pos - n : self._pos]
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        return int.from_bytes(self.take(2), "big")
-
-    def rest(self) -> bytes:
-        return self.take(self.remaining)
-
-    def end(self) -> None:
-        if self.remaining:
-            raise syntax_error(f"{self._what}: {self.remaining} trailing octets")
+    def error(self, message: str) -> RemoteProtocolError:
+        return syntax_error(f"{self._what}: {message}")
 
 
 def _check_uint(name: str, value: int, bits: int) -> None:

@@ -1,4 +1,4 @@
-"""The one module of nsg.dataplane that talks to the kernel (pyroute2, rtnetlink).
+"""The one module of nsg that talks to the kernel through pyroute2 (rtnetlink).
 
 snapshot() reads what the planner needs; apply() performs one planned operation.
 Both block: the daemon calls them from a worker thread.
@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import RTMGRP_LINK, RTMGRP_NEIGH
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netns import popns, pushns
 
 from nsg.dataplane.errors import DataplaneError
@@ -383,3 +385,51 @@ def tc_class_stats(ifname: str) -> dict[int, dict[str, int]]:
             return out
     except NetlinkError:
         return {}
+
+
+class NeighEvents:
+    """rtnetlink notifications of links and neighbours (RTMGRP_LINK | RTMGRP_NEIGH), and full dumps of
+    the links, the bridge FDB and the IPv4 neighbour table: what the EVPN neighbour watch
+    (nsg/evpn/watch.py) reads, here where nsg's netlink lives. Messages are pyroute2's parsed ones.
+
+    Notifications come from a raw netlink socket (select() on this object): pyroute2's own event
+    reader keeps messages in a buffer select() cannot see, so a burst could sit there until unrelated
+    netlink traffic came by. The socket subscribes on construction, before any dump: nothing falls
+    between the two."""
+
+    def __init__(self, rcvbuf: int) -> None:
+        self._rcvbuf = rcvbuf
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self._sock.bind((0, RTMGRP_LINK | RTMGRP_NEIGH))
+            self._ip = IPRoute()
+        except BaseException:
+            self._sock.close()
+            raise
+        self._marshal = MarshalRtnl()
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def read(self) -> list:
+        """The messages of one datagram; blocks without one. OSError ENOBUFS: the kernel dropped
+        notifications (a burst beyond the receive buffer)."""
+        return list(self._marshal.parse(self._sock.recv(self._rcvbuf)))
+
+    def links(self) -> list:
+        return list(self._ip.get_links())
+
+    def neighbours(self) -> list:
+        """The bridge FDB, then the IPv4 neighbour table."""
+        return [*self._ip.fdb("dump"), *self._ip.get_neighbours(family=socket.AF_INET)]
+
+    def close(self) -> None:
+        self._ip.close()
+        self._sock.close()
+
+    def __enter__(self) -> NeighEvents:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

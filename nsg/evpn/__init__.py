@@ -1,8 +1,7 @@
-"""BGP-4 with EVPN: the wire codec (sans-IO), and later the FSM, speaker and RIB.
+"""The gateway's EVPN plane, on the shared BGP library (``bgp``).
 
-``codec`` frames and parses BGP messages (RFC 4271) and path attributes, classifying
-UPDATE errors per RFC 7606; ``evpn_nlri`` holds the EVPN NLRI (RFC 7432, RFC 8365,
-RFC 9136), route distinguishers, extended communities and the PMSI tunnel attribute.
-``constants`` keeps RFC code points apart from tuning values; ``errors`` says whose
-fault a failure was and which NOTIFICATION it maps to.
+``control`` runs one ``bgp.speaker`` per configured peer and turns received routes into
+RIB paths; ``rib`` picks the best path per route (RFC 7432 section 15) and yields FDB and
+neighbour entries; ``local`` turns what the LAN side learns into type-2 routes to
+originate; ``watch`` is the one module here that reads the kernel's neighbour tables.
 """

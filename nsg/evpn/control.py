@@ -9,11 +9,10 @@ import logging
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
 
-from nsg.dataplane.desired import bridge_name
-from nsg.dataplane.types import ZERO_MAC, Fdb, Neigh, Route
-from nsg.evpn import fsm
-from nsg.evpn.codec import Update, UpdateResult
-from nsg.evpn.evpn_nlri import (
+from bgp import fsm
+from bgp.codec import Update, UpdateResult
+from bgp.constants import AttrType
+from bgp.evpn_nlri import (
     InclusiveMulticastRoute,
     IpPrefixRoute,
     MacIpRoute,
@@ -25,9 +24,11 @@ from nsg.evpn.evpn_nlri import (
     mac_ip_route,
     route_target,
 )
+from bgp.speaker import Speaker
+from nsg.dataplane.desired import bridge_name
+from nsg.dataplane.types import ZERO_MAC, Fdb, Neigh, Route
 from nsg.evpn.local import IpEvent, LocalRoute, LocalTable, MacEvent
 from nsg.evpn.rib import EvpnRib, ImetRoute, MacRoute, PrefixRoute
-from nsg.evpn.speaker import Speaker
 from nsg.model import GatewayConfig
 
 log = logging.getLogger("nsg.evpn")
@@ -85,12 +86,12 @@ def _rib_routes(result: UpdateResult, peer: str) -> tuple[list[tuple[NlriKey, Ri
     if upd is None:  # RFC 7606 treat-as-withdraw: every route the message carried is withdrawn
         return add, keyed(result.withdraw_nlri, None, 0, False)
     seq, sticky = 0, False
-    ext = upd.get(16)  # EXTENDED_COMMUNITIES
+    ext = upd.get(AttrType.EXTENDED_COMMUNITIES)
     if ext is not None:
         mobility = [c for c in ext.communities if isinstance(c, MacMobility)]
         seq = max((c.sequence for c in mobility), default=0)
         sticky = any(c.sticky for c in mobility)  # RFC 7432 7.7: the "static" flag
-    pmsi = upd.get(22)
+    pmsi = upd.get(AttrType.PMSI_TUNNEL)
     reach, unreach = upd.mp_reach, upd.mp_unreach
     vtep = str(reach.next_hop) if reach is not None else None
     for key, r in keyed(reach.nlri if reach is not None else (), vtep, seq, sticky):

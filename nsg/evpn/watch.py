@@ -1,5 +1,6 @@
-"""The one module of nsg.evpn that talks to the kernel: it watches the neighbour tables (rtnetlink
-RTMGRP_NEIGH and RTMGRP_LINK) and reports what the subnets' bridges learn on their LAN ports.
+"""The one module of nsg.evpn that reads the kernel: it watches the neighbour tables (rtnetlink
+RTMGRP_NEIGH and RTMGRP_LINK, through nsg's netlink adapter: nsg/dataplane/netlink.py) and reports
+what the subnets' bridges learn on their LAN ports.
 
 A thread reads a netlink socket (select with a short timeout, so stop() is prompt); every batch of
 events it could read without blocking goes to ``deliver`` as MacEvent / IpEvent values (local.py).
@@ -22,10 +23,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.rtnl import RTMGRP_LINK, RTMGRP_NEIGH
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
-
+from nsg.dataplane.netlink import NeighEvents
 from nsg.evpn.local import IpEvent, MacEvent
 
 log = logging.getLogger("nsg.evpn.watch")
@@ -73,34 +71,27 @@ class NeighWatch:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                # Events come from a raw netlink socket read and parsed here: pyroute2's own event
-                # reader keeps messages in a buffer select() cannot see, so a burst could sit there
-                # until unrelated netlink traffic came by. Subscribed before the dump: nothing falls
-                # between the two.
-                with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock, \
-                        IPRoute() as ip:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-                    sock.bind((0, RTMGRP_LINK | RTMGRP_NEIGH))
+                # subscribed before the dump (NeighEvents): nothing falls between the two
+                with NeighEvents(RCVBUF) as nl:
                     self._resync.set()
-                    self._loop(sock, ip)
+                    self._loop(nl)
             except Exception as exc:  # noqa: BLE001 - a netlink failure must not end local learning for good
                 self.counters["errors"] += 1
                 log.warning("neighbour watch failed, restarting: %s", exc)
                 self._stop.wait(1.0)
 
-    def _loop(self, sock: socket.socket, ip: IPRoute) -> None:
-        marshal = MarshalRtnl()
+    def _loop(self, nl: NeighEvents) -> None:
         while not self._stop.is_set():
             if self._resync.is_set():
                 self._resync.clear()
-                self._full(ip)
-            ready, _, _ = select.select([sock], [], [], 0.2)
+                self._full(nl)
+            ready, _, _ = select.select([nl], [], [], 0.2)
             if not ready:
                 continue
             events: list[Event] = []
             while ready:
                 try:
-                    data = sock.recv(RCVBUF)
+                    messages = nl.read()
                 except OSError as exc:
                     if exc.errno != errno.ENOBUFS:
                         raise
@@ -108,21 +99,19 @@ class NeighWatch:
                     self.counters["overflows"] += 1
                     self._resync.set()
                     break
-                for msg in marshal.parse(data):
+                for msg in messages:
                     self._message(msg, events)
-                ready, _, _ = select.select([sock], [], [], 0)
+                ready, _, _ = select.select([nl], [], [], 0)
             if events:
                 self.counters["events"] += len(events)
                 self.deliver(None, events)
 
-    def _full(self, ip: IPRoute) -> None:
+    def _full(self, nl: NeighEvents) -> None:
         self._links = {}
-        for m in ip.get_links():
+        for m in nl.links():
             self._link(m)
         events: list[Event] = []
-        for m in ip.fdb("dump"):
-            self._message(m, events)
-        for m in ip.get_neighbours(family=socket.AF_INET):
+        for m in nl.neighbours():
             self._message(m, events)
         with self._lock:
             vnis = frozenset(self._bridges.values())

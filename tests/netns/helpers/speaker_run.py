@@ -9,10 +9,10 @@ import json
 import signal
 import sys
 
-from nsg.evpn import fsm
-from nsg.evpn.codec import Update
-from nsg.evpn.constants import AttrType
-from nsg.evpn.evpn_nlri import (
+from bgp import fsm
+from bgp.codec import Update
+from bgp.constants import AttrType
+from bgp.evpn_nlri import (
     InclusiveMulticastRoute,
     MacIpRoute,
     RouteDistinguisher,
@@ -21,7 +21,7 @@ from nsg.evpn.evpn_nlri import (
     mac_ip_route,
     route_target,
 )
-from nsg.evpn.speaker import Speaker
+from bgp.speaker import Speaker
 
 
 def emit(**kw) -> None:

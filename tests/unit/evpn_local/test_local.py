@@ -7,11 +7,11 @@ import asyncio
 
 import pytest
 
+from bgp.codec import Update, UpdateResult
+from bgp.constants import ErrorAction
+from bgp.evpn_nlri import MacIpRoute, MacMobility, RouteDistinguisher, encap_vxlan, mac_ip_route, route_target
 from nsg.dataplane.types import ZERO_MAC, Fdb
 from nsg.evpn import control as control_mod
-from nsg.evpn.codec import Update, UpdateResult
-from nsg.evpn.constants import ErrorAction
-from nsg.evpn.evpn_nlri import MacIpRoute, MacMobility, RouteDistinguisher, encap_vxlan, mac_ip_route, route_target
 from nsg.evpn.local import IpEvent, LocalRoute, LocalTable, MacEvent
 from nsg.evpn.rib import EvpnRib
 from nsg.model import parse_config
@@ -162,8 +162,8 @@ def test_bad_prefixes_are_refused_with_the_field_named(prefix, via, problem):
 
 
 def test_type5_origination_and_routes(monkeypatch):
+    from bgp.evpn_nlri import IpPrefixRoute
     from nsg.dataplane.types import Route
-    from nsg.evpn.evpn_nlri import IpPrefixRoute
 
     Recorder.instances = []
     monkeypatch.setattr(control_mod, "Speaker", Recorder)
@@ -228,7 +228,7 @@ def test_graceful_restart_keeps_a_broken_peers_routes_until_end_of_rib(ctl):
 def test_a_config_change_reaches_sessions_that_are_up(ctl):
     """A subnet added by a config push: its type-3 goes out at once (not at the next session); a subnet
     removed: its type-3 and the MACs learned in it are withdrawn. RDs of the others do not move."""
-    from nsg.evpn.evpn_nlri import InclusiveMulticastRoute
+    from bgp.evpn_nlri import InclusiveMulticastRoute
 
     sp = Recorder.instances[0]
     ctl.on_local(None, [MacEvent(100, M1, "5", True)])

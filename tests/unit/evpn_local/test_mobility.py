@@ -8,11 +8,9 @@ import asyncio
 
 import pytest
 
-from nsg.dataplane.types import ZERO_MAC, Fdb, Neigh
-from nsg.evpn import control as control_mod
-from nsg.evpn.codec import Update, UpdateResult
-from nsg.evpn.constants import MAC_MOBILITY_STICKY, ErrorAction
-from nsg.evpn.evpn_nlri import (
+from bgp.codec import Update, UpdateResult
+from bgp.constants import MAC_MOBILITY_STICKY, ErrorAction
+from bgp.evpn_nlri import (
     MacIpRoute,
     MacMobility,
     RouteDistinguisher,
@@ -21,6 +19,8 @@ from nsg.evpn.evpn_nlri import (
     mac_ip_route,
     route_target,
 )
+from nsg.dataplane.types import ZERO_MAC, Fdb, Neigh
+from nsg.evpn import control as control_mod
 from nsg.evpn.local import MacEvent
 from nsg.evpn.rib import EvpnRib
 from nsg.model import parse_config

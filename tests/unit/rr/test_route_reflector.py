@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 from ipaddress import IPv4Address
 
+from bgp import fsm
+from bgp.codec import Update
+from bgp.constants import AttrType
+from bgp.evpn_nlri import MacIpRoute, RouteDistinguisher, encap_vxlan, mac_ip_route, route_target
+from bgp.speaker import Speaker
 from controller.route_reflector import RouteReflector
-from nsg.evpn import fsm
-from nsg.evpn.codec import Update
-from nsg.evpn.constants import AttrType
-from nsg.evpn.evpn_nlri import MacIpRoute, RouteDistinguisher, encap_vxlan, mac_ip_route, route_target
-from nsg.evpn.speaker import Speaker
 
 ASN = 65000
 

@@ -22,11 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-# RFC 4271 section 4.5 error codes and the subcodes used here
-MSG_HEADER_ERROR, OPEN_ERROR, UPDATE_ERROR, HOLD_TIMER_EXPIRED, FSM_ERROR, CEASE = 1, 2, 3, 4, 5, 6
-OPEN_UNSUPPORTED_VERSION, OPEN_BAD_PEER_AS, OPEN_BAD_BGP_ID, OPEN_UNACCEPTABLE_HOLD_TIME = 1, 2, 3, 6
-OPEN_UNSUPPORTED_CAPABILITY = 7  # RFC 5492 section 5
-CEASE_ADMIN_SHUTDOWN = 2  # RFC 4486
+from bgp.constants import BGP_VERSION, CeaseSubcode, ErrorCode, OpenSubcode
 
 LARGE_HOLD_TIME = 240.0  # RFC 4271 8.2.2: the hold timer while waiting for the peer's OPEN
 # tuning: seconds between connection attempts, doubling from the first to the last and back to the
@@ -189,7 +185,7 @@ class Session:
 
     def tcp_up(self) -> list[Command]:
         if self.state not in (State.CONNECT, State.ACTIVE):
-            return self._error(FSM_ERROR, 0, f"connection in state {self.state.value}")
+            return self._error(ErrorCode.FSM, 0, f"connection in state {self.state.value}")
         self._go("tcp_up")
         self._emit(CancelTimer("connect_retry"), SendOpen(self.config.hold_time),
                    SetTimer("hold", LARGE_HOLD_TIME))
@@ -212,7 +208,7 @@ class Session:
             self._emit(Connect(), SetTimer("connect_retry", self._backoff()))
             return self._flush()
         if name == "hold" and self.state in (State.OPEN_SENT, State.OPEN_CONFIRM, State.ESTABLISHED):
-            return self._error(HOLD_TIMER_EXPIRED, 0, "hold timer expired")
+            return self._error(ErrorCode.HOLD_TIMER_EXPIRED, 0, "hold timer expired")
         if name == "keepalive" and self.state in (State.OPEN_CONFIRM, State.ESTABLISHED):
             self._emit(SendKeepalive(), SetTimer("keepalive", self.hold_time / 3))
         return self._flush()
@@ -221,20 +217,22 @@ class Session:
         """A decoded OPEN arrived (RFC 4271 6.2 checks, capability negotiation RFC 5492/4760)."""
         self.counters["opens"] += 1
         if self.state is not State.OPEN_SENT:
-            return self._error(FSM_ERROR, 0, f"OPEN in state {self.state.value}")
+            return self._error(ErrorCode.FSM, 0, f"OPEN in state {self.state.value}")
         c = self.config
-        if peer.version != 4:
-            return self._error(OPEN_ERROR, OPEN_UNSUPPORTED_VERSION, f"BGP version {peer.version}",
-                               data=(4).to_bytes(2, "big"))
+        if peer.version != BGP_VERSION:
+            return self._error(ErrorCode.OPEN_MESSAGE, OpenSubcode.UNSUPPORTED_VERSION_NUMBER,
+                               f"BGP version {peer.version}", data=BGP_VERSION.to_bytes(2, "big"))
         if peer.asn != c.peer_asn:
-            return self._error(OPEN_ERROR, OPEN_BAD_PEER_AS, f"peer AS {peer.asn}, expected {c.peer_asn}")
+            return self._error(ErrorCode.OPEN_MESSAGE, OpenSubcode.BAD_PEER_AS,
+                               f"peer AS {peer.asn}, expected {c.peer_asn}")
         if peer.hold_time in (1, 2):
-            return self._error(OPEN_ERROR, OPEN_UNACCEPTABLE_HOLD_TIME, f"hold time {peer.hold_time}")
+            return self._error(ErrorCode.OPEN_MESSAGE, OpenSubcode.UNACCEPTABLE_HOLD_TIME,
+                               f"hold time {peer.hold_time}")
         if peer.bgp_id in ("0.0.0.0", c.local_id):
-            return self._error(OPEN_ERROR, OPEN_BAD_BGP_ID, f"BGP identifier {peer.bgp_id}")
+            return self._error(ErrorCode.OPEN_MESSAGE, OpenSubcode.BAD_BGP_IDENTIFIER, f"BGP identifier {peer.bgp_id}")
         missing = c.required - peer.afi_safis
         if missing:
-            return self._error(OPEN_ERROR, OPEN_UNSUPPORTED_CAPABILITY,
+            return self._error(ErrorCode.OPEN_MESSAGE, OpenSubcode.UNSUPPORTED_CAPABILITY,
                                f"peer lacks multiprotocol capability for {sorted(missing)}")
         self.peer_id = peer.bgp_id
         self.hold_time = min(c.hold_time, peer.hold_time)  # 0: no keepalives, no hold timer (4.2)
@@ -251,14 +249,14 @@ class Session:
             self._retry = CONNECT_RETRY  # up: the next outage starts the backoff afresh
             self._emit(Up(self.hold_time, self.afi_safis))
         elif self.state is not State.ESTABLISHED:
-            return self._error(FSM_ERROR, 0, f"KEEPALIVE in state {self.state.value}")
+            return self._error(ErrorCode.FSM, 0, f"KEEPALIVE in state {self.state.value}")
         self._restart_hold()
         return self._flush()
 
     def update(self, update: object) -> list[Command]:
         self.counters["updates"] += 1
         if self.state is not State.ESTABLISHED:
-            return self._error(FSM_ERROR, 0, f"UPDATE in state {self.state.value}")
+            return self._error(ErrorCode.FSM, 0, f"UPDATE in state {self.state.value}")
         self._restart_hold()
         self._emit(Deliver(update))
         return self._flush()
@@ -274,7 +272,7 @@ class Session:
     def stop(self) -> list[Command]:
         if self.state is State.IDLE:
             return []
-        return self._down("stopped", "none", notify=(CEASE, CEASE_ADMIN_SHUTDOWN))
+        return self._down("stopped", "none", notify=(ErrorCode.CEASE, CeaseSubcode.ADMINISTRATIVE_SHUTDOWN))
 
     # --- internals ---------------------------------------------------------------------------------
 
@@ -289,7 +287,7 @@ class Session:
             self._emit(SetTimer("hold", float(self.hold_time)))
 
     def _error(self, code: int, subcode: int, why: str, data: bytes = b"") -> list[Command]:
-        return self._down(why, "remote" if code != FSM_ERROR else "local", notify=(code, subcode), data=data)
+        return self._down(why, "remote" if code != ErrorCode.FSM else "local", notify=(code, subcode), data=data)
 
     def _down(self, reason: str, fault: str, notify: tuple[int, int] | None, data: bytes = b"") -> list[Command]:
         was_up = self.state is State.ESTABLISHED

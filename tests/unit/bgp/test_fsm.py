@@ -2,8 +2,9 @@
 
 import pytest
 
-from nsg.evpn import fsm
-from nsg.evpn.fsm import PeerOpen, Session, State
+from bgp import fsm
+from bgp.constants import CeaseSubcode, ErrorCode, OpenSubcode
+from bgp.fsm import PeerOpen, Session, State
 
 CFG = fsm.Config(local_asn=65000, local_id="198.19.255.1", peer_asn=65000, hold_time=9)
 GOOD = PeerOpen(4, 65000, 9, "198.19.255.254", frozenset({(25, 70), (1, 1)}), True)
@@ -44,26 +45,27 @@ def test_hold_time_is_the_smaller_and_zero_means_none():
 
 
 @pytest.mark.parametrize(("peer", "subcode"), [
-    (PeerOpen(3, 65000, 9, "198.19.255.254", frozenset({(25, 70)})), fsm.OPEN_UNSUPPORTED_VERSION),
-    (PeerOpen(4, 65001, 9, "198.19.255.254", frozenset({(25, 70)})), fsm.OPEN_BAD_PEER_AS),
-    (PeerOpen(4, 65000, 2, "198.19.255.254", frozenset({(25, 70)})), fsm.OPEN_UNACCEPTABLE_HOLD_TIME),
-    (PeerOpen(4, 65000, 9, "0.0.0.0", frozenset({(25, 70)})), fsm.OPEN_BAD_BGP_ID),
-    (PeerOpen(4, 65000, 9, "198.19.255.1", frozenset({(25, 70)})), fsm.OPEN_BAD_BGP_ID),
-    (PeerOpen(4, 65000, 9, "198.19.255.254", frozenset({(1, 1)})), fsm.OPEN_UNSUPPORTED_CAPABILITY),
+    (PeerOpen(3, 65000, 9, "198.19.255.254", frozenset({(25, 70)})), OpenSubcode.UNSUPPORTED_VERSION_NUMBER),
+    (PeerOpen(4, 65001, 9, "198.19.255.254", frozenset({(25, 70)})), OpenSubcode.BAD_PEER_AS),
+    (PeerOpen(4, 65000, 2, "198.19.255.254", frozenset({(25, 70)})), OpenSubcode.UNACCEPTABLE_HOLD_TIME),
+    (PeerOpen(4, 65000, 9, "0.0.0.0", frozenset({(25, 70)})), OpenSubcode.BAD_BGP_IDENTIFIER),
+    (PeerOpen(4, 65000, 9, "198.19.255.1", frozenset({(25, 70)})), OpenSubcode.BAD_BGP_IDENTIFIER),
+    (PeerOpen(4, 65000, 9, "198.19.255.254", frozenset({(1, 1)})), OpenSubcode.UNSUPPORTED_CAPABILITY),
 ])
 def test_bad_opens_get_the_right_notification(peer, subcode):
     s = Session(CFG)
     s.start()
     s.tcp_up()
     out = s.open(peer)
-    assert fsm.SendNotification(fsm.OPEN_ERROR, subcode, out[0].data) == out[0]
+    assert fsm.SendNotification(ErrorCode.OPEN_MESSAGE, subcode, out[0].data) == out[0]
+    assert out[0].code == 2  # RFC 4271 section 4.5: OPEN Message Error
     assert s.state is State.IDLE and any(isinstance(c, fsm.Down) for c in out)
 
 
 def test_hold_timer_expiry_and_notifications_take_it_down_and_it_restarts():
     s, _ = up()
     out = s.timer("hold")
-    assert out[0] == fsm.SendNotification(fsm.HOLD_TIMER_EXPIRED, 0) and s.state is State.IDLE
+    assert out[0] == fsm.SendNotification(ErrorCode.HOLD_TIMER_EXPIRED, 0) and s.state is State.IDLE
     assert s.counters["flaps"] == 1
     assert fsm.Connect() in s.timer("connect_retry")  # automatic restart
     s2, _ = up()
@@ -76,7 +78,7 @@ def test_out_of_order_messages_are_fsm_errors():
     s.start()
     s.tcp_up()
     out = s.update("too early")
-    assert out[0] == fsm.SendNotification(fsm.FSM_ERROR, 0) and s.state is State.IDLE
+    assert out[0] == fsm.SendNotification(ErrorCode.FSM, 0) and s.state is State.IDLE
 
 
 def test_passive_waits_and_stop_sends_cease():
@@ -87,7 +89,7 @@ def test_passive_waits_and_stop_sends_cease():
     s.open(PeerOpen(4, 65000, 9, "198.19.255.1", frozenset({(25, 70)})))
     s.keepalive()
     out = s.stop()
-    assert out[0] == fsm.SendNotification(fsm.CEASE, fsm.CEASE_ADMIN_SHUTDOWN)
+    assert out[0] == fsm.SendNotification(ErrorCode.CEASE, CeaseSubcode.ADMINISTRATIVE_SHUTDOWN)
     assert s.stop() == []
 
 

@@ -6,15 +6,17 @@ carry, should the caller decide the session must go (RFC 7606 may say otherwise
 for UPDATE errors: see ``codec.UpdateResult``). A ``LocalBgpError`` is our own
 bad value caught before it reaches the wire.
 
-``Reader`` lives here because every short read is a remote error: it raises
-with the code/subcode the caller chose for the structure being read.
+``Reader`` is the shared bounds-checked cursor (``octets.Reader``) made to speak
+BGP: every short read is a remote error, raised with the code/subcode the caller
+chose for the structure being read.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from nsg.evpn.constants import ErrorCode, UpdateSubcode
+import octets
+from bgp.constants import ErrorCode, UpdateSubcode
 
 
 class BgpError(Exception):
@@ -49,11 +51,11 @@ def check_uint(name: str, value: int, bits: int) -> None:
         raise LocalBgpError(f"{name}={value!r} does not fit {bits} bits")
 
 
-class Reader:
-    """A bounds-checked cursor: a short read raises ``RemoteBgpError`` with the
-    code/subcode given for this structure, never IndexError or struct.error."""
+class Reader(octets.Reader):
+    """The shared bounds-checked cursor (``octets``); a short read or trailing octets raise
+    ``RemoteBgpError`` with the code/subcode given for this structure."""
 
-    __slots__ = ("_code", "_data", "_pos", "_subcode", "_what")
+    __slots__ = ("_code", "_subcode")
 
     def __init__(
         self,
@@ -62,37 +64,8 @@ class Reader:
         code: int = ErrorCode.UPDATE_MESSAGE,
         subcode: int = UpdateSubcode.OPTIONAL_ATTRIBUTE_ERROR,
     ) -> None:
-        self._data, self._pos, self._what = bytes(data), 0, what
+        super().__init__(data, what)
         self._code, self._subcode = code, subcode
 
     def error(self, message: str, data: bytes = b"") -> RemoteBgpError:
         return RemoteBgpError(f"{self._what}: {message}", code=self._code, subcode=self._subcode, data=data)
-
-    @property
-    def remaining(self) -> int:
-        return len(self._data) - self._pos
-
-    def take(self, n: int) -> bytes:
-        if n > self.remaining:
-            raise self.error(f"truncated (need {n} octets, have {self.remaining})")
-        self._pos += n
-        return self._data[self._pos - n : self._pos]
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        return int.from_bytes(self.take(2), "big")
-
-    def u24(self) -> int:
-        return int.from_bytes(self.take(3), "big")
-
-    def u32(self) -> int:
-        return int.from_bytes(self.take(4), "big")
-
-    def rest(self) -> bytes:
-        return self.take(self.remaining)
-
-    def end(self) -> None:
-        if self.remaining:
-            raise self.error(f"{self.remaining} trailing octets")

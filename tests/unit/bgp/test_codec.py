@@ -7,7 +7,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from nsg.evpn.attributes import (
+from bgp.attributes import (
     AsPath,
     AsSegment,
     AtomicAggregate,
@@ -26,8 +26,8 @@ from nsg.evpn.attributes import (
     RawNlri,
     UnknownAttribute,
 )
-from nsg.evpn.capabilities import GracefulRestartCap, GrFamily, MultiprotocolCap, RouteRefreshCap, UnknownCapability
-from nsg.evpn.codec import (
+from bgp.capabilities import GracefulRestartCap, GrFamily, MultiprotocolCap, RouteRefreshCap, UnknownCapability
+from bgp.codec import (
     Keepalive,
     Notification,
     Open,
@@ -37,7 +37,7 @@ from nsg.evpn.codec import (
     decode,
     next_frame,
 )
-from nsg.evpn.constants import (
+from bgp.constants import (
     AS_TRANS,
     AsSegmentType,
     AttrFlag,
@@ -49,8 +49,8 @@ from nsg.evpn.constants import (
     RouteRefreshSubcode,
     UpdateSubcode,
 )
-from nsg.evpn.errors import LocalBgpError, RemoteBgpError
-from nsg.evpn.evpn_nlri import (
+from bgp.errors import LocalBgpError, RemoteBgpError
+from bgp.evpn_nlri import (
     RouteDistinguisher,
     encap_vxlan,
     inclusive_multicast_route,

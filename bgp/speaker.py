@@ -13,13 +13,13 @@ import logging
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
-from nsg.evpn import fsm
-from nsg.evpn.capabilities import GracefulRestartCap, GrFamily
-from nsg.evpn.codec import Keepalive, Notification, Open, RouteRefresh, Update, UpdateResult, decode, next_frame
-from nsg.evpn.constants import GR_FORWARDING_STATE, Afi, CapabilityCode, ErrorCode, Safi
-from nsg.evpn.errors import BgpError
+from bgp import fsm
+from bgp.capabilities import GracefulRestartCap, GrFamily
+from bgp.codec import Keepalive, Notification, Open, RouteRefresh, Update, UpdateResult, decode, next_frame
+from bgp.constants import GR_FORWARDING_STATE, Afi, CapabilityCode, ErrorCode, Safi
+from bgp.errors import BgpError
 
-log = logging.getLogger("nsg.evpn")
+log = logging.getLogger("bgp.speaker")
 
 BGP_PORT = 179
 

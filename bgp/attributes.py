@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from typing import ClassVar, Self
 
-from nsg.evpn.constants import (
+from bgp.constants import (
     EXT_COMMUNITY_LEN,
     OPTIONAL_NON_TRANSITIVE,
     OPTIONAL_TRANSITIVE,
@@ -31,8 +31,8 @@ from nsg.evpn.constants import (
     Safi,
     UpdateSubcode,
 )
-from nsg.evpn.errors import LocalBgpError, Reader, RemoteBgpError, check_uint
-from nsg.evpn.evpn_nlri import (
+from bgp.errors import LocalBgpError, Reader, RemoteBgpError, check_uint
+from bgp.evpn_nlri import (
     EvpnRoute,
     ExtCommunity,
     PmsiTunnel,

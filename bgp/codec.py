@@ -5,7 +5,7 @@ message. OPEN, KEEPALIVE, NOTIFICATION and ROUTE-REFRESH errors raise
 ``RemoteBgpError`` carrying the NOTIFICATION to send. An UPDATE never raises:
 it yields an ``UpdateResult`` classified per RFC 7606 (session reset,
 treat-as-withdraw, attribute discard, or clean). Path attributes live in
-``nsg.evpn.attributes``, registered by type code; unknown optional ones are
+``bgp.attributes``, registered by type code; unknown optional ones are
 kept byte for byte. Anything that decodes cleanly re-encodes
 to the same bytes (attribute flags are stored only when they differ from what
 we would send, see ``PathAttribute.flags``).
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
-from nsg.evpn.attributes import (
+from bgp.attributes import (
     ATTRIBUTE_CLASSES,
     AsPath,
     MpReachNlri,
@@ -28,7 +28,7 @@ from nsg.evpn.attributes import (
     encode_prefixes,
     standard_evpn_attributes,
 )
-from nsg.evpn.capabilities import (
+from bgp.capabilities import (
     Capability,
     FourOctetAsCap,
     GracefulRestartCap,
@@ -36,7 +36,7 @@ from nsg.evpn.capabilities import (
     RouteRefreshCap,
     _decode_capability,
 )
-from nsg.evpn.constants import (
+from bgp.constants import (
     ACTION_SEVERITY,
     AS_TRANS,
     BGP_VERSION,
@@ -62,8 +62,8 @@ from nsg.evpn.constants import (
     Safi,
     UpdateSubcode,
 )
-from nsg.evpn.errors import BgpError, LocalBgpError, Reader, RemoteBgpError, check_uint
-from nsg.evpn.evpn_nlri import EvpnRoute, ExtCommunity, PmsiTunnel
+from bgp.errors import BgpError, LocalBgpError, Reader, RemoteBgpError, check_uint
+from bgp.evpn_nlri import EvpnRoute, ExtCommunity, PmsiTunnel
 
 # --- Header, RFC 4271 section 4.1 ---------------------------------------------------------
 #   +-------------------------------+

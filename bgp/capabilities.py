@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nsg.evpn.constants import (
+from bgp.constants import (
     GR_FORWARDING_STATE,
     CapabilityCode,
 )
-from nsg.evpn.errors import Reader, RemoteBgpError, check_uint
+from bgp.errors import Reader, RemoteBgpError, check_uint
 
 
 # --- Capabilities, RFC 5492 section 4: | Code (1) | Length (1) | Value |

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from nsg.evpn.codec import Keepalive, Notification, Open, UpdateResult, decode
-from nsg.evpn.constants import AttrType
-from nsg.evpn.evpn_nlri import (
+from bgp.codec import Keepalive, Notification, Open, UpdateResult, decode
+from bgp.constants import AttrType
+from bgp.evpn_nlri import (
     Encapsulation,
     InclusiveMulticastRoute,
     MacIpRoute,

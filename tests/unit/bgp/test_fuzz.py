@@ -10,7 +10,7 @@ from ipaddress import IPv4Address, IPv6Address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nsg.evpn.attributes import (
+from bgp.attributes import (
     AsPath,
     AsSegment,
     ExtCommunities,
@@ -22,7 +22,7 @@ from nsg.evpn.attributes import (
     PmsiTunnelAttr,
     UnknownAttribute,
 )
-from nsg.evpn.codec import (
+from bgp.codec import (
     Keepalive,
     Notification,
     RouteRefresh,
@@ -30,9 +30,9 @@ from nsg.evpn.codec import (
     UpdateResult,
     decode,
 )
-from nsg.evpn.constants import ErrorAction
-from nsg.evpn.errors import RemoteBgpError
-from nsg.evpn.evpn_nlri import (
+from bgp.constants import ErrorAction
+from bgp.errors import RemoteBgpError
+from bgp.evpn_nlri import (
     InclusiveMulticastRoute,
     IpPrefixRoute,
     MacIpRoute,
@@ -45,7 +45,7 @@ from nsg.evpn.evpn_nlri import (
     route_target,
 )
 from tests.mutate import mutate
-from tests.unit.evpn.test_codec import OPEN_GOLDEN, UPDATE_GOLDEN, every_attribute_update
+from tests.unit.bgp.test_codec import OPEN_GOLDEN, UPDATE_GOLDEN, every_attribute_update
 
 FUZZ = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

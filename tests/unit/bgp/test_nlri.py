@@ -7,9 +7,9 @@ from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
-from nsg.evpn.constants import ErrorCode, ExtType, PmsiTunnelType, UpdateSubcode
-from nsg.evpn.errors import LocalBgpError, RemoteBgpError
-from nsg.evpn.evpn_nlri import (
+from bgp.constants import ErrorCode, ExtType, PmsiTunnelType, UpdateSubcode
+from bgp.errors import LocalBgpError, RemoteBgpError
+from bgp.evpn_nlri import (
     DefaultGateway,
     Encapsulation,
     InclusiveMulticastRoute,

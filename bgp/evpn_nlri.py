@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import ClassVar, Self
 
-from nsg.evpn.constants import (
+from bgp.constants import (
     ESI_LEN,
     EXT_COMMUNITY_LEN,
     MAC_LEN_BITS,
@@ -32,7 +32,7 @@ from nsg.evpn.constants import (
     RdType,
     TunnelEncap,
 )
-from nsg.evpn.errors import LocalBgpError, Reader, check_uint
+from bgp.errors import LocalBgpError, Reader, check_uint
 
 IPAddress = IPv4Address | IPv6Address
 ZERO_ESI = bytes(ESI_LEN)
