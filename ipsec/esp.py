@@ -1,7 +1,8 @@
 """ESP (RFC 4303) with AES-GCM (RFC 4106), tunnel mode, 64-bit extended sequence numbers.
 
-Sans-IO: bytes in, bytes out. The SA objects carry keys, sequence state and
-counters; the engines own sockets and devices.
+Sans-IO: bytes in, bytes out, and no clock. The SA objects carry keys, sequence state and
+counters; the engines own sockets and devices, and the SAD (sad.py) when each SA was
+installed, which lifetimes count from (the caller's time, passed in).
 
 An ESP packet with AES-GCM (RFC 4303 section 2, RFC 4106 section 3):
 
@@ -27,7 +28,6 @@ SPI | seq (8 octets), or SPI | seq high | seq low (12 octets) with ESN (RFC 4106
 from __future__ import annotations
 
 import struct
-import time
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -102,7 +102,7 @@ class SaCounters:
 
 
 class OutboundSA:
-    __slots__ = ("_aead", "_salt", "counters", "created", "esn", "seq", "spi", "spi_bytes")
+    __slots__ = ("_aead", "_salt", "counters", "esn", "seq", "spi", "spi_bytes")
 
     def __init__(self, spi: int, key: bytes, salt: bytes, esn: bool = True):
         _check_key(key, salt)
@@ -113,7 +113,6 @@ class OutboundSA:
         self.esn = esn
         self.seq = 0  # last sequence number sent
         self.counters = SaCounters()
-        self.created = time.monotonic()
 
     def _next(self) -> int:
         seq = self.seq + 1
@@ -149,7 +148,7 @@ class OutboundSA:
 
 
 class InboundSA:
-    __slots__ = ("_aead", "_salt", "counters", "created", "esn", "replay", "spi", "spi_bytes")
+    __slots__ = ("_aead", "_salt", "counters", "esn", "replay", "spi", "spi_bytes")
 
     def __init__(self, spi: int, key: bytes, salt: bytes, esn: bool = True, window: int = 1024):
         _check_key(key, salt)
@@ -160,7 +159,6 @@ class InboundSA:
         self.esn = esn
         self.replay = ReplayWindow(window, esn)
         self.counters = SaCounters()
-        self.created = time.monotonic()
 
     def open(self, packet: bytes) -> tuple[int, bytes]:
         """(next header, inner packet) of an ESP packet for this SA; raises EspError

@@ -7,11 +7,16 @@ dicts, so the engine needs no lock (a reference assignment is atomic in CPython)
 Make-before-break rekey (RFC 7296 2.8): install the new pair (both inbound SAs are
 then accepted), switch outbound to the new SA, and delete the old inbound SA a
 little later, when the peer has switched too.
+
+Time comes from outside: each entry says when it was installed (``created``, by the
+caller), and ``expiries`` takes ``now``. Both are readings of the SAD's ``clock``
+(monotonic seconds), which tests replace to move time by hand.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -69,6 +74,7 @@ class Inbound:
     sa: InboundSA
     peer: bytes  # the peer's inner address (4 octets): inner packets must come from it (RFC 4301 5.2)
     lifetime: Lifetime
+    created: float  # when it was installed (Sad.clock): its age counts from here
 
 
 @dataclass
@@ -76,10 +82,12 @@ class Outbound:
     sa: OutboundSA
     endpoint: Endpoint
     lifetime: Lifetime
+    created: float  # when it was installed (Sad.clock): its age counts from here
 
 
 class Sad:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.inbound: dict[int, Inbound] = {}
         self.outbound: dict[bytes, Outbound] = {}
 
@@ -115,17 +123,17 @@ class Sad:
         return gone
 
     def expiries(self, now: float | None = None) -> list[tuple[str, int, Expiry]]:
-        """(direction, SPI, state) for every SA past a soft or hard limit."""
-        now = time.monotonic() if now is None else now
+        """(direction, SPI, state) for every SA past a soft or hard limit at ``now`` (default: the clock's)."""
+        now = self.clock() if now is None else now
         out = []
         for spi, e in self.inbound.items():
             c = e.sa.counters
-            state = expiry(e.lifetime, now - e.sa.created, c.bytes, c.packets)
+            state = expiry(e.lifetime, now - e.created, c.bytes, c.packets)
             if state is not Expiry.OK:
                 out.append(("in", spi, state))
         for o in self.outbound.values():
             c = o.sa.counters
-            state = expiry(o.lifetime, now - o.sa.created, c.bytes, c.packets)
+            state = expiry(o.lifetime, now - o.created, c.bytes, c.packets)
             if state is not Expiry.OK:
                 out.append(("out", o.sa.spi, state))
         return out

@@ -23,7 +23,7 @@ class SadInstaller:
         key, salt = _split(child.in_key)
         inner = child.remote_ts.network_address.packed
         self.sad.add_inbound(Inbound(InboundSA(child.in_spi, key, salt, child.esn, self.window), inner,
-                                     self.lifetime))
+                                     self.lifetime, self.sad.clock()))
         self.children[(peer, child.child_id)] = child
         if outbound:
             self.activate(peer, child.child_id)
@@ -33,7 +33,8 @@ class SadInstaller:
         key, salt = _split(child.out_key)
         self.sad.set_outbound(child.remote_ts.network_address.packed,
                               Outbound(OutboundSA(child.out_spi, key, salt, child.esn),
-                                       Endpoint(child.peer[0], child.peer[1], self.sock), self.lifetime))
+                                       Endpoint(child.peer[0], child.peer[1], self.sock), self.lifetime,
+                                       self.sad.clock()))
 
     def remove(self, peer: str, child_id: int, in_spi: int, out_spi: int) -> None:
         child = self.children.pop((peer, child_id), None)

@@ -28,15 +28,16 @@ from ipsec.sad import Endpoint, Inbound, Lifetime, Outbound, Sad
 
 def build(spec: dict) -> tuple[UserspaceEngine, Path | None]:
     sad = Sad()
+    now = sad.clock()
     for sa in spec["sas"]:
         peer = ipaddress.IPv4Address(sa["peer"]).packed
         esn = bool(sa.get("esn", True))
         sad.add_inbound(Inbound(InboundSA(int(sa["in_spi"]), bytes.fromhex(sa["in_key"]),
                                           bytes.fromhex(sa["in_salt"]), esn, int(sa.get("window", 1024))),
-                                peer, Lifetime()))
+                                peer, Lifetime(), now))
         sad.set_outbound(peer, Outbound(OutboundSA(int(sa["out_spi"]), bytes.fromhex(sa["out_key"]),
                                                    bytes.fromhex(sa["out_salt"]), esn),
-                                        Endpoint(sa["endpoint"], int(sa.get("port", 4500))), Lifetime()))
+                                        Endpoint(sa["endpoint"], int(sa.get("port", 4500))), Lifetime(), now))
     engine = UserspaceEngine(spec.get("tun", "esp0"), sad)
     engine.open()
     for addr in spec.get("listen", ["0.0.0.0"]):

@@ -17,7 +17,8 @@ from ipsec.ike.payloads import Payload
 
 ZERO_SPI = bytes(8)
 
-ResponseHandler = Callable[["Ctx", Message], None]
+# called with the context, the response and its octets as received (IKE_AUTH signs IKE_SA_INIT's, 2.15)
+ResponseHandler = Callable[["Ctx", Message, bytes], None]
 
 
 @dataclass

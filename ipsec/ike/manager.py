@@ -277,7 +277,7 @@ class IkeManager:
         has is forgotten: the initiator gets no answer and starts over."""
         out: list[Tagged] = []
         for sa in [s for s in self.half_open.values() if s.policy.name == name]:
-            if policy is not None and sa.init.get("proposal") in policy.ike:
+            if policy is not None and sa.agreed_proposal in policy.ike:
                 sa.policy = policy
             else:
                 out += self._forget_half_open(sa)

@@ -1,18 +1,39 @@
 """The IKE SA state machine (RFC 7296), sans-IO: datagrams and timer expiries in, commands out.
 
-One IkeSa is one peering: the IKE SA (rekeyed in place, 2.18) and its child SAs.
-The exchanges themselves (IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA) are built and
-answered in exchanges.py; this file owns the state table, message IDs,
-retransmission, INFORMATIONAL (liveness and deletes) and the timers.
+One IkeSa is one peering: the IKE SA (rekeyed in place, 2.18) and its child SAs. This file owns
+both state tables, the dispatch of requests, message IDs, retransmission, INFORMATIONAL (liveness,
+deletes) and the timers. exchanges.py builds and checks the exchanges (IKE_SA_INIT, IKE_AUTH,
+CREATE_CHILD_SA); it sees an IkeSa only through its ``Host`` protocol and does not import this file.
 
-    state            event                 next state
-    IDLE             initiate              INIT_SENT      (initiator)
-    INIT_SENT        init_done             AUTH_SENT
-    AUTH_SENT        auth_done             ESTABLISHED
-    IDLE             init_answered         INIT_DONE      (responder)
-    INIT_DONE        auth_answered         ESTABLISHED
-    ESTABLISHED      delete                DELETING
-    any              closed                CLOSED
+The IKE SA (an event the table does not hold raises LocalProtocolError):
+
+    state            event            next state
+    IDLE             initiate         INIT_SENT      (initiator)
+    INIT_SENT        init_retry       INIT_SENT      asked for a COOKIE (2.6) or another DH group (1.2)
+    INIT_SENT        init_done        AUTH_SENT
+    AUTH_SENT        auth_done        ESTABLISHED
+    IDLE             init_answered    INIT_DONE      (responder)
+    INIT_DONE        auth_answered    ESTABLISHED
+    ESTABLISHED      rekey            REKEYING       our CREATE_CHILD_SA for a new IKE SA is out (2.18)
+    REKEYING         rekey_refused    ESTABLISHED    (TEMPORARY_FAILURE, 2.25: again a little later)
+    REKEYING         rekeyed          RETIRING       on the new IKE SA; we delete the old one
+    ESTABLISHED      rekey_answered   RETIRING       the peer rekeyed; it deletes the old one
+    RETIRING         retired          ESTABLISHED    the old IKE SA is gone (deleted, or never answered)
+    UP (all three)   delete           DELETING       ESTABLISHED, REKEYING, RETIRING: the SA is up
+    DELETING         rekey_refused,   DELETING       a rekey under way ends while we delete
+                     rekeyed, retired
+    any              closed           CLOSED
+
+A child SA (make-before-break, 1.3.3, 2.8); whether outbound traffic uses it is ``active``:
+
+    state            event            next state
+    LIVE             rekey            REKEYING       our CREATE_CHILD_SA replacing it is out
+    REKEYING         rekey_failed     LIVE           refused for now (TEMPORARY_FAILURE, CHILD_SA_NOT_FOUND)
+    LIVE, REKEYING   replaced         REPLACED       its successor is installed (the peer's rekey, or ours)
+    REPLACED         delete           DELETING       we ask the peer to delete it (1.4.1)
+    any              retire           DELETING       deleted (by the peer, or ours answered): lingers
+    DELETING         rekey_failed,    DELETING       our rekey ends after the peer deleted it
+                     replaced, delete
 """
 
 from __future__ import annotations
@@ -22,16 +43,18 @@ import hashlib
 import os
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from ipsec.ike import events as ev
+from ipsec.ike import exchanges
 from ipsec.ike.constants import ExchangeType, HeaderFlag, NotifyType, ProtocolId
 from ipsec.ike.context import ZERO_SPI, Ctx, Pending, Queued, ResponseHandler
 from ipsec.ike.errors import IkeError, IntegrityError, LocalProtocolError, RemoteProtocolError
+from ipsec.ike.exchanges import Handshake, InitOffer
 from ipsec.ike.message import Header, Message
 from ipsec.ike.payloads import Delete, IdPayload, Notify, Payload
-from ipsec.ike.policy import PeerPolicy
+from ipsec.ike.policy import IkeProposal, PeerPolicy
 
 
 class State(Enum):
@@ -40,29 +63,57 @@ class State(Enum):
     AUTH_SENT = "auth-sent"
     INIT_DONE = "init-done"
     ESTABLISHED = "established"
+    REKEYING = "rekeying"
+    RETIRING = "retiring"
     DELETING = "deleting"
     CLOSED = "closed"
 
 
 S = State
+UP = frozenset({S.ESTABLISHED, S.REKEYING, S.RETIRING})
 TRANSITIONS: dict[tuple[State, str], State] = {
     (S.IDLE, "initiate"): S.INIT_SENT,
+    (S.INIT_SENT, "init_retry"): S.INIT_SENT,
     (S.INIT_SENT, "init_done"): S.AUTH_SENT,
     (S.AUTH_SENT, "auth_done"): S.ESTABLISHED,
     (S.IDLE, "init_answered"): S.INIT_DONE,
     (S.INIT_DONE, "auth_answered"): S.ESTABLISHED,
-    (S.ESTABLISHED, "delete"): S.DELETING,
+    (S.ESTABLISHED, "rekey"): S.REKEYING,
+    (S.REKEYING, "rekey_refused"): S.ESTABLISHED,
+    (S.REKEYING, "rekeyed"): S.RETIRING,
+    (S.ESTABLISHED, "rekey_answered"): S.RETIRING,
+    (S.RETIRING, "retired"): S.ESTABLISHED,
+    **{(s, "delete"): S.DELETING for s in UP},
+    **{(S.DELETING, e): S.DELETING for e in ("rekey_refused", "rekeyed", "retired")},
     **{(s, "closed"): S.CLOSED for s in State},
+}
+
+
+class ChildState(Enum):
+    LIVE = "live"
+    REKEYING = "rekeying"
+    REPLACED = "replaced"
+    DELETING = "deleting"
+
+
+C = ChildState
+CHILD_TRANSITIONS: dict[tuple[ChildState, str], ChildState] = {
+    (C.LIVE, "rekey"): C.REKEYING,
+    (C.REKEYING, "rekey_failed"): C.LIVE,
+    (C.LIVE, "replaced"): C.REPLACED,
+    (C.REKEYING, "replaced"): C.REPLACED,
+    (C.REPLACED, "delete"): C.DELETING,
+    **{(s, "retire"): C.DELETING for s in ChildState},
+    **{(C.DELETING, e): C.DELETING for e in ("rekey_failed", "replaced", "delete")},
 }
 
 
 @dataclass
 class Child:
     sa: ev.ChildSa
-    rekeying: bool = False  # our CREATE_CHILD_SA for it is under way
-    successor: int | None = None  # the child that replaces it
-    deleting: bool = False  # we asked the peer to delete it
     active: bool = True  # outbound traffic uses it
+    state: ChildState = ChildState.LIVE
+    successor: int | None = None  # the child that replaces it
 
 
 def now_utc() -> datetime.datetime:
@@ -91,7 +142,7 @@ class IkeSa:
         self.jitter = jitter
         self.state = State.IDLE
         self.ctx = Ctx(self._spi(8) if initiator else peer_spi, ZERO_SPI, initiator)
-        self.retiring: Ctx | None = None
+        self.retiring: Ctx | None = None  # the old IKE SA while RETIRING (and DELETING after)
         self.children: dict[int, Child] = {}
         self._next_child = 1
         self.nat_local = self.nat_remote = False
@@ -108,15 +159,19 @@ class IkeSa:
         self.counters = {"malformed": 0, "integrity_failures": 0, "retransmits": 0, "stale": 0,
                          "child_rekeys": 0, "ike_rekeys": 0, "dpd_sent": 0}
         self._out: list[ev.Command] = []
-        # Exchange state kept between IKE_SA_INIT and IKE_AUTH (exchanges.py reads and writes it).
-        self.init: dict = {}
+        # IKE_SA_INIT's state (exchanges.py): our request while INIT_SENT, then what IKE_AUTH needs
+        self.offer: InitOffer | None = None
+        self.handshake: Handshake | None = None
+
+    @property
+    def agreed_proposal(self) -> IkeProposal | None:
+        """The IKE proposal IKE_SA_INIT agreed on, until IKE_AUTH is over."""
+        return self.handshake.proposal if self.handshake is not None else None
 
     # --- events ------------------------------------------------------------------
 
     def initiate(self) -> list[ev.Command]:
-        from ipsec.ike import exchanges
-
-        self._go("initiate")
+        self.go("initiate")
         exchanges.start_init(self)
         return self._flush()
 
@@ -160,26 +215,21 @@ class IkeSa:
         return self._flush()
 
     def rekey_child(self, child_id: int | None = None) -> list[ev.Command]:
-        from ipsec.ike import exchanges
-
-        if self.state is State.ESTABLISHED:
+        if self.state in UP:
             target = child_id if child_id is not None else self._newest_child()
             if target is not None:
-                exchanges.start_child_rekey(self, target)
+                self._rekey_child(target)
         return self._flush()
 
     def rekey_ike(self) -> list[ev.Command]:
-        from ipsec.ike import exchanges
-
-        if self.state is State.ESTABLISHED:
-            exchanges.start_ike_rekey(self)
+        self._timer_rekey_ike("")  # now, as if its timer fired
         return self._flush()
 
     def close(self, reason: str = "closed locally") -> list[ev.Command]:
-        if self.state is State.ESTABLISHED:
-            self._go("delete")
+        if self.state in UP:
+            self.go("delete")
             self.request(self.ctx, ExchangeType.INFORMATIONAL, (Delete(ProtocolId.IKE),),
-                         lambda _c, _m: self.fail(reason, "none"), "delete IKE SA")
+                         lambda _c, _m, _r: self.fail(reason, "none"), "delete IKE SA")
         elif self.state is not State.CLOSED:
             self.fail(reason, "none")
         return self._flush()
@@ -189,19 +239,39 @@ class IkeSa:
         self.fail(reason, "none")
         return self._flush()
 
-    # --- plumbing used by exchanges.py ----------------------------------------------
-
-    def emit(self, cmd: ev.Command) -> None:
-        self._out.append(cmd)
+    # --- the state tables, and the plumbing exchanges.py uses (its Host protocol) ----------
 
     def go(self, event: str) -> None:
-        self._go(event)
-
-    def _go(self, event: str) -> None:
         nxt = TRANSITIONS.get((self.state, event))
         if nxt is None:
             raise LocalProtocolError(f"IKE SA {self.policy.name}: '{event}' is illegal in state {self.state.value}")
         self.state = nxt
+
+    def child_go(self, cid: int, event: str) -> None:
+        child = self.children.get(cid)
+        if child is None:
+            return  # its linger time is over: it is gone, nothing is left to move
+        nxt = CHILD_TRANSITIONS.get((child.state, event))
+        if nxt is None:
+            raise LocalProtocolError(f"IKE SA {self.policy.name}: '{event}' is illegal for child {cid} in state "
+                                     f"{child.state.value}")
+        child.state = nxt
+
+    def child_is_live(self, cid: int) -> bool:
+        """Neither being rekeyed nor replaced nor deleted: the peer may rekey it (2.25)."""
+        child = self.children.get(cid)
+        return child is not None and child.state is ChildState.LIVE
+
+    def add_child(self, child: ev.ChildSa, outbound: bool, replaces: int | None) -> None:
+        self.children[child.child_id] = Child(child, active=outbound)
+        if replaces is not None and replaces in self.children:
+            self.child_go(replaces, "replaced")
+            self.children[replaces].successor = child.child_id
+        self.emit(ev.InstallChild(child, outbound))
+        self.emit(ev.SetTimer(f"rekey_child:{child.child_id}", self.rekey_delay(self.policy.timers.child_rekey_s)))
+
+    def emit(self, cmd: ev.Command) -> None:
+        self._out.append(cmd)
 
     def _flush(self) -> list[ev.Command]:
         out, self._out = self._out, []
@@ -213,6 +283,9 @@ class IkeSa:
             # IKE SPIs must not be zero (3.1); ESP SPIs 1-255 are reserved (RFC 4303 2.1)
             if int.from_bytes(spi, "big") > 255:
                 return spi
+
+    def new_ike_spi(self) -> bytes:
+        return self._spi(8)
 
     def new_child_spi(self) -> bytes:
         return self._spi(4)
@@ -237,16 +310,17 @@ class IkeSa:
         data = msg.encode() if exchange == ExchangeType.IKE_SA_INIT else ctx.protect(msg)
         ctx.pending = Pending(ctx.next_id, exchange, data, on_response, what)
         ctx.next_id += 1
-        if exchange == ExchangeType.IKE_SA_INIT:
-            self.init["request"] = data
         self.send(data)
         self.emit(ev.SetTimer(ctx.timer, self.policy.timers.retransmit[0]))
 
-    def resend_init(self, ctx: Ctx, payloads: tuple[Payload, ...], on_response: ResponseHandler) -> None:
-        """IKE_SA_INIT again with message ID 0 (after COOKIE or INVALID_KE_PAYLOAD, 2.6, 1.2)."""
+    def send_init(self, ctx: Ctx, payloads: tuple[Payload, ...], on_response: ResponseHandler) -> bytes:
+        """IKE_SA_INIT with message ID 0 (again after COOKIE or INVALID_KE_PAYLOAD, 2.6, 1.2); returns
+        the octets sent, which IKE_AUTH signs (2.15)."""
         ctx.pending = None
         ctx.next_id = 0
         self.request(ctx, ExchangeType.IKE_SA_INIT, payloads, on_response, "IKE_SA_INIT")
+        assert ctx.pending is not None
+        return ctx.pending.data
 
     def fail(self, reason: str, fault: str) -> None:
         if self.state is State.CLOSED:
@@ -255,7 +329,7 @@ class IkeSa:
             self.emit(ev.RemoveChild(cid, child.sa.in_spi, child.sa.out_spi))
         self.children.clear()
         self.closed_reason = reason
-        self._go("closed")
+        self.go("closed")
         self.emit(ev.Closed(reason, fault))
 
     # --- receiving --------------------------------------------------------------------
@@ -283,20 +357,17 @@ class IkeSa:
                 # unauthenticated garbage must not end the exchange (2.21): keep waiting
                 self.counters["malformed"] += 1
                 return
-            self.init["response"] = data  # signed in IKE_AUTH byte for byte (2.15)
         else:
             msg = ctx.open(data)
         ctx.pending = None
         self.emit(ev.CancelTimer(ctx.timer))
         self._heard(src)
-        p.on_response(ctx, msg)
+        p.on_response(ctx, msg, data)
         if ctx.pending is None and ctx.queue and self.state is not State.CLOSED:
             q = ctx.queue.popleft()
             self.request(ctx, q.exchange, q.payloads, q.on_response, q.what)
 
     def _on_request(self, ctx: Ctx, header: Header, data: bytes, src: ev.Address) -> None:
-        from ipsec.ike import exchanges
-
         if ctx.last_response is not None and header.message_id == ctx.last_response[0]:
             # The peer lost our answer (2.1): answer again, but only to the very same request,
             # so a forgery with the live SPIs cannot make us reflect traffic anywhere.
@@ -322,19 +393,19 @@ class IkeSa:
             raise
         after: list[Callable[[], None]] = []
         try:
-            payloads = exchanges.answer(self, ctx, msg, src, data, after)
+            payloads = self._answer(ctx, msg, src, data, after)
         except IkeError as exc:
             if exc.notify is None:
                 raise
             payloads = (Notify(exc.notify, exc.notify_data),)
             if plain or (header.exchange == ExchangeType.IKE_AUTH and self.state is State.INIT_DONE):
                 # a refused IKE_SA_INIT or failed authentication ends this responder (2.21.2)
-                self.refused_with = error_text(payloads[0])
+                self.refused_with = exchanges.notify_name(payloads[0])
                 after.append(lambda e=exc: self.fail(str(e), e.fault))
         reply = ctx.message(header.exchange, header.message_id, payloads, response=True)
         out = reply.encode() if plain else ctx.protect(reply)
-        if plain:
-            self.init["response"] = out
+        if plain and self.handshake is not None:
+            self.handshake = replace(self.handshake, response=out)  # IKE_AUTH signs it (2.15)
         ctx.last_response = (header.message_id, out)
         ctx.last_request = hashlib.sha256(data).digest()
         ctx.peer_id += 1
@@ -344,9 +415,32 @@ class IkeSa:
         for action in after:
             action()
 
+    def _answer(self, ctx: Ctx, msg: Message, src: ev.Address, data: bytes,
+                after: list[Callable[[], None]]) -> tuple[Payload, ...]:
+        """One request, by exchange and state; returns the response payloads. IkeErrors with a
+        notify become error responses (_on_request)."""
+        ex, state = msg.exchange, self.state
+        if ex == ExchangeType.IKE_SA_INIT and state is State.IDLE:
+            return exchanges.answer_init(self, ctx, msg, src, data)
+        if ex == ExchangeType.IKE_AUTH and state is State.INIT_DONE:
+            return exchanges.answer_auth(self, ctx, msg, src)
+        if ex == ExchangeType.INFORMATIONAL and (state in UP or state is State.DELETING):
+            return self.answer_informational(ctx, msg, after)
+        if ex == ExchangeType.CREATE_CHILD_SA and state in UP and ctx is self.ctx:
+            if not exchanges.rekeys_ike(msg):
+                return exchanges.answer_child_rekey(self, ctx, msg)
+            if state is not State.ESTABLISHED:
+                # 2.25: our own IKE SA rekey is under way, or the last one's old IKE SA is not gone yet
+                raise RemoteProtocolError("IKE SA rekey collision", notify=NotifyType.TEMPORARY_FAILURE)
+            return exchanges.answer_ike_rekey(self, ctx, msg, after)
+        if ex == ExchangeType.CREATE_CHILD_SA:
+            raise RemoteProtocolError("CREATE_CHILD_SA now", notify=NotifyType.TEMPORARY_FAILURE)
+        raise RemoteProtocolError(f"{ExchangeType(ex).name if ex in ExchangeType._value2member_map_ else ex} "
+                                  f"request in state {state.value}", notify=NotifyType.INVALID_SYNTAX)
+
     def _heard(self, src: ev.Address) -> None:
         self.heard = True
-        if (self.nat_local or self.nat_remote) and src != self.peer and self.state is State.ESTABLISHED:
+        if (self.nat_local or self.nat_remote) and src != self.peer and self.state in UP:
             # 2.23: behind a NAT, answer where authenticated traffic comes from
             self.peer = src
 
@@ -357,19 +451,18 @@ class IkeSa:
         for d in msg.all(Delete):
             if d.protocol_id == ProtocolId.IKE:
                 if ctx is self.retiring:
-                    after.append(self._drop_retiring)  # the peer finished its IKE SA rekey (2.18)
+                    after.append(self.drop_retiring)  # the peer finished its IKE SA rekey (2.18)
                 else:
                     after.append(lambda: self.fail("peer deleted the IKE SA", "none"))
                 return ()
             if d.protocol_id == ProtocolId.ESP:
                 ours = []
                 for spi in d.spis:
-                    cid = self._child_by_out_spi(int.from_bytes(spi, "big"))
+                    cid = self.child_by_out_spi(int.from_bytes(spi, "big"))
                     if cid is None:
                         continue
-                    child = self.children[cid]
-                    if not child.deleting:  # 1.4.1: answer with the other direction's SPI
-                        ours.append(child.sa.in_spi.to_bytes(4, "big"))
+                    if self.children[cid].state is not ChildState.DELETING:
+                        ours.append(self.children[cid].sa.in_spi.to_bytes(4, "big"))  # 1.4.1: the other direction
                     after.append(lambda c=cid: self.retire_child(c))
                 if ours:
                     reply.append(Delete(ProtocolId.ESP, tuple(ours)))
@@ -386,7 +479,7 @@ class IkeSa:
             succ.active = True
             self.emit(ev.ActivateChild(succ.sa.child_id))
             self.emit(ev.CancelTimer(f"activate:{succ.sa.child_id}"))
-        child.deleting = True
+        self.child_go(cid, "retire")
         self.emit(ev.SetTimer(f"linger:{cid}", self.policy.timers.old_child_linger_s))
 
     def delete_child(self, cid: int) -> None:
@@ -394,25 +487,29 @@ class IkeSa:
         child = self.children.get(cid)
         if child is None:
             return
-        child.deleting = True
+        self.child_go(cid, "delete")
         self.request(self.ctx, ExchangeType.INFORMATIONAL,
                      (Delete(ProtocolId.ESP, (child.sa.in_spi.to_bytes(4, "big"),)),),
-                     lambda _c, _m, c=cid: self.retire_child(c), f"delete child {cid}")
-
-    def _child_by_out_spi(self, spi: int) -> int | None:
-        return next((cid for cid, c in self.children.items() if c.sa.out_spi == spi), None)
+                     lambda _c, _m, _r, c=cid: self.retire_child(c), f"delete child {cid}")
 
     def child_by_out_spi(self, spi: int) -> int | None:
-        return self._child_by_out_spi(spi)
+        return next((cid for cid, c in self.children.items() if c.sa.out_spi == spi), None)
 
     def _newest_child(self) -> int | None:
-        live = [cid for cid, c in self.children.items() if not c.deleting and c.successor is None]
+        live = [cid for cid, c in self.children.items() if c.state in (ChildState.LIVE, ChildState.REKEYING)]
         return max(live) if live else None
 
-    def _drop_retiring(self) -> None:
+    def _rekey_child(self, cid: int) -> None:
+        child = self.children.get(cid)
+        if child is not None and child.state is ChildState.LIVE:
+            self.child_go(cid, "rekey")
+            exchanges.start_child_rekey(self, cid, child.sa)
+
+    def drop_retiring(self) -> None:
         if self.retiring is not None:
             self.emit(ev.CancelTimer(self.retiring.timer))
             self.retiring = None
+            self.go("retired")
 
     # --- timers ------------------------------------------------------------------------
 
@@ -425,7 +522,7 @@ class IkeSa:
         schedule = self.policy.timers.retransmit
         if p.tries >= len(schedule):
             if ctx is self.retiring:
-                self._drop_retiring()
+                self.drop_retiring()
                 return
             self.fail(f"no answer to {p.what} after {p.tries} tries", "remote")
             return
@@ -434,33 +531,28 @@ class IkeSa:
         self.emit(ev.SetTimer(ctx.timer, schedule[p.tries]))
 
     def _timer_dpd(self, _arg: str) -> None:
-        if self.state is not State.ESTABLISHED:
+        if self.state not in UP:
             return
         if not self.heard and self.ctx.pending is None:
             # 2.4: nothing heard for a while: an empty INFORMATIONAL proves liveness
             self.counters["dpd_sent"] += 1
-            self.request(self.ctx, ExchangeType.INFORMATIONAL, (), lambda _c, _m: None, "liveness check")
+            self.request(self.ctx, ExchangeType.INFORMATIONAL, (), lambda _c, _m, _r: None, "liveness check")
         self.heard = False
         self.emit(ev.SetTimer("dpd", self.policy.timers.dpd_s))
 
     def _timer_keepalive(self, _arg: str) -> None:
-        if self.state is State.ESTABLISHED and self.nat_local:
+        if self.state in UP and self.nat_local:
             self.emit(ev.SendKeepalive(self.peer))
             self.emit(ev.SetTimer("keepalive", self.policy.timers.keepalive_s))
 
     def _timer_rekey_ike(self, _arg: str) -> None:
-        from ipsec.ike import exchanges
-
-        if self.state is State.ESTABLISHED:
+        if self.state is State.ESTABLISHED:  # neither rekeying nor waiting for the old SA's delete
+            self.go("rekey")
             exchanges.start_ike_rekey(self)
 
     def _timer_rekey_child(self, arg: str) -> None:
-        from ipsec.ike import exchanges
-
-        cid = int(arg)
-        child = self.children.get(cid)
-        if self.state is State.ESTABLISHED and child is not None and child.successor is None and not child.deleting:
-            exchanges.start_child_rekey(self, cid)
+        if self.state in UP:
+            self._rekey_child(int(arg))
 
     def _timer_linger(self, arg: str) -> None:
         cid = int(arg)
@@ -490,7 +582,8 @@ class IkeSa:
 
     def describe(self) -> dict:
         return {
-            "state": self.state.value,
+            # rekeying or retiring, the IKE SA is up: the status (and who reads it) says established
+            "state": State.ESTABLISHED.value if self.state in UP else self.state.value,
             "local_spi": self.ctx.local_spi.hex(),
             "remote_spi": (self.ctx.spi_r if self.ctx.initiator else self.ctx.spi_i).hex(),
             "initiator": self.ctx.initiator,
@@ -500,16 +593,9 @@ class IkeSa:
             "nat_remote": self.nat_remote,
             "children": [
                 {"id": cid, "in_spi": f"{c.sa.in_spi:#010x}", "out_spi": f"{c.sa.out_spi:#010x}",
-                 "active": c.active, "deleting": c.deleting}
+                 "active": c.active, "deleting": c.state is ChildState.DELETING}
                 for cid, c in sorted(self.children.items())
             ],
             "counters": dict(self.counters),
             "closed_reason": self.closed_reason,
         }
-
-
-def error_text(n: Notify) -> str:
-    try:
-        return NotifyType(n.notify_type).name
-    except ValueError:
-        return f"notify {n.notify_type}"

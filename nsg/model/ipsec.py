@@ -13,13 +13,17 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ipsec.ike.constants import DhGroup, PrfId
 from nsg.model.base import Frozen
 
 _ENCR = r"aes(?P<bits>128|256)gcm16"
-_GROUPS = {"ecp256": 19, "ecp384": 20, "x25519": 31, "curve25519": 31}
-_PRFS = {"prfsha256": 5, "prfsha384": 6}
-IKE_RE = re.compile(_ENCR + r"-(?P<prf>prfsha256|prfsha384)-(?P<dh>ecp256|ecp384|x25519|curve25519)$")
-ESP_RE = re.compile(_ENCR + r"(?P<esn>-esn|-noesn)?(?:-(?P<dh>ecp256|ecp384|x25519|curve25519))?$")
+# strongSwan's keywords for the transforms we speak; the numbers are the IKE library's (IANA, RFC 7296 3.3.2)
+_GROUPS = {"ecp256": DhGroup.ECP_256, "ecp384": DhGroup.ECP_384, "x25519": DhGroup.CURVE25519,
+           "curve25519": DhGroup.CURVE25519}
+_PRFS = {"prfsha256": PrfId.HMAC_SHA2_256, "prfsha384": PrfId.HMAC_SHA2_384}
+_DH_RE, _PRF_RE = "|".join(_GROUPS), "|".join(_PRFS)
+IKE_RE = re.compile(_ENCR + rf"-(?P<prf>{_PRF_RE})-(?P<dh>{_DH_RE})$")
+ESP_RE = re.compile(_ENCR + rf"(?P<esn>-esn|-noesn)?(?:-(?P<dh>{_DH_RE}))?$")
 
 
 def parse_ike(text: str) -> tuple[int, int, int]:
@@ -27,7 +31,7 @@ def parse_ike(text: str) -> tuple[int, int, int]:
     m = IKE_RE.match(text)
     if not m:
         raise ValueError(f"IKE proposal {text!r} is not aes{{128,256}}gcm16-prfsha{{256,384}}-{{ecp256,ecp384,x25519}}")
-    return int(m["bits"]), _PRFS[m["prf"]], _GROUPS[m["dh"]]
+    return int(m["bits"]), int(_PRFS[m["prf"]]), int(_GROUPS[m["dh"]])
 
 
 def parse_esp(text: str) -> tuple[int, bool, int]:
@@ -35,7 +39,7 @@ def parse_esp(text: str) -> tuple[int, bool, int]:
     m = ESP_RE.match(text)
     if not m:
         raise ValueError(f"ESP proposal {text!r} is not aes{{128,256}}gcm16[-esn|-noesn][-ecp256|-ecp384|-x25519]")
-    return int(m["bits"]), m["esn"] == "-esn", _GROUPS[m["dh"]] if m["dh"] else 0
+    return int(m["bits"]), m["esn"] == "-esn", int(_GROUPS[m["dh"]]) if m["dh"] else 0
 
 
 MAX_CRL_BYTES = 4 << 20  # a CRL in the config: revoked serials of unexpired LDevIDs (some 40 bytes each)
