@@ -1,5 +1,6 @@
 """The controller's side of the management channel: gateways connect with their LDevID over
-mTLS; the serial in the certificate says who they are. Uses nsg.channel.wire (pure)."""
+mTLS; the serial in the certificate says who they are. Uses nsg.channel.wire: the messages and their
+order (the same machine the gateway runs), both pure."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from controller.est_server import peer_certificate
 from nsg.channel import wire
+from nsg.channel.wire import ChannelOrder, Side
 
 log = logging.getLogger("controller.channel")
 
@@ -32,6 +34,11 @@ class GatewaySession:
     telemetry: wire.Telemetry | None = None
     events: list[wire.Event] = field(default_factory=list)
     policy_counters: wire.PolicyCounters | None = None
+    order: ChannelOrder = field(default_factory=lambda: ChannelOrder(Side.CONTROLLER))
+
+    async def send(self, msg: wire._Msg) -> None:
+        self.order.send(msg)  # OrderError (fault local) would be our bug
+        await self.ws.send_str(wire.encode(msg))
 
 
 def peer_serial(request: web.Request) -> str | None:
@@ -84,13 +91,15 @@ class ChannelHub:
         session = GatewaySession(serial, ws)
         try:
             hello = wire.decode((await ws.receive(timeout=10)).data)
-            if not isinstance(hello, wire.Hello) or hello.serial != serial:
-                await ws.send_str(wire.encode(wire.Error(code="hello", message="first frame must be our hello")))
-                return ws
+            session.order.receive(hello)  # the first frame must be the gateway's hello
+            assert isinstance(hello, wire.Hello)
+            if hello.serial != serial:
+                raise wire.ChannelProtocolError("hello", f"the hello names serial {hello.serial!r}, the "
+                                                         f"certificate {serial!r}")
             version = wire.choose_version(hello.versions)
-        except (wire.ChannelProtocolError, TimeoutError, TypeError) as exc:
+        except (wire.ChannelProtocolError, TimeoutError, TypeError) as exc:  # TypeError: a close frame
             self.counters["bad_frames"] += 1
-            await ws.send_str(wire.encode(wire.Error(code="hello", message=str(exc))))
+            await session.send(wire.Error(code="hello", message=str(exc) or type(exc).__name__))
             return ws
         old = self.sessions.get(serial)
         if old is not None:
@@ -99,16 +108,17 @@ class ChannelHub:
         if hello.interfaces:
             self.interfaces[serial] = hello.interfaces
         self.counters["connects"] += 1
-        await ws.send_str(wire.encode(wire.Hello(versions=(version,))))
+        await session.send(wire.Hello(versions=(version,)))
         await self.push(serial)
         async for frame in ws:
             if frame.type != WSMsgType.TEXT:
                 continue
             try:
                 msg = wire.decode(frame.data)
+                session.order.receive(msg)
             except wire.ChannelProtocolError as exc:
                 self.counters["bad_frames"] += 1
-                await ws.send_str(wire.encode(wire.Error(code=exc.code, message=str(exc))))
+                await session.send(wire.Error(code=exc.code, message=str(exc)))
                 continue
             if isinstance(msg, wire.ApplyResult):
                 session.results.append(msg)
@@ -123,7 +133,7 @@ class ChannelHub:
                         "reason": msg.error}})
                 elif msg.ok and msg.running == msg.generation:
                     # we hear it over the channel with that generation running: commit-confirm
-                    await ws.send_str(wire.encode(wire.Confirm(generation=msg.generation)))
+                    await session.send(wire.Confirm(generation=msg.generation))
                     failed = self.failed.get(serial)
                     if failed is not None and msg.generation > failed.generation:
                         del self.failed[serial]  # a newer generation holds
@@ -133,6 +143,8 @@ class ChannelHub:
                 session.policy_counters = msg
             elif isinstance(msg, wire.Event):
                 session.events = [*session.events[-99:], msg]
+            elif isinstance(msg, wire.Error):
+                log.warning("gateway says: %s", msg.message, extra={"fields": {"serial": serial, "code": msg.code}})
         if self.sessions.get(serial) is session:
             del self.sessions[serial]
         return ws
@@ -141,8 +153,8 @@ class ChannelHub:
         """Send the gateway its current config if it does not have it yet."""
         session = self.sessions.get(serial)
         found = self.lookup(serial)
-        if session is None or found is None:
-            return False
+        if session is None or found is None or not session.order.open:
+            return False  # the session's own push follows its hello
         generation, doc = found
         if generation <= session.sent_generation:
             return False
@@ -150,6 +162,6 @@ class ChannelHub:
         if failed is not None and failed.generation == generation:
             return False  # it cut the gateway off once; the operator's next change makes a new generation
         window = self.confirm_next.pop(serial, self.confirm_s)
-        await session.ws.send_str(wire.encode(wire.Config(generation=generation, config=doc, confirm_s=window)))
+        await session.send(wire.Config(generation=generation, config=doc, confirm_s=window))
         session.sent_generation = generation
         return True

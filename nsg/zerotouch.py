@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from bootstrap.sources.file import FileSource
 from bootstrap.sources.imds import ImdsSource
 from bootstrap.sources.mdns import MdnsSource
 from bootstrap.sources.model import DiscoveryContext
+from nsg.backoff import Backoff
 from nsg.dataplane.errors import DataplaneError
 from nsg.dataplane.types import AddAddr, Addr, AddRoute, Op, Route, SetUp
 
@@ -83,7 +83,7 @@ class ZeroTouch:
         return out
 
     async def run(self) -> Onboarding:
-        delay = self.backoff[0]
+        backoff = Backoff(*self.backoff)
         while True:
             self.attempts += 1
             try:
@@ -111,8 +111,7 @@ class ZeroTouch:
                 self.state = "activation-required" if isinstance(exc, ActivationRequired) else "retrying"
                 log.warning("bootstrap attempt failed", extra={"fields": {"attempt": self.attempts,
                                                                           "error": str(exc)}})
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, self.backoff[1])
+            await asyncio.sleep(backoff.next())
 
     def status(self) -> dict:
         return {"state": self.state, "attempts": self.attempts, "last_error": self.last_error,

@@ -9,23 +9,16 @@ the servers it names are untrusted bootstrap servers):
   class identifier (option 60, ``VENDOR_CLASS``), with nsg's own sub-option layout below.
 
 The parsers are sans-IO. ``DhcpSource`` runs busybox udhcpc once (``-q``: exit after the
-lease) with a hook script that reports the lease variables as one JSON line; it configures
-nothing itself. The lease's domain name (option 15) and name servers (option 6) are handed on
-to the DNS source through the ``DiscoveryContext``.
+lease) under the supervisor and hook protocol of bootstrap/udhcpc.py (shared with the
+gateway's DHCP uplinks); it configures nothing itself. The lease's domain name (option 15) and
+name servers (option 6) are handed on to the DNS source through the ``DiscoveryContext``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import ctypes
 import ipaddress
-import json
 import logging
-import shlex
 import shutil
-import signal
-import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -39,6 +32,7 @@ from bootstrap.sources.model import (
     check_bootstrap_uri,
     check_hostname,
 )
+from bootstrap.udhcpc import BOUND_EVENTS, Udhcpc, UdhcpcExit, write_hook
 
 log = logging.getLogger("bootstrap.sources.dhcp")
 
@@ -69,9 +63,6 @@ NSG_SUBOPT_BOOTSTRAP_URI = 1
 UDHCPC_DISCOVERS = 3
 UDHCPC_PAUSE_S = 1
 DEFAULT_TIMEOUT_S = 10.0
-HOOK_PREFIX = "NSG-SZTP-DHCP "
-HOOK_KEYS = ("interface", "ip", "mask", "router", "dns", "domain", "serverid", "lease", "opt43", "opt143")
-BOUND_EVENTS = ("bound", "renew")
 
 
 def parse_option_143(payload: bytes) -> list[str]:
@@ -186,19 +177,6 @@ class DhcpResult:
         return list(dict.fromkeys(self.uris_143 + self.uris_43))
 
 
-def parse_hook_line(line: str) -> tuple[str, dict[str, str]] | None:
-    """One stdout line of udhcpc; None for lines that are not from our hook."""
-    if not line.startswith(HOOK_PREFIX):
-        return None
-    try:
-        doc = json.loads(line[len(HOOK_PREFIX) :])
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(doc, dict) or not isinstance(doc.get("event"), str) or not isinstance(doc.get("env"), dict):
-        return None
-    return doc["event"], {str(k): str(v) for k, v in doc["env"].items() if k in HOOK_KEYS}
-
-
 def result_from_env(interface: str, env: dict[str, str]) -> DhcpResult:
     """Turn the hook variables of a bound lease into a DhcpResult (sans-IO)."""
     problems: list[str] = []
@@ -251,30 +229,11 @@ def _ipv4_list(text: str, what: str, problems: list[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def hook_script(python: str = sys.executable) -> str:
-    """The udhcpc ``-s`` script: report the event and the lease variables as one JSON line.
-    JSON keeps whatever a DHCP server put in a string (newlines included) on that line."""
-    code = ("import json,os,sys;"
-            f"k={json.dumps(list(HOOK_KEYS))};"
-            f"e={{x:os.environ[x] for x in k if x in os.environ}};"
-            f'sys.stdout.write({json.dumps(HOOK_PREFIX)}+json.dumps({{"event":(sys.argv[1:] or [""])[0],"env":e}})'
-            '+"\\n");sys.stdout.flush()')
-    return f"#!/bin/sh\nexec {shlex.quote(python)} -c {shlex.quote(code)} \"$@\"\n"
-
-
 def udhcpc_argv(busybox: str, interface: str, hook: Path, vendor_class: str = VENDOR_CLASS) -> list[str]:
     return [busybox, "udhcpc", "-i", interface, "-f", "-q", "-n",
             "-t", str(UDHCPC_DISCOVERS), "-T", str(UDHCPC_PAUSE_S),
             "-O", str(OPTION_V4_SZTP_REDIRECT), "-O", str(OPTION_VENDOR_SPECIFIC), "-O", "domain", "-O", "dns",
             "-V", vendor_class, "-s", str(hook)]
-
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: if we die (even by SIGKILL), udhcpc gets SIGTERM."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 LeaseHook = Callable[[DhcpResult], Awaitable[None]]
@@ -322,41 +281,23 @@ class DhcpSource:
         if not busybox:
             raise LocalDiscoveryError("busybox not found: cannot run udhcpc")
         with tempfile.TemporaryDirectory(prefix="nsg-sztp-dhcp-") as tmp:
-            hook = Path(tmp) / "hook"
-            hook.write_text(hook_script())
-            hook.chmod(0o700)
+            proc = Udhcpc(udhcpc_argv(busybox, self.interface, write_hook(Path(tmp)), self.vendor_class))
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *udhcpc_argv(busybox, self.interface, hook, self.vendor_class),
-                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE, preexec_fn=_die_with_parent)
+                done = await proc.run(timeout=self.timeout)
             except OSError as exc:
                 raise LocalDiscoveryError(f"cannot start udhcpc: {exc}") from None
-            try:
-                out, err = await asyncio.wait_for(proc.communicate(), self.timeout)
             except TimeoutError:
                 raise LocalDiscoveryError(f"udhcpc on {self.interface} did not finish in {self.timeout} s") from None
-            finally:
-                await _reap(proc)
-        return self._result(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+        return self._result(done)
 
-    def _result(self, returncode: int | None, out: str, err: str) -> DhcpResult | None:
-        events = [p for p in map(parse_hook_line, out.splitlines()) if p is not None]
-        if not events:
+    def _result(self, done: UdhcpcExit) -> DhcpResult | None:
+        if not done.events:
             # udhcpc runs the hook ("deconfig") as soon as it holds the interface; no event at
             # all means it never got that far (no such interface, no permission).
-            tail = err.strip().splitlines()[-3:]
-            raise LocalDiscoveryError(f"udhcpc failed on {self.interface} (exit {returncode}): {' / '.join(tail)}",
-                                      code=returncode)
-        bound = [env for event, env in events if event in BOUND_EVENTS]
+            raise LocalDiscoveryError(f"udhcpc failed on {self.interface} (exit {done.returncode}): "
+                                      f"{' / '.join(done.stderr)}", code=done.returncode)
+        bound = [ev.env for ev in done.events if ev.event in BOUND_EVENTS]
         if not bound:
             return None
         return result_from_env(self.interface, bound[-1])
 
-
-async def _reap(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
-    await proc.wait()

@@ -1,21 +1,23 @@
 """The gateway's side of the management channel: mTLS WebSocket, reconnect with jittered backoff.
 
 The channel only carries desired state in and results out; applying a config is the daemon's
-business (``on_config``), which validates it and keeps what runs if it is bad.
+business (``on_config``), which validates it and keeps what runs if it is bad. Which message may
+come or go when is nsg/channel/wire.py (its order machine)'s (the controller uses the same machine).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
 
+from nsg.backoff import Backoff
 from nsg.channel import wire
+from nsg.channel.wire import ChannelOrder, Side
 
 log = logging.getLogger("nsg.channel")
 
@@ -45,6 +47,7 @@ class ChannelClient:
         self.greeting = greeting
         self.interfaces = interfaces
         self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._order: ChannelOrder | None = None  # this session's message order
         self.stats = {"connects": 0, "failures": 0, "frames_in": 0, "frames_out": 0, "bad_frames": 0,
                       "configs": 0}
         self.last_error: str | None = None
@@ -55,32 +58,35 @@ class ChannelClient:
         return self._ws is not None and not self._ws.closed
 
     async def run(self) -> None:
-        delay = self.backoff[0]
+        backoff = Backoff(*self.backoff)
         while True:
             try:
                 await self._session()
-                delay = self.backoff[0]  # it worked for a while: start over with short waits
             except (aiohttp.ClientError, OSError, TimeoutError, wire.ChannelProtocolError, ssl.SSLError) as exc:
                 self.stats["failures"] += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("channel down: %s", self.last_error, extra={"fields": {"url": self.url}})
+            if self.connected_since is not None:
+                backoff.reset()  # it worked for a while: start over with short waits
             self._ws = None
+            self._order = None
             self.connected_since = None
             # jitter spreads 500 gateways reconnecting after a controller restart
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, self.backoff[1])
+            await asyncio.sleep(backoff.next())
 
     async def _session(self) -> None:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         async with aiohttp.ClientSession(timeout=timeout) as session, session.ws_connect(
                 self.url, ssl=self.ssl_context(), heartbeat=self.heartbeat, max_msg_size=wire.MAX_FRAME) as ws:
-            self._ws = ws
+            self._ws, self._order = ws, ChannelOrder(Side.GATEWAY)
             ifaces = await asyncio.to_thread(self.interfaces) if self.interfaces is not None else ()
             await self._send(wire.Hello(versions=wire.VERSIONS, serial=self.serial, capabilities=self.capabilities,
                                         generation=self.running(), interfaces=ifaces))
-            first = await self._receive(ws)
-            if not isinstance(first, wire.Hello):
-                raise wire.ChannelProtocolError("order", f"expected hello, got {first.type}")
+            first = await self._receive(ws)  # the order allows only the controller's hello or its refusal
+            if isinstance(first, wire.Error):
+                raise wire.ChannelProtocolError("refused", f"controller refused our hello: {first.code}: "
+                                                f"{first.message}")
+            assert isinstance(first, wire.Hello)
             wire.choose_version(first.versions)
             self.stats["connects"] += 1
             self.connected_since = time.time()
@@ -116,18 +122,21 @@ class ChannelClient:
             raise wire.ChannelProtocolError("frame", f"unexpected frame type {frame.type.name}")
         self.stats["frames_in"] += 1
         msg = wire.decode(frame.data)
-        if not isinstance(msg, wire.Hello | wire.Config | wire.Confirm | wire.Error):
-            raise wire.ChannelProtocolError("direction", f"'{msg.type}' is not sent by a controller")
+        assert self._order is not None
+        self._order.receive(msg)  # OrderError (a ChannelProtocolError) if the controller may not send it now
+        assert isinstance(msg, wire.Hello | wire.Config | wire.Confirm | wire.Error)
         return msg
 
     async def _send(self, msg: wire._Msg) -> None:
-        assert self._ws is not None
+        assert self._ws is not None and self._order is not None
+        self._order.send(msg)  # OrderError (fault local) would be our bug
         await self._ws.send_str(wire.encode(msg))
         self.stats["frames_out"] += 1
 
-    async def send(self, msg: wire.Telemetry | wire.Event) -> bool:
-        """Best effort: False when the channel is down (the caller keeps or drops it)."""
-        if not self.connected:
+    async def send(self, msg: wire.Telemetry | wire.Event | wire.PolicyCounters) -> bool:
+        """Best effort: False when the channel is down or its hellos are not through yet (the caller
+        keeps or drops it)."""
+        if not self.connected or self._order is None or not self._order.open:
             return False
         try:
             await self._send(msg)

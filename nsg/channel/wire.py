@@ -20,6 +20,7 @@ ignored — it never changes what runs.
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -132,3 +133,124 @@ def choose_version(offered: tuple[int, ...]) -> int:
     if not common:
         raise ChannelProtocolError("version", f"no common version: peer offers {list(offered)}, we speak {VERSIONS}")
     return max(common)
+
+# --- the order of messages on one channel (both ends run this machine) --------------------------
+# One machine per end of a channel session.
+#
+# Sans-IO: message types in, the new state out; no sockets, no clock. Both ends use it, the
+# gateway (nsg/channel/client.py) and the controller (controller/channel_server.py), each with its
+# own table:
+#
+#     gateway        START           --send hello-->               HELLO_SENT
+#                    HELLO_SENT      --recv hello-->               OPEN
+#                    HELLO_SENT      --recv error-->               CLOSED  (the controller refused our hello)
+#                    OPEN            --recv config|confirm|error-->  OPEN
+#                    OPEN            --send apply_result|telemetry|event|policy_counters|error-->  OPEN
+#
+#     controller     START           --recv hello-->               HELLO_RECEIVED
+#                    START           --send error-->               CLOSED  (the first frame was not a hello)
+#                    HELLO_RECEIVED  --send hello-->               OPEN
+#                    HELLO_RECEIVED  --send error-->               CLOSED  (hello refused: serial, version)
+#                    OPEN            --recv apply_result|telemetry|event|policy_counters|error-->  OPEN
+#                    OPEN            --send config|confirm|error-->  OPEN
+#
+# Anything else raises ``OrderError`` (a ``ChannelProtocolError``) and leaves the state as it
+# was, so a bad frame is answered, counted and otherwise ignored. Its code is ``direction`` for a
+# type this end never receives (or never sends) and ``order`` for one that is legal, but not now;
+# ``fault`` says whose: ``remote`` for what the peer sent, ``local`` for what we tried to send.
+
+
+class State(StrEnum):
+    START = "start"  # connected, no hello yet
+    HELLO_SENT = "hello-sent"  # gateway: our hello is out, the controller's is awaited
+    HELLO_RECEIVED = "hello-received"  # controller: the gateway's hello is in, ours not yet sent
+    OPEN = "open"
+    CLOSED = "closed"  # the hello exchange failed; the channel goes down
+
+
+class Side(StrEnum):
+    GATEWAY = "gateway"
+    CONTROLLER = "controller"
+
+
+SEND = "send"
+RECV = "recv"
+
+FROM_CONTROLLER = ("config", "confirm", "error")
+FROM_GATEWAY = ("apply_result", "telemetry", "event", "policy_counters", "error")
+
+Table = dict[tuple[State, str, str], State]  # (state, send|recv, message type) -> next state
+
+GATEWAY: Table = {
+    (State.START, SEND, "hello"): State.HELLO_SENT,
+    (State.HELLO_SENT, RECV, "hello"): State.OPEN,
+    (State.HELLO_SENT, RECV, "error"): State.CLOSED,
+    **{(State.OPEN, RECV, t): State.OPEN for t in FROM_CONTROLLER},
+    **{(State.OPEN, SEND, t): State.OPEN for t in FROM_GATEWAY},
+}
+
+CONTROLLER: Table = {
+    (State.START, RECV, "hello"): State.HELLO_RECEIVED,
+    (State.START, SEND, "error"): State.CLOSED,
+    (State.HELLO_RECEIVED, SEND, "hello"): State.OPEN,
+    (State.HELLO_RECEIVED, SEND, "error"): State.CLOSED,
+    **{(State.OPEN, RECV, t): State.OPEN for t in FROM_GATEWAY},
+    **{(State.OPEN, SEND, t): State.OPEN for t in FROM_CONTROLLER},
+}
+
+TABLES: dict[Side, Table] = {Side.GATEWAY: GATEWAY, Side.CONTROLLER: CONTROLLER}
+
+
+class OrderError(ChannelProtocolError):
+    """A message out of order (code ``order``) or in the wrong direction (code ``direction``).
+    ``fault``: ``remote`` if the peer sent it, ``local`` if we were about to."""
+
+    def __init__(self, code: str, message: str, fault: str):
+        super().__init__(code, message)
+        self.fault = fault
+
+
+class ChannelOrder:
+    """The order of one channel session as seen from ``side``."""
+
+    def __init__(self, side: Side | str):
+        self.side = Side(side)
+        self.table = TABLES[self.side]
+        self.state = State.START
+        # the types each direction may ever carry for this side (from its table)
+        self._legal = {d: {t for (_, dd, t) in self.table if dd == d} for d in (SEND, RECV)}
+
+    @property
+    def open(self) -> bool:
+        return self.state is State.OPEN
+
+    def send(self, msg: _Msg | str) -> State:
+        """We are about to send ``msg``: the new state, or OrderError (our bug, fault local)."""
+        return self._step(SEND, msg)
+
+    def receive(self, msg: _Msg | str) -> State:
+        """The peer sent ``msg``: the new state, or OrderError (fault remote)."""
+        return self._step(RECV, msg)
+
+    def may_send(self, msg: _Msg | str) -> bool:
+        return (self.state, SEND, _type(msg)) in self.table
+
+    def _step(self, direction: str, msg: _Msg | str) -> State:
+        kind = _type(msg)
+        nxt = self.table.get((self.state, direction, kind))
+        if nxt is None:
+            fault = "local" if direction == SEND else "remote"
+            peer = "controller" if self.side is Side.GATEWAY else "gateway"
+            who = f"the {self.side}" if direction == SEND else f"the {peer}"
+            if kind not in self._legal[direction]:
+                raise OrderError("direction", f"'{kind}' is not sent by {who}", fault)
+            expected = [t for (st, d, t) in self.table if st is self.state and d == direction]
+            verb = "sent" if direction == SEND else "received"
+            wanted = f"expected {' or '.join(expected)}" if expected else f"nothing may be {verb} now"
+            raise OrderError("order", f"'{kind}' from {who} out of order: {wanted} (channel {self.state})", fault)
+        self.state = nxt
+        return nxt
+
+
+def _type(msg: _Msg | str) -> str:
+    return msg if isinstance(msg, str) else str(msg.type)

@@ -1,14 +1,11 @@
-"""A DHCP lease as the dataplane consumes it, and its decoding from udhcpc's environment."""
+"""A DHCP lease as the dataplane consumes it, and its decoding from udhcpc's hook variables
+(bootstrap/udhcpc.py reports them)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
-
-# Events busybox udhcpc passes as $1 to its script.
-BOUND_EVENTS = frozenset({"bound", "renew"})
-LOST_EVENTS = frozenset({"deconfig", "leasefail", "nak"})
 
 
 @dataclass(frozen=True)

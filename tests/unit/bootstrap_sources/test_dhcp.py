@@ -1,30 +1,26 @@
 """DHCP option 143 (RFC 8572 sections 8.1, 8.3) and nsg's option 43 sub-options: golden bytes
-built by hand from the layouts, hostile inputs, the udhcpc hook round trip, and fuzzing."""
+built by hand from the layouts, hostile inputs, what one udhcpc run yields, and fuzzing. The hook
+protocol and the udhcpc supervisor themselves are tested in tests/unit/test_udhcpc.py."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bootstrap.sources.dhcp import (
-    HOOK_PREFIX,
     DhcpSource,
     encode_option_43,
     encode_option_143,
-    hook_script,
-    parse_hook_line,
     parse_option_43,
     parse_option_143,
     result_from_env,
     udhcpc_argv,
 )
 from bootstrap.sources.model import DiscoveryContext, LocalDiscoveryError, RemoteProtocolError
+from bootstrap.udhcpc import HookEvent, UdhcpcExit
 from tests.unit.bootstrap_sources import EDITS, mutate
 
 URI_A = "https://a.example"  # 17 octets
@@ -130,29 +126,6 @@ def test_non_hex_from_udhcpc_is_a_local_fault():
         result_from_env("wan0", {"opt143": "zz"})
 
 
-def test_hook_lines():
-    line = HOOK_PREFIX + json.dumps({"event": "bound", "env": {"ip": "198.18.5.10", "junk": "x"}})
-    assert parse_hook_line(line) == ("bound", {"ip": "198.18.5.10"})
-    assert parse_hook_line("udhcpc: started") is None
-    assert parse_hook_line(HOOK_PREFIX + "{not json") is None
-    assert parse_hook_line(HOOK_PREFIX + '{"event": 1, "env": {}}') is None
-
-
-def test_hook_script_reports_one_json_line(tmp_path):
-    """The real script, run the way udhcpc runs it; a newline a server smuggles into a
-    string stays inside the JSON line."""
-    hook = tmp_path / "hook"
-    hook.write_text(hook_script())
-    hook.chmod(0o700)
-    env = {"PATH": os.environ.get("PATH", ""), "ip": "198.18.5.10", "domain": "x\n" + HOOK_PREFIX + "{}",
-           "opt143": GOLDEN_143.hex(), "secret": "not reported"}
-    out = subprocess.run([str(hook), "bound"], env=env, capture_output=True, text=True, check=True).stdout
-    lines = out.splitlines()
-    assert len(lines) == 1
-    event, got = parse_hook_line(lines[0])
-    assert event == "bound" and got == {k: env[k] for k in ("ip", "domain", "opt143")}
-
-
 def test_udhcpc_command_line(tmp_path):
     argv = udhcpc_argv("/bin/busybox", "wan0", tmp_path / "hook")
     assert argv[:8] == ["/bin/busybox", "udhcpc", "-i", "wan0", "-f", "-q", "-n", "-t"]
@@ -161,17 +134,27 @@ def test_udhcpc_command_line(tmp_path):
     assert argv[argv.index("-V") + 1] == "nsg" and argv[-2:] == ["-s", str(tmp_path / "hook")]
 
 
-def _line(event: str, **env: str) -> str:
-    return HOOK_PREFIX + json.dumps({"event": event, "env": env})
-
-
 def test_run_outcomes_without_a_network():
     src = DhcpSource("wan0")
-    with pytest.raises(LocalDiscoveryError, match="No such device"):
-        src._result(1, "", "udhcpc: started\nudhcpc: SIOCGIFINDEX: No such device\n")
-    assert src._result(1, _line("deconfig", interface="wan0") + "\n", "") is None  # nobody answered
-    out = "\n".join([_line("deconfig"), _line("bound", ip="198.18.5.10", mask="24", opt143=GOLDEN_143.hex())])
-    assert src._result(0, out, "").uris == [URI_A, URI_B]
+    with pytest.raises(LocalDiscoveryError, match="No such device") as info:
+        src._result(UdhcpcExit(1, (), ("udhcpc: started", "udhcpc: SIOCGIFINDEX: No such device")))
+    assert info.value.code == 1 and info.value.fault == "local"
+    assert src._result(UdhcpcExit(1, (HookEvent("deconfig", {"interface": "wan0"}),))) is None  # nobody answered
+    events = (HookEvent("deconfig", {}), HookEvent("bound", {"ip": "198.18.5.10", "mask": "24",
+                                                             "opt143": GOLDEN_143.hex()}))
+    assert src._result(UdhcpcExit(0, events)).uris == [URI_A, URI_B]
+
+
+def test_one_run_through_the_supervisor(tmp_path):
+    """DhcpSource.run with a stand-in busybox that runs the hook the way udhcpc does."""
+    fake = tmp_path / "busybox"
+    fake.write_text('#!/bin/sh\nhook=""\nwhile [ $# -gt 0 ]; do [ "$1" = "-s" ] && hook="$2"; shift; done\n'
+                    '"$hook" deconfig\n'
+                    f'ip=198.18.5.10 mask=24 domain=example.com opt143={GOLDEN_143.hex()} "$hook" bound\n')
+    fake.chmod(0o700)
+    result = asyncio.run(DhcpSource("wan0", busybox=str(fake)).run())
+    assert result is not None and (result.address, result.domain) == ("198.18.5.10", "example.com")
+    assert result.uris == [URI_A, URI_B]
 
 
 def test_missing_busybox_is_a_local_fault(tmp_path):

@@ -8,6 +8,7 @@ import datetime
 import ipaddress
 import ssl
 
+import aiohttp
 import pytest
 from aiohttp import web
 from cryptography import x509
@@ -207,5 +208,70 @@ def test_commit_confirm_over_the_channel(pki):
         await until(lambda: "NSG-1" not in hub.failed)  # a newer generation holds
         task.cancel()
         await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def test_out_of_order_frames_are_answered_counted_and_ignored(pki, caplog):
+    """Both ends enforce the order machine in nsg/channel/wire.py on a live session: a second hello or a message the
+    sender's side never sends is answered with an error naming it, counted, and changes nothing."""
+    configs = {"NSG-1": (3, {"schema_version": 1})}
+
+    async def on_config(msg):
+        return wire.ApplyResult(generation=msg.generation, ok=True, running=msg.generation)
+
+    async def main():
+        hub = ChannelHub(configs.get)
+        runner, port = await start(hub, pki)
+        client = ChannelClient(f"wss://127.0.0.1:{port}/channel", lambda: client_ctx(pki), "NSG-1", on_config,
+                               lambda: 0, backoff=(0.05, 0.2))
+        task = asyncio.create_task(client.run())
+        await until(lambda: "NSG-1" in hub.sessions and len(hub.sessions["NSG-1"].results) == 1)
+        # the controller misbehaves: hello again, then a gateway's message
+        ws = hub.sessions["NSG-1"].ws
+        await ws.send_str(wire.encode(wire.Hello(versions=(1,))))
+        await ws.send_str(wire.encode(wire.Telemetry(ts=1.0)))
+        await until(lambda: client.stats["bad_frames"] == 2)
+        await until(lambda: sum("gateway says" in r.getMessage() for r in caplog.records) == 2)
+        said = [r.fields["code"] for r in caplog.records if "gateway says" in r.getMessage()]
+        assert said == ["order", "direction"]
+        # the gateway misbehaves: a controller's message, around its own machine
+        await client._ws.send_str(wire.encode(wire.Config(generation=9, config={})))
+        await until(lambda: hub.counters["bad_frames"] == 1)
+        await until(lambda: any("controller says" in r.getMessage() for r in caplog.records))
+        said = [r.fields["code"] for r in caplog.records if "controller says" in r.getMessage()]
+        assert said == ["direction"]
+        # nothing changed: still connected, still the one result, a push still works
+        assert client.connected and client.stats["connects"] == 1 and len(hub.sessions["NSG-1"].results) == 1
+        configs["NSG-1"] = (4, {"schema_version": 1})
+        assert await hub.push("NSG-1")
+        await until(lambda: len(hub.sessions["NSG-1"].results) == 2)
+        task.cancel()
+        await runner.cleanup()
+
+    with caplog.at_level("WARNING"):
+        asyncio.run(main())
+
+
+@pytest.mark.parametrize(("first", "words"), [
+    (wire.Config(generation=1, config={}), "'config' is not sent by the gateway"),
+    (wire.Telemetry(ts=1.0), "'telemetry' from the gateway out of order: expected hello"),
+    (wire.Hello(versions=(1,), serial="NSG-2"), "the hello names serial 'NSG-2', the certificate 'NSG-1'"),
+    (wire.Hello(versions=(7,), serial="NSG-1"), "no common version"),
+])
+def test_the_hub_wants_the_gateways_own_hello_first(pki, first, words):
+    async def main():
+        hub = ChannelHub(lambda s: (1, {}) if s == "NSG-1" else None)
+        runner, port = await start(hub, pki)
+        try:
+            async with aiohttp.ClientSession() as http, http.ws_connect(
+                    f"wss://127.0.0.1:{port}/channel", ssl=client_ctx(pki)) as ws:
+                await ws.send_str(wire.encode(first))
+                answer = wire.decode((await ws.receive(timeout=5)).data)
+                assert (await ws.receive(timeout=5)).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        finally:
+            await runner.cleanup()
+        assert isinstance(answer, wire.Error) and answer.code == "hello" and words in answer.message
+        assert hub.counters["bad_frames"] == 1 and hub.sessions == {} and hub.counters["connects"] == 0
 
     asyncio.run(main())
