@@ -1,6 +1,10 @@
 """The gateway daemon: load config, reconcile the dataplane, answer status, obey signals.
 
-Config flows one way: file -> validated GatewayConfig -> Desired -> Reconciler.
+Config flows one way: file -> validated GatewayConfig -> nsg.compose.compose (with the leases, the
+EVPN RIB's view and the ESP probe) -> one DesiredState -> nsg.engine.Engine, which sets each
+subsystem's part in a declared order and rolls back on failure. Inputs that change (a lease, the
+RIB, a config, a renewed LDevID) are events on one queue that the main loop turns into a new
+compose + engine.set; nothing calls back into the daemon.
 SIGHUP re-reads the file; an invalid file is refused and counted, and whatever was
 running stays exactly as it was. SIGTERM exits and leaves the dataplane up unless
 flush_on_exit is set. A periodic resync re-applies the same desired state, which
@@ -16,20 +20,32 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 from nsg import __version__, preflight
+from nsg.compose import DESIRED_ORDER, ComposeError, compose
 from nsg.confirm import CommitConfirm
 from nsg.control import SOCKET_NAME, ControlServer
-from nsg.dataplane.desired import bridge_name, build_desired, vxlan_name
-from nsg.dataplane.reconciler import ApplyResult, Kernel, Reconciler
+from nsg.dataplane.desired import bridge_name, vxlan_name
+from nsg.dataplane.reconciler import Kernel, Reconciler
+from nsg.engine import Engine, EngineResult, Event, SubsystemError
 from nsg.link import ControllerLink
 from nsg.model import ConfigError, GatewayConfig, load_config
 from nsg.model.config import dump_config
 from nsg.policy.enforce import Enforcement
-from nsg.tunnels import TunnelConfigError, Tunnels
-from nsg.uplinks.dhcp import DhcpClient, write_hook
+from nsg.subsystems import (
+    DataplaneSubsystem,
+    DhcpSubsystem,
+    EspEngineSubsystem,
+    EvpnSubsystem,
+    GuardSubsystem,
+    IkeSubsystem,
+    PolicySubsystem,
+    QosSubsystem,
+    TunnelSlot,
+    WorkloadsSubsystem,
+)
+from nsg.tunnels import Tunnels
 from nsg.uplinks.lease import Lease
 from nsg.workloads import Workloads
 
@@ -37,6 +53,7 @@ log = logging.getLogger("nsg.daemon")
 
 LAST_GOOD = "last-good-config.json"
 MAX_OPS_SHOWN = 100  # operations listed in the log and in status per apply (all are counted)
+RESYNC_FORCE = frozenset({"guard", "policy", "dataplane", "qos"})  # the parts that read the kernel back
 
 
 class Daemon(ControllerLink):
@@ -63,8 +80,6 @@ class Daemon(ControllerLink):
         self.resync_interval = resync_interval
         self.config: GatewayConfig | None = None
         self.generation = 0
-        self.leases: dict[str, Lease] = {}
-        self.dhcp: dict[str, DhcpClient] = {}
         self.last_apply: dict | None = None
         self.last_reload_error: str | None = None
         self.counters = {"applies": 0, "apply_errors": 0, "changes": 0, "reloads": 0, "reloads_rejected": 0,
@@ -73,14 +88,17 @@ class Daemon(ControllerLink):
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
-        self._pending: list[str] = []
-        self.tunnels: Tunnels | None = None
-        self.evpn = None
-        self.neigh_watch = None
+        self._pending: list[Event] = []
         self.docker_url = docker_url
         self.workloads = Workloads(state_dir, docker_url, lambda: self._device_tls() if self._device_tls else None,
                                    self._telemetry_soon)  # apps and VMs
-        self.enforce = Enforcement()  # the config's policy (nftables) and QoS (tc)
+        self.enforce = Enforcement()  # the box's input guard, the config's policy (nftables) and QoS (tc)
+        self.dhcp = DhcpSubsystem(state_dir, self._on_lease, self._on_dhcp_error)
+        self.tunnel_slot = TunnelSlot(self.identity_dir, lambda _peer: self._request(Event("tunnel-up")))
+        self.evpn_sub = EvpnSubsystem(lambda: self._request(Event("evpn")))
+        self.engine: Engine | None = None  # once the kernel is open (run)
+        self.credentials_epoch = 0  # bumped by a renewed LDevID: IKE reads its credentials again
+        self._kernel_esp: bool | None = None  # the probe's answer, once transport "esp" was asked for
         self.tenant_mtu = 1500
         self.controller_url = controller_url
         self.channel = None
@@ -122,11 +140,12 @@ class Daemon(ControllerLink):
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.kernel = await asyncio.to_thread(self.kernel_factory)
         self.reconciler = Reconciler(self.kernel)
+        self.engine = self._engine()
         control = ControlServer(self.state_dir / SOCKET_NAME, {"status": self._status, "rekey": self._rekey,
                                                                    "evpn": self._show_evpn})
         await control.start()
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, self._request, "reload")
+        loop.add_signal_handler(signal.SIGHUP, self._request, Event("reload"))
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         log.info("nsg started", extra={"fields": {"version": __version__, "pid": os.getpid(),
@@ -148,15 +167,10 @@ class Daemon(ControllerLink):
                     if task is not None:
                         task.cancel()
         finally:
-            for client in self.dhcp.values():
-                await client.stop()
-            if self.tunnels is not None:
-                await self.tunnels.stop()
-            if self.neigh_watch is not None:
-                await asyncio.to_thread(self.neigh_watch.stop)
+            await self.dhcp.stop()
+            await self.tunnel_slot.stop()
             await self.workloads.stop()  # the containers and VMs keep running, like the dataplane
-            if self.evpn is not None:
-                await self.evpn.stop()
+            await self.evpn_sub.stop()
             if self.flush_on_exit:
                 await self.enforce.flush()
                 async with self._lock:
@@ -189,8 +203,29 @@ class Daemon(ControllerLink):
             self.last_reload_error = str(exc)
             return load_config(last)
 
-    def _request(self, what: str) -> None:
-        self._pending.append(what)
+    def _engine(self) -> Engine:
+        enforce, slot = self.enforce, self.tunnel_slot
+        order = [self.dhcp, GuardSubsystem(enforce), PolicySubsystem(enforce), EspEngineSubsystem(slot),
+                 DataplaneSubsystem(self.reconciler, self._lock), IkeSubsystem(slot), QosSubsystem(enforce),
+                 self.evpn_sub, WorkloadsSubsystem(self.workloads)]
+        assert tuple(sub.name for sub in order) == DESIRED_ORDER
+        return Engine(order)
+
+    @property
+    def leases(self) -> dict[str, Lease]:
+        return self.dhcp.leases
+
+    @property
+    def tunnels(self) -> Tunnels | None:
+        return self.tunnel_slot.tunnels
+
+    @property
+    def evpn(self):
+        return self.evpn_sub.control
+
+    def _request(self, event: Event) -> None:
+        """The one way in for anything that changed: the main loop acts on it."""
+        self._pending.append(event)
         self._wake.set()
 
     async def _main_loop(self) -> None:
@@ -205,26 +240,18 @@ class Daemon(ControllerLink):
                 return
             pending, self._pending = self._pending, []
             self._wake.clear()
-            if not done:
-                pending = ["resync"]
-            if "renewed" in pending and self.config is not None and self.tunnels is not None:
-                # a new LDevID: new IKE SAs authenticate with it; the running ones stay up
-                try:
-                    self.tunnels.apply(self.config, self._local_ip())
-                except TunnelConfigError as exc:
-                    log.error("renewed LDevID not usable: %s", exc)
-                pending = [p for p in pending if p != "renewed"]
-            if "confirm-timeout" in pending:
+            kinds = [e.kind for e in pending] if done else ["resync"]
+            if "tunnel-up" in kinds:
+                self.evpn_sub.kick()  # the BGP sessions over the new SA connect now
+            if "renewed" in kinds:
+                self.credentials_epoch += 1  # a new LDevID: new IKE SAs authenticate with it
+            if "confirm-timeout" in kinds:
                 await self._rollback_if_due()
-                pending = [p for p in pending if p != "confirm-timeout"]
-            if "reload" in pending:
+            inputs = [k for k in kinds if k in ("lease", "evpn", "resync", "renewed")]
+            if "reload" in kinds:
                 await self._reload()
-            elif pending:
-                if pending[0] == "resync" and self.config is not None:
-                    await self.enforce.sync_guard(self.config, verify=True)
-                    await self.enforce.sync_policy(self.config, verify=True)  # our table deleted behind our back
-                    await self.enforce.sync_qos(self.config)  # a missing tree, or an uplink that appeared since
-                await self._apply(pending[0])
+            elif inputs and self.config is not None:
+                await self._converge(inputs[0], RESYNC_FORCE if "resync" in inputs else frozenset())
 
     # --- config ------------------------------------------------------------
 
@@ -265,35 +292,40 @@ class Daemon(ControllerLink):
         result = await self._converge(reason)
         if not result.ok:
             if previous is not None and new != previous:
+                # the engine put back what this attempt changed: the previous config runs as it was
                 self.config, self.generation = previous, previous_generation
-                await self._converge(f"{reason}-rollback")
             self._refused(f"could not apply: {result.error}", [str(result.error)])
             return f"could not apply: {result.error}"
         if persist:
             self._persist_last_good()
         return None
 
-    async def _converge(self, reason: str) -> ApplyResult:
-        self._sync_dhcp()
-        # The box's input guard, then the firewall, go in before the dataplane: a new VXLAN device or
-        # subnet is never up unfiltered. A ruleset nft refuses fails the whole config (the kernel kept
-        # the old one; install_config rolls back).
+    async def _converge(self, reason: str, force: frozenset[str] = frozenset()) -> EngineResult:
+        """Compose the running config with what the box learned, and have the engine set it. The guard
+        and the firewall go in before the dataplane (nsg.compose.DESIRED_ORDER): a new VXLAN device or
+        subnet is never up unfiltered. A part that fails rolls back what this pass changed."""
+        if self.config is None:
+            return EngineResult(error=SubsystemError("compose", "no config yet"))
+        assert self.engine is not None
+        try:
+            leases = self.dhcp.leases_for({u.name: u.interface for u in self.config.uplinks})
+            state = compose(self.config, leases, self.evpn_sub.view(), kernel_esp=self._probe_esp(),
+                            credentials_epoch=self.credentials_epoch)
+        except ComposeError as exc:  # e.g. a lease MTU too small for any tenant MTU
+            return self._record(reason, EngineResult(error=SubsystemError("compose", str(exc))))
+        self.tenant_mtu = state.tenant_mtu
+        return self._record(reason, await self.engine.set(state, force))
+
+    def _probe_esp(self) -> bool:
+        """Kernel ESP (XFRM) or the userspace engine: probed once, before the first plan that needs it."""
         assert self.config is not None
-        guard_error = await self.enforce.sync_guard(self.config)
-        if guard_error is not None:
-            return ApplyResult((), (), guard_error)
-        policy_error = await self.enforce.sync_policy(self.config)
-        if policy_error is not None:
-            return ApplyResult((), (), policy_error)
-        await self._sync_tunnels(before_apply=True)
-        result = await self._apply(reason)
-        await self._sync_tunnels(before_apply=False)
-        qos_error = await self.enforce.sync_qos(self.config)
-        if qos_error is not None and result.ok:
-            return ApplyResult(result.changes, result.waiting, qos_error)
-        self._sync_evpn()
-        self.workloads.sync(self.config, self.tenant_mtu)
-        return result
+        if self.config.transport != "esp":
+            return False
+        if self._kernel_esp is None:
+            from ipsec.engine import xfrm
+
+            self._kernel_esp = self.tunnels.kernel_esp if self.tunnels is not None else xfrm.probe()
+        return self._kernel_esp
 
     def _persist_last_good(self) -> None:
         """The config in force, kept atomically so the box boots and forwards with its controller away.
@@ -306,56 +338,6 @@ class Daemon(ControllerLink):
             f.write(dump_config(self.config))
         os.replace(tmp, path)
 
-    def _local_ip(self) -> str:
-        assert self.config is not None
-        for u in self.config.uplinks:
-            if u.address is not None:
-                return str(u.address.ip)
-            if u.name in self.leases:
-                return str(self.leases[u.name].address.ip)
-        return "0.0.0.0"
-
-    async def _sync_tunnels(self, before_apply: bool) -> None:
-        """transport "esp": the engine's TUN exists before the dataplane routes into it;
-        IKE starts (or follows the new config) once the routes are in place."""
-        assert self.config is not None
-        want = self.config.transport == "esp"
-        if before_apply:
-            if want and self.tunnels is None:
-                self.tunnels = Tunnels(self.identity_dir)
-                self.tunnels.start_engine(self.config)
-            return
-        if not want:
-            if self.tunnels is not None:
-                await self.tunnels.stop()
-                self.tunnels = None
-            return
-        assert self.tunnels is not None
-        if self.tunnels.manager is None:
-            self.tunnels.on_established = lambda _peer: self.evpn.kick() if self.evpn is not None else None
-            await self.tunnels.start_ike(self.config, self._local_ip())
-        else:
-            self.tunnels.apply(self.config, self._local_ip())
-
-    def _sync_evpn(self) -> None:
-        """With an evpn section: BGP toward its peers; the RIB then feeds the dataplane."""
-        assert self.config is not None
-        if self.config.evpn is None:
-            return
-        if self.evpn is None:
-            from nsg.evpn.control import EvpnControl
-            from nsg.evpn.rib import EvpnRib
-
-            self.evpn = EvpnControl(EvpnRib(), lambda: self._request("evpn"))
-        self.evpn.apply(self.config, self._local_ip())
-        if self.neigh_watch is None:
-            from nsg.evpn.watch import NeighWatch
-
-            loop = asyncio.get_running_loop()
-            evpn = self.evpn
-            self.neigh_watch = NeighWatch(lambda vnis, events: loop.call_soon_threadsafe(evpn.on_local, vnis, events))
-        self.neigh_watch.set_bridges({bridge_name(s.vni): s.vni for s in self.config.subnets})
-
     async def _show_evpn(self, _req: dict) -> dict:
         if self.evpn is None:
             raise ValueError("EVPN is not configured (no 'evpn' section in the running config)")
@@ -367,79 +349,47 @@ class Daemon(ControllerLink):
             raise ValueError(f"no IKE peering {peer!r}")
         return {"peer": peer, "rekey": "ike" if ike else "child"}
 
-    def _sync_dhcp(self) -> None:
-        assert self.config is not None
-        wanted = {u.name: u.interface for u in self.config.uplinks if u.mode == "dhcp"}
-        for name in list(self.dhcp):
-            if wanted.get(name) != self.dhcp[name].interface:
-                client = self.dhcp.pop(name)
-                self.leases.pop(name, None)
-                asyncio.get_running_loop().create_task(client.stop())
-        if not wanted:
-            return
-        hook = write_hook(self.state_dir)
-        for name, ifname in wanted.items():
-            if name not in self.dhcp:
-                client = DhcpClient(name, ifname, hook, self._on_lease, self._on_dhcp_error)
-                self.dhcp[name] = client
-                client.start()
-
-    def _on_lease(self, uplink: str, lease: Lease | None) -> None:
-        if self.leases.get(uplink) == lease:
-            return
-        if lease is None:
-            self.leases.pop(uplink, None)
-        else:
-            self.leases[uplink] = lease
+    def _on_lease(self, uplink: str) -> None:
+        lease = self.leases.get(uplink)
         log.info("dhcp lease", extra={"fields": {"uplink": uplink, "address": lease and str(lease.address),
                                                  "gateway": lease and str(lease.gateway)}})
-        self._request("lease")
+        self._request(Event("lease"))
 
     def _on_dhcp_error(self, uplink: str, message: str) -> None:
         self.counters["dhcp_errors"] += 1
         log.warning(message, extra={"fields": {"uplink": uplink}})
 
-    # --- dataplane ---------------------------------------------------------
+    # --- results -----------------------------------------------------------
 
-    async def _apply(self, reason: str) -> ApplyResult:
-        if self.config is None:
-            return ApplyResult((), (), "no config yet")
-        async with self._lock:
-            try:
-                esp_tun = self.tunnels is None or self.tunnels.backend == "userspace"
-                evpn_fdb = self.evpn.fdb() if self.evpn is not None else None
-                evpn_neigh = self.evpn.neighbors() if self.evpn is not None else None
-                evpn_routes = self.evpn.routes() if self.evpn is not None else None
-                desired = build_desired(self.config, self.leases, esp_tun=esp_tun, evpn_fdb=evpn_fdb,
-                                        evpn_neighbors=evpn_neigh, evpn_routes=evpn_routes,
-                                        guests=self.workloads.guest_ports(self.config, self.tenant_mtu))
-                self.tenant_mtu = next((s.mtu for s in desired.links if s.kind == "bridge"), self.tenant_mtu)
-            except ValueError as exc:  # e.g. a lease MTU too small for any tenant MTU
-                result = ApplyResult((), (), f"cannot build the desired state: {exc}")
-            else:
-                # EVPN changes (a MAC, a flood entry) touch entries only: the incremental path skips
-                # reading the whole kernel; everything else, and the periodic resync, goes in full
-                fn = self.reconciler.apply_incremental if reason == "evpn" else self.reconciler.apply
-                result = await asyncio.to_thread(fn, desired)
+    def _record(self, reason: str, result: EngineResult) -> EngineResult:
+        """Counters, `nsg status` last_apply (the dataplane's operations, as before) and the log."""
+        dp = result.of("dataplane")
+        error = str(result.error) if result.error is not None else None
         self.counters["applies"] += 1
-        self.counters["changes"] += len(result.changes)
+        self.counters["changes"] += len(dp.ops)
         if reason == "resync":
             self.counters["resyncs"] += 1
-            if result.changes:
+            if dp.ops:
                 self.counters["drift_repairs"] += 1
         if not result.ok:
             self.counters["apply_errors"] += 1
         # a big change (10,000 EVPN routes) is not kept or logged op by op
-        shown = list(result.changes[:MAX_OPS_SHOWN])
-        self.last_apply = {"generation": self.generation, "reason": reason,
-                           **{**asdict(result), "changes": shown}, "changes_made": len(result.changes)}
-        fields = {"generation": self.generation, "reason": reason, "changes": len(result.changes),
-                  "waiting": list(result.waiting), "ms": round(result.duration_ms, 1)}
+        shown = list(dp.ops[:MAX_OPS_SHOWN])
+        failed = result.error.subsystem if result.error is not None else None
+        self.last_apply = {"generation": self.generation, "reason": reason, "changes": shown,
+                           "waiting": list(dp.waiting), "error": error,
+                           "rolled_back": dp.rolled_back or bool(result.rolled_back),
+                           "duration_ms": dp.duration_ms, "at": result.at, "changes_made": len(dp.ops),
+                           "failed": failed, "subsystems": {n: len(c.ops) for n, c in result.changes},
+                           "skipped": list(result.skipped), "rolled_back_subsystems": list(result.rolled_back)}
+        fields = {"generation": self.generation, "reason": reason, "changes": len(dp.ops),
+                  "waiting": list(dp.waiting), "ms": round(dp.duration_ms, 1),
+                  "subsystems": self.last_apply["subsystems"]}
         if not result.ok:
-            log.error("apply failed: %s", result.error, extra={"fields": {**fields,
-                                                                         "rolled_back": result.rolled_back}})
-        elif result.changes:
-            log.info("applied %d changes", len(result.changes), extra={"fields": {**fields, "ops": shown}})
+            log.error("apply failed: %s", error, extra={"fields": {**fields, "failed": failed,
+                                                                  "rolled_back": list(result.rolled_back)}})
+        elif dp.ops:
+            log.info("applied %d changes", len(dp.ops), extra={"fields": {**fields, "ops": shown}})
         elif reason == "resync":
             log.debug("resync: no changes", extra={"fields": fields})
         else:

@@ -1,7 +1,8 @@
 """The daemon's side of its controller: bootstrap, then the management channel; configs in (each on
 trial until the controller confirms it: nsg/confirm.py), results, telemetry and policy counters out.
 A mixin of nsg.daemon.Daemon (it uses the daemon's config, counters and converge); kept apart so the
-daemon stays readable. The desired-state engine (issue 14) replaces this back-and-forth."""
+daemon stays readable. What comes in (a renewed LDevID, the end of a trial window) is an event on the
+daemon's queue; a rollback is a converge to the previous config (nsg.engine sets what differs)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import logging
 import time
 
+from nsg.engine import Event
 from nsg.model import ConfigError
 from nsg.telemetry import telemetry_counters
 
@@ -49,7 +51,7 @@ class ControllerLink:
         onboarding = Bootstrapper(ident).done()
         if onboarding is not None:  # bootstrapped here: keep the LDevID fresh (re-enroll at 2/3 of its life)
             self._renew = asyncio.get_running_loop().create_task(
-                keep_enrolled(ident, onboarding.est_url, on_renewed=lambda: self._request("renewed")),
+                keep_enrolled(ident, onboarding.est_url, on_renewed=lambda: self._request(Event("renewed"))),
                 name="ldevid-renewal")
         self._device_tls = lambda: ident.tls_context("ldevid", cafile)  # also fetches app images
         self.channel = ChannelClient(self.controller_url, self._device_tls, ident.serial(),
@@ -137,7 +139,7 @@ class ControllerLink:
     def _arm_confirm(self, after_s: float) -> None:
         async def timer() -> None:
             await asyncio.sleep(after_s)
-            self._request("confirm-timeout")
+            self._request(Event("confirm-timeout"))
 
         if self._confirm_timer is not None:
             self._confirm_timer.cancel()

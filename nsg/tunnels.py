@@ -134,11 +134,10 @@ class Tunnels:
         self.on_established: Callable[[str], None] | None = None  # an IKE SA (and its child) is up
         self._soft_done: set[tuple[str, int]] = set()
 
-    def start_engine(self, cfg: GatewayConfig) -> None:
-        """Pick the backend by probing. Userspace: create the TUN first, the dataplane routes into it."""
-        assert cfg.ipsec is not None
-        ip = cfg.ipsec
-        self.kernel_esp = xfrm.probe()
+    def start_engine(self, ip: IpsecConfig, kernel_esp: bool | None = None) -> None:
+        """The backend the probe found (``kernel_esp``; probed here if None). Userspace: create the TUN
+        first, the dataplane routes into it."""
+        self.kernel_esp = xfrm.probe() if kernel_esp is None else kernel_esp
         if self.kernel_esp:
             self.backend = "xfrm"
             self.xfrm = xfrm.XfrmBackend()

@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from nsg.model import GatewayConfig
-
 APP_KEYS = ("state", "attached", "address", "restarts", "oom_killed", "memory_mb", "cpu_percent", "error")
 VM_KEYS = ("state", "attached", "address", "restarts", "error")
 
@@ -24,30 +22,27 @@ class Workloads:
         self.apps = None  # nsg.apps.AppsSupervisor once a config has apps
         self.vms = None  # nsg.vms.VmSupervisor once a config has VMs
 
-    def sync(self, cfg: GatewayConfig, mtu: int) -> None:
-        if cfg.apps or self.apps is not None:
-            from nsg.apps import AppsSupervisor, specs
+    def set(self, apps: dict, vms: dict) -> bool:
+        """The apps' and VMs' specs (nsg.compose computed them with the tenant MTU); a supervisor is made
+        on first need and, once made, told every change (an empty dict removes what it runs)."""
+        touched = False
+        if apps or self.apps is not None:
+            from nsg.apps import AppsSupervisor
 
             if self.apps is None:
                 self.apps = AppsSupervisor(self.docker_url, cache=self.state_dir / "images", tls=self.tls,
                                            on_change=self.on_change)
-            self.apps.set(specs(cfg, mtu))
-        if cfg.vms or self.vms is not None:
-            from nsg.vms import VmSupervisor, vm_specs
+            self.apps.set(dict(apps))
+            touched = True
+        if vms or self.vms is not None:
+            from nsg.vms import VmSupervisor
 
             if self.vms is None:  # their own image cache: the apps' pass prunes theirs
                 self.vms = VmSupervisor(self.state_dir / "vms", cache=self.state_dir / "vm-images", tls=self.tls,
                                         on_change=self.on_change)
-            self.vms.set(vm_specs(cfg, mtu))
-
-    @staticmethod
-    def guest_ports(cfg: GatewayConfig, mtu: int) -> frozenset[str]:
-        """The bridge ports the supervisors wire (apps' veths, VMs' TAPs): the dataplane leaves them be."""
-        from nsg.apps import specs
-        from nsg.vms import vm_specs
-
-        return frozenset({s.host_ifname for s in specs(cfg, mtu).values()}
-                         | {s.tap for s in vm_specs(cfg, mtu).values()})
+            self.vms.set(dict(vms))
+            touched = True
+        return touched
 
     async def stop(self) -> None:
         """Supervision ends; the containers and VMs keep running (the next daemon adopts them)."""

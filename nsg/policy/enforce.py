@@ -12,9 +12,13 @@ from nsg.policy import guard as guard_mod
 from nsg.policy.apply import NftPolicy, PolicyApplyError, nft_text, table_counters
 from nsg.policy.nft import PolicyRenderError
 from nsg.policy.qos_apply import TcQos
-from nsg.policy.tc import plan
+from nsg.policy.tc import QosPlan
 
 log = logging.getLogger("nsg.policy")
+
+
+class EnforcementError(Exception):
+    """nft or tc refused what we asked (local fault); the message names the part (guard, policy, qos)."""
 
 
 class Enforcement:
@@ -28,20 +32,19 @@ class Enforcement:
         out = json.loads(nft_text(None, "list", "tables", guard_mod.FAMILY) or "{}")
         return any(o.get("table", {}).get("name") == guard_mod.TABLE for o in out.get("nftables", []))
 
-    async def sync_guard(self, cfg: GatewayConfig, verify: bool = False) -> str | None:
-        """The box's own input guard, before anything else of a config: None, or why it could not be put
-        in place (then the config is refused; the guard in force stays)."""
-        want = guard_mod.guard_for(cfg)
+    async def set_guard(self, want: guard_mod.Guard, verify: bool = False) -> bool:
+        """The box's own input guard, before anything else of a config: True if it was (re)written.
+        Raises EnforcementError (then the config is refused; the guard in force stays)."""
         try:
             if want == self.guard and (not verify or await asyncio.to_thread(self._guard_present)):
                 self.guard_state["noop"] += 1
-                return None
+                return False
             await asyncio.to_thread(nft_text, guard_mod.render(want))
         except PolicyApplyError as exc:
             self.guard_state["errors"] += 1
             self.guard_state["last_error"] = str(exc)
             log.error("input guard not applied: %s", exc)
-            return f"input guard: {exc}"
+            raise EnforcementError(f"input guard: {exc}") from None
         if self.guard is not None and verify and want == self.guard:
             log.warning("input guard was missing from the kernel: put back")
         self.guard = want
@@ -49,7 +52,17 @@ class Enforcement:
         self.guard_state["last_error"] = None
         log.info("input guard applied", extra={"fields": {"uplinks": list(want.uplinks), "peers": len(want.peers),
                                                            "overlay_protected": want.protected}})
-        return None
+        return True
+
+    def count_noop(self, part: str) -> None:
+        """The engine found ``part`` ("guard", "policy", "qos") unchanged: counted like a pass that
+        changed nothing (nsg status shows it)."""
+        if part == "guard" and self.guard is not None:
+            self.guard_state["noop"] += 1
+        elif part == "policy" and self.policy is not None:
+            self.policy.state.noop += 1
+        elif part == "qos" and self.qos is not None:
+            self.qos.state.noop += 1
 
     async def guard_status(self) -> dict | None:
         """What the guard lets in and what it dropped (read from the kernel now, in a worker thread)."""
@@ -70,42 +83,43 @@ class Enforcement:
             log.error("flush: %s", exc)
         self.guard = None
 
-    async def sync_policy(self, cfg: GatewayConfig, verify: bool = False) -> str | None:
-        """None, or why the firewall could not be put in place (the one in force stays)."""
-        if cfg.policy is None and self.policy is None:
-            return None
+    async def set_policy(self, cfg: GatewayConfig | None, uplinks: dict[str, str], verify: bool = False) -> bool:
+        """``cfg``: the config whose policy is wanted (None: no policy). True if the kernel changed.
+        Raises EnforcementError (the firewall in force stays)."""
+        want = cfg is not None and cfg.policy is not None
+        if not want and self.policy is None:
+            return False
         if self.policy is None:
             self.policy = NftPolicy()
         try:
-            if cfg.policy is None:
+            if not want:
                 changed = await asyncio.to_thread(self.policy.remove)
             else:
-                uplinks = {u.name: u.interface for u in cfg.uplinks}
                 changed = await asyncio.to_thread(self.policy.apply_config, cfg, uplinks, verify=verify)
         except (PolicyApplyError, PolicyRenderError) as exc:
             log.error("policy not applied: %s", exc)
-            return f"policy: {exc}"
+            raise EnforcementError(f"policy: {exc}") from None
         if changed:
             log.info("policy applied", extra={"fields": {"counters": len(self.policy.state.counters)}})
-        return None
+        return bool(changed)
 
-    async def sync_qos(self, cfg: GatewayConfig) -> str | None:
-        """None, or why the shaping could not be put in place."""
-        if cfg.qos is None and self.qos is None:
-            return None
+    async def set_qos(self, wanted: QosPlan | None) -> bool:
+        """``wanted``: the tc plan (None: no shaping). True if the kernel changed. Raises EnforcementError."""
+        if wanted is None and self.qos is None:
+            return False
         if self.qos is None:
             self.qos = TcQos()
         try:
-            if cfg.qos is None:
-                await asyncio.to_thread(self.qos.remove)
+            if wanted is None:
+                changed = await asyncio.to_thread(self.qos.remove)
             else:
-                wanted = plan(cfg, {u.name: u.interface for u in cfg.uplinks})
-                if await asyncio.to_thread(self.qos.apply, wanted):
+                changed = await asyncio.to_thread(self.qos.apply, wanted)
+                if changed:
                     log.info("qos applied", extra={"fields": {"shaped": self.qos.state.shaped}})
         except PolicyApplyError as exc:
             log.error("qos not applied: %s", exc)
-            return f"qos: {exc}"
-        return None
+            raise EnforcementError(f"qos: {exc}") from None
+        return bool(changed)
 
     async def qos_status(self) -> dict | None:
         """Per shaped device and class: bytes, packets, drops, overlimits (read now, in a worker thread:

@@ -1,0 +1,181 @@
+"""Config + leases + EVPN RIB view + probes -> one frozen DesiredState. Pure: no I/O, no clocks.
+
+Everything derived is computed here once (the tenant MTU, the local IP, the RIB's FDB, neighbour and
+route entries) and handed to every subsystem that needs it, so no subsystem reads another's result.
+The parts, in the order nsg.engine sets them (DESIRED_ORDER):
+
+  dhcp        uplinks that run a DHCP client
+  guard       the box's own input guard (nsg.policy.guard), before anything is up
+  policy      the tenant firewall (nftables)
+  esp_engine  transport "esp": the ESP engine (its TUN exists before routes lead into it)
+  dataplane   bridges, VXLAN, addresses, routes, FDB, neighbours (nsg.dataplane Desired)
+  ike         IKEv2 peerings (once the routes are in place), local IP, credential epoch
+  qos         tc shaping plan
+  evpn        BGP EVPN toward the config's peers; the RIB then feeds the dataplane
+  workloads   apps and VMs, with the tenant MTU computed here
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from nsg.dataplane.desired import bridge_name, build_desired
+from nsg.dataplane.mtu import tenant_mtu
+from nsg.dataplane.types import Desired, Fdb, Neigh, Route
+from nsg.model import GatewayConfig
+from nsg.model.ipsec import IpsecConfig
+from nsg.policy.guard import Guard, guard_for
+from nsg.policy.tc import QosPlan, plan
+from nsg.uplinks.lease import Lease
+
+DESIRED_ORDER = ("dhcp", "guard", "policy", "esp_engine", "dataplane", "ike", "qos", "evpn", "workloads")
+DEFAULT_MTU = 1500
+
+
+class ComposeError(ValueError):
+    """The config and what the box learned cannot make a desired state (a local fault: e.g. a lease's
+    MTU leaves no room for a tenant MTU). ``what`` names the part that could not be built."""
+
+    def __init__(self, what: str, message: str):
+        super().__init__(f"cannot build the desired state: {what}: {message}")
+        self.what = what
+        self.message = message
+
+
+@dataclass(frozen=True)
+class EvpnView:
+    """What the EVPN RIB wants in the kernel now (read from nsg.evpn.control.EvpnControl)."""
+
+    fdb: frozenset[Fdb] = frozenset()
+    neighbors: frozenset[Neigh] = frozenset()
+    routes: frozenset[Route] = frozenset()
+
+
+@dataclass(frozen=True)
+class DhcpPart:
+    uplinks: tuple[tuple[str, str], ...] = ()  # (uplink name, interface)
+
+
+@dataclass(frozen=True)
+class PolicyPart:
+    """None config: no policy wanted (one in force goes)."""
+
+    inputs: tuple = ()  # what NftPolicy.apply_config reads: equality decides "no changes"
+    uplinks: tuple[tuple[str, str], ...] = ()
+    config: GatewayConfig | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class EspEnginePart:
+    enabled: bool = False
+    ipsec: IpsecConfig | None = None
+    kernel_esp: bool = False  # the probe's answer: kernel XFRM, else the userspace engine (TUN)
+
+
+@dataclass(frozen=True)
+class IkePart:
+    enabled: bool = False
+    local_ip: str = "0.0.0.0"
+    inputs: tuple = ()  # system IP, NAT, peers, ipsec section
+    credentials_epoch: int = 0  # bumped when the LDevID was renewed: the credentials are read again
+    config: GatewayConfig | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class QosPart:
+    plan: QosPlan | None = None  # None: no shaping wanted (one in force goes)
+
+
+@dataclass(frozen=True)
+class EvpnPart:
+    config: GatewayConfig | None = None  # None: no evpn section (a running speaker is left as it is)
+    local_ip: str = "0.0.0.0"
+    bridges: tuple[tuple[str, int], ...] = ()  # bridge name, VNI: where local MACs are learned
+
+
+@dataclass(frozen=True)
+class WorkloadsPart:
+    mtu: int = DEFAULT_MTU
+    apps: Mapping = field(default_factory=dict)  # name -> containers.spec.AppSpec
+    vms: Mapping = field(default_factory=dict)  # name -> VmSpec
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    dhcp: DhcpPart
+    guard: Guard
+    policy: PolicyPart
+    esp_engine: EspEnginePart
+    dataplane: Desired
+    ike: IkePart
+    qos: QosPart
+    evpn: EvpnPart
+    workloads: WorkloadsPart
+    tenant_mtu: int = DEFAULT_MTU
+    local_ip: str = "0.0.0.0"
+
+
+def local_ip(cfg: GatewayConfig, leases: Mapping[str, Lease]) -> str:
+    """The first uplink's address (static, else its lease): IKE's and BGP's local address."""
+    for u in cfg.uplinks:
+        if u.address is not None:
+            return str(u.address.ip)
+        if u.name in leases:
+            return str(leases[u.name].address.ip)
+    return "0.0.0.0"
+
+
+def wan_mtu(cfg: GatewayConfig, leases: Mapping[str, Lease]) -> int:
+    """The smallest uplink MTU (a lease may lower an uplink's; an uplink without a lease counts its own)."""
+    mtus = []
+    for u in cfg.uplinks:
+        lease = leases.get(u.name) if u.mode != "static" else None
+        mtus.append(min(u.mtu, lease.mtu) if lease is not None and lease.mtu else u.mtu)
+    return min(mtus) if mtus else DEFAULT_MTU
+
+
+def compose(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None, evpn_view: EvpnView | None = None,
+            kernel_esp: bool = False, credentials_epoch: int = 0) -> DesiredState:
+    """``kernel_esp``: the probe found kernel ESP (XFRM); else transport "esp" routes into the
+    userspace engine's TUN. Raises ComposeError naming what could not be built."""
+    from nsg.apps import specs
+    from nsg.vms import vm_specs
+
+    leases = leases or {}
+    uplinks = tuple((u.name, u.interface) for u in cfg.uplinks)
+    local = local_ip(cfg, leases)
+    esp = cfg.transport == "esp"
+    try:
+        mtu = tenant_mtu(wan_mtu(cfg, leases)) if cfg.uplinks else DEFAULT_MTU
+    except ValueError as exc:
+        raise ComposeError("tenant MTU", str(exc)) from None
+    apps, vms = specs(cfg, mtu), vm_specs(cfg, mtu)
+    guests = frozenset({s.host_ifname for s in apps.values()} | {s.tap for s in vms.values()})
+    view = evpn_view if cfg.evpn is not None else None
+    try:
+        desired = build_desired(cfg, leases, esp_tun=not kernel_esp,
+                                evpn_fdb=view.fdb if view else None, evpn_neighbors=view.neighbors if view else None,
+                                evpn_routes=view.routes if view else None, guests=guests)
+    except ValueError as exc:
+        raise ComposeError("dataplane", str(exc)) from None
+    try:
+        qos = QosPart(plan(cfg, dict(uplinks)) if cfg.qos is not None else None)
+    except (ValueError, KeyError) as exc:
+        raise ComposeError("qos", str(exc)) from None
+    return DesiredState(
+        dhcp=DhcpPart(tuple((u.name, u.interface) for u in cfg.uplinks if u.mode == "dhcp")),
+        guard=guard_for(cfg),
+        policy=PolicyPart((cfg.policy, cfg.subnets, cfg.apps, cfg.vms), uplinks,
+                          cfg) if cfg.policy is not None else PolicyPart(),
+        esp_engine=EspEnginePart(esp, cfg.ipsec if esp else None, kernel_esp and esp),
+        dataplane=desired,
+        ike=IkePart(esp, local, (cfg.system_ip, cfg.behind_nat, cfg.peers, cfg.ipsec), credentials_epoch,
+                    cfg) if esp else IkePart(),
+        qos=qos,
+        evpn=EvpnPart(cfg, local, tuple(sorted((bridge_name(s.vni), s.vni) for s in cfg.subnets)))
+        if cfg.evpn is not None else EvpnPart(),
+        workloads=WorkloadsPart(mtu, apps, vms),
+        tenant_mtu=mtu,
+        local_ip=local,
+    )
