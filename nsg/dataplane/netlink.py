@@ -433,3 +433,38 @@ class NeighEvents:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def ifb_up(ifname: str) -> None:
+    """An ifb device ``ifname`` (where QoS redirects an uplink's ingress to shape it), made if it is not
+    there yet, and set up. Raises DataplaneError if it cannot be made or brought up."""
+    op = f"ifb {ifname} up"
+    try:
+        with IPRoute() as ip:
+            refused: NetlinkError | None = None
+            if not ip.link_lookup(ifname=ifname):
+                try:
+                    ip.link("add", ifname=ifname, kind="ifb")
+                except NetlinkError as exc:  # e.g. made meanwhile (EEXIST): the lookup below decides
+                    refused = exc
+            idx = ip.link_lookup(ifname=ifname)
+            if not idx:
+                exc = refused or NetlinkError(19, "no such device")
+                raise DataplaneError(op, str(exc.args[-1]), exc.code)
+            ip.link("set", index=idx[0], state="up")
+    except NetlinkError as exc:
+        raise DataplaneError(op, str(exc.args[-1]), exc.code) from None
+
+
+def ifb_delete(ifname: str) -> bool:
+    """The ifb device ``ifname`` goes, if it is there (an error is not raised: what is left is found and
+    cleared by the next apply). True if it was deleted."""
+    try:
+        with IPRoute() as ip:
+            idx = ip.link_lookup(ifname=ifname)
+            if not idx:
+                return False
+            ip.link("del", index=idx[0])
+            return True
+    except NetlinkError:
+        return False

@@ -64,25 +64,37 @@ def table_counters(family: str, table: str) -> dict[str, dict[str, int]]:
     return found
 
 
-_BRIDGE_NF_USERS: set[int] = set()
-_BRIDGE_NF_BEFORE: list[str] = []  # the value found before the first user turned it on
-
-
-def bridge_netfilter(user: object, on: bool) -> None:
+class BridgeNetfilter:
     """Bridged IPv4 through the inet hooks (conntrack, reject, policers) while someone needs it (the
-    firewall, QoS limiters); the value found before is put back when the last one lets go."""
-    try:
-        if on and id(user) not in _BRIDGE_NF_USERS:
-            if not _BRIDGE_NF_USERS:
-                _BRIDGE_NF_BEFORE[:] = [BRIDGE_NF.read_text().strip()]
-                BRIDGE_NF.write_text("1")
-            _BRIDGE_NF_USERS.add(id(user))
-        elif not on and id(user) in _BRIDGE_NF_USERS:
-            _BRIDGE_NF_USERS.discard(id(user))
-            if not _BRIDGE_NF_USERS and _BRIDGE_NF_BEFORE:
-                BRIDGE_NF.write_text(_BRIDGE_NF_BEFORE.pop())
-    except OSError as exc:
-        raise PolicyApplyError(f"{BRIDGE_NF}: {exc.strerror} (is br_netfilter in this kernel?)") from None
+    firewall, QoS limiters); the value found before is put back when the last one lets go. One of
+    these is shared by the parts of one Enforcement (so they agree on who still needs it); ``path`` is
+    the sysctl (a plain file in tests)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path if path is not None else BRIDGE_NF
+        self._users: set[int] = set()
+        self._before: str | None = None  # the value found before the first user turned it on
+
+    @property
+    def users(self) -> int:
+        return len(self._users)
+
+    def set(self, user: object, on: bool) -> None:
+        """``user`` needs it (on) or no longer does. Raises PolicyApplyError if the sysctl is not there
+        or not writable."""
+        try:
+            if on and id(user) not in self._users:
+                if not self._users:
+                    self._before = self.path.read_text().strip()
+                    self.path.write_text("1")
+                self._users.add(id(user))
+            elif not on and id(user) in self._users:
+                self._users.discard(id(user))
+                if not self._users and self._before is not None:
+                    before, self._before = self._before, None
+                    self.path.write_text(before)
+        except OSError as exc:
+            raise PolicyApplyError(f"{self.path}: {exc.strerror} (is br_netfilter in this kernel?)") from None
 
 
 @dataclass
@@ -96,9 +108,11 @@ class PolicyState:
 
 
 class NftPolicy:
-    def __init__(self) -> None:
+    def __init__(self, bridge_nf: BridgeNetfilter | None = None) -> None:
         self.state = PolicyState()
         self._inputs: tuple | None = None
+        # shared with the QoS of the same Enforcement; a lone NftPolicy (bench) gets its own
+        self._bridge_nf = bridge_nf if bridge_nf is not None else BridgeNetfilter()
 
     def _have_table(self) -> bool:
         out = json.loads(nft_json(None, "list", "tables", FAMILY) or "{}")
@@ -110,7 +124,7 @@ class NftPolicy:
         return table_counters(FAMILY, TABLE)
 
     def _bridge_netfilter(self, on: bool) -> None:
-        bridge_netfilter(self, on)
+        self._bridge_nf.set(self, on)
 
     def apply_config(self, cfg: GatewayConfig, uplink_ifaces: dict[str, str], *, verify: bool = False) -> bool:
         """Render and apply ``cfg``'s policy unless nothing it depends on changed; True if the kernel

@@ -9,7 +9,7 @@ import logging
 
 from nsg.model import GatewayConfig
 from nsg.policy import guard as guard_mod
-from nsg.policy.apply import NftPolicy, PolicyApplyError, nft_text, table_counters
+from nsg.policy.apply import BridgeNetfilter, NftPolicy, PolicyApplyError, nft_text, table_counters
 from nsg.policy.nft import PolicyRenderError
 from nsg.policy.qos_apply import TcQos
 from nsg.policy.tc import QosPlan
@@ -27,6 +27,8 @@ class Enforcement:
         self.qos: TcQos | None = None  # once a config had QoS
         self.guard: guard_mod.Guard | None = None  # the input guard in force (table inet nsg_guard)
         self.guard_state = {"applied": 0, "noop": 0, "errors": 0, "last_error": None}
+        # bridge-nf-call-iptables: on while the firewall or the QoS limiters need it (both share this)
+        self.bridge_nf = BridgeNetfilter()
 
     def _guard_present(self) -> bool:
         out = json.loads(nft_text(None, "list", "tables", guard_mod.FAMILY) or "{}")
@@ -90,7 +92,7 @@ class Enforcement:
         if not want and self.policy is None:
             return False
         if self.policy is None:
-            self.policy = NftPolicy()
+            self.policy = NftPolicy(self.bridge_nf)
         try:
             if not want:
                 changed = await asyncio.to_thread(self.policy.remove)
@@ -108,7 +110,7 @@ class Enforcement:
         if wanted is None and self.qos is None:
             return False
         if self.qos is None:
-            self.qos = TcQos()
+            self.qos = TcQos(self.bridge_nf)
         try:
             if wanted is None:
                 changed = await asyncio.to_thread(self.qos.remove)

@@ -2,8 +2,8 @@
 netlink), `nft -j -f` for the classification table. Only what nsg made is
 touched: the root and ingress qdiscs of the uplinks the plan shapes, the ifb devices it names
 (ifb<hash>), and table inet nsg_qos. pyroute2 stays in the dataplane's one netlink module, so tc is
-driven through its command line here, as nft is; the class counters (which `tc -j` does not print
-for HTB) are read there.
+driven through its command line here, as nft is; the ifb devices are made and deleted there, and the
+class counters (which `tc -j` does not print for HTB) are read there.
 
 A plan equal to the one applied is a no-op (the trees are checked to still be there); a changed one
 rebuilds the trees it touches (their queues are dropped once). An uplink whose device is not there
@@ -19,11 +19,12 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nsg.policy.apply import PolicyApplyError, bridge_netfilter, nft_json, nft_text
+from nsg.dataplane import netlink
+from nsg.dataplane.errors import DataplaneError
+from nsg.policy.apply import BridgeNetfilter, PolicyApplyError, nft_json, nft_text
 from nsg.policy.tc import QOS_TABLE, LinkPlan, QosPlan
 
 TC = shutil.which("tc") or "/usr/sbin/tc"
-IP = shutil.which("ip") or "/usr/sbin/ip"
 TIMEOUT = 10.0
 
 
@@ -53,8 +54,10 @@ class QosState:
 
 
 class TcQos:
-    def __init__(self) -> None:
+    def __init__(self, bridge_nf: BridgeNetfilter | None = None) -> None:
         self.state = QosState()
+        # shared with the firewall of the same Enforcement; a lone TcQos gets its own
+        self._bridge_nf = bridge_nf if bridge_nf is not None else BridgeNetfilter()
         self._plan: QosPlan | None = None  # what is built (the uplinks that were there)
         self._wanted: str | None = None  # the digest of the whole plan it was built from
 
@@ -74,8 +77,10 @@ class TcQos:
 
     def _build(self, link: LinkPlan) -> None:
         if link.ingress_of is not None:  # the ifb: made (if need be) and up, then the uplink's ingress into it
-            _run([IP, "link", "add", link.dev, "type", "ifb"], check=False)
-            _run([IP, "link", "set", link.dev, "up"])
+            try:
+                netlink.ifb_up(link.dev)
+            except DataplaneError as exc:
+                raise PolicyApplyError(str(exc)) from None
         self._clear(link.dev, link.ingress_of)
         for argv in link.argv():
             _tc(*argv)
@@ -98,7 +103,7 @@ class TcQos:
                                     - {lk.ingress_of or lk.dev for lk in present})
         new = QosPlan(present, new.nft, new.limiters)
         try:
-            bridge_netfilter(self, new.limiters)  # policers must see bridged traffic too
+            self._bridge_nf.set(self, new.limiters)  # policers must see bridged traffic too
             keep = {lk.dev for lk in new.links}
             for lk in old.links if old else ():
                 if lk.dev not in keep:
@@ -121,7 +126,7 @@ class TcQos:
     def _drop(self, lk: LinkPlan) -> None:
         self._clear(lk.dev, lk.ingress_of)
         if lk.ingress_of is not None:
-            _run([IP, "link", "del", lk.dev], check=False)
+            netlink.ifb_delete(lk.dev)
 
     def remove(self) -> bool:
         if self._plan is None:
@@ -133,17 +138,15 @@ class TcQos:
         self._plan = None
         self.state.digest = None
         self.state.shaped = []
-        bridge_netfilter(self, False)
+        self._bridge_nf.set(self, False)
         return True
 
     def stats(self) -> dict[str, dict[str, dict[str, int]]]:
         """Per device, per forwarding class: bytes, packets, drops, overlimits (what the kernel counted)."""
-        from nsg.dataplane.netlink import tc_class_stats
-
         if self._plan is None:
             return {}
         out: dict[str, dict[str, dict[str, int]]] = {}
         for lk in self._plan.links:
-            counted = tc_class_stats(lk.dev)
+            counted = netlink.tc_class_stats(lk.dev)
             out[lk.dev] = {c.name: counted[(1 << 16) | c.minor] for c in lk.classes if (1 << 16) | c.minor in counted}
         return out
