@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lab import netns  # noqa: E402
-from nsg.control import ControlError, request  # noqa: E402
+from nsg.control_socket import ControlError, request  # noqa: E402
 from tests.interop.frr import Frr, Neighbor  # noqa: E402
 from tests.interop.procs import stop_process  # noqa: E402
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from containers import attach as wiring
-from containers import images
+from containers import image_fetch
 from containers.docker_backend import DockerBackend, EngineError
-from containers.images import ImageError, TlsContext
+from containers.image_fetch import ImageError, TlsContext
 from containers.reconcile import Attach, Create, Remove, Start, plan
 from containers.spec import AppSpec, Running
 
@@ -47,7 +47,7 @@ class Apps:
             return
         if self.loaded.get(spec.image) == spec.image_sha256 and self.engine.has_image(spec.image):
             return
-        path = images.obtain(spec.image_url, spec.image_sha256, self.cache, self.tls)
+        path = image_fetch.obtain(spec.image_url, spec.image_sha256, self.cache, self.tls)
         try:
             with open(path, "rb") as f:
                 self.engine.load(f, spec.image)
@@ -83,5 +83,5 @@ class Apps:
                 result.errors[name] = text if text.startswith((f"{name}:", f"app {name}:")) else f"app {name}: {text}"
                 continue
             result.changes.append(str(op))
-        images.prune(self.cache, {s.image_sha256 for s in desired.values() if s.image_sha256})
+        image_fetch.prune(self.cache, {s.image_sha256 for s in desired.values() if s.image_sha256})
         return result

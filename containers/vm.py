@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from containers import attach, images
-from containers.images import ImageError, TlsContext
+from containers import attach, image_fetch
+from containers.image_fetch import ImageError, TlsContext
 
 QEMU = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
@@ -196,8 +196,8 @@ class Vms:
     # -- processes -----------------------------------------------------------------------------------
 
     def _start(self, spec: VmSpec, restarts: int) -> VmRecord:
-        kernel = images.obtain(spec.kernel_url, spec.kernel_sha256, self.cache, self.tls)
-        initrd = (images.obtain(spec.initrd_url, spec.initrd_sha256, self.cache, self.tls)
+        kernel = image_fetch.obtain(spec.kernel_url, spec.kernel_sha256, self.cache, self.tls)
+        initrd = (image_fetch.obtain(spec.initrd_url, spec.initrd_sha256, self.cache, self.tls)
                   if spec.initrd_url and spec.initrd_sha256 else None)
         _wire(spec, create=True)
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -306,5 +306,5 @@ class Vms:
                 result.changes.append(f"restart vm {name} (it had stopped)" if rec else f"start vm {name}")
             except (VmError, ImageError, OSError) as exc:
                 result.errors[name] = str(exc)
-        images.prune(self.cache, {h for s in desired.values() for h in (s.kernel_sha256, s.initrd_sha256) if h})
+        image_fetch.prune(self.cache, {h for s in desired.values() for h in (s.kernel_sha256, s.initrd_sha256) if h})
         return result

@@ -26,7 +26,7 @@ from aiohttp import WSCloseCode, web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from controller import images as image_files
+from controller import image_store
 from controller.api_http import (
     AUTH,
     HUB,
@@ -407,15 +407,15 @@ async def upload_image(request: web.Request) -> web.Response:
     ent = request.match_info["enterprise"]
     _store(request).get_enterprise(ent)  # 404 before reading a large body for nothing
     try:
-        sha, size, refs = await image_files.receive(request.content, where)
-    except image_files.ImageUploadError as exc:
+        sha, size, refs = await image_store.receive(request.content, where)
+    except image_store.ImageUploadError as exc:
         raise ApiError(400, "invalid", str(exc), "image") from None
     except RecursionError:  # json.loads of a deeply nested manifest.json: the uploader's fault
         raise ApiError(400, "invalid", "manifest.json is nested too deeply", "image") from None
     try:
         rec, new = _store(request).add_image(ent, sha, size, refs)
     except StoreError:
-        image_files.prune(where, _store(request).image_in_use())  # the bytes no row names go again
+        image_store.prune(where, _store(request).image_in_use())  # the bytes no row names go again
         raise
     return answer(_image_out(rec), 201 if new else 200, f"{API}/enterprises/{ent}/images/{sha}")
 
@@ -431,7 +431,7 @@ async def delete_image(request: web.Request) -> web.Response:
     _store(request).delete_image(request.match_info["enterprise"], request.match_info["sha256"])
     where = request.app[IMAGES]
     if where is not None:
-        image_files.prune(where, _store(request).image_in_use())
+        image_store.prune(where, _store(request).image_in_use())
     return web.Response(status=204)
 
 

@@ -15,10 +15,10 @@ from controller.enterprise import EnterpriseIpsec, UplinkDef
 from controller.inputs import ACTIVATION_MAX, ACTIVATION_MIN, SERIAL_RE
 from controller.store import EnterpriseRec, GatewayRec, SubnetRec
 from controller.store_workloads import AppRec, ImageRec, VmRec
-from nsg.model.apps import source_url
 from nsg.model.config import IfName, Name
 from nsg.model.policy import PolicyConfig
 from nsg.model.qos import QosConfig
+from nsg.model.tenant_workloads import source_url
 
 log = logging.getLogger("controller.api")
 

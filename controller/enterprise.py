@@ -8,10 +8,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nsg.model import Subnet, Uplink
-from nsg.model.apps import App, ImageSource, Vm
 from nsg.model.ipsec import IpsecTuning
 from nsg.model.policy import PolicyConfig, parse_ref
 from nsg.model.qos import MAX_KBIT, QosConfig
+from nsg.model.tenant_workloads import App, ImageSource, Vm
 
 EVPN_ASN = 65000  # a private AS (RFC 6996): iBGP inside one enterprise
 

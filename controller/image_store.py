@@ -13,7 +13,7 @@ import tarfile
 from pathlib import Path
 from typing import Protocol
 
-MAX_IMAGE = 4 << 30  # bytes; the gateway refuses larger ones too (containers/images.py)
+MAX_IMAGE = 4 << 30  # bytes; the gateway refuses larger ones too (containers/image_fetch.py)
 CHUNK = 1 << 20
 
 

@@ -43,7 +43,7 @@ from controller.est_server import (
     peer_certificate,
     server_ssl_context,
 )
-from controller.images import image_path
+from controller.image_store import image_path
 from controller.store import Store
 from controller.sztp_server import Manufacturer, Owner, SztpServer
 

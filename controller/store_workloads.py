@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 
 from controller.enterprise import AppDef, VmDef
 from controller.inputs import Conflict, NotFound, StoreError, _address, _now, _validated
-from nsg.model.apps import image_reference
+from nsg.model.tenant_workloads import image_reference
 
 _APP = TypeAdapter(AppDef)
 _VM = TypeAdapter(VmDef)

@@ -2,7 +2,7 @@
 
 Desired state flows one way: the running config's `apps` become AppSpecs (the subnet's bridge, the
 app's address with the subnet's prefix, the subnet gateway as default route, the tenant MTU). A pass
-reconciles the engine to them (containers/apps.py) in a worker thread; passes run when the config
+reconciles the engine to them (containers/app_runner.py) in a worker thread; passes run when the config
 changes and every ``interval`` seconds, which repairs drift (a container killed or removed outside
 nsg, a dockerd restart) within that time. An app's MAC is learned on its bridge port like a LAN
 host's, so EVPN announces it with nothing app-specific.
@@ -128,7 +128,7 @@ class AppsSupervisor(Supervisor):
         self.docker_url = docker_url
         self.cache = cache
         self.tls = tls
-        self._apps = None  # containers.apps.Apps, made on first use (the engine may come up later)
+        self._apps = None  # containers.app_runner.Apps, made on first use (the engine may come up later)
         # Memory and CPU come from a loop of their own: the engine may take a second per container to
         # answer a stats call, which must not hold up a reconcile pass.
         self.stats_interval = stats_interval
@@ -191,7 +191,7 @@ class AppsSupervisor(Supervisor):
             return None
 
     def _pass(self, expected: bool) -> None:
-        from containers.apps import Apps
+        from containers.app_runner import Apps
         from containers.docker_backend import DockerBackend, EngineError
 
         self.counters["passes"] += 1

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                           channel_retry_max=args.channel_retry_max, imds_url=args.imds_url,
                           docker_url=args.docker, telemetry_interval=args.telemetry_interval)
     if args.cmd == "status":
-        from nsg.control import ControlError, request
+        from nsg.control_socket import ControlError, request
         from nsg.status import render
 
         try:
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(st, indent=2) if args.json else render(st))
         return 0
     if args.cmd == "show":
-        from nsg.control import ControlError, request
+        from nsg.control_socket import ControlError, request
 
         if args.show_cmd is None:
             print("nsg show TABLE [--json] [--state-dir DIR]; the tables:")
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, indent=2) if args.json else _evpn_table(res))
         return 0
     if args.cmd == "ipsec":
-        from nsg.control import ControlError, request
+        from nsg.control_socket import ControlError, request
 
         try:
             res = request(args.state_dir, "rekey", peer=args.peer, ike=args.ike)

@@ -139,7 +139,7 @@ def compose(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None, evpn_
             kernel_esp: bool = False, credentials_epoch: int = 0) -> DesiredState:
     """``kernel_esp``: the probe found kernel ESP (XFRM); else transport "esp" routes into the
     userspace engine's TUN. Raises ComposeError naming what could not be built."""
-    from nsg.apps import specs
+    from nsg.app_supervisor import specs
     from nsg.vms import vm_specs
 
     leases = leases or {}

@@ -25,7 +25,7 @@ from pathlib import Path
 from nsg import __version__, preflight
 from nsg.compose import DESIRED_ORDER, ComposeError, compose
 from nsg.confirm import CommitConfirm
-from nsg.control import SOCKET_NAME, ControlServer
+from nsg.control_socket import SOCKET_NAME, ControlServer
 from nsg.dataplane.desired import bridge_name, vxlan_name
 from nsg.dataplane.reconciler import Kernel, Reconciler
 from nsg.engine import Engine, EngineResult, Event, SubsystemError

@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from containers.vm import VmSpec
-from nsg.apps import Supervisor
+from nsg.app_supervisor import Supervisor
 from nsg.dataplane.desired import bridge_name
 from nsg.model import GatewayConfig
 

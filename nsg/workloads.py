@@ -19,7 +19,7 @@ class Workloads:
         self.docker_url = docker_url
         self.tls = tls
         self.on_change = on_change
-        self.apps = None  # nsg.apps.AppsSupervisor once a config has apps
+        self.apps = None  # nsg.app_supervisor.AppsSupervisor once a config has apps
         self.vms = None  # nsg.vms.VmSupervisor once a config has VMs
 
     def set(self, apps: dict, vms: dict) -> bool:
@@ -27,7 +27,7 @@ class Workloads:
         on first need and, once made, told every change (an empty dict removes what it runs)."""
         touched = False
         if apps or self.apps is not None:
-            from nsg.apps import AppsSupervisor
+            from nsg.app_supervisor import AppsSupervisor
 
             if self.apps is None:
                 self.apps = AppsSupervisor(self.docker_url, cache=self.state_dir / "images", tls=self.tls,

@@ -17,12 +17,12 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
-from nsg.model.apps import App, Vm
 from nsg.model.base import Frozen
 from nsg.model.evpn import EvpnConfig
 from nsg.model.ipsec import IpsecConfig
 from nsg.model.policy import PolicyConfig, parse_ref
 from nsg.model.qos import QosConfig
+from nsg.model.tenant_workloads import App, Vm
 
 SCHEMA_VERSION = 1
 

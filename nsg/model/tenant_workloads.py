@@ -26,7 +26,7 @@ def image_reference(v: str) -> str:
 
 def source_url(v: str) -> str:
     """``file:///PATH`` or ``https://HOST[:PORT]/PATH``, or ValueError. The path (percent-decoded, as the
-    gateway will read it: containers/images.py) is absolute and normalised: no '.', '..' or empty segments,
+    gateway will read it: containers/image_fetch.py) is absolute and normalised: no '.', '..' or empty segments,
     so a source names the file it seems to and cannot climb out of a directory (RFC 8089, RFC 3986 5.2.4)."""
     if any(c.isspace() or not c.isprintable() for c in v):
         raise ValueError("image source URLs are printable, without spaces")

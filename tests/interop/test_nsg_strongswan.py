@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from nsg.control import ControlError, request
+from nsg.control_socket import ControlError, request
 from tests.interop import strongswan as strongswan_mod
 from tests.interop.certs import issue_cert, make_ca
 from tests.interop.strongswan import Charon, Child, Connection, established

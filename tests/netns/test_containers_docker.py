@@ -24,7 +24,7 @@ pytestmark = [
 # Runs inside the test namespace (the bridge is there): one reconcile pass, result as JSON.
 APPLY = r"""
 import json, sys
-from containers.apps import Apps
+from containers.app_runner import Apps
 from containers.docker_backend import DockerBackend
 from containers.spec import AppSpec
 url, specs = sys.argv[1], json.loads(sys.argv[2])

@@ -146,7 +146,7 @@ def test_images_go_only_to_gateways_whose_apps_run_them(tmp_path):
 
     import pytest
 
-    from containers import images
+    from containers import image_fetch
 
     store = Store(tmp_path / "ctl.db")
     store.create_enterprise("acme")
@@ -182,20 +182,20 @@ def test_images_go_only_to_gateways_whose_apps_run_them(tmp_path):
             cafile = ident_dir / "controller-ca.pem"
 
             def fetch(what: str, tls, cache: str):
-                return images.obtain(f"{svc.base_url}/images/{shas[what]}", shas[what], tmp_path / cache, tls)
+                return image_fetch.obtain(f"{svc.base_url}/images/{shas[what]}", shas[what], tmp_path / cache, tls)
 
             ldevid = lambda: ident.tls_context("ldevid", cafile)  # noqa: E731
             got = await asyncio.to_thread(fetch, "acme/web:1", ldevid, "c1")
             assert hashlib.sha256(got.read_bytes()).hexdigest() == shas["acme/web:1"]
             assert oct(got.stat().st_mode & 0o777) == "0o600"
-            with pytest.raises(images.ImageError, match="403"):  # not an image of its apps
+            with pytest.raises(image_fetch.ImageError, match="403"):  # not an image of its apps
                 await asyncio.to_thread(fetch, "acme/other:1", ldevid, "c2")
-            with pytest.raises(images.ImageError, match="401"):  # the factory identity is not enough
+            with pytest.raises(image_fetch.ImageError, match="401"):  # the factory identity is not enough
                 await asyncio.to_thread(fetch, "acme/web:1", lambda: ident.tls_context("idevid", cafile), "c3")
             bare = lambda: ssl.create_default_context(cafile=str(cafile))  # noqa: E731
-            with pytest.raises(images.ImageError, match="401"):
+            with pytest.raises(image_fetch.ImageError, match="401"):
                 await asyncio.to_thread(fetch, "acme/web:1", bare, "c4")
-            with pytest.raises(images.ImageError, match="certificate verify failed"):  # the server is checked
+            with pytest.raises(image_fetch.ImageError, match="certificate verify failed"):  # the server is checked
                 await asyncio.to_thread(fetch, "acme/web:1", ssl.create_default_context, "c5")
             assert svc.counters == {"image_downloads": 1, "image_refused": 3}
             # the channel, too, takes the LDevID and not the factory identity

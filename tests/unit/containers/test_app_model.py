@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from nsg.apps import specs
+from nsg.app_supervisor import specs
 from nsg.model import ConfigError, parse_config
 from tests.unit.conftest import base_doc
 

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from controller.store import Store
-from nsg.model.apps import ImageSource
+from nsg.model.tenant_workloads import ImageSource
 from tests.unit.controller.test_api import Api, error_of, run, wan
 
 SUBNET = {"name": "dmz", "vni": 200, "cidr": "198.51.100.0/24", "gateway": "198.51.100.1"}
