@@ -45,17 +45,17 @@ class ActivationGate:
     def identity_held(self, serial: str) -> str:
         """The refusal of a second identity (counted), naming what the operator can do about it."""
         self.counters["identity_held"] += 1
-        rec = self.store.gateway_by_serial(serial)
+        rec = self.store.gateways.by_serial(serial)
         name = rec.name if rec is not None else "NAME"
         return ("this box already has an identity; reset it at the controller: "
                 f"nsg-controller gateway reset-identity {name}")
 
     def lookup(self, serial: str, ctx: AuthContext) -> Grant | Pending | None:
         """The EST authorizer's question: may this known serial have a certificate now?"""
-        rec = self.store.gateway_by_serial(serial)
+        rec = self.store.gateways.by_serial(serial)
         if rec is None:
             return None
-        if ctx.operation == OP_SIMPLEENROLL and self.store.holds_identity(serial):
+        if ctx.operation == OP_SIMPLEENROLL and self.store.certificates.holds_identity(serial):
             raise EstDenied(403, self.identity_held(serial))
         if rec.has_activation_code and ctx.operation == OP_SIMPLEENROLL:
             if self.locked(serial):
@@ -65,7 +65,7 @@ class ActivationGate:
             if code is None:
                 self.counters["waiting"] += 1
                 return Pending(retry_after=RETRY_S)  # "activation required"
-            if not self.store.check_activation(serial, code):
+            if not self.store.gateways.check_activation(serial, code):
                 self.counters["wrong_codes"] += 1
                 self.failures.setdefault(serial, []).append(self.clock())
                 return Pending(retry_after=RETRY_S)

@@ -34,7 +34,7 @@ def token_command(args: argparse.Namespace) -> None:
             raise CliError(str(exc)) from None
     with _open_store(args) as store:
         if args.action == "create":
-            print(store.create_token(args.name, expires=expires))
+            print(store.tokens.create(args.name, expires=expires))
             until = f"; it expires {expires.isoformat(timespec='seconds')}" if expires else ""
             print(f"nsg-controller: this token is shown once; only its hash is stored{until}. Keep it with "
                   "`nsg-controller login` (it reads the token from stdin)", file=sys.stderr)
@@ -42,11 +42,11 @@ def token_command(args: argparse.Namespace) -> None:
             now = datetime.now(UTC)
             rows = [[t.name, t.created, "never" if t.expires is None else
                      t.expires + (" (expired)" if datetime.fromisoformat(t.expires) <= now else "")]
-                    for t in store.list_tokens()]
+                    for t in store.tokens.list()]
             for line in table(rows, ["NAME", "CREATED", "EXPIRES"]):
                 print(line)
         else:
-            store.revoke_token(args.name)
+            store.tokens.revoke(args.name)
 
 
 def login_command(args: argparse.Namespace) -> None:
@@ -115,7 +115,7 @@ async def _run(make_app: Any, store: Store, host: str, port: int, args: argparse
         bound = runner.addresses[0][1]
         shown = f"[{host}]" if ":" in host else host
         print(f"nsg-controller: admin API on http://{shown}:{bound}{API}", flush=True)
-        if not store.list_tokens():
+        if not store.tokens.list():
             print(f"nsg-controller: no admin tokens yet: nsg-controller token create NAME --db {store.path}, "
                   "then nsg-controller login", file=sys.stderr, flush=True)
         stop = asyncio.Event()

@@ -101,7 +101,7 @@ def _store(request: web.Request) -> Store:
 
 async def list_enterprises(request: web.Request) -> web.Response:
     """List the enterprises."""
-    return answer(EnterpriseList(enterprises=[_enterprise_out(e) for e in _store(request).list_enterprises()]))
+    return answer(EnterpriseList(enterprises=[_enterprise_out(e) for e in _store(request).enterprises.list()]))
 
 
 async def create_enterprise(request: web.Request) -> web.Response:
@@ -109,24 +109,24 @@ async def create_enterprise(request: web.Request) -> web.Response:
     {"psk": secret}, each pair of gateways gets its own key derived from that secret)."""
     body: EnterpriseIn = await read_body(request, EnterpriseIn)
     ipsec = None if body.ipsec is None else body.ipsec.model_dump(exclude_none=True)
-    rec = _store(request).create_enterprise(body.name, transport=body.transport, ipsec=ipsec)
+    rec = _store(request).enterprises.create(body.name, transport=body.transport, ipsec=ipsec)
     return answer(_enterprise_out(rec), 201, f"{API}/enterprises/{rec.name}")
 
 
 async def get_enterprise(request: web.Request) -> web.Response:
     """Show an enterprise and its generation."""
-    return answer(_enterprise_out(_store(request).get_enterprise(request.match_info["enterprise"])))
+    return answer(_enterprise_out(_store(request).enterprises.get(request.match_info["enterprise"])))
 
 
 async def delete_enterprise(request: web.Request) -> web.Response:
     """Delete an enterprise with its subnets (refused while it has gateways)."""
-    _store(request).delete_enterprise(request.match_info["enterprise"])
+    _store(request).enterprises.delete(request.match_info["enterprise"])
     return web.Response(status=204)
 
 
 async def list_subnets(request: web.Request) -> web.Response:
     """List an enterprise's subnets."""
-    subnets = _store(request).list_subnets(request.match_info["enterprise"])
+    subnets = _store(request).enterprises.list_subnets(request.match_info["enterprise"])
     return answer(SubnetList(subnets=[_subnet_out(s) for s in subnets]))
 
 
@@ -134,26 +134,26 @@ async def add_subnet(request: web.Request) -> web.Response:
     """Add a subnet (a VNI and an IPv4 prefix, the same at every site)."""
     body: SubnetIn = await read_body(request, SubnetIn)
     ent = request.match_info["enterprise"]
-    rec = _store(request).add_subnet(ent, body.name, vni=body.vni, cidr=body.cidr, gateway=body.gateway)
+    rec = _store(request).enterprises.add_subnet(ent, body.name, vni=body.vni, cidr=body.cidr, gateway=body.gateway)
     return answer(_subnet_out(rec), 201, f"{API}/enterprises/{ent}/subnets/{rec.name}")
 
 
 async def delete_subnet(request: web.Request) -> web.Response:
     """Delete a subnet (refused while a gateway has LAN ports in it)."""
-    _store(request).delete_subnet(request.match_info["enterprise"], request.match_info["subnet"])
+    _store(request).enterprises.delete_subnet(request.match_info["enterprise"], request.match_info["subnet"])
     return web.Response(status=204)
 
 
 async def list_gateways(request: web.Request) -> web.Response:
     """List an enterprise's gateways."""
-    gateways = _store(request).list_gateways(request.match_info["enterprise"])
+    gateways = _store(request).gateways.list(request.match_info["enterprise"])
     return answer(GatewayList(gateways=[_gateway_out(g) for g in gateways]))
 
 
 async def add_gateway(request: web.Request) -> web.Response:
     """Add a gateway; the controller assigns its system IP."""
     body: GatewayIn = await read_body(request, GatewayIn)
-    rec = _store(request).add_gateway(
+    rec = _store(request).gateways.add(
         request.match_info["enterprise"], body.name, serial=body.serial, uplinks=body.uplinks, ports=body.ports,
         behind_nat=body.behind_nat, activation_code=body.activation_code, role=body.role)
     return answer(_gateway_out(rec), 201, f"{API}/gateways/{rec.name}")
@@ -161,7 +161,7 @@ async def add_gateway(request: web.Request) -> web.Response:
 
 async def get_gateway(request: web.Request) -> web.Response:
     """Show a gateway (the activation code is never shown, only whether one is set)."""
-    return answer(_gateway_out(_store(request).get_gateway(request.match_info["gateway"])))
+    return answer(_gateway_out(_store(request).gateways.get(request.match_info["gateway"])))
 
 
 async def update_gateway(request: web.Request) -> web.Response:
@@ -172,10 +172,10 @@ async def update_gateway(request: web.Request) -> web.Response:
         if k in changes and changes[k] is None:
             raise ApiError(400, "invalid", "may be left out but not null", k)
     store = _store(request)
-    current = store.get_gateway(request.match_info["gateway"])
+    current = store.gateways.get(request.match_info["gateway"])
     _check_interfaces(request, changes.get("serial", current.serial), changes.get("ports"), changes.get("uplinks"))
     window = _confirm_window(request)
-    rec = store.update_gateway(request.match_info["gateway"], **changes)
+    rec = store.gateways.update(request.match_info["gateway"], **changes)
     if window is not None and request.app[HUB] is not None:
         request.app[HUB].confirm_next[rec.serial] = window  # the push this change makes
     return answer(_gateway_out(rec))
@@ -214,7 +214,7 @@ def _check_interfaces(request: web.Request, serial: str, ports: Any, uplinks: An
 
 async def delete_gateway(request: web.Request) -> web.Response:
     """Delete a gateway (its peers lose it at the next generation)."""
-    _store(request).delete_gateway(request.match_info["gateway"])
+    _store(request).gateways.delete(request.match_info["gateway"])
     return web.Response(status=204)
 
 
@@ -226,7 +226,7 @@ async def reset_identity(request: web.Request) -> web.Response:
     LDevID is closed."""
     store = _store(request)
     name = request.match_info["gateway"]
-    serial, revoked = store.reset_identity(name)
+    serial, revoked = store.gateways.reset_identity(name)
     hub = request.app[HUB]
     session = hub.sessions.get(serial) if hub is not None else None
     if session is not None:
@@ -237,12 +237,12 @@ async def reset_identity(request: web.Request) -> web.Response:
 
 async def gateway_config(request: web.Request) -> web.Response:
     """The gateway's rendered configuration: full mesh, the enterprise's generation."""
-    return answer(_store(request).config_for(request.match_info["gateway"]))
+    return answer(_store(request).documents.config_for(request.match_info["gateway"]))
 
 
 def _session(request: web.Request, gateway: str):
     hub = request.app[HUB]
-    return None if hub is None else hub.sessions.get(_store(request).get_gateway(gateway).serial)
+    return None if hub is None else hub.sessions.get(_store(request).gateways.get(gateway).serial)
 
 
 def _live(request: web.Request, gateway: str, prefix: str = "app", model: type[BaseModel] = AppLive) -> dict:
@@ -254,9 +254,9 @@ async def gateway_status(request: web.Request) -> web.Response:
     """What the gateway last reported: channel up, generation applied, counters, its apps' state."""
     name = request.match_info["gateway"]
     store = _store(request)
-    generation = store.get_enterprise(store.get_gateway(name).enterprise).generation
+    generation = store.enterprises.get(store.gateways.get(name).enterprise).generation
     session = _session(request, name)
-    hub, serial = request.app[HUB], store.get_gateway(name).serial
+    hub, serial = request.app[HUB], store.gateways.get(name).serial
     failed = hub.failed.get(serial) if hub is not None else None
     memory = {"rolled_back_generation": failed.generation if failed else None,
               "rollback_reason": failed.error if failed else None,
@@ -277,7 +277,7 @@ async def list_apps(request: web.Request) -> web.Response:
     """List a gateway's apps, each with what the gateway last reported about it."""
     name = request.match_info["gateway"]
     live = _live(request, name)
-    return answer(AppList(apps=[_app_out(a, live) for a in _store(request).list_apps(name)]))
+    return answer(AppList(apps=[_app_out(a, live) for a in _store(request).workloads.list_apps(name)]))
 
 
 async def add_app(request: web.Request) -> web.Response:
@@ -285,14 +285,14 @@ async def add_app(request: web.Request) -> web.Response:
     body: AppIn = await read_body(request, AppIn)
     gw = request.match_info["gateway"]
     fields = body.model_dump(exclude_none=True)
-    rec = _store(request).add_app(gw, fields.pop("name"), **fields)
+    rec = _store(request).workloads.add_app(gw, fields.pop("name"), **fields)
     return answer(_app_out(rec, {}), 201, f"{API}/gateways/{gw}/apps/{rec.app.name}")
 
 
 async def get_app(request: web.Request) -> web.Response:
     """Show an app and what the gateway last reported about it."""
     gw, name = request.match_info["gateway"], request.match_info["app"]
-    return answer(_app_out(_store(request).get_app(gw, name), _live(request, gw)))
+    return answer(_app_out(_store(request).workloads.get_app(gw, name), _live(request, gw)))
 
 
 async def update_app(request: web.Request) -> web.Response:
@@ -303,12 +303,12 @@ async def update_app(request: web.Request) -> web.Response:
         if v is None and k != "image_sha256":
             raise ApiError(400, "invalid", "may be left out but not null", k)
     gw, name = request.match_info["gateway"], request.match_info["app"]
-    return answer(_app_out(_store(request).update_app(gw, name, **changes), _live(request, gw)))
+    return answer(_app_out(_store(request).workloads.update_app(gw, name, **changes), _live(request, gw)))
 
 
 async def delete_app(request: web.Request) -> web.Response:
     """Remove an app (the gateway removes its container; its address returns to IPAM)."""
-    _store(request).delete_app(request.match_info["gateway"], request.match_info["app"])
+    _store(request).workloads.delete_app(request.match_info["gateway"], request.match_info["app"])
     return web.Response(status=204)
 
 
@@ -316,7 +316,7 @@ async def list_vms(request: web.Request) -> web.Response:
     """List a gateway's VMs, each with what the gateway last reported about it."""
     name = request.match_info["gateway"]
     live = _live(request, name, "vm", VmLive)
-    return answer(VmList(vms=[_vm_out(v, live) for v in _store(request).list_vms(name)]))
+    return answer(VmList(vms=[_vm_out(v, live) for v in _store(request).workloads.list_vms(name)]))
 
 
 async def add_vm(request: web.Request) -> web.Response:
@@ -324,19 +324,20 @@ async def add_vm(request: web.Request) -> web.Response:
     body: VmIn = await read_body(request, VmIn)
     gw = request.match_info["gateway"]
     fields = body.model_dump(exclude_none=True)
-    rec = _store(request).add_vm(gw, fields.pop("name"), **fields)
+    rec = _store(request).workloads.add_vm(gw, fields.pop("name"), **fields)
     return answer(_vm_out(rec, {}), 201, f"{API}/gateways/{gw}/vms/{rec.vm.name}")
 
 
 async def delete_vm(request: web.Request) -> web.Response:
     """Remove a VM (the gateway stops it; its address returns to IPAM)."""
-    _store(request).delete_vm(request.match_info["gateway"], request.match_info["vm"])
+    _store(request).workloads.delete_vm(request.match_info["gateway"], request.match_info["vm"])
     return web.Response(status=204)
 
 
 def _policy_out(request: web.Request, ent: str) -> PolicyOut:
     store = _store(request)
-    return PolicyOut(enterprise=ent, generation=store.get_enterprise(ent).generation, policy=store.get_policy(ent))
+    return PolicyOut(enterprise=ent, generation=store.enterprises.get(ent).generation,
+                     policy=store.documents.get_policy(ent))
 
 
 async def get_policy(request: web.Request) -> web.Response:
@@ -348,19 +349,19 @@ async def put_policy(request: web.Request) -> web.Response:
     """Replace an enterprise's firewall policy; every edge gateway gets it in its next generation."""
     body: PolicyConfig = await read_body(request, PolicyConfig)
     ent = request.match_info["enterprise"]
-    _store(request).set_policy(ent, body)
+    _store(request).documents.set_policy(ent, body)
     return answer(_policy_out(request, ent))
 
 
 async def delete_policy(request: web.Request) -> web.Response:
     """Remove an enterprise's firewall policy (gateways stop filtering and breaking out)."""
-    _store(request).set_policy(request.match_info["enterprise"], None)
+    _store(request).documents.set_policy(request.match_info["enterprise"], None)
     return web.Response(status=204)
 
 
 def _qos_out(request: web.Request, ent: str) -> QosOut:
     store = _store(request)
-    return QosOut(enterprise=ent, generation=store.get_enterprise(ent).generation, qos=store.get_qos(ent))
+    return QosOut(enterprise=ent, generation=store.enterprises.get(ent).generation, qos=store.documents.get_qos(ent))
 
 
 async def get_qos(request: web.Request) -> web.Response:
@@ -372,13 +373,13 @@ async def put_qos(request: web.Request) -> web.Response:
     """Replace an enterprise's QoS profile; gateways shape the uplinks whose egress_kbit is set."""
     body: QosConfig = await read_body(request, QosConfig)
     ent = request.match_info["enterprise"]
-    _store(request).set_qos(ent, body)
+    _store(request).documents.set_qos(ent, body)
     return answer(_qos_out(request, ent))
 
 
 async def delete_qos(request: web.Request) -> web.Response:
     """Remove an enterprise's QoS profile (gateways stop shaping)."""
-    _store(request).set_qos(request.match_info["enterprise"], None)
+    _store(request).documents.set_qos(request.match_info["enterprise"], None)
     return web.Response(status=204)
 
 
@@ -405,7 +406,7 @@ async def upload_image(request: web.Request) -> web.Response:
     where = _image_dir(request)
     check_media(request, "application/x-tar")
     ent = request.match_info["enterprise"]
-    _store(request).get_enterprise(ent)  # 404 before reading a large body for nothing
+    _store(request).enterprises.get(ent)  # 404 before reading a large body for nothing
     try:
         sha, size, refs = await image_store.receive(request.content, where)
     except image_store.ImageUploadError as exc:
@@ -413,25 +414,25 @@ async def upload_image(request: web.Request) -> web.Response:
     except RecursionError:  # json.loads of a deeply nested manifest.json: the uploader's fault
         raise ApiError(400, "invalid", "manifest.json is nested too deeply", "image") from None
     try:
-        rec, new = _store(request).add_image(ent, sha, size, refs)
+        rec, new = _store(request).workloads.add_image(ent, sha, size, refs)
     except StoreError:
-        image_store.prune(where, _store(request).image_in_use())  # the bytes no row names go again
+        image_store.prune(where, _store(request).workloads.image_in_use())  # the bytes no row names go again
         raise
     return answer(_image_out(rec), 201 if new else 200, f"{API}/enterprises/{ent}/images/{sha}")
 
 
 async def list_images(request: web.Request) -> web.Response:
     """List an enterprise's uploaded images."""
-    found = _store(request).list_images(request.match_info["enterprise"])
+    found = _store(request).workloads.list_images(request.match_info["enterprise"])
     return answer(ImageList(images=[_image_out(i) for i in found]))
 
 
 async def delete_image(request: web.Request) -> web.Response:
     """Delete an uploaded image (refused while an app runs it)."""
-    _store(request).delete_image(request.match_info["enterprise"], request.match_info["sha256"])
+    _store(request).workloads.delete_image(request.match_info["enterprise"], request.match_info["sha256"])
     where = request.app[IMAGES]
     if where is not None:
-        image_store.prune(where, _store(request).image_in_use())
+        image_store.prune(where, _store(request).workloads.image_in_use())
     return web.Response(status=204)
 
 
@@ -501,7 +502,7 @@ def make_app(store: Store, *, tokens: Callable[[str], bool] | None = None, hub: 
     tarballs go."""
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY)
     app[STORE] = store
-    app[AUTH] = store.token_verdict if tokens is None else (lambda t: "valid" if tokens(t) else "unknown")
+    app[AUTH] = store.tokens.verdict if tokens is None else (lambda t: "valid" if tokens(t) else "unknown")
     app[HUB] = hub
     app[IMAGES] = images
     for r in ROUTES:

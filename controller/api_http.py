@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from controller.api_models import Error, ErrorBody
 from controller.channel_server import ChannelHub
 from controller.store import Store, StoreError
-from controller.tokens import Verdict
+from controller.store_tokens import Verdict
 from nsg.model import ConfigError
 
 log = logging.getLogger("controller.api")

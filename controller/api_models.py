@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from controller.enterprise import EnterpriseIpsec, UplinkDef
 from controller.inputs import ACTIVATION_MAX, ACTIVATION_MIN, SERIAL_RE
-from controller.store import EnterpriseRec, GatewayRec, SubnetRec
+from controller.store_enterprises import EnterpriseRec, SubnetRec
+from controller.store_gateways import GatewayRec
 from controller.store_workloads import AppRec, ImageRec, VmRec
 from nsg.model.config import IfName, Name
 from nsg.model.policy import PolicyConfig

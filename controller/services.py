@@ -99,13 +99,14 @@ class DeviceServices:
                                        days=825))
         mkey, mcert = make_manufacturer_ca(self.manufacturer_dir)
         self.gate = ActivationGate(self.store)
-        self.store.crl_signer = self.ca.crl
-        self.store.refresh_crl()  # what was revoked while no signer was there (a CLI on the database)
+        self.store.certificates.crl_signer = self.ca.crl
+        self.store.certificates.refresh_crl()  # what was revoked while no signer was there (a CLI on the database)
         self.hub = ChannelHub(self._config_doc, accept=self._current_ldevid)
         self.sztp = SztpServer(Owner(owner_key, owner, oca), Manufacturer(mkey, mcert), self._onboarding, (mcert,))
         self._tls = (pki / f"tls-{self.address}.pem", pki / f"tls-{self.address}.key")
         self._client_cas = [mcert, self.ca.cert]
-        self._authorizer = DeviceAuthorizer(self.ca, [mcert], self.gate.lookup, revoked=self.store.is_revoked)
+        self._authorizer = DeviceAuthorizer(self.ca, [mcert], self.gate.lookup,
+                                            revoked=self.store.certificates.is_revoked)
         self._runner: web.AppRunner | None = None
         self._pusher: asyncio.Task | None = None
         self.images_dir = self.state_dir / "images"
@@ -117,13 +118,14 @@ class DeviceServices:
 
     def _current_ldevid(self, cert: x509.Certificate) -> bool:
         """An LDevID of our CA, valid now and not revoked (the channel, images)."""
-        return self.ca.issued(cert) and not self.store.is_revoked(cert.serial_number)
+        return self.ca.issued(cert) and not self.store.certificates.is_revoked(cert.serial_number)
 
     def _issued(self, device_serial: str, cert: x509.Certificate, operation: str) -> None:
         """On record before it is sent. A first enrollment is recorded only while the box holds no valid
         LDevID, in the same transaction as that check: two enrollments at once yield one identity."""
         first = operation == OP_SIMPLEENROLL
-        if not self.store.record_issued(device_serial, cert.serial_number, cert.not_valid_after_utc, first=first):
+        if not self.store.certificates.record_issued(device_serial, cert.serial_number, cert.not_valid_after_utc,
+                                                     first=first):
             raise EstDenied(403, self.gate.identity_held(device_serial))
 
     def _handshake_failed(self, exc: BaseException, subject: str | None, peer: str) -> None:
@@ -143,18 +145,18 @@ class DeviceServices:
     def _onboarding(self, serial: str) -> dict | None:
         """nsg's onboarding document: where EST and the channel are, the CA to trust for them, and the
         gateway's initial config (it starts forwarding before the channel is even up)."""
-        rec = self.store.gateway_by_serial(serial)
+        rec = self.store.gateways.by_serial(serial)
         if rec is None:
             return None
         return {"channel_url": f"wss://{self.address}:{self.port}/channel", "est_url": self.base_url,
                 "trust_anchor": self.ca.cert_pem.decode(),
-                "config": self.store.config_for(rec.name).model_dump(mode="json")}
+                "config": self.store.documents.config_for(rec.name).model_dump(mode="json")}
 
     def _config_doc(self, serial: str) -> tuple[int, dict] | None:
-        rec = self.store.gateway_by_serial(serial)
+        rec = self.store.gateways.by_serial(serial)
         if rec is None:
             return None
-        cfg = self.store.config_for(rec.name)
+        cfg = self.store.documents.config_for(rec.name)
         return cfg.generation, cfg.model_dump(mode="json")
 
     async def _image(self, request: web.Request) -> web.StreamResponse:
@@ -166,7 +168,7 @@ class DeviceServices:
             self.counters["image_refused"] += 1
             raise web.HTTPUnauthorized(text="an LDevID client certificate from this controller is needed")
         serial = subject_serial(cert.subject)
-        if serial is None or not self.store.may_fetch(serial, sha):
+        if serial is None or not self.store.workloads.may_fetch(serial, sha):
             self.counters["image_refused"] += 1
             log.warning("image refused", extra={"fields": {"serial": serial, "sha256": sha}})
             raise web.HTTPForbidden(text="no app of this gateway runs that image")
@@ -189,7 +191,7 @@ class DeviceServices:
         site = TlsSite(self._runner, self.address, self.port, ctx, self._handshake_failed)
         await site.start()
         self.port = site.port
-        self.store.set_device_url(self.base_url)  # image URLs in configs point here
+        self.store.workloads.set_device_url(self.base_url)  # image URLs in configs point here
         # Untrusting devices are redirected here, now with our CA as the anchor: onboarding and
         # progress reports then run over authenticated TLS.
         self.sztp.redirect = (self.address, self.port, cms.certs_only([self.ca.cert]))

@@ -1,6 +1,15 @@
-"""The store's tenant workloads: uploaded image tarballs, apps and VMs per gateway, and the IPAM that
-gives them addresses. A mixin of controller.store.Store (it uses the store's transactions and
-lookups); kept apart so neither file grows past what one reads at a sitting."""
+"""The store's tenant workloads (``store.workloads``): uploaded image tarballs, and apps and VMs per
+gateway. Their addresses come from IPAM (controller/store_ipam.py), inside the same transaction; every
+write that reaches configs bumps the enterprise's generation and is test-rendered before it commits.
+
+Cross-responsibility operations live here, because each is a question about workloads:
+- ``image_in_use``: which tarballs the image directory must keep (controller/image_store.py prunes the rest);
+- ``may_fetch``: may the gateway with this device serial download this tarball? Only if one of its apps
+  runs it (the device site asks, with the serial of the client certificate);
+- ``set_device_url``: where gateways download tarballs from; it is part of every app's config, so it
+  bumps every enterprise that has apps. The rendered configs read it with ``image_base``, and a
+  gateway's workloads with ``apps_of`` and ``vms_of`` (controller/store_documents.py).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +23,11 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from controller.enterprise import AppDef, VmDef
-from controller.inputs import Conflict, NotFound, StoreError, _address, _now, _validated
+from controller.inputs import Conflict, NotFound, StoreError, _now, _validated
+from controller.store_db import Database, RenderCheck, put_setting, setting, taken
+from controller.store_enterprises import bump, enterprise_id
+from controller.store_gateways import gateway_id, gateway_rec
+from controller.store_ipam import Ipam
 from nsg.model.tenant_workloads import image_reference
 
 _APP = TypeAdapter(AppDef)
@@ -46,18 +59,33 @@ class VmRec:
     created: str
 
 
-class WorkloadRecords:
-    """Images, apps and VMs (see controller.store.Store for the transaction helpers used here)."""
+DEVICE_URL_SETTING = "device_url"
 
-    _tx: Any
-    _enterprise_id: Any
-    _gateway_id: Any
-    _gateway: Any
-    _taken: Any
-    _bump: Any
-    _check_render: Any
-    _setting: Any
-    _set: Any
+
+def apps_of(cur: sqlite3.Cursor, gw_id: int) -> tuple[AppDef, ...]:
+    """The gateway's apps, by name (as its config lists them)."""
+    return tuple(AppDef.model_validate_json(r[0]) for r in cur.execute(
+        "SELECT spec FROM apps WHERE gateway_id = ? ORDER BY name", (gw_id,)))
+
+
+def vms_of(cur: sqlite3.Cursor, gw_id: int) -> tuple[VmDef, ...]:
+    """The gateway's VMs, by name (as its config lists them)."""
+    return tuple(VmDef.model_validate_json(r[0]) for r in cur.execute(
+        "SELECT spec FROM vms WHERE gateway_id = ? ORDER BY name", (gw_id,)))
+
+
+def image_base(cur: sqlite3.Cursor) -> str | None:
+    """The device site's URL that image URLs in configs are made from (None until the device services set it)."""
+    return setting(cur, DEVICE_URL_SETTING)
+
+
+class Workloads:
+    """Images, apps and VMs. Uses IPAM (their addresses) and the render check."""
+
+    def __init__(self, db: Database, ipam: Ipam, check_render: RenderCheck):
+        self._db = db
+        self._ipam = ipam
+        self._check_render = check_render
 
     # -- images and apps ---------------------------------------------------------------------------
 
@@ -74,8 +102,8 @@ class WorkloadRecords:
                 image_reference(r)
             except ValueError as exc:
                 raise StoreError(f"references[{i}]", str(exc)) from None
-        with self._tx(write=True) as cur:
-            ent_id = self._enterprise_id(cur, enterprise)
+        with self._db.tx(write=True) as cur:
+            ent_id = enterprise_id(cur, enterprise)
             row = cur.execute("SELECT 1 FROM images WHERE enterprise_id = ? AND sha256 = ?",
                               (ent_id, sha256)).fetchone()
             if row is None:
@@ -93,16 +121,16 @@ class WorkloadRecords:
         return ImageRec(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4])
 
     def list_images(self, enterprise: str) -> list[ImageRec]:
-        with self._tx() as cur:
-            ent_id = self._enterprise_id(cur, enterprise)
+        with self._db.tx() as cur:
+            ent_id = enterprise_id(cur, enterprise)
             shas = [r[0] for r in cur.execute("SELECT sha256 FROM images WHERE enterprise_id = ? ORDER BY id",
                                               (ent_id,))]
             return [self._image(cur, ent_id, h) for h in shas]
 
     def delete_image(self, enterprise: str, sha256: str) -> None:
         """Refused while an app of the enterprise runs it."""
-        with self._tx(write=True) as cur:
-            ent_id = self._enterprise_id(cur, enterprise)
+        with self._db.tx(write=True) as cur:
+            ent_id = enterprise_id(cur, enterprise)
             self._image(cur, ent_id, sha256)
             users = sorted(f"{g}/{a.name}" for g, a in self._enterprise_apps(cur, ent_id) if a.image_sha256 == sha256)
             if users:
@@ -111,27 +139,22 @@ class WorkloadRecords:
 
     def image_in_use(self) -> set[str]:
         """Every image hash some row still names (what the image directory must keep)."""
-        with self._tx() as cur:
+        with self._db.tx() as cur:
             return {r[0] for r in cur.execute("SELECT sha256 FROM images")}
 
     def may_fetch(self, serial: str, sha256: str) -> bool:
         """Does the gateway with this serial run an app from this image? Only then may it download it."""
-        with self._tx() as cur:
+        with self._db.tx() as cur:
             row = cur.execute("SELECT id FROM gateways WHERE serial = ?", (serial,)).fetchone()
-            return row is not None and any(a.image_sha256 == sha256 for a in self._apps(cur, row[0]))
+            return row is not None and any(a.image_sha256 == sha256 for a in apps_of(cur, row[0]))
 
     def set_device_url(self, url: str) -> None:
         """Where gateways reach the device site (image URLs in their configs are made from it)."""
-        with self._tx(write=True) as cur:
-            if self._setting(cur, "device_url") != url:
-                self._set(cur, "device_url", url)
+        with self._db.tx(write=True) as cur:
+            if image_base(cur) != url:
+                put_setting(cur, DEVICE_URL_SETTING, url)
                 cur.execute("UPDATE enterprises SET generation = generation + 1 WHERE id IN "
                             "(SELECT DISTINCT g.enterprise_id FROM apps a JOIN gateways g ON g.id = a.gateway_id)")
-
-    @staticmethod
-    def _apps(cur: sqlite3.Cursor, gw_id: int) -> tuple[AppDef, ...]:
-        return tuple(AppDef.model_validate_json(r[0]) for r in cur.execute(
-            "SELECT spec FROM apps WHERE gateway_id = ? ORDER BY name", (gw_id,)))
 
     @staticmethod
     def _enterprise_apps(cur: sqlite3.Cursor, ent_id: int) -> list[tuple[str, AppDef]]:
@@ -152,40 +175,20 @@ class WorkloadRecords:
                 return h
         raise StoreError("image", f"no uploaded image tags {ref}; upload its `docker save` tarball first")
 
-    def _app_address(self, cur: sqlite3.Cursor, subnet_id: int, cidr: IPv4Network, gateway: IPv4Address,
-                     want: object) -> IPv4Address:
-        """The address asked for, checked; or IPAM: the highest free host of the subnet (LAN hosts'
-        DHCP pools customarily sit at the bottom). Unique across the enterprise: a subnet is one L2."""
-        taken = {IPv4Address(r[0]) for r in cur.execute(
-            "SELECT address FROM apps WHERE subnet_id = ? UNION SELECT address FROM vms WHERE subnet_id = ?",
-            (subnet_id, subnet_id))}
-        if want is not None:
-            ip = _address(want, "address")
-            if ip not in cidr or ip in (cidr.network_address, cidr.broadcast_address, gateway):
-                raise StoreError("address", f"{ip} is not a free host address of {cidr} (the gateway is {gateway})")
-            if ip in taken:
-                raise Conflict("address", f"{ip} is already an app's or a VM's address in this subnet")
-            return ip
-        for n in range(int(cidr.broadcast_address) - 1, int(cidr.network_address), -1):
-            ip = IPv4Address(n)
-            if ip != gateway and ip not in taken:
-                return ip
-        raise Conflict("address", f"no free address left in {cidr}")
-
     def _workload_home(self, cur: sqlite3.Cursor, table: str, gateway: str, name: str,
                        subnet: str) -> tuple[int, int, tuple]:
         """For a new app or VM (``table``): its edge gateway's and enterprise's ids and its subnet's row
         (id, cidr, gateway), once the name is free on that gateway."""
         what = {"apps": "app", "vms": "VM"}[table]
-        gw_id, ent_id = self._gateway_id(cur, gateway)
-        if self._gateway(cur, gw_id).role == "hub":
+        gw_id, ent_id = gateway_id(cur, gateway)
+        if gateway_rec(cur, gw_id).role == "hub":
             raise StoreError("gateway", f"{gateway} is a hub; {what}s run on edge gateways")
         row = cur.execute("SELECT id, cidr, gateway FROM subnets WHERE enterprise_id = ? AND name = ?",
                           (ent_id, subnet)).fetchone()
         if row is None:
             raise StoreError("subnet", f"the enterprise has no subnet named {subnet!r}")
-        self._taken(cur, f"SELECT 1 FROM {table} WHERE gateway_id = ? AND name = ?", (gw_id, name), "name",
-                    f"{what} {name!r} on {gateway}")
+        taken(cur, f"SELECT 1 FROM {table} WHERE gateway_id = ? AND name = ?", (gw_id, name), "name",
+              f"{what} {name!r} on {gateway}")
         return gw_id, ent_id, row
 
     def add_app(self, gateway: str, name: str, *, subnet: str, image: str, address: object = None,
@@ -194,16 +197,16 @@ class WorkloadRecords:
         unknown = set(spec) - set(APP_FIELDS)
         if unknown:
             raise StoreError(sorted(unknown)[0], "not an app setting")
-        with self._tx(write=True) as cur:
+        with self._db.tx(write=True) as cur:
             gw_id, ent_id, row = self._workload_home(cur, "apps", gateway, name, subnet)
             _validated(_APP, {"name": name, "image": image, "subnet": subnet, "address": "0.0.0.0"}, "")
             sha = self._resolve_image(cur, ent_id, image, image_sha256)
-            ip = self._app_address(cur, row[0], IPv4Network(row[1]), IPv4Address(row[2]), address)
+            ip = self._ipam.workload_address(cur, row[0], IPv4Network(row[1]), IPv4Address(row[2]), address)
             app: AppDef = _validated(_APP, {**spec, "name": name, "subnet": subnet, "image": image,
                                             "address": str(ip), "image_sha256": sha}, "")
             cur.execute("INSERT INTO apps (gateway_id, subnet_id, name, address, spec, created) "
                         "VALUES (?, ?, ?, ?, ?, ?)", (gw_id, row[0], name, str(ip), app.model_dump_json(), _now()))
-            self._bump(cur, ent_id)
+            bump(cur, ent_id)
             self._check_render(cur, ent_id)
             return self._app(cur, gw_id, name)
 
@@ -212,8 +215,8 @@ class WorkloadRecords:
         unknown = set(changes) - set(APP_FIELDS)
         if unknown:
             raise StoreError(sorted(unknown)[0], "cannot be changed (remove the app and add it again)")
-        with self._tx(write=True) as cur:
-            gw_id, ent_id = self._gateway_id(cur, gateway)
+        with self._db.tx(write=True) as cur:
+            gw_id, ent_id = gateway_id(cur, gateway)
             old = self._app(cur, gw_id, name).app
             doc = {**old.model_dump(mode="json", exclude={"image_source"}), **changes}
             if "image" in changes and "image_sha256" not in changes:
@@ -223,7 +226,7 @@ class WorkloadRecords:
             if app != old:
                 cur.execute("UPDATE apps SET spec = ? WHERE gateway_id = ? AND name = ?",
                             (app.model_dump_json(), gw_id, name))
-                self._bump(cur, ent_id)
+                bump(cur, ent_id)
                 self._check_render(cur, ent_id)
             return self._app(cur, gw_id, name)
 
@@ -236,27 +239,22 @@ class WorkloadRecords:
         return AppRec(row[0], AppDef.model_validate_json(row[1]), row[2])
 
     def get_app(self, gateway: str, name: str) -> AppRec:
-        with self._tx() as cur:
-            return self._app(cur, self._gateway_id(cur, gateway)[0], name)
+        with self._db.tx() as cur:
+            return self._app(cur, gateway_id(cur, gateway)[0], name)
 
     def list_apps(self, gateway: str) -> list[AppRec]:
-        with self._tx() as cur:
-            gw_id, _ = self._gateway_id(cur, gateway)
+        with self._db.tx() as cur:
+            gw_id, _ = gateway_id(cur, gateway)
             names = [r[0] for r in cur.execute("SELECT name FROM apps WHERE gateway_id = ? ORDER BY name", (gw_id,))]
             return [self._app(cur, gw_id, n) for n in names]
 
     def delete_app(self, gateway: str, name: str) -> None:
         """The gateway removes its container at the next generation; the address goes back to IPAM."""
-        with self._tx(write=True) as cur:
-            gw_id, ent_id = self._gateway_id(cur, gateway)
+        with self._db.tx(write=True) as cur:
+            gw_id, ent_id = gateway_id(cur, gateway)
             if cur.execute("DELETE FROM apps WHERE gateway_id = ? AND name = ?", (gw_id, name)).rowcount == 0:
                 raise NotFound("app", f"no app named {name!r} on {gateway}")
-            self._bump(cur, ent_id)
-
-    @staticmethod
-    def _vms(cur: sqlite3.Cursor, gw_id: int) -> tuple[VmDef, ...]:
-        return tuple(VmDef.model_validate_json(r[0]) for r in cur.execute(
-            "SELECT spec FROM vms WHERE gateway_id = ? ORDER BY name", (gw_id,)))
+            bump(cur, ent_id)
 
     def add_vm(self, gateway: str, name: str, *, subnet: str, kernel: Any, address: object = None,
                **spec: Any) -> VmRec:
@@ -264,14 +262,14 @@ class WorkloadRecords:
         unknown = set(spec) - set(VM_FIELDS)
         if unknown:
             raise StoreError(sorted(unknown)[0], "not a VM setting")
-        with self._tx(write=True) as cur:
+        with self._db.tx(write=True) as cur:
             gw_id, ent_id, row = self._workload_home(cur, "vms", gateway, name, subnet)
-            ip = self._app_address(cur, row[0], IPv4Network(row[1]), IPv4Address(row[2]), address)
+            ip = self._ipam.workload_address(cur, row[0], IPv4Network(row[1]), IPv4Address(row[2]), address)
             vm: VmDef = _validated(_VM, {**spec, "name": name, "subnet": subnet, "kernel": kernel,
                                          "address": str(ip)}, "")
             cur.execute("INSERT INTO vms (gateway_id, subnet_id, name, address, spec, created) "
                         "VALUES (?, ?, ?, ?, ?, ?)", (gw_id, row[0], name, str(ip), vm.model_dump_json(), _now()))
-            self._bump(cur, ent_id)
+            bump(cur, ent_id)
             self._check_render(cur, ent_id)
             return self._vm(cur, gw_id, name)
 
@@ -284,14 +282,14 @@ class WorkloadRecords:
         return VmRec(row[0], VmDef.model_validate_json(row[1]), row[2])
 
     def list_vms(self, gateway: str) -> list[VmRec]:
-        with self._tx() as cur:
-            gw_id, _ = self._gateway_id(cur, gateway)
+        with self._db.tx() as cur:
+            gw_id, _ = gateway_id(cur, gateway)
             names = [r[0] for r in cur.execute("SELECT name FROM vms WHERE gateway_id = ? ORDER BY name", (gw_id,))]
             return [self._vm(cur, gw_id, n) for n in names]
 
     def delete_vm(self, gateway: str, name: str) -> None:
-        with self._tx(write=True) as cur:
-            gw_id, ent_id = self._gateway_id(cur, gateway)
+        with self._db.tx(write=True) as cur:
+            gw_id, ent_id = gateway_id(cur, gateway)
             if cur.execute("DELETE FROM vms WHERE gateway_id = ? AND name = ?", (gw_id, name)).rowcount == 0:
                 raise NotFound("vm", f"no VM named {name!r} on {gateway}")
-            self._bump(cur, ent_id)
+            bump(cur, ent_id)

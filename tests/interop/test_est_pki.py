@@ -83,8 +83,8 @@ def uplink() -> list[dict]:
 async def controller(tmp_path: Path):
     """The controller's device site with one registered gateway; its CA as a PEM file."""
     store = Store(tmp_path / "ctl.db")
-    store.create_enterprise("acme", transport="esp")
-    store.add_gateway("acme", "b1", serial=SERIAL, uplinks=uplink(), ports={})
+    store.enterprises.create("acme", transport="esp")
+    store.gateways.add("acme", "b1", serial=SERIAL, uplinks=uplink(), ports={})
     svc = DeviceServices(store, tmp_path / "ctl", "127.0.0.1", 0, tmp_path / "mfg")
     await svc.start()
     ca_file = tmp_path / "controller-ca.pem"
@@ -126,7 +126,7 @@ def test_pki_est_renews_an_ldevid(tmp_path):
             status, new_key_pem, err = await pki("--gen", "--type", "ecdsa", "--size", "256", "--outform", "pem")
             assert status == 0, err
             (tmp_path / "new.key").write_bytes(new_key_pem)
-            system_ip = str(svc.store.get_gateway("b1").system_ip)
+            system_ip = str(svc.store.gateways.get("b1").system_ip)
             status, req, err = await pki("--req", "--in", str(tmp_path / "new.key"), "--type", "ecdsa",
                                          "--dn", f"serialNumber={SERIAL}, CN={SERIAL}", "--san", system_ip,
                                          "--outform", "der")
@@ -148,5 +148,5 @@ def test_pki_est_renews_an_ldevid(tmp_path):
             == ldevid.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
     # on record, so it can be revoked
     with Store(tmp_path / "ctl.db") as store:
-        assert {c["serial"] for c in store.certificates(SERIAL)} == {f"{ldevid.serial_number:x}",
+        assert {c["serial"] for c in store.certificates.list(SERIAL)} == {f"{ldevid.serial_number:x}",
                                                                     f"{renewed.serial_number:x}"}

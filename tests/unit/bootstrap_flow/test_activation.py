@@ -24,10 +24,10 @@ UPLINK = [{"name": "wan0", "interface": "wan0", "mode": "static", "address": "19
 @pytest.fixture
 def store(tmp_path):
     s = Store(tmp_path / "ctl.db")
-    s.create_enterprise("acme")
-    s.add_gateway("acme", "b1", serial="NSG-9", uplinks=UPLINK, ports={}, behind_nat=False,
+    s.enterprises.create("acme")
+    s.gateways.add("acme", "b1", serial="NSG-9", uplinks=UPLINK, ports={}, behind_nat=False,
                   activation_code="open-sesame-42")
-    s.add_gateway("acme", "b2", serial="NSG-10", uplinks=[{**UPLINK[0], "address": "198.18.2.2/24",
+    s.gateways.add("acme", "b2", serial="NSG-10", uplinks=[{**UPLINK[0], "address": "198.18.2.2/24",
                                                             "gateway": "198.18.2.1"}], ports={}, behind_nat=False)
     yield s
     s.close()
@@ -50,7 +50,7 @@ def test_gate(store):
     assert gate.counters["locked"] == 1
     t[0] = 150.0
     g = gate.lookup("NSG-9", ctx("NSG-9", "open-sesame-42"))
-    assert isinstance(g, Grant) and str(g.san_ip) == str(store.get_gateway("b1").system_ip)
+    assert isinstance(g, Grant) and str(g.san_ip) == str(store.gateways.get("b1").system_ip)
     # a code for another serial does not count
     assert isinstance(ActivationGate(store).lookup("NSG-9", ctx("NSG-10", "open-sesame-42")), Pending)
 

@@ -24,10 +24,10 @@ def uplink(n):
 
 def test_register_bootstrap_enroll_configure(tmp_path):
     store = Store(tmp_path / "ctl.db")
-    store.create_enterprise("acme", transport="esp")
-    store.add_subnet("acme", "corp", vni=100, cidr="198.19.0.0/24", gateway="198.19.0.1")
-    store.add_gateway("acme", "b1", serial="NSG-21", uplinks=uplink(1), ports={"corp": ["lan0"]}, behind_nat=False)
-    store.add_gateway("acme", "b2", serial="NSG-22", uplinks=uplink(2), ports={"corp": ["lan0"]}, behind_nat=True)
+    store.enterprises.create("acme", transport="esp")
+    store.enterprises.add_subnet("acme", "corp", vni=100, cidr="198.19.0.0/24", gateway="198.19.0.1")
+    store.gateways.add("acme", "b1", serial="NSG-21", uplinks=uplink(1), ports={"corp": ["lan0"]}, behind_nat=False)
+    store.gateways.add("acme", "b2", serial="NSG-22", uplinks=uplink(2), ports={"corp": ["lan0"]}, behind_nat=True)
     ident_dir = tmp_path / "gw" / "identity"
     factory_init(ident_dir, "NSG-21", make_manufacturer_ca(tmp_path / "mfg"))
 
@@ -54,14 +54,15 @@ def test_register_bootstrap_enroll_configure(tmp_path):
                     break
                 await asyncio.sleep(0.02)
             first = parse_config(got[0].config)
-            assert str(first.system_ip) == str(store.get_gateway("b1").system_ip)
+            assert str(first.system_ip) == str(store.gateways.get("b1").system_ip)
             assert [p.name for p in first.peers] == ["b2"] and first.peers[0].initiate == "never"
             assert first.transport == "esp" and first.ipsec is not None and first.ipsec.auth == "ldevid"
-            assert first.peers[0].serial == store.get_gateway("b2").serial and first.peers[0].psk is None
+            assert first.peers[0].serial == store.gateways.get("b2").serial and first.peers[0].psk is None
             # the LDevID the box just got is on record (it can be revoked)
-            assert [c["serial"] for c in store.certificates(ident.serial())] == [f"{ident.ldevid().serial_number:x}"]
+            assert [c["serial"] for c in store.certificates.list(ident.serial())] == [
+                f"{ident.ldevid().serial_number:x}"]
             # the operator adds a subnet: a new generation reaches the gateway unasked
-            store.add_subnet("acme", "guest", vni=200, cidr="198.19.1.0/24", gateway="198.19.1.1")
+            store.enterprises.add_subnet("acme", "guest", vni=200, cidr="198.19.1.0/24", gateway="198.19.1.1")
             for _ in range(200):
                 if len(got) == 2:
                     break
@@ -92,8 +93,8 @@ def test_ldevid_is_renewed_at_two_thirds_of_its_life(tmp_path):
     from bootstrap.renew import keep_enrolled
 
     store = Store(tmp_path / "ctl.db")
-    store.create_enterprise("acme")
-    store.add_gateway("acme", "b1", serial="NSG-21", uplinks=uplink(1), ports={}, behind_nat=False)
+    store.enterprises.create("acme")
+    store.gateways.add("acme", "b1", serial="NSG-21", uplinks=uplink(1), ports={}, behind_nat=False)
     ident_dir = tmp_path / "gw" / "identity"
     factory_init(ident_dir, "NSG-21", make_manufacturer_ca(tmp_path / "mfg"))
 
@@ -149,9 +150,9 @@ def test_images_go_only_to_gateways_whose_apps_run_them(tmp_path):
     from containers import image_fetch
 
     store = Store(tmp_path / "ctl.db")
-    store.create_enterprise("acme")
-    store.add_subnet("acme", "corp", vni=100, cidr="198.19.0.0/24", gateway="198.19.0.1")
-    store.add_gateway("acme", "b1", serial="NSG-31", uplinks=uplink(1), ports={"corp": ["lan0"]})
+    store.enterprises.create("acme")
+    store.enterprises.add_subnet("acme", "corp", vni=100, cidr="198.19.0.0/24", gateway="198.19.0.1")
+    store.gateways.add("acme", "b1", serial="NSG-31", uplinks=uplink(1), ports={"corp": ["lan0"]})
     ident_dir = tmp_path / "gw" / "identity"
     factory_init(ident_dir, "NSG-31", make_manufacturer_ca(tmp_path / "mfg"))
 
@@ -175,9 +176,9 @@ def test_images_go_only_to_gateways_whose_apps_run_them(tmp_path):
                 data = tarball(tag)
                 shas[tag] = hashlib.sha256(data).hexdigest()
                 (svc.images_dir / f"{shas[tag]}.tar").write_bytes(data)
-                store.add_image("acme", shas[tag], len(data), [tag])
-            store.add_app("b1", "web", subnet="corp", image="acme/web:1")
-            url = store.config_for("b1").apps[0].image_source.url
+                store.workloads.add_image("acme", shas[tag], len(data), [tag])
+            store.workloads.add_app("b1", "web", subnet="corp", image="acme/web:1")
+            url = store.documents.config_for("b1").apps[0].image_source.url
             assert url == f"{svc.base_url}/images/{shas['acme/web:1']}"
             cafile = ident_dir / "controller-ca.pem"
 

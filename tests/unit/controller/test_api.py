@@ -37,7 +37,7 @@ def store(tmp_path):
 
 @pytest.fixture
 def token(store):
-    return store.create_token("test")
+    return store.tokens.create("test")
 
 
 def run(store: Store, scenario, **app_kw):
@@ -140,9 +140,9 @@ def test_crud_round_trip(store, token):
 
 
 def test_bad_input_is_refused_naming_the_field(store, token):
-    store.create_enterprise("acme")
-    store.add_subnet("acme", "corp", vni=100, cidr="192.0.2.0/24", gateway="192.0.2.1")
-    store.add_gateway("acme", "b1", serial="SN1", uplinks=wan(1))
+    store.enterprises.create("acme")
+    store.enterprises.add_subnet("acme", "corp", vni=100, cidr="192.0.2.0/24", gateway="192.0.2.1")
+    store.gateways.add("acme", "b1", serial="SN1", uplinks=wan(1))
     subnet = {"name": "dmz", "vni": 200, "cidr": "198.51.100.0/24", "gateway": "198.51.100.1"}
     gateway = {"name": "b2", "serial": "SN2", "uplinks": wan(2)}
     cases = [
@@ -185,11 +185,11 @@ def test_bad_input_is_refused_naming_the_field(store, token):
         assert not any("Traceback" in t for t in api.texts)
 
     run(store, scenario)
-    assert [g.name for g in store.list_gateways("acme")] == ["b1"] and store.get_enterprise("acme").generation == 3
+    assert [g.name for g in store.gateways.list("acme")] == ["b1"] and store.enterprises.get("acme").generation == 3
 
 
 def test_activation_code_is_write_only(store, token):
-    store.create_enterprise("acme")
+    store.enterprises.create("acme")
 
     async def scenario(client):
         api = Api(client, token)
@@ -208,7 +208,7 @@ def test_activation_code_is_write_only(store, token):
     texts = run(store, scenario)
     assert len(texts) == 7
     assert not any(SECRET_CODE in t or SECRET_CODE[::-1] in t for t in texts)
-    assert store.check_activation("SN1", None)
+    assert store.gateways.check_activation("SN1", None)
 
 
 def test_rendered_config_is_the_full_mesh_at_the_enterprise_generation(store, token):
@@ -243,7 +243,7 @@ def test_a_server_fault_tells_the_client_nothing(store, token, monkeypatch, capl
     def boom(*args, **kw):
         raise RuntimeError("db password is hunter2")
 
-    monkeypatch.setattr(store, "list_enterprises", boom)
+    monkeypatch.setattr(store.enterprises, "list", boom)
 
     async def scenario(client):
         resp = await client.get("/api/v1/enterprises", headers={"Authorization": f"Bearer {token}"})
@@ -364,19 +364,19 @@ def test_ports_and_uplinks_the_gateway_lacks_are_refused_once_it_reported_its_in
     from controller.channel_server import ChannelHub
 
     hub = ChannelHub(lambda _serial: None)
-    store.create_enterprise("acme")
-    store.add_subnet("acme", "corp", vni=100, cidr="192.0.2.0/24", gateway="192.0.2.1")
-    store.add_gateway("acme", "b1", serial="SN1", uplinks=wan(1), ports={"corp": ["lan0"]})
+    store.enterprises.create("acme")
+    store.enterprises.add_subnet("acme", "corp", vni=100, cidr="192.0.2.0/24", gateway="192.0.2.1")
+    store.gateways.add("acme", "b1", serial="SN1", uplinks=wan(1), ports={"corp": ["lan0"]})
     hub.interfaces["SN1"] = ("eth0", "lan0", "lan1")
 
     async def scenario(client):
         api = Api(client, token)
-        gen = store.get_enterprise("acme").generation
+        gen = store.enterprises.get("acme").generation
         status, body = await api("PATCH", "/gateways/b1", {"ports": {"corp": ["lan9"]}})
         assert status == 400 and error_of(body) == ("invalid", "ports.corp[0]") and "lan9" in body["error"]["message"]
         status, body = await api("PATCH", "/gateways/b1", {"uplinks": [{**wan(1)[0], "interface": "wwan0"}]})
         assert status == 400 and error_of(body) == ("invalid", "uplinks[0].interface")
-        assert store.get_enterprise("acme").generation == gen and store.get_gateway("b1").ports == {"corp": ("lan0",)}
+        assert store.enterprises.get("acme").generation == gen and store.gateways.get("b1").ports == {"corp": ("lan0",)}
         status, _ = await api("PATCH", "/gateways/b1?confirm_s=2", {"ports": {"corp": ["lan1"]}})
         assert status == 400  # a window shorter than 5 s
         status, _ = await api("PATCH", "/gateways/b1?confirm_s=20", {"ports": {"corp": ["lan1"]}})

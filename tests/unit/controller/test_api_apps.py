@@ -34,15 +34,15 @@ def store(tmp_path):
 
 
 def setup(store: Store) -> None:
-    store.set_device_url("https://198.18.0.2:8444")
-    store.create_enterprise("acme")
-    store.add_subnet("acme", "corp", vni=100, cidr="192.0.2.0/24", gateway="192.0.2.1")
-    store.add_gateway("acme", "b1", serial="S1", uplinks=wan(1))
+    store.workloads.set_device_url("https://198.18.0.2:8444")
+    store.enterprises.create("acme")
+    store.enterprises.add_subnet("acme", "corp", vni=100, cidr="192.0.2.0/24", gateway="192.0.2.1")
+    store.gateways.add("acme", "b1", serial="S1", uplinks=wan(1))
 
 
 def test_upload_then_app_from_ipam_then_live_state(tmp_path, store):
     setup(store)
-    token = store.create_token("t")
+    token = store.tokens.create("t")
     hub = ChannelHub(lambda serial: None)
     images = tmp_path / "images"
     body = tarball()
@@ -113,7 +113,7 @@ def test_upload_then_app_from_ipam_then_live_state(tmp_path, store):
 
 def test_without_a_device_site_images_are_refused(store):
     setup(store)
-    token = store.create_token("t")
+    token = store.tokens.create("t")
 
     async def scenario(client):
         resp = await client.post("/api/v1/enterprises/acme/images", data=tarball(),
@@ -127,7 +127,7 @@ def test_without_a_device_site_images_are_refused(store):
 
 def test_vms_share_ipam_with_apps_and_take_only_files_on_the_gateway(tmp_path, store):
     setup(store)
-    token = store.create_token("t")
+    token = store.tokens.create("t")
     hub = ChannelHub(lambda serial: None)
     kernel = {"url": "file:///var/lib/nsg/vm/vmlinuz", "sha256": "d" * 64}
     body = tarball()

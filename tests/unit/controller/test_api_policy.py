@@ -22,21 +22,21 @@ POLICY = {
 @pytest.fixture
 def store(tmp_path):
     with Store(tmp_path / "c.db") as s:
-        s.set_device_url("https://198.18.0.2:8444")
-        s.create_enterprise("acme")
-        s.add_subnet("acme", "corp", vni=100, cidr="192.0.2.0/24", gateway="192.0.2.1")
-        s.add_subnet("acme", "corp-lte", vni=200, cidr="198.51.100.0/24", gateway="198.51.100.1")
-        s.add_gateway("acme", "b1", serial="S1", uplinks=wan(1))
-        s.add_gateway("acme", "b2", serial="S2", uplinks=[*wan(2), {"name": "lte0", "interface": "wwan0",
+        s.workloads.set_device_url("https://198.18.0.2:8444")
+        s.enterprises.create("acme")
+        s.enterprises.add_subnet("acme", "corp", vni=100, cidr="192.0.2.0/24", gateway="192.0.2.1")
+        s.enterprises.add_subnet("acme", "corp-lte", vni=200, cidr="198.51.100.0/24", gateway="198.51.100.1")
+        s.gateways.add("acme", "b1", serial="S1", uplinks=wan(1))
+        s.gateways.add("acme", "b2", serial="S2", uplinks=[*wan(2), {"name": "lte0", "interface": "wwan0",
                                                                     "mode": "dhcp"}])
-        s.add_gateway("acme", "hub", serial="H1", uplinks=wan(3), role="hub")
-        s.add_image("acme", "a" * 64, 10, ["acme/web:1"])
-        s.add_app("b1", "web", subnet="corp", image="acme/web:1", address="192.0.2.50")
+        s.gateways.add("acme", "hub", serial="H1", uplinks=wan(3), role="hub")
+        s.workloads.add_image("acme", "a" * 64, 10, ["acme/web:1"])
+        s.workloads.add_app("b1", "web", subnet="corp", image="acme/web:1", address="192.0.2.50")
         yield s
 
 
 def test_policy_round_trip_render_and_counters(store):
-    token = store.create_token("t")
+    token = store.tokens.create("t")
     hub = ChannelHub(lambda serial: None)
 
     async def scenario(client):
@@ -88,8 +88,8 @@ def test_policy_round_trip_render_and_counters(store):
 
 
 def test_an_app_name_on_two_gateways_cannot_be_referred_to_by_name(store):
-    store.add_app("b2", "web", subnet="corp", image="acme/web:1", address="192.0.2.51")
-    token = store.create_token("t")
+    store.workloads.add_app("b2", "web", subnet="corp", image="acme/web:1", address="192.0.2.51")
+    token = store.tokens.create("t")
 
     async def scenario(client):
         status, doc = await Api(client, token)("PUT", "/enterprises/acme/policy", POLICY)
@@ -104,8 +104,8 @@ QOS = {"classes": [{"name": "A", "guaranteed_pct": 70, "priority": 1}, {"name": 
 
 
 def test_qos_profile_rendered_with_each_gateways_uplink_rates(store):
-    store.update_gateway("b1", uplinks=[{**wan(1)[0], "egress_kbit": 20000, "ingress_kbit": 50000}])
-    token = store.create_token("t")
+    store.gateways.update("b1", uplinks=[{**wan(1)[0], "egress_kbit": 20000, "ingress_kbit": 50000}])
+    token = store.tokens.create("t")
 
     async def scenario(client):
         api = Api(client, token)

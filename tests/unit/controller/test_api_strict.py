@@ -20,15 +20,15 @@ JSON = {"Content-Type": "application/json"}
 @pytest.fixture
 def store(tmp_path):
     with Store(tmp_path / "c.db") as s:
-        s.create_enterprise("acme")
-        s.add_subnet("acme", "corp", vni=100, cidr="192.0.2.0/24", gateway="192.0.2.1")
-        s.add_gateway("acme", "b1", serial="SN1", uplinks=wan(1))
+        s.enterprises.create("acme")
+        s.enterprises.add_subnet("acme", "corp", vni=100, cidr="192.0.2.0/24", gateway="192.0.2.1")
+        s.gateways.add("acme", "b1", serial="SN1", uplinks=wan(1))
         yield s
 
 
 @pytest.fixture
 def token(store):
-    return store.create_token("test")
+    return store.tokens.create("test")
 
 
 async def post_raw(client, token: str, path: str, data: bytes, content_type: str | None = "application/json"):
@@ -64,7 +64,7 @@ def test_no_coercion_of_bools_or_strings_into_numbers(store, token):
         assert status == 201 and doc["vni"] == 200
 
     run(store, scenario)
-    assert [s.name for s in store.list_subnets("acme")] == ["corp", "dmz"]
+    assert [s.name for s in store.enterprises.list_subnets("acme")] == ["corp", "dmz"]
 
 
 def test_hostile_json_is_a_400_naming_the_problem_never_a_500(store, token, caplog):
@@ -98,7 +98,7 @@ def test_a_json_body_must_say_application_json(store, token):
         assert status == 201
 
     run(store, scenario)
-    assert [s.name for s in store.list_subnets("acme")] == ["corp", "dmz"]  # the refused ones wrote nothing
+    assert [s.name for s in store.enterprises.list_subnets("acme")] == ["corp", "dmz"]  # the refused ones wrote nothing
 
 
 @pytest.mark.parametrize("url", [
@@ -148,10 +148,10 @@ def test_vm_kernel_and_initrd_must_not_climb_out(store, token):
         assert status == 201, doc
 
     run(store, scenario)
-    assert [v.vm.name for v in store.list_vms("b1")] == ["vm1"]
+    assert [v.vm.name for v in store.workloads.list_vms("b1")] == ["vm1"]
     # the store refuses it too, whoever calls it
     with pytest.raises(Exception, match=r"kernel"):
-        store.add_vm("b1", "vm2", subnet="corp", kernel=bad)
+        store.workloads.add_vm("b1", "vm2", subnet="corp", kernel=bad)
 
 
 def test_a_hostile_image_manifest_is_a_400(store, token, tmp_path):

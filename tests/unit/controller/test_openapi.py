@@ -94,7 +94,7 @@ def test_models_in_the_document_are_the_wire_models():
 
 
 def test_the_app_serves_the_document(store):
-    token = store.create_token("t")
+    token = store.tokens.create("t")
 
     async def scenario():
         async with TestClient(TestServer(make_app(store), host="127.0.0.1")) as client:

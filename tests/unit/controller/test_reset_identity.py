@@ -39,9 +39,9 @@ def uplink(n: int) -> list[dict]:
 @pytest.fixture
 def world(tmp_path):
     store = Store(tmp_path / "ctl.db")
-    store.create_enterprise("acme", transport="esp")
-    store.add_gateway("acme", "b1", serial=SERIAL, uplinks=uplink(1), ports={})
-    store.add_gateway("acme", "b2", serial="NSG-42", uplinks=uplink(2), ports={})
+    store.enterprises.create("acme", transport="esp")
+    store.gateways.add("acme", "b1", serial=SERIAL, uplinks=uplink(1), ports={})
+    store.gateways.add("acme", "b2", serial="NSG-42", uplinks=uplink(2), ports={})
     ident = FileIdentityStore(tmp_path / "gw" / "identity")
     factory_init(ident.directory, SERIAL, make_manufacturer_ca(tmp_path / "mfg"))
     yield store, ident, tmp_path
@@ -71,7 +71,7 @@ async def enroll(svc: DeviceServices, ident: FileIdentityStore, tmp_path: Path):
 
 
 def crl_serials(store: Store) -> set[int]:
-    ipsec = store.config_for("b1").ipsec
+    ipsec = store.documents.config_for("b1").ipsec
     pem = ipsec.crl if ipsec is not None else None
     return set() if pem is None else {r.serial_number for r in x509.load_pem_x509_crl(pem.encode())}
 
@@ -85,9 +85,9 @@ def test_a_second_enrollment_is_refused_until_the_operator_resets_the_box(world)
             again = await enroll(svc, ident, tmp_path)
             assert isinstance(first, tuple), first
             assert isinstance(again, est.EstError)
-            held = [c["serial"] for c in store.certificates(SERIAL)]
+            held = [c["serial"] for c in store.certificates.list(SERIAL)]
 
-            revoked = store.reset_identity("b1")
+            revoked = store.gateways.reset_identity("b1")
             after_reset = await enroll(svc, ident, tmp_path)
             once_more = await enroll(svc, ident, tmp_path)
             # renewal with the new LDevID is not an enrollment: it stays allowed
@@ -103,14 +103,16 @@ def test_a_second_enrollment_is_refused_until_the_operator_resets_the_box(world)
     first, again, held, revoked, after_reset, once_more, renewed, old, counters = asyncio.run(main())
     assert (again.status, again.fault) == (403, "local") and REFUSAL in again.reason
     assert held == [f"{first[1].serial_number:x}"]  # the refused request left nothing on record
-    assert revoked == (SERIAL, [f"{first[1].serial_number:x}"]) and store.is_revoked(first[1].serial_number)
+    assert revoked == (SERIAL, [f"{first[1].serial_number:x}"])
+    assert store.certificates.is_revoked(first[1].serial_number)
     assert first[1].serial_number in crl_serials(store)  # gateways learn it with their next config
     assert isinstance(after_reset, tuple), after_reset  # exactly one enrollment after the reset ...
     assert isinstance(once_more, est.EstError) and once_more.status == 403 and REFUSAL in once_more.reason  # ... one
     assert renewed.subject == after_reset[1].subject
     assert old.status == 403 and "revoked" in old.reason
     assert counters["identity_held"] == 2
-    assert not store.is_revoked(after_reset[1].serial_number) and not store.is_revoked(renewed.serial_number)
+    assert not store.certificates.is_revoked(after_reset[1].serial_number)
+    assert not store.certificates.is_revoked(renewed.serial_number)
 
 
 def _ldevid_context(tmp_path: Path, key, cert):
@@ -149,27 +151,28 @@ def test_concurrent_enrollments_yield_one_identity(world, monkeypatch):
     outcomes = asyncio.run(main())
     assert sum(isinstance(o, tuple) for o in outcomes) == 1, outcomes
     assert all(o.status == 403 for o in outcomes if isinstance(o, est.EstError))
-    assert len(store.certificates(SERIAL)) == 1
+    assert len(store.certificates.list(SERIAL)) == 1
 
 
 def test_an_expired_or_revoked_identity_does_not_count(world):
     store, _, _ = world
     past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
-    store.record_issued(SERIAL, 0x51, past)
-    assert not store.holds_identity(SERIAL)  # expired
-    store.record_issued(SERIAL, 0x52, past + datetime.timedelta(days=30))
-    assert store.holds_identity(SERIAL)
-    assert store.reset_identity("b1") == (SERIAL, ["52"])
-    assert not store.holds_identity(SERIAL) and store.is_revoked(0x52) and not store.is_revoked(0x51)
-    assert not store.holds_identity("NSG-42")  # b2 never enrolled
+    store.certificates.record_issued(SERIAL, 0x51, past)
+    assert not store.certificates.holds_identity(SERIAL)  # expired
+    store.certificates.record_issued(SERIAL, 0x52, past + datetime.timedelta(days=30))
+    assert store.certificates.holds_identity(SERIAL)
+    assert store.gateways.reset_identity("b1") == (SERIAL, ["52"])
+    assert not store.certificates.holds_identity(SERIAL)
+    assert store.certificates.is_revoked(0x52) and not store.certificates.is_revoked(0x51)
+    assert not store.certificates.holds_identity("NSG-42")  # b2 never enrolled
 
 
 def test_reset_identity_over_the_api(world):
     store, _, _ = world
-    token = store.create_token("t")
+    token = store.tokens.create("t")
     later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=30)
-    store.record_issued(SERIAL, 0x61, later)
-    store.record_issued(SERIAL, 0x62, later)  # renewed: both unexpired
+    store.certificates.record_issued(SERIAL, 0x61, later)
+    store.certificates.record_issued(SERIAL, 0x62, later)  # renewed: both unexpired
 
     closed: list[tuple[int, bytes]] = []
 
@@ -195,7 +198,7 @@ def test_reset_identity_over_the_api(world):
     assert s2 == 200 and body2["revoked"] == []  # nothing left to revoke; the box may enroll (once)
     assert s3 == 404 and body3["error"]["code"] == "not_found"
     assert s4 == 401
-    assert store.is_revoked(0x61) and store.is_revoked(0x62)
+    assert store.certificates.is_revoked(0x61) and store.certificates.is_revoked(0x62)
     assert closed[0] == (1008, b"identity reset by the operator")  # policy violation (RFC 6455 7.4.1)
 
 
@@ -222,10 +225,10 @@ def test_reset_identity_cli_against_a_real_server(server, capsys, monkeypatch): 
     url, db = server
     later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=30)
     with Store(db) as store:
-        monkeypatch.setenv("NSG_CONTROLLER_TOKEN", store.create_token("t"))
-        store.create_enterprise("acme", transport="esp")
-        store.add_gateway("acme", "b1", serial=SERIAL, uplinks=uplink(1), ports={})
-        store.record_issued(SERIAL, 0x71, later)
+        monkeypatch.setenv("NSG_CONTROLLER_TOKEN", store.tokens.create("t"))
+        store.enterprises.create("acme", transport="esp")
+        store.gateways.add("acme", "b1", serial=SERIAL, uplinks=uplink(1), ports={})
+        store.certificates.record_issued(SERIAL, 0x71, later)
     status = admin_cli.main(["gateway", "reset-identity", "b1", "--url", url])
     out, err = capsys.readouterr()
     assert status == 0, err
@@ -233,4 +236,4 @@ def test_reset_identity_cli_against_a_real_server(server, capsys, monkeypatch): 
     status = admin_cli.main(["gateway", "reset-identity", "nope", "--url", url])
     assert status == 2 and "nope" in capsys.readouterr().err
     with Store(db) as store:
-        assert store.is_revoked(0x71) and not store.holds_identity(SERIAL)
+        assert store.certificates.is_revoked(0x71) and not store.certificates.holds_identity(SERIAL)

@@ -19,29 +19,29 @@ def wan(n: int) -> list[dict]:
 @pytest.fixture
 def store(tmp_path):
     with Store(tmp_path / "c.db") as s:
-        s.set_device_url("https://198.18.0.2:8444")
-        s.create_enterprise("acme")
-        s.add_subnet("acme", "corp", vni=100, cidr="192.0.2.0/29", gateway="192.0.2.1")
-        s.add_gateway("acme", "b1", serial="S1", uplinks=wan(1))
-        s.add_gateway("acme", "b2", serial="S2", uplinks=wan(2))
-        s.add_image("acme", SHA_A, 1000, ["acme/web:1"])
+        s.workloads.set_device_url("https://198.18.0.2:8444")
+        s.enterprises.create("acme")
+        s.enterprises.add_subnet("acme", "corp", vni=100, cidr="192.0.2.0/29", gateway="192.0.2.1")
+        s.gateways.add("acme", "b1", serial="S1", uplinks=wan(1))
+        s.gateways.add("acme", "b2", serial="S2", uplinks=wan(2))
+        s.workloads.add_image("acme", SHA_A, 1000, ["acme/web:1"])
         yield s
 
 
 def test_ipam_hands_out_the_highest_free_hosts_enterprise_wide_and_reuses_freed_ones(store):
-    a = store.add_app("b1", "web", subnet="corp", image="acme/web:1").app
-    b = store.add_app("b2", "web", subnet="corp", image="acme/web:1").app  # same name, other gateway
-    c = store.add_app("b1", "api", subnet="corp", image="acme/web:1", address="192.0.2.2").app
+    a = store.workloads.add_app("b1", "web", subnet="corp", image="acme/web:1").app
+    b = store.workloads.add_app("b2", "web", subnet="corp", image="acme/web:1").app  # same name, other gateway
+    c = store.workloads.add_app("b1", "api", subnet="corp", image="acme/web:1", address="192.0.2.2").app
     assert (a.address, b.address, c.address) == (IPv4Address("192.0.2.6"), IPv4Address("192.0.2.5"),
                                                  IPv4Address("192.0.2.2"))
-    d = store.add_app("b1", "db", subnet="corp", image="acme/web:1").app
+    d = store.workloads.add_app("b1", "db", subnet="corp", image="acme/web:1").app
     assert d.address == IPv4Address("192.0.2.4")
-    store.add_app("b1", "x", subnet="corp", image="acme/web:1")  # .3: the last one (.1 is the gateway)
+    store.workloads.add_app("b1", "x", subnet="corp", image="acme/web:1")  # .3: the last one (.1 is the gateway)
     with pytest.raises(Conflict) as info:
-        store.add_app("b1", "y", subnet="corp", image="acme/web:1")
+        store.workloads.add_app("b1", "y", subnet="corp", image="acme/web:1")
     assert info.value.field == "address" and "no free address" in info.value.message
-    store.delete_app("b2", "web")
-    assert store.add_app("b1", "y", subnet="corp", image="acme/web:1").app.address == IPv4Address("192.0.2.5")
+    store.workloads.delete_app("b2", "web")
+    assert store.workloads.add_app("b1", "y", subnet="corp", image="acme/web:1").app.address == IPv4Address("192.0.2.5")
 
 
 @pytest.mark.parametrize(("kw", "field", "exc"), [
@@ -59,103 +59,105 @@ def test_ipam_hands_out_the_highest_free_hosts_enterprise_wide_and_reuses_freed_
     ({"colour": "red"}, "colour", StoreError),
 ])
 def test_bad_apps_are_refused_naming_the_field_and_change_nothing(store, kw, field, exc):
-    before = store.get_enterprise("acme").generation
+    before = store.enterprises.get("acme").generation
     args = {"subnet": "corp", "image": "acme/web:1", **kw}
     with pytest.raises(exc) as info:
-        store.add_app("b1", "web", **args)
+        store.workloads.add_app("b1", "web", **args)
     assert info.value.field == field, info.value
-    assert store.list_apps("b1") == [] and store.get_enterprise("acme").generation == before
+    assert store.workloads.list_apps("b1") == [] and store.enterprises.get("acme").generation == before
 
 
 def test_the_address_is_unique_per_subnet_across_gateways(store):
-    store.add_app("b1", "web", subnet="corp", image="acme/web:1", address="192.0.2.3")
+    store.workloads.add_app("b1", "web", subnet="corp", image="acme/web:1", address="192.0.2.3")
     with pytest.raises(Conflict) as info:
-        store.add_app("b2", "web", subnet="corp", image="acme/web:1", address="192.0.2.3")
+        store.workloads.add_app("b2", "web", subnet="corp", image="acme/web:1", address="192.0.2.3")
     assert info.value.field == "address"
     with pytest.raises(Conflict):
-        store.add_app("b1", "web", subnet="corp", image="acme/web:1")  # the name, on the same gateway
+        store.workloads.add_app("b1", "web", subnet="corp", image="acme/web:1")  # the name, on the same gateway
 
 
 def test_rendered_config_carries_the_app_with_the_controllers_image_url_and_hash(store):
-    store.add_app("b1", "web", subnet="corp", image="acme/web:1", command=["httpd", "-f"], env={"MODE": "x"},
+    store.workloads.add_app("b1", "web", subnet="corp", image="acme/web:1", command=["httpd", "-f"], env={"MODE": "x"},
                   memory_mb=64, restart="on-failure")
-    cfg = store.config_for("b1")
+    cfg = store.documents.config_for("b1")
     (app,) = cfg.apps
     assert app.image_source is not None
     assert app.image_source.url == f"https://198.18.0.2:8444/images/{SHA_A}"
     assert app.image_source.sha256 == SHA_A
     assert (app.command, app.env, app.memory_mb, app.restart) == (("httpd", "-f"), (("MODE", "x"),), 64,
                                                                   "on-failure")
-    assert store.config_for("b2").apps == ()
-    assert store.may_fetch("S1", SHA_A) and not store.may_fetch("S2", SHA_A) and not store.may_fetch("S9", SHA_A)
+    assert store.documents.config_for("b2").apps == ()
+    may_fetch = store.workloads.may_fetch
+    assert may_fetch("S1", SHA_A) and not may_fetch("S2", SHA_A) and not may_fetch("S9", SHA_A)
 
 
 def test_newest_upload_wins_unless_a_hash_is_named_and_update_moves_the_app(store):
-    store.add_image("acme", SHA_B, 2000, ["acme/web:1", "acme/web:latest"])
-    assert store.add_app("b1", "web", subnet="corp", image="acme/web:1").app.image_sha256 == SHA_B
-    assert store.add_app("b1", "old", subnet="corp", image="acme/web:1",
+    store.workloads.add_image("acme", SHA_B, 2000, ["acme/web:1", "acme/web:latest"])
+    assert store.workloads.add_app("b1", "web", subnet="corp", image="acme/web:1").app.image_sha256 == SHA_B
+    assert store.workloads.add_app("b1", "old", subnet="corp", image="acme/web:1",
                          image_sha256=SHA_A).app.image_sha256 == SHA_A
-    g = store.get_enterprise("acme").generation
-    rec = store.update_app("b1", "old", image_sha256=SHA_B, memory_mb=32)
+    g = store.enterprises.get("acme").generation
+    rec = store.workloads.update_app("b1", "old", image_sha256=SHA_B, memory_mb=32)
     assert (rec.app.image_sha256, rec.app.memory_mb) == (SHA_B, 32)
-    assert store.get_enterprise("acme").generation == g + 1
-    store.update_app("b1", "old", memory_mb=32)  # no change: no new generation
-    assert store.get_enterprise("acme").generation == g + 1
+    assert store.enterprises.get("acme").generation == g + 1
+    store.workloads.update_app("b1", "old", memory_mb=32)  # no change: no new generation
+    assert store.enterprises.get("acme").generation == g + 1
     with pytest.raises(StoreError) as info:
-        store.update_app("b1", "old", subnet="other")
+        store.workloads.update_app("b1", "old", subnet="other")
     assert info.value.field == "subnet"
 
 
 def test_images_in_use_cannot_be_deleted_and_are_per_enterprise(store):
-    store.add_app("b1", "web", subnet="corp", image="acme/web:1")
+    store.workloads.add_app("b1", "web", subnet="corp", image="acme/web:1")
     with pytest.raises(Conflict) as info:
-        store.delete_image("acme", SHA_A)
+        store.workloads.delete_image("acme", SHA_A)
     assert "b1/web" in info.value.message
-    store.create_enterprise("globex")
+    store.enterprises.create("globex")
     with pytest.raises(NotFound):
-        store.delete_image("globex", SHA_A)  # acme's image is not globex's
-    store.add_subnet("globex", "lan", vni=200, cidr="198.51.100.0/24", gateway="198.51.100.1")
-    store.add_gateway("globex", "g1", serial="G1", uplinks=wan(3))
+        store.workloads.delete_image("globex", SHA_A)  # acme's image is not globex's
+    store.enterprises.add_subnet("globex", "lan", vni=200, cidr="198.51.100.0/24", gateway="198.51.100.1")
+    store.gateways.add("globex", "g1", serial="G1", uplinks=wan(3))
     with pytest.raises(StoreError) as info:
-        store.add_app("g1", "web", subnet="lan", image="acme/web:1")
+        store.workloads.add_app("g1", "web", subnet="lan", image="acme/web:1")
     assert info.value.field == "image"
-    store.delete_app("b1", "web")
-    store.delete_image("acme", SHA_A)
-    assert store.list_images("acme") == []
+    store.workloads.delete_app("b1", "web")
+    store.workloads.delete_image("acme", SHA_A)
+    assert store.workloads.list_images("acme") == []
 
 
 def test_same_tarball_twice_is_one_image_and_untagged_tarballs_are_refused(store):
-    rec, new = store.add_image("acme", SHA_A, 1000, ["acme/web:1"])
+    rec, new = store.workloads.add_image("acme", SHA_A, 1000, ["acme/web:1"])
     assert not new and rec.references == ("acme/web:1",)
     with pytest.raises(StoreError) as info:
-        store.add_image("acme", SHA_B, 10, [])
+        store.workloads.add_image("acme", SHA_B, 10, [])
     assert info.value.field == "image"
 
 
 def test_subnets_with_apps_cannot_be_deleted_and_a_hub_runs_none(store):
-    store.add_app("b1", "web", subnet="corp", image="acme/web:1")
+    store.workloads.add_app("b1", "web", subnet="corp", image="acme/web:1")
     with pytest.raises(Conflict) as info:
-        store.delete_subnet("acme", "corp")
+        store.enterprises.delete_subnet("acme", "corp")
     assert "b1/web" in info.value.message
-    store.add_gateway("acme", "hub", serial="H1", uplinks=wan(4), role="hub")
+    store.gateways.add("acme", "hub", serial="H1", uplinks=wan(4), role="hub")
     with pytest.raises(StoreError) as info:
-        store.add_app("hub", "web", subnet="corp", image="acme/web:1")
+        store.workloads.add_app("hub", "web", subnet="corp", image="acme/web:1")
     assert info.value.field == "gateway"
 
 
 def test_deleting_a_gateway_frees_its_app_addresses(store):
-    store.add_app("b1", "web", subnet="corp", image="acme/web:1")
-    store.delete_gateway("b1")
-    assert store.add_app("b2", "web", subnet="corp", image="acme/web:1").app.address == IPv4Address("192.0.2.6")
+    store.workloads.add_app("b1", "web", subnet="corp", image="acme/web:1")
+    store.gateways.delete("b1")
+    again = store.workloads.add_app("b2", "web", subnet="corp", image="acme/web:1")
+    assert again.app.address == IPv4Address("192.0.2.6")
 
 
 def test_without_a_device_site_apps_with_images_do_not_render(tmp_path):
     with Store(tmp_path / "d.db") as s:
-        s.create_enterprise("acme")
-        s.add_subnet("acme", "corp", vni=100, cidr="192.0.2.0/24", gateway="192.0.2.1")
-        s.add_gateway("acme", "b1", serial="S1", uplinks=wan(1))
-        s.add_image("acme", SHA_A, 1, ["acme/web:1"])
+        s.enterprises.create("acme")
+        s.enterprises.add_subnet("acme", "corp", vni=100, cidr="192.0.2.0/24", gateway="192.0.2.1")
+        s.gateways.add("acme", "b1", serial="S1", uplinks=wan(1))
+        s.workloads.add_image("acme", SHA_A, 1, ["acme/web:1"])
         with pytest.raises(StoreError) as info:
-            s.add_app("b1", "web", subnet="corp", image="acme/web:1")
+            s.workloads.add_app("b1", "web", subnet="corp", image="acme/web:1")
         assert "serves no devices" in info.value.message
-        assert s.list_apps("b1") == []
+        assert s.workloads.list_apps("b1") == []

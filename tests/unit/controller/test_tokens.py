@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controller import admin_cli
-from controller.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
+from controller.store import Store, StoreError
+from controller.store_db import MIGRATIONS, SCHEMA_VERSION
 from tests.unit.controller.test_api import cli, error_of, run, server  # noqa: F401 - server is a fixture
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -28,7 +29,7 @@ def store(tmp_path):
 def clock(monkeypatch):
     """The tokens' clock, set by the test."""
     now = [NOW]
-    monkeypatch.setattr("controller.tokens._utcnow", lambda: now[0])
+    monkeypatch.setattr("controller.store_tokens._utcnow", lambda: now[0])
     return now
 
 
@@ -43,23 +44,23 @@ def home(tmp_path, monkeypatch):
 
 
 def test_a_token_with_an_expiry_is_refused_after_it(store, clock):
-    short = store.create_token("ci", expires=NOW + timedelta(hours=1))
-    forever = store.create_token("admin")
-    assert store.token_verdict(short) == "valid" and store.check_token(short)
-    assert {t.name: t.expires for t in store.list_tokens()} == {"admin": None, "ci": "2030-01-01T13:00:00+00:00"}
+    short = store.tokens.create("ci", expires=NOW + timedelta(hours=1))
+    forever = store.tokens.create("admin")
+    assert store.tokens.verdict(short) == "valid" and store.tokens.check(short)
+    assert {t.name: t.expires for t in store.tokens.list()} == {"admin": None, "ci": "2030-01-01T13:00:00+00:00"}
     clock[0] = NOW + timedelta(hours=1, seconds=1)
-    assert store.token_verdict(short) == "expired" and not store.check_token(short)
-    assert store.token_verdict(forever) == "valid" and store.token_verdict("nsgc_nope") == "unknown"
+    assert store.tokens.verdict(short) == "expired" and not store.tokens.check(short)
+    assert store.tokens.verdict(forever) == "valid" and store.tokens.verdict("nsgc_nope") == "unknown"
     with pytest.raises(StoreError) as info:
-        store.create_token("late", expires=NOW - timedelta(seconds=1))
+        store.tokens.create("late", expires=NOW - timedelta(seconds=1))
     assert info.value.field == "expires"
     with pytest.raises(StoreError) as info:
-        store.create_token("naive", expires=datetime(2031, 1, 1))  # no time zone: refused
+        store.tokens.create("naive", expires=datetime(2031, 1, 1))  # no time zone: refused
     assert info.value.field == "expires"
 
 
 def test_the_api_says_token_expired(store, clock):
-    token = store.create_token("ci", expires=NOW + timedelta(minutes=5))
+    token = store.tokens.create("ci", expires=NOW + timedelta(minutes=5))
 
     async def scenario(client):
         headers = {"Authorization": f"Bearer {token}"}
@@ -75,7 +76,7 @@ def test_the_api_says_token_expired(store, clock):
 
 
 def test_a_version_3_database_keeps_its_tokens_without_expiry(tmp_path):
-    from controller import tokens
+    from controller import store_tokens as tokens
 
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
@@ -89,8 +90,8 @@ def test_a_version_3_database_keeps_its_tokens_without_expiry(tmp_path):
     db.commit()
     db.close()
     with Store(path) as s:
-        assert s.schema_version() == SCHEMA_VERSION
-        assert s.token_verdict("nsgc_old-one") == "valid" and s.list_tokens()[0].expires is None
+        assert s.db.schema_version() == SCHEMA_VERSION
+        assert s.tokens.verdict("nsgc_old-one") == "valid" and s.tokens.list()[0].expires is None
 
 
 def test_token_create_takes_an_expiry(capsys, tmp_path):

@@ -26,8 +26,8 @@ VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3
 @pytest.fixture
 def store(tmp_path):
     s = Store(tmp_path / "ctl.db")
-    s.create_enterprise("acme")
-    s.add_gateway("acme", "b1", serial="NSG-51", ports={}, uplinks=[
+    s.enterprises.create("acme")
+    s.gateways.add("acme", "b1", serial="NSG-51", ports={}, uplinks=[
         {"name": "wan0", "interface": "wan0", "mode": "static", "address": "198.18.1.2/24", "gateway": "198.18.1.1"}])
     yield s
     s.close()

@@ -1,5 +1,5 @@
-"""Admin API tokens in the store: made, listed, revoked, and checked (a mixin of controller.store.Store,
-which owns the table and its migrations).
+"""The store's admin API tokens (``store.tokens``): made, listed, revoked, and checked. The table and its
+migrations are controller/store_db.py's.
 
 A token is 256 bits of randomness shown once; only its SHA-256 is kept (a fast hash is enough for a
 random secret). A token may carry an expiry (UTC); after it, the API answers 401 "token expired"
@@ -13,9 +13,10 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 from controller.inputs import NotFound, StoreError, _name, _now
+from controller.store_db import Database, taken
 
 TOKEN_PREFIX = "nsgc_"
 Verdict = Literal["valid", "expired", "unknown"]
@@ -37,13 +38,13 @@ class TokenRec:
     expires: str | None = None  # ISO 8601, UTC; None: never
 
 
-class TokenRecords:
-    """Admin tokens (see controller.store.Store for the transaction helpers used here)."""
+class Tokens:
+    """Admin tokens; nothing else in the store reads them."""
 
-    _tx: Any
-    _taken: Any
+    def __init__(self, db: Database):
+        self._db = db
 
-    def create_token(self, name: str, *, expires: datetime | None = None) -> str:
+    def create(self, name: str, *, expires: datetime | None = None) -> str:
         """A new admin API token, valid until ``expires`` (an aware datetime; None: until revoked).
         Only its SHA-256 is kept: show the return value once."""
         name = _name(name)
@@ -54,28 +55,28 @@ class TokenRecords:
                 raise StoreError("expires", f"{expires.isoformat()} is not in the future")
             expires = expires.astimezone(UTC)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        with self._tx(write=True) as cur:
-            self._taken(cur, "SELECT 1 FROM tokens WHERE name = ?", (name,), "name", f"token {name!r}")
+        with self._db.tx(write=True) as cur:
+            taken(cur, "SELECT 1 FROM tokens WHERE name = ?", (name,), "name", f"token {name!r}")
             cur.execute("INSERT INTO tokens (name, sha256, created, expires) VALUES (?, ?, ?, ?)",
                         (name, hash_token(token), _now(),
                          None if expires is None else expires.isoformat(timespec="seconds")))
         return token
 
-    def list_tokens(self) -> list[TokenRec]:
-        with self._tx() as cur:
+    def list(self) -> list[TokenRec]:
+        with self._db.tx() as cur:
             return [TokenRec(n, c, e) for n, c, e in cur.execute(
                 "SELECT name, created, expires FROM tokens ORDER BY name")]
 
-    def revoke_token(self, name: str) -> None:
-        with self._tx(write=True) as cur:
+    def revoke(self, name: str) -> None:
+        with self._db.tx(write=True) as cur:
             if cur.execute("DELETE FROM tokens WHERE name = ?", (name,)).rowcount == 0:
                 raise NotFound("name", f"no token named {name!r}")
 
-    def token_verdict(self, token: str) -> Verdict:
+    def verdict(self, token: str) -> Verdict:
         """Compares against every stored hash in constant time (no early exit on a match); a match
         past its expiry is "expired"."""
         digest = bytes.fromhex(hash_token(token))
-        with self._tx() as cur:
+        with self._db.tx() as cur:
             rows: list[tuple[str, str | None]] = cur.execute("SELECT sha256, expires FROM tokens").fetchall()
         found: tuple[bool, str | None] = (False, None)
         for h, expires in rows:
@@ -87,9 +88,9 @@ class TokenRecords:
             return "expired"
         return "valid"
 
-    def check_token(self, token: str) -> bool:
+    def check(self, token: str) -> bool:
         """Is this bearer token good now?"""
-        return self.token_verdict(token) == "valid"
+        return self.verdict(token) == "valid"
 
 
 def _expiry(text: str) -> datetime:
