@@ -5,18 +5,10 @@ device that holds an LDevID and knows its controller.
                                                       \\-> onboarding-information: nsg onboarding doc
     onboarding doc --> EST simpleenroll (RFC 7030) --> LDevID + controller trust anchor on disk
 
-Trust, per server (RFC 8572 sections 2.1, 5.3, 5.5):
-
-- a server is *trusted* when TLS authenticates it: with the trust anchors it came with (from
-  discovery, or from trusted redirect information -- then they are mandatory), or, if it came with
-  none, with the box's own trust anchors for bootstrap servers (section 5.1 item 4);
-- otherwise the device connects provisionally, sends signed-data-preferred and believes only data
-  signed through the ownership voucher, or unsigned redirect information -- which is untrusted, so
-  the trust anchors in it are discarded and the servers it names face the same test;
-- redirect information is trusted when it came from a trusted server or was signed.
-
-What each server hears is decided by bootstrap/fsm.py: progress reports only to trusted servers,
-none about redirect information, and only the required ones at reporting-level "minimal".
+This is the I/O of it: TLS contexts, get-bootstrapping-data and report-progress (bootstrap/sztp.py),
+verifying signed data (bootstrap/sztp_data.py), EST, files, logs. Which server comes next, which trust
+anchors it is tried with, whether its answer is believed and how the run ends are decided by
+bootstrap/sequence.py; what each server hears about our progress by bootstrap/fsm.py.
 
 Once bootstrapped (``onboarding.json`` exists) the device does not run SZTP again.
 """
@@ -36,9 +28,10 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from bootstrap import cms, est, fsm, sztp, sztp_data
+from bootstrap import est, fsm, sequence, sztp, sztp_data
 from bootstrap.errors import ActivationRequired, BootstrapError, LocalBootstrapError, Reason, RemoteBootstrapError
 from bootstrap.identity import FileIdentityStore, write_private
+from bootstrap.sequence import Server
 
 log = logging.getLogger("bootstrap")
 
@@ -47,26 +40,15 @@ ACTIVATION_CODE = "activation-code"  # written by `nsg activate`
 # The box's own trust anchors for bootstrap servers (RFC 8572 section 5.1, item 4), PEM, put there by
 # the factory or the image build; optional.
 BOOTSTRAP_ANCHORS = "bootstrap-anchors.pem"
-UNTRUSTED_REDIRECT = "untrusted-redirect"  # Server.source of servers named by untrusted redirect information
-MAX_REDIRECTS = 4
-
-
-@dataclass(frozen=True)
-class Server:
-    url: str  # https://host[:port]
-    # To authenticate it with; empty: with the box's own anchors, else a provisional connection.
-    trust_anchors: tuple[x509.Certificate, ...] = ()
-    source: str = "?"
 
 
 @dataclass
-class _Session:
-    """One get-bootstrapping-data exchange: the server, the TLS context that reached it, and the
-    progress machine that knows what this server may hear."""
+class _Link:
+    """The server asked last: where its progress reports go, and the nonce of its request."""
 
-    server: Server
-    tls: ssl.SSLContext
-    progress: fsm.ProgressMachine
+    url: str = ""
+    tls: ssl.SSLContext | None = None
+    nonce: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -148,125 +130,84 @@ class Bootstrapper:
 
     async def run(self, servers: list[Server]) -> Onboarding:
         """Try servers in order until one onboards us; every failure is logged and the next is tried."""
-        queue = list(servers)
-        redirects = 0
-        failures: list[str] = []
-        activation = False
-        while queue:
-            server = queue.pop(0)
-            session: _Session | None = None
-            try:
-                session, info, believed = await self._ask(server)
-                if isinstance(info, sztp_data.RedirectInfo):
-                    redirects += 1
-                    if redirects > MAX_REDIRECTS:
-                        raise RemoteBootstrapError(f"more than {MAX_REDIRECTS} redirects",
-                                                   reason=Reason.TOO_MANY_REDIRECTS)
-                    queue[:0] = [self._from_redirect(s, believed) for s in info.servers]
-                    continue
-                return await self._onboard(session, info)
-            except BootstrapError as exc:
-                failures.append(f"{server.url}: {exc}")
-                activation = activation or isinstance(exc, ActivationRequired)
+        machine = sequence.SequenceMachine()
+        link = _Link()
+        actions = machine.handle(sequence.Start(tuple(servers)))
+        while True:
+            event: sequence.Event | None = None
+            for action in actions:
+                if isinstance(action, sequence.Finished):
+                    doc = action.document
+                    assert isinstance(doc, Onboarding)
+                    log.info("bootstrapped", extra={"fields": {"serial": self.identity.serial(),
+                                                               "controller": doc.channel_url}})
+                    return doc
+                if isinstance(action, sequence.GaveUp):
+                    raise action.error
+                event = await self._perform(machine, link, action) or event
+            if event is None:
+                raise LocalBootstrapError(f"sequence: no next step after {actions}")
+            actions = machine.handle(event)
+
+    async def _perform(self, machine: sequence.SequenceMachine, link: _Link, action: sequence.Action
+                       ) -> sequence.Event | None:
+        """Do what ``action`` asks; what came of it, if the machine waits for that."""
+        match action:
+            case fsm.Report():
+                await self._report(link, action)
+            case sequence.Note(url=url, text=text):
+                log.info(text, extra={"fields": {"url": url}})
+            case sequence.Refused(server=server, error=exc):
                 log.warning("bootstrap server refused", extra={"fields": {"url": server.url, "error": str(exc),
                                                                           "source": server.source}})
-                if session is not None and not session.progress.finished:
-                    await self._emit(session, fsm.Abandoned(str(exc)))
-        summary = "no bootstrap server onboarded us: " + "; ".join(failures)
-        raise ActivationRequired(summary) if activation else LocalBootstrapError(summary)
+            case sequence.LoadBoxAnchors():
+                try:
+                    return sequence.BoxAnchors(self._box_anchors())
+                except BootstrapError as exc:
+                    return sequence.Failed(exc)
+            case sequence.Ask():
+                return await self._ask(link, action)
+            case sequence.Parse(configuration=configuration):
+                try:
+                    return sequence.Parsed(Onboarding.parse(configuration))
+                except BootstrapError as exc:
+                    return sequence.Failed(exc)
+            case sequence.Commit(document=doc):
+                assert isinstance(doc, Onboarding)
+                try:
+                    await self._commit(machine, link, doc)
+                except BootstrapError as exc:
+                    return sequence.Failed(exc)
+                return sequence.Committed()
+        return None
 
-    def _from_redirect(self, s: sztp_data.BootstrapServer, believed: bool) -> Server:
-        anchors: tuple[x509.Certificate, ...] = ()
-        host = f"[{s.address}]" if ":" in s.address else s.address
-        url = f"https://{host}:{s.port or 443}"
-        if s.trust_anchor and believed:  # a certs-only CMS (RFC 8572 section 6.3, trust-anchor)
-            anchors = tuple(cms.parse_certs_only(s.trust_anchor))
-        elif s.trust_anchor:
-            log.info("trust anchor of untrusted redirect information discarded (RFC 8572 section 2.1)",
-                     extra={"fields": {"url": url}})
-        return Server(url, anchors, "redirect" if believed else UNTRUSTED_REDIRECT)
-
-    async def _ask(self, server: Server) -> tuple[_Session, sztp_data.ConveyedInfo, bool]:
-        """get-bootstrapping-data, and what the answer is worth: (session, conveyed information,
-        whether it is believed -- from a trusted server, or signed)."""
-        nonce = secrets.token_bytes(16)
-        anchors = server.trust_anchors or self._box_anchors()
-        if anchors:
-            session = _Session(server, self._context(anchors), fsm.ProgressMachine(trusted=True))
-            try:
-                out = await self._get(session, nonce)
-            except RemoteBootstrapError as exc:
-                if exc.reason is not Reason.SERVER_NOT_AUTHENTICATED or server.trust_anchors:
-                    raise  # anchors that came with the server must authenticate it (RFC 8572 5.5)
-                log.info("no trust anchor of this box authenticates the server; connecting provisionally "
-                         "(RFC 8572 section 5.3)", extra={"fields": {"url": server.url}})
-                anchors = ()
-        if not anchors:
-            session = _Session(server, self._context(()), fsm.ProgressMachine(trusted=False))
-            out = await self._get(session, nonce)
+    async def _ask(self, link: _Link, ask: sequence.Ask) -> sequence.Event:
+        """get-bootstrapping-data, and the answer verified (if signed) or decoded."""
+        if not ask.fallback:  # the provisional retry is the same request
+            link.nonce = secrets.token_bytes(16)
+        link.url, link.tls = ask.server.url, self._context(ask.anchors)
         try:
-            info, believed = self._understand(session, out, nonce)
-        except BootstrapError as exc:
-            await self._emit(session, fsm.AnswerRejected(str(exc)))
-            raise
-        # RFC 8572 7.3: bootstrap-initiated "indicates that the device just used the get-bootstrapping-data RPC"
-        redirect = isinstance(info, sztp_data.RedirectInfo)
-        await self._emit(session, fsm.GotRedirect() if redirect else fsm.GotOnboarding(out.reporting_level))
-        return session, info, believed
-
-    async def _get(self, session: _Session, nonce: bytes) -> sztp.Output:
-        try:
-            return await sztp.get_bootstrapping_data(
-                session.server.url, session.tls, nonce=nonce, signed_data_preferred=not session.progress.trusted,
+            out = await sztp.get_bootstrapping_data(
+                ask.server.url, link.tls, nonce=link.nonce, signed_data_preferred=not ask.anchors,
                 hw_model=self.hw_model, os_name=self.os_name, os_version=self.os_version,
                 client_certificate=self.identity.idevid())
-        except RemoteBootstrapError as exc:
-            if exc.reason is Reason.MALFORMED_RESPONSE:
-                await self._emit(session, fsm.AnswerRejected(str(exc)))
-            raise
+        except BootstrapError as exc:
+            return sequence.Failed(exc)
+        try:
+            return sequence.Answer(self._understand(out, link.nonce), out.signed, out.reporting_level)
+        except BootstrapError as exc:
+            return sequence.Rejected(exc)
 
-    def _understand(self, session: _Session, out: sztp.Output, nonce: bytes
-                    ) -> tuple[sztp_data.ConveyedInfo, bool]:
+    def _understand(self, out: sztp.Output, nonce: bytes) -> sztp_data.ConveyedInfo:
         if out.signed:  # RFC 8572 5.4, whoever the server is
             assert out.owner_certificate is not None and out.ownership_voucher is not None
             anchor = x509.load_pem_x509_certificate((self.identity.directory / "manufacturer-ca.pem").read_bytes())
             return sztp_data.verify_bootstrapping_data(out.conveyed_information, out.owner_certificate,
                                                        out.ownership_voucher, anchor, self.identity.serial(),
-                                                       nonce, self.clock()), True
-        info = sztp_data.decode_unsigned_conveyed(out.conveyed_information)
-        if session.progress.trusted:
-            return info, True
-        if isinstance(info, sztp_data.RedirectInfo):
-            # Allowed in answer to signed-data-preferred (RFC 8572 7.3); untrusted, so followed with
-            # its trust anchors discarded (section 2.1).
-            return info, False
-        why = ""
-        if session.server.source == UNTRUSTED_REDIRECT:
-            why = (" (it was named by unsigned redirect information from an untrusted server, whose trust anchors "
-                   "are discarded: RFC 8572 section 2.1)")
-        raise RemoteBootstrapError(f"unsigned onboarding information from a server that could not be authenticated"
-                                   f"{why}; RFC 8572 section 5.3 accepts only signed data from such a server",
-                                   reason=Reason.UNSIGNED)
+                                                       nonce, self.clock())
+        return sztp_data.decode_unsigned_conveyed(out.conveyed_information)
 
-    async def _onboard(self, session: _Session, info: sztp_data.OnboardingInfo) -> Onboarding:
-        await self._emit(session, fsm.ParsingStarted())
-        try:
-            doc = Onboarding.parse(info.configuration)
-        except BootstrapError as exc:
-            await self._emit(session, fsm.ParsingFailed(str(exc)))
-            raise
-        await self._emit(session, fsm.ParsingDone())
-        await self._emit(session, fsm.ConfigStarted())
-        try:
-            await self._commit(session, doc)
-        except BootstrapError as exc:
-            await self._emit(session, fsm.ConfigFailed(str(exc)))
-            raise
-        await self._emit(session, fsm.ConfigDone())
-        log.info("bootstrapped", extra={"fields": {"serial": self.identity.serial(), "controller": doc.channel_url}})
-        return doc
-
-    async def _commit(self, session: _Session, doc: Onboarding) -> None:
+    async def _commit(self, machine: sequence.SequenceMachine, link: _Link, doc: Onboarding) -> None:
         """Commit nsg's onboarding document: enroll for the LDevID (EST, RFC 7030), keep it, the
         controller's trust anchor and the document."""
         anchors = x509.load_pem_x509_certificates(doc.trust_anchor_pem.encode())
@@ -276,15 +217,12 @@ class Bootstrapper:
         key = est.new_key()
         code = self.code()
         basic = (self.identity.serial(), code) if code else None
-        waited = False
 
         async def wait(seconds: float) -> None:  # only ever called after a 202 (RFC 7030 4.2.3)
-            nonlocal waited
-            if not waited:
-                waited = True
-                await self._emit(session, fsm.Waiting(
+            for action in machine.handle(sequence.Pending(
                     f"enrollment at {doc.est_url} pending (HTTP 202, RFC 7030 section 4.2.3): the controller waits "
-                    f"for this gateway's activation code (`nsg activate CODE`); asking again in {seconds:.0f} s"))
+                    f"for this gateway's activation code (`nsg activate CODE`); asking again in {seconds:.0f} s")):
+                await self._perform(machine, link, action)
             await self.sleep(seconds)
 
         try:
@@ -306,12 +244,12 @@ class Bootstrapper:
         except OSError as exc:
             raise LocalBootstrapError(f"storing the LDevID and onboarding document in {d}: {exc}") from None
 
-    async def _emit(self, session: _Session, event: fsm.Event) -> None:
-        """Send the reports ``event`` calls for (none to untrusted servers, see bootstrap/fsm.py)."""
-        for report in session.progress.handle(event):
-            try:
-                await sztp.report_progress(session.server.url, session.tls, report.progress, report.message,
-                                           client_certificate=self.identity.idevid())
-            except BootstrapError as exc:
-                log.warning("progress report failed", extra={"fields": {"url": session.server.url,
-                                                                        "type": report.progress, "error": str(exc)}})
+    async def _report(self, link: _Link, report: fsm.Report) -> None:
+        """report-progress to the server asked last (the machines only let trusted servers hear any)."""
+        assert link.tls is not None
+        try:
+            await sztp.report_progress(link.url, link.tls, report.progress, report.message,
+                                       client_certificate=self.identity.idevid())
+        except BootstrapError as exc:
+            log.warning("progress report failed", extra={"fields": {"url": link.url, "type": report.progress,
+                                                                    "error": str(exc)}})
