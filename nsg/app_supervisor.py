@@ -22,6 +22,7 @@ from containers.spec import AppSpec
 from containers.stats import cpu_percent, parse
 from nsg.dataplane.desired import bridge_name
 from nsg.model import GatewayConfig
+from nsg.model.status import AppsStatus, AppStatus, VmStatus
 
 log = logging.getLogger("nsg.apps")
 
@@ -40,7 +41,6 @@ def specs(cfg: GatewayConfig, mtu: int) -> dict[str, AppSpec]:
 
 
 NO_USAGE = {"memory_mb": None, "cpu_percent": None}
-REPORTED = ("state", "attached", "restarts", "oom_killed", "error")  # a change here is reported at once
 
 
 class Supervisor:
@@ -109,9 +109,11 @@ class Supervisor:
                                                                    "repair": not expected}})
 
     def _reported(self) -> list:
-        return [tuple(a.get(k) for k in REPORTED) for a in self.status()[self.kind]]
+        """What changes here is reported at once (state, attached, restarts, OOM kill, error)."""
+        return [w.reported() for w in self.workloads()]
 
-    def status(self) -> dict:
+    def workloads(self) -> list[AppStatus] | list[VmStatus]:
+        """Each workload's status, as status() lists it."""
         raise NotImplementedError
 
 
@@ -214,11 +216,14 @@ class AppsSupervisor(Supervisor):
                       for name, r in actual.items()}
         self._running = {name: r.container_id for name, r in actual.items() if r.pid and name in self.desired}
 
-    def status(self) -> dict:
-        apps = [{"name": n, "image": s.image, "address": s.address, "bridge": s.bridge,
-                 **self.state.get(n, {"state": "absent"}),
-                 **((self._usage.get(n) if n in self._running else None) or NO_USAGE),
-                 "error": self.last["errors"].get(n)}
+    def workloads(self) -> list[AppStatus]:
+        # what the last pass saw (nothing yet: state "absent" only, no restart count; its address, once attached)
+        return [AppStatus.model_validate({"name": n, "image": s.image, "address": s.address, "bridge": s.bridge,
+                                          **self.state.get(n, {"state": "absent"}),
+                                          **((self._usage.get(n) if n in self._running else None) or NO_USAGE),
+                                          "error": self.last["errors"].get(n)})
                 for n, s in sorted(self.desired.items())]
-        return {"apps": apps, "engine_error": self.last["errors"].get("*"), "counters": dict(self.counters),
-                "last_pass": self.last["at"]}
+
+    def status(self) -> AppsStatus:
+        return AppsStatus(apps=self.workloads(), engine_error=self.last["errors"].get("*"),
+                          counters=dict(self.counters), last_pass=self.last["at"])

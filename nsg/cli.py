@@ -197,9 +197,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evpn_table(res: dict) -> str:
+    from nsg.model.status import EvpnStatus
+
     lines = ["BGP peers:"]
-    for addr, p in sorted(res.get("peers", {}).items()):
-        lines.append(f"  {addr:<16} {p['state']}")
+    for addr, p in sorted(EvpnStatus.model_validate(res).peers.items()):
+        lines.append(f"  {addr:<16} {p.state}")
     fmt = "  {:<16}{:<6}{:<9}{:<19}{:<19}{:<16}{:<5}{}"
     lines.append(fmt.format("from", "type", "vni", "mac / prefix", "ip / gateway ip", "vtep", "seq", "best"))
     for origin, rows in (("local", res.get("local", [])), (None, res.get("received", []))):

@@ -9,7 +9,7 @@ The parts, in the order nsg.engine sets them (DESIRED_ORDER):
   policy      the tenant firewall (nftables)
   esp_engine  transport "esp": the ESP engine (its TUN exists before routes lead into it)
   dataplane   bridges, VXLAN, addresses, routes, FDB, neighbours (nsg.dataplane Desired)
-  ike         IKEv2 peerings (once the routes are in place), local IP, credential epoch
+  ike         IKEv2 peerings (once the routes are in place), local IP, the loaded credentials
   qos         tc shaping plan
   evpn        BGP EVPN toward the config's peers; the RIB then feeds the dataplane
   workloads   apps and VMs, with the tenant MTU computed here
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from nsg.dataplane.desired import bridge_name, build_desired
 from nsg.dataplane.mtu import tenant_mtu
@@ -28,6 +29,9 @@ from nsg.model.ipsec import IpsecConfig
 from nsg.policy.guard import Guard, guard_for
 from nsg.policy.tc import QosPlan, plan
 from nsg.uplinks.lease import Lease
+
+if TYPE_CHECKING:
+    from nsg.tunnels import Credentials
 
 DESIRED_ORDER = ("dhcp", "guard", "policy", "esp_engine", "dataplane", "ike", "qos", "evpn", "workloads")
 DEFAULT_MTU = 1500
@@ -75,11 +79,15 @@ class EspEnginePart:
 
 @dataclass(frozen=True)
 class IkePart:
+    """``credentials``: loaded once per config and LDevID renewal (nsg.preflight); the part changes
+    with their ``epoch`` (a renewal) and with the ipsec section in ``inputs``, not with key bytes."""
+
     enabled: bool = False
     local_ip: str = "0.0.0.0"
     inputs: tuple = ()  # system IP, NAT, peers, ipsec section
-    credentials_epoch: int = 0  # bumped when the LDevID was renewed: the credentials are read again
+    credentials_epoch: int = 0  # bumped when the LDevID was renewed (the credentials were loaded again)
     config: GatewayConfig | None = field(default=None, compare=False)
+    credentials: Credentials | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -136,9 +144,10 @@ def wan_mtu(cfg: GatewayConfig, leases: Mapping[str, Lease]) -> int:
 
 
 def compose(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None, evpn_view: EvpnView | None = None,
-            kernel_esp: bool = False, credentials_epoch: int = 0) -> DesiredState:
+            kernel_esp: bool = False, credentials: Credentials | None = None) -> DesiredState:
     """``kernel_esp``: the probe found kernel ESP (XFRM); else transport "esp" routes into the
-    userspace engine's TUN. Raises ComposeError naming what could not be built."""
+    userspace engine's TUN. ``credentials``: the config's IPsec credentials as the daemon loaded
+    them (nsg.preflight.load_credentials). Raises ComposeError naming what could not be built."""
     from nsg.app_supervisor import specs
     from nsg.vms import vm_specs
 
@@ -170,8 +179,8 @@ def compose(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None, evpn_
                           cfg) if cfg.policy is not None else PolicyPart(),
         esp_engine=EspEnginePart(esp, cfg.ipsec if esp else None, kernel_esp and esp),
         dataplane=desired,
-        ike=IkePart(esp, local, (cfg.system_ip, cfg.behind_nat, cfg.peers, cfg.ipsec), credentials_epoch,
-                    cfg) if esp else IkePart(),
+        ike=IkePart(esp, local, (cfg.system_ip, cfg.behind_nat, cfg.peers, cfg.ipsec),
+                    credentials.epoch if credentials is not None else 0, cfg, credentials) if esp else IkePart(),
         qos=qos,
         evpn=EvpnPart(cfg, local, tuple(sorted((bridge_name(s.vni), s.vni) for s in cfg.subnets)))
         if cfg.evpn is not None else EvpnPart(),

@@ -15,9 +15,11 @@ the gateway and does not push it again; the gateway refuses it too, should it co
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from nsg.model import GatewayConfig
+from nsg.model.status import CommitConfirmStatus, RollbackStatus, TrialStatus
 
 DEFAULT_WINDOW_S = 60.0
 
@@ -29,6 +31,7 @@ class Trial:
     previous_generation: int
     deadline: float  # monotonic seconds
     window_s: float
+    previous_credentials: Any = field(default=None, compare=False)  # what the daemon loaded for ``previous``
 
 
 @dataclass(frozen=True)
@@ -48,13 +51,15 @@ class CommitConfirm:
         self.counters = {"trials": 0, "confirmed": 0, "rolled_back": 0, "refused_again": 0}
 
     def start(self, generation: int, previous: GatewayConfig, previous_generation: int, now: float,
-              window_s: float | None = None) -> Trial:
-        """``generation`` now runs on trial; ``previous`` is what comes back if it is not confirmed. A new
-        trial while one runs keeps the older fallback: the last *confirmed* config is what comes back."""
+              window_s: float | None = None, previous_credentials: Any = None) -> Trial:
+        """``generation`` now runs on trial; ``previous`` is what comes back if it is not confirmed (with
+        the credentials loaded for it, kept as they are). A new trial while one runs keeps the older
+        fallback: the last *confirmed* config is what comes back."""
         window = self.default_window_s if window_s is None else window_s
         if self.trial is not None:
             previous, previous_generation = self.trial.previous, self.trial.previous_generation
-        self.trial = Trial(generation, previous, previous_generation, now + window, window)
+            previous_credentials = self.trial.previous_credentials
+        self.trial = Trial(generation, previous, previous_generation, now + window, window, previous_credentials)
         self.counters["trials"] += 1
         return self.trial
 
@@ -86,10 +91,11 @@ class CommitConfirm:
             return True
         return False
 
-    def status(self, now: float) -> dict:
+    def status(self, now: float) -> CommitConfirmStatus:
         t, rb = self.trial, self.last_rollback
-        return {"pending": None if t is None else {"generation": t.generation, "fallback": t.previous_generation,
-                                                   "seconds_left": round(max(0.0, t.deadline - now), 1)},
-                "last_rollback": None if rb is None else {"generation": rb.generation, "restored": rb.restored,
-                                                          "reason": rb.reason, "at": rb.at},
-                **self.counters}
+        return CommitConfirmStatus(
+            pending=None if t is None else TrialStatus(generation=t.generation, fallback=t.previous_generation,
+                                                       seconds_left=round(max(0.0, t.deadline - now), 1)),
+            last_rollback=None if rb is None else RollbackStatus(generation=rb.generation, restored=rb.restored,
+                                                                 reason=rb.reason, at=rb.at),
+            **self.counters)

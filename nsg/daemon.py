@@ -19,20 +19,22 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from nsg import __version__, preflight
 from nsg.compose import DESIRED_ORDER, ComposeError, compose
 from nsg.confirm import CommitConfirm
 from nsg.control_socket import SOCKET_NAME, ControlServer
-from nsg.dataplane.desired import bridge_name, vxlan_name
 from nsg.dataplane.reconciler import Kernel, Reconciler
-from nsg.engine import Engine, EngineResult, Event, SubsystemError
+from nsg.dataplane.types import Snapshot
+from nsg.engine import Engine, EngineResult, Event, Subsystem, SubsystemError
 from nsg.link import ControllerLink
 from nsg.model import ConfigError, GatewayConfig, load_config
 from nsg.model.config import dump_config
+from nsg.model.status import EvpnStatus, LastApply
 from nsg.policy.enforce import Enforcement
+from nsg.status_doc import gateway_status, last_apply
 from nsg.subsystems import (
     DataplaneSubsystem,
     DhcpSubsystem,
@@ -45,14 +47,13 @@ from nsg.subsystems import (
     TunnelSlot,
     WorkloadsSubsystem,
 )
-from nsg.tunnels import Tunnels
+from nsg.tunnels import Credentials, Tunnels
 from nsg.uplinks.lease import Lease
 from nsg.workloads import Workloads
 
 log = logging.getLogger("nsg.daemon")
 
 LAST_GOOD = "last-good-config.json"
-MAX_OPS_SHOWN = 100  # operations listed in the log and in status per apply (all are counted)
 RESYNC_FORCE = frozenset({"guard", "policy", "dataplane", "qos"})  # the parts that read the kernel back
 
 
@@ -72,15 +73,21 @@ class Daemon(ControllerLink):
         telemetry_interval: float = 30.0,
         imds_url: str | None = None,
         docker_url: str = "unix:///run/docker.sock",
+        subsystems: Mapping[str, Subsystem] | None = None,
+        dhcp_clients: Callable | None = None,
     ):
+        """``subsystems``: stand-ins for the named parts of the engine (fakes in tests: no nft, TUN or
+        docker), "evpn" also as the RIB the daemon composes from; ``dhcp_clients``: the DHCP client
+        factory (nsg.subsystems.dhcp)."""
         self.config_path = config_path
         self.state_dir = state_dir
         self.kernel_factory = kernel_factory
         self.flush_on_exit = flush_on_exit
         self.resync_interval = resync_interval
         self.config: GatewayConfig | None = None
+        self.credentials: Credentials | None = None  # the config's, loaded when it was taken (preflight)
         self.generation = 0
-        self.last_apply: dict | None = None
+        self.last_apply: LastApply | None = None
         self.last_reload_error: str | None = None
         self.counters = {"applies": 0, "apply_errors": 0, "changes": 0, "reloads": 0, "reloads_rejected": 0,
                          "resyncs": 0, "drift_repairs": 0, "dhcp_errors": 0}
@@ -93,11 +100,12 @@ class Daemon(ControllerLink):
         self.workloads = Workloads(state_dir, docker_url, lambda: self._device_tls() if self._device_tls else None,
                                    self._telemetry_soon)  # apps and VMs
         self.enforce = Enforcement()  # the box's input guard, the config's policy (nftables) and QoS (tc)
-        self.dhcp = DhcpSubsystem(state_dir, self._on_lease, self._on_dhcp_error)
-        self.tunnel_slot = TunnelSlot(self.identity_dir, lambda _peer: self._request(Event("tunnel-up")))
-        self.evpn_sub = EvpnSubsystem(lambda: self._request(Event("evpn")))
+        self.dhcp = DhcpSubsystem(state_dir, self._on_lease, self._on_dhcp_error, dhcp_clients)
+        self.tunnel_slot = TunnelSlot(lambda _peer: self._request(Event("tunnel-up")))
+        self.overrides = dict(subsystems or {})
+        self.evpn_sub = self.overrides.get("evpn") or EvpnSubsystem(lambda: self._request(Event("evpn")))
         self.engine: Engine | None = None  # once the kernel is open (run)
-        self.credentials_epoch = 0  # bumped by a renewed LDevID: IKE reads its credentials again
+        self.credentials_epoch = 0  # bumped by a renewed LDevID: the credentials are loaded again
         self._kernel_esp: bool | None = None  # the probe's answer, once transport "esp" was asked for
         self.tenant_mtu = 1500
         self.controller_url = controller_url
@@ -114,11 +122,6 @@ class Daemon(ControllerLink):
         self.confirm = CommitConfirm()  # configs from the controller run on trial until it confirms them
         self._confirm_timer: asyncio.Task | None = None
 
-    @property
-    def identity_dir(self) -> Path:
-        """The box's identity store: IDevID, LDevID (ipsec auth "ldevid"), the controller's CA."""
-        return preflight.identity_dir(self.state_dir)
-
     # --- lifecycle ---------------------------------------------------------
 
     async def run(self) -> int:
@@ -132,7 +135,7 @@ class Daemon(ControllerLink):
         try:
             self.config = self._boot_config()
             if self.config is not None:  # the checks `nsg check-config` makes (nsg/preflight.py)
-                preflight.check_credentials(self.config, self.state_dir)
+                self.credentials = self._credentials_for(self.config, "config")
         except ConfigError as exc:
             log.error("refusing to start: %s", exc, extra={"fields": {"problems": exc.problems}})
             return 2
@@ -146,8 +149,8 @@ class Daemon(ControllerLink):
         await control.start()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self._request, Event("reload"))
-        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
         log.info("nsg started", extra={"fields": {"version": __version__, "pid": os.getpid(),
                                                   "config": str(self.config_path)}})
         try:
@@ -183,6 +186,10 @@ class Daemon(ControllerLink):
             log.info("nsg stopped", extra={"fields": {"flushed": self.flush_on_exit}})
         return 0
 
+    def stop(self) -> None:
+        """End run() as SIGTERM does."""
+        self._stop.set()
+
     def _boot_config(self) -> GatewayConfig | None:
         """The config file if given and valid; else the last config that ran (a headless boot)."""
         last = self.state_dir / LAST_GOOD
@@ -205,9 +212,11 @@ class Daemon(ControllerLink):
 
     def _engine(self) -> Engine:
         enforce, slot = self.enforce, self.tunnel_slot
-        order = [self.dhcp, GuardSubsystem(enforce), PolicySubsystem(enforce), EspEngineSubsystem(slot),
-                 DataplaneSubsystem(self.reconciler, self._lock), IkeSubsystem(slot), QosSubsystem(enforce),
-                 self.evpn_sub, WorkloadsSubsystem(self.workloads)]
+        order: list[Subsystem] = [
+            self.dhcp, GuardSubsystem(enforce), PolicySubsystem(enforce), EspEngineSubsystem(slot),
+            DataplaneSubsystem(self.reconciler, self._lock), IkeSubsystem(slot), QosSubsystem(enforce),
+            self.evpn_sub, WorkloadsSubsystem(self.workloads)]
+        order = [self.overrides.get(sub.name, sub) for sub in order]
         assert tuple(sub.name for sub in order) == DESIRED_ORDER
         return Engine(order)
 
@@ -243,8 +252,8 @@ class Daemon(ControllerLink):
             kinds = [e.kind for e in pending] if done else ["resync"]
             if "tunnel-up" in kinds:
                 self.evpn_sub.kick()  # the BGP sessions over the new SA connect now
-            if "renewed" in kinds:
-                self.credentials_epoch += 1  # a new LDevID: new IKE SAs authenticate with it
+            if "renewed" in kinds and not self._renewed():
+                kinds = [k for k in kinds if k != "renewed"]  # nothing new to compose
             if "confirm-timeout" in kinds:
                 await self._rollback_if_due()
             inputs = [k for k in kinds if k in ("lease", "evpn", "resync", "renewed")]
@@ -276,24 +285,25 @@ class Daemon(ControllerLink):
     async def install_config(self, new: GatewayConfig, reason: str, generation: int | None = None,
                              persist: bool = True) -> str | None:
         """Make ``new`` the running config; None on success, else why it was refused (and the
-        previous config keeps running, in the kernel too)."""
+        previous config keeps running, in the kernel too). Its credentials are loaded here, once
+        (the same config again keeps the ones loaded for it)."""
         try:
-            preflight.check_credentials(new, self.state_dir, reason)
+            creds = self._credentials_for(new, reason, self.credentials if new == self.config else None)
         except ConfigError as exc:
             self._refused(str(exc), exc.problems)
             return str(exc)
         self.last_reload_error = None
-        previous, previous_generation = self.config, self.generation
+        previous = self.config, self.generation, self.credentials
         if new == self.config:
             log.info("configuration unchanged", extra={"fields": {"generation": self.generation, "reason": reason}})
         else:
-            self.config = new
+            self.config, self.credentials = new, creds
             self.generation = generation if generation is not None else self.generation + 1
         result = await self._converge(reason)
         if not result.ok:
-            if previous is not None and new != previous:
+            if previous[0] is not None and new != previous[0]:
                 # the engine put back what this attempt changed: the previous config runs as it was
-                self.config, self.generation = previous, previous_generation
+                self.config, self.generation, self.credentials = previous
             self._refused(f"could not apply: {result.error}", [str(result.error)])
             return f"could not apply: {result.error}"
         if persist:
@@ -310,11 +320,32 @@ class Daemon(ControllerLink):
         try:
             leases = self.dhcp.leases_for({u.name: u.interface for u in self.config.uplinks})
             state = compose(self.config, leases, self.evpn_sub.view(), kernel_esp=self._probe_esp(),
-                            credentials_epoch=self.credentials_epoch)
+                            credentials=self.credentials)
         except ComposeError as exc:  # e.g. a lease MTU too small for any tenant MTU
             return self._record(reason, EngineResult(error=SubsystemError("compose", str(exc))))
         self.tenant_mtu = state.tenant_mtu
         return self._record(reason, await self.engine.set(state, force))
+
+    def _credentials_for(self, cfg: GatewayConfig, source: str, kept: Credentials | None = None) -> Credentials | None:
+        """``cfg``'s IPsec credentials: ``kept`` (loaded for it before) unless an LDevID renewal came
+        since, else read now (nsg/preflight.py, what `nsg check-config` runs). Raises ConfigError."""
+        if kept is not None and kept.epoch == self.credentials_epoch:
+            return kept
+        return preflight.load_credentials(cfg, self.state_dir, source, self.credentials_epoch)
+
+    def _renewed(self) -> bool:
+        """A renewed LDevID: the running config's credentials are loaded again, and the next compose
+        hands them to IKE (new IKE SAs authenticate with them; the running ones stay). False if they
+        could not be loaded: IKE keeps the ones it has, and the status says why."""
+        self.credentials_epoch += 1
+        if self.config is None:
+            return True
+        try:
+            self.credentials = self._credentials_for(self.config, "renewed LDevID")
+        except ConfigError as exc:
+            self._record("renewed", EngineResult(error=SubsystemError("ike", str(exc))))
+            return False
+        return True
 
     def _probe_esp(self) -> bool:
         """Kernel ESP (XFRM) or the userspace engine: probed once, before the first plan that needs it."""
@@ -341,7 +372,7 @@ class Daemon(ControllerLink):
     async def _show_evpn(self, _req: dict) -> dict:
         if self.evpn is None:
             raise ValueError("EVPN is not configured (no 'evpn' section in the running config)")
-        return {**self.evpn.show(), **self.evpn.status()}
+        return {**self.evpn.show(), **EvpnStatus.model_validate(self.evpn.status()).model_dump(mode="json")}
 
     async def _rekey(self, req: dict) -> dict:
         peer, ike = req.get("peer"), bool(req.get("ike"))
@@ -364,7 +395,6 @@ class Daemon(ControllerLink):
     def _record(self, reason: str, result: EngineResult) -> EngineResult:
         """Counters, `nsg status` last_apply (the dataplane's operations, as before) and the log."""
         dp = result.of("dataplane")
-        error = str(result.error) if result.error is not None else None
         self.counters["applies"] += 1
         self.counters["changes"] += len(dp.ops)
         if reason == "resync":
@@ -373,23 +403,14 @@ class Daemon(ControllerLink):
                 self.counters["drift_repairs"] += 1
         if not result.ok:
             self.counters["apply_errors"] += 1
-        # a big change (10,000 EVPN routes) is not kept or logged op by op
-        shown = list(dp.ops[:MAX_OPS_SHOWN])
-        failed = result.error.subsystem if result.error is not None else None
-        self.last_apply = {"generation": self.generation, "reason": reason, "changes": shown,
-                           "waiting": list(dp.waiting), "error": error,
-                           "rolled_back": dp.rolled_back or bool(result.rolled_back),
-                           "duration_ms": dp.duration_ms, "at": result.at, "changes_made": len(dp.ops),
-                           "failed": failed, "subsystems": {n: len(c.ops) for n, c in result.changes},
-                           "skipped": list(result.skipped), "rolled_back_subsystems": list(result.rolled_back)}
+        la = self.last_apply = last_apply(self.generation, reason, result)
         fields = {"generation": self.generation, "reason": reason, "changes": len(dp.ops),
-                  "waiting": list(dp.waiting), "ms": round(dp.duration_ms, 1),
-                  "subsystems": self.last_apply["subsystems"]}
+                  "waiting": la.waiting, "ms": round(dp.duration_ms, 1), "subsystems": la.subsystems}
         if not result.ok:
-            log.error("apply failed: %s", error, extra={"fields": {**fields, "failed": failed,
-                                                                  "rolled_back": list(result.rolled_back)}})
+            log.error("apply failed: %s", la.error, extra={"fields": {**fields, "failed": la.failed,
+                                                                  "rolled_back": la.rolled_back_subsystems}})
         elif dp.ops:
-            log.info("applied %d changes", len(dp.ops), extra={"fields": {**fields, "ops": shown}})
+            log.info("applied %d changes", len(dp.ops), extra={"fields": {**fields, "ops": la.changes}})
         elif reason == "resync":
             log.debug("resync: no changes", extra={"fields": fields})
         else:
@@ -398,60 +419,13 @@ class Daemon(ControllerLink):
 
     # --- status ------------------------------------------------------------
 
-    async def _status(self, _req: dict) -> dict:
-        cfg = self.config
-        if cfg is None:
-            return {"version": __version__, "pid": os.getpid(), "config": None, "last_apply": None,
-                    "channel": self.channel.status() if self.channel else None, "counters": dict(self.counters),
-                    "last_reload_error": self.last_reload_error,
-                    "bootstrap": self.zerotouch.status() if self.zerotouch else None}
+    async def kernel_snapshot(self) -> Snapshot:
+        """What the kernel holds now (netlink, in a worker thread; not while the dataplane applies)."""
         async with self._lock:
-            snap = await asyncio.to_thread(self.kernel.snapshot)
-        ours = {n for n, link in snap.links.items() if link.owned}
-        ports = {p for s in cfg.subnets for p in s.ports}
-        devices = []
-        for name in sorted(ours | (ports & set(snap.links))):
-            link = snap.links[name]
-            devices.append({"name": name, "kind": link.kind, "mtu": link.mtu, "up": link.up,
-                            "master": link.master, "vni": link.vxlan.vni if link.vxlan else None,
-                            "owned": link.owned})
-        return {
-            "version": __version__,
-            "pid": os.getpid(),
-            "uptime_s": round(time.time() - self.started_at, 1),
-            "config": {"path": str(self.config_path), "generation": self.generation,
-                       "config_generation": cfg.generation, "system_ip": str(cfg.system_ip),
-                       "transport": cfg.transport},
-            "uplinks": [
-                {"name": u.name, "interface": u.interface, "mode": u.mode,
-                 "address": str(u.address or (self.leases[u.name].address if u.name in self.leases else "")),
-                 "gateway": str(u.gateway or (self.leases[u.name].gateway if u.name in self.leases else ""))}
-                for u in cfg.uplinks
-            ],
-            "subnets": [
-                {"name": s.name, "vni": s.vni, "cidr": str(s.cidr), "gateway": str(s.gateway),
-                 "bridge": bridge_name(s.vni), "vxlan": vxlan_name(s.vni), "ports": list(s.ports)}
-                for s in cfg.subnets
-            ],
-            "peers": [{"name": p.name, "system_ip": str(p.system_ip), "endpoint": str(p.endpoint)}
-                      for p in cfg.peers],
-            "devices": devices,
-            "fdb": sorted(f"{f.ifname} {f.mac} master" if f.master else f"{f.ifname} {f.mac} dst {f.dst}"
-                          for f in snap.fdb),
-            "neighbors": sorted(f"{n.ifname} {n.ip} lladdr {n.mac}" for n in snap.neighbors),
-            "tunnels": self.tunnels.status() if self.tunnels else None,
-            "channel": self.channel.status() if self.channel else None,
-            "bootstrap": self.zerotouch.status() if self.zerotouch else None,
-            "evpn": self.evpn.status() if self.evpn else None,
-            **self.workloads.status(),
-            "guard": await self.enforce.guard_status(),
-            "policy": await self.enforce.policy_status(),
-            "qos": await self.enforce.qos_status(),
-            "last_apply": self.last_apply,
-            "commit_confirm": self.confirm.status(time.monotonic()),
-            "last_reload_error": self.last_reload_error,
-            "counters": dict(self.counters),
-        }
+            return await asyncio.to_thread(self.kernel.snapshot)
+
+    async def _status(self, _req: dict) -> dict:
+        return (await gateway_status(self)).model_dump(mode="json")
 
 
 def run_daemon(config: Path | None, state_dir: Path, *, flush_on_exit: bool, resync_interval: float,

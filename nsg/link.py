@@ -12,6 +12,7 @@ import time
 
 from nsg.engine import Event
 from nsg.model import ConfigError
+from nsg.model.status import GuardStatus, QosStatus
 from nsg.telemetry import telemetry_counters
 
 log = logging.getLogger("nsg.daemon")
@@ -69,8 +70,7 @@ class ControllerLink:
         try:
             while not runner.done():
                 await asyncio.sleep(every)
-                shaper = self.enforce.qos
-                qos = await asyncio.to_thread(shaper.stats) if shaper is not None else None
+                qos = await self.enforce.qos_status()  # the shaper's class counters, read now
                 guard = await self.enforce.guard_status()
                 await self.channel.send(self._telemetry(qos, guard))
                 fw = self.enforce.policy
@@ -97,9 +97,9 @@ class ControllerLink:
 
         self._telemetry_task = asyncio.get_running_loop().create_task(send(), name="telemetry")
 
-    def _telemetry(self, qos: dict | None = None, guard: dict | None = None):
-        """``qos``: the shaper's class counters, read by the caller in a worker thread (netlink);
-        ``guard``: the input guard's status (what it dropped: attack traffic to alert on)."""
+    def _telemetry(self, qos: QosStatus | None = None, guard: GuardStatus | None = None):
+        """``qos``: the shaper's status with its class counters, read by the caller (netlink, in a
+        worker thread); ``guard``: the input guard's status (what it dropped: attack traffic to alert on)."""
         from nsg.channel import wire
 
         return wire.Telemetry(ts=time.time(), counters=telemetry_counters(
@@ -123,16 +123,17 @@ class ControllerLink:
             self._refused(str(exc), exc.problems)
             return wire.ApplyResult(generation=msg.generation, ok=False, error=str(exc)[:4000],
                                     running=self.generation)
-        previous, previous_generation = self.config, self.generation
+        previous, previous_generation, previous_credentials = self.config, self.generation, self.credentials
         trial = previous is not None and cfg != previous
         error = await self.install_config(cfg, "controller", generation=msg.generation, persist=not trial)
         if error is None and trial:
             assert previous is not None
-            t = self.confirm.start(msg.generation, previous, previous_generation, time.monotonic(), msg.confirm_s)
+            t = self.confirm.start(msg.generation, previous, previous_generation, time.monotonic(), msg.confirm_s,
+                                   previous_credentials)
             log.info("generation %d on trial: it becomes last good once the controller confirms it", t.generation,
                      extra={"fields": {"window_s": t.window_s, "fallback": t.previous_generation}})
             self._arm_confirm(t.window_s)
-        waiting = tuple(str(w)[:200] for w in (self.last_apply or {}).get("waiting", ()))[:64]
+        waiting = tuple(w[:200] for w in (self.last_apply.waiting if self.last_apply else ()))[:64]
         return wire.ApplyResult(generation=msg.generation, ok=error is None, error=error and error[:4000],
                                 running=self.generation, waiting=waiting)
 
@@ -155,12 +156,17 @@ class ControllerLink:
         trial = self.confirm.due(time.monotonic())
         if trial is None:
             return
-        channel = self.channel.status() if self.channel else {}
-        why = channel.get("last_error") or ("the channel is up but no confirm came" if channel.get("connected")
-                                            else "the channel is down")
+        channel = self.channel.status() if self.channel else None
+        why = (channel and channel.last_error) or ("the channel is up but no confirm came"
+                                                   if channel and channel.connected else "the channel is down")
         reason = (f"no confirmation from the controller within {trial.window_s:g} s of applying generation "
                   f"{trial.generation} ({why})")
-        self.config, self.generation = trial.previous, trial.previous_generation
+        try:  # the credentials kept with the previous config (loaded again after an LDevID renewal)
+            creds = self._credentials_for(trial.previous, "rollback", trial.previous_credentials)
+        except ConfigError as exc:  # reaching the controller comes first: IKE keeps the trial's
+            log.error("rollback: the previous config's credentials: %s", exc)
+            creds = self.credentials
+        self.config, self.generation, self.credentials = trial.previous, trial.previous_generation, creds
         result = await self._converge("rollback")
         rb = self.confirm.rolled_back(trial, reason)
         self.counters["rollbacks"] = self.counters.get("rollbacks", 0) + 1

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ipsec.engine.installer import SadInstaller
 from ipsec.engine.userspace import UserspaceEngine
 from ipsec.engine.xfrm_installer import EncapSocket, XfrmInstaller
 from ipsec.ike import events as ev
+from ipsec.ike.crypto import PrivateKey
 from ipsec.ike.driver import IkeDriver
 from ipsec.ike.manager import IkeManager
 from ipsec.ike.policy import EspProposal, Identity, IkeProposal, PeerPolicy, Timers
@@ -29,6 +31,7 @@ from ipsec.sad import Expiry, Lifetime, Sad
 from nsg.dataplane.desired import ESP_TUN
 from nsg.model import GatewayConfig, Peer
 from nsg.model.ipsec import IpsecConfig, parse_esp, parse_ike
+from nsg.model.status import ChildSaStatus, IkePeerStatus, TunnelsStatus
 
 log = logging.getLogger("nsg.tunnels")
 
@@ -53,13 +56,32 @@ def credential_files(ip: IpsecConfig, identity_dir: Path | None) -> tuple[Path, 
     return cert, key, ca
 
 
-def load_credentials(ip: IpsecConfig, identity_dir: Path | None = None) -> dict:
-    """What the IKE policies need of ``ip``: our key and certificate, the trust anchors and the serial
-    numbers the CRL revokes (checked against the CA: a CRL that does not verify is refused). Raises
-    TunnelConfigError naming the file or field; nothing is half-loaded."""
+@dataclass(frozen=True, eq=False)
+class Credentials:
+    """What the IKE policies need of a config's ipsec section: our key and certificate, the trust
+    anchors and the serial numbers the CRL revokes (empty with PSKs). Loaded once per config and
+    LDevID renewal (``epoch``: the daemon's renewal count when loaded) and handed to IKE through the
+    desired state; compared by identity, never by key bytes: one load is one object."""
+
+    key: PrivateKey | None = field(default=None, repr=False)
+    cert: x509.Certificate | None = None
+    cas: tuple[x509.Certificate, ...] = ()
+    revoked: frozenset[int] = frozenset()
+    epoch: int = 0
+
+    def policy_fields(self) -> dict:
+        """PeerPolicy's certificate-auth fields ({} with PSKs)."""
+        if self.key is None:
+            return {}
+        return {"key": self.key, "cert": self.cert, "cas": self.cas, "revoked": self.revoked}
+
+
+def load_credentials(ip: IpsecConfig, identity_dir: Path | None = None, epoch: int = 0) -> Credentials:
+    """Read the credentials ``ip`` names (the CRL checked against the CA: one that does not verify is
+    refused). Raises TunnelConfigError naming the file or field; nothing is half-loaded."""
     files = credential_files(ip, identity_dir)
     if files is None:
-        return {}
+        return Credentials(epoch=epoch)
     cert_path, key_path, ca_path = files
     try:
         mode = key_path.stat().st_mode
@@ -73,7 +95,7 @@ def load_credentials(ip: IpsecConfig, identity_dir: Path | None = None) -> dict:
             raise
         hint = " (the box has no LDevID yet: it enrolls at bootstrap)" if ip.auth == "ldevid" else ""
         raise TunnelConfigError(f"ipsec credentials: {exc}{hint}") from None
-    return {"key": key, "cert": cert, "cas": cas, "revoked": revoked_serials(ip.crl, cas)}
+    return Credentials(key, cert, cas, revoked_serials(ip.crl, cas), epoch)  # type: ignore[arg-type]
 
 
 def revoked_serials(crl_pem: str | None, cas: tuple[x509.Certificate, ...]) -> frozenset[int]:
@@ -92,11 +114,11 @@ def revoked_serials(crl_pem: str | None, cas: tuple[x509.Certificate, ...]) -> f
     return frozenset(r.serial_number for r in crl)
 
 
-def peer_policy(cfg: GatewayConfig, peer: Peer, creds: dict) -> PeerPolicy:
+def peer_policy(cfg: GatewayConfig, peer: Peer, creds: Credentials) -> PeerPolicy:
     ip = cfg.ipsec
     assert ip is not None
     auth: dict = ({"psk": peer.psk.encode()} if ip.auth == "psk" and peer.psk is not None else
-                  {**creds, "remote_serial": peer.serial})
+                  {**creds.policy_fields(), "remote_serial": peer.serial})
     return PeerPolicy(
         name=peer.name,
         local_id=Identity.address(str(cfg.system_ip)),
@@ -118,8 +140,10 @@ def initiates(cfg: GatewayConfig, peer: Peer) -> bool:
 
 
 class Tunnels:
-    def __init__(self, identity_dir: Path | None = None) -> None:
-        self.identity_dir = identity_dir  # the LDevID (ipsec auth "ldevid")
+    """The credentials come with each config (nsg.preflight loaded them when the daemon took it, once
+    per config and LDevID renewal): this never reads them itself."""
+
+    def __init__(self) -> None:
         self.sad = Sad()
         self.engine: UserspaceEngine | None = None
         self.driver: IkeDriver | None = None
@@ -153,7 +177,7 @@ class Tunnels:
             soft_packets=ip.child_soft_packets, hard_packets=ip.child_hard_packets))
         self.engine.start()
 
-    async def start_ike(self, cfg: GatewayConfig, local_ip: str) -> None:
+    async def start_ike(self, cfg: GatewayConfig, local_ip: str, creds: Credentials) -> None:
         self.local_ip = local_ip
         self.manager = IkeManager((local_ip, 500))
         nat: UserspaceEngine | EncapSocket
@@ -167,7 +191,7 @@ class Tunnels:
         if self.engine is not None:
             self.engine.on_ike = self.driver.from_engine_thread
         await self.driver.start()
-        self.apply(cfg, local_ip)
+        self.apply(cfg, local_ip, creds)
         if self.backend == "userspace":  # the kernel enforces lifetimes of its own states
             self._lifetimes = asyncio.get_running_loop().create_task(self._watch_lifetimes())
 
@@ -203,11 +227,11 @@ class Tunnels:
                 self.expired["soft"] += 1
                 self.rekey(peer, ike=False)
 
-    def apply(self, cfg: GatewayConfig, local_ip: str) -> None:
-        """Bring the IKE peerings in line with the config (raises TunnelConfigError, changing nothing)."""
+    def apply(self, cfg: GatewayConfig, local_ip: str, creds: Credentials) -> None:
+        """Bring the IKE peerings in line with the config and its loaded credentials (a credential
+        change alone keeps the running SAs: ipsec.ike.manager.set_peer)."""
         if self.manager is None or self.driver is None or cfg.ipsec is None:
             return
-        creds = load_credentials(cfg.ipsec, self.identity_dir)
         policies = [(peer_policy(cfg, p, creds), p) for p in cfg.peers]
         self.manager.local = (local_ip, 500)
         self.local_ip = local_ip
@@ -241,30 +265,29 @@ class Tunnels:
             self.xfrm.close()
         self.engine = self.driver = self.manager = None
 
-    def status(self) -> dict:
+    def status(self) -> TunnelsStatus:
         if self.engine is None and self.xfrm is None:
-            return {"backend": None}
-        sas = []
-        for e in self.sad.inbound.values():
-            sas.append({"dir": "in", "spi": f"{e.sa.spi:#010x}", **e.sa.counters.as_dict()})
-        for o in self.sad.outbound.values():
-            sas.append({"dir": "out", "spi": f"{o.sa.spi:#010x}", "endpoint": f"{o.endpoint.host}:{o.endpoint.port}",
-                        **o.sa.counters.as_dict()})
+            return TunnelsStatus(backend=None)
+        sas = [ChildSaStatus(dir="in", spi=f"{e.sa.spi:#010x}", **e.sa.counters.as_dict())
+               for e in self.sad.inbound.values()]
+        sas += [ChildSaStatus(dir="out", spi=f"{o.sa.spi:#010x}", endpoint=f"{o.endpoint.host}:{o.endpoint.port}",
+                              **o.sa.counters.as_dict()) for o in self.sad.outbound.values()]
         if self.backend == "xfrm":
-            sas = [{"dir": d, "spi": f"{spi:#010x}", "peer": peer}
+            sas = [ChildSaStatus(dir=d, spi=f"{spi:#010x}", peer=peer)
                    for (peer, _cid), c in self.installer.children.items()
                    for d, spi in (("in", c.in_spi), ("out", c.out_spi))]
-        return {
-            "backend": self.backend,
-            "kernel_esp": self.kernel_esp,
-            "engine": dict(self.engine.counters) if self.engine else
-                      dict(getattr(self.encap, "counters", {})) if self.encap else {},
-            "ike": self.manager.status() if self.manager else [],
-            "child_sas": sas,
-            "ike_driver": dict(self.driver.counters) if self.driver else {},
-            "ike_manager": dict(self.manager.counters) if self.manager else {},
-            "lifetime_expiries": dict(self.expired),
-        }
+        return TunnelsStatus(
+            backend=self.backend,
+            kernel_esp=self.kernel_esp,
+            engine=dict(self.engine.counters) if self.engine else
+                   dict(getattr(self.encap, "counters", {})) if self.encap else {},
+            # the IKE library reports plain dicts (it knows nothing of nsg): validated here
+            ike=[IkePeerStatus.model_validate(p) for p in self.manager.status()] if self.manager else [],
+            child_sas=sas,
+            ike_driver=dict(self.driver.counters) if self.driver else {},
+            ike_manager=dict(self.manager.counters) if self.manager else {},
+            lifetime_expiries=dict(self.expired),
+        )
 
 
-__all__ = ["TunnelConfigError", "Tunnels"]
+__all__ = ["Credentials", "TunnelConfigError", "Tunnels", "load_credentials"]

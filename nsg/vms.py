@@ -14,6 +14,7 @@ from containers.vm import VmSpec
 from nsg.app_supervisor import Supervisor
 from nsg.dataplane.desired import bridge_name
 from nsg.model import GatewayConfig
+from nsg.model.status import VmsStatus, VmStatus
 
 
 def vm_specs(cfg: GatewayConfig, mtu: int) -> dict[str, VmSpec]:
@@ -46,9 +47,11 @@ class VmSupervisor(Supervisor):
                              "since": r.since}
                       for name, r in self.runner.actual(self.desired).items()}
 
-    def status(self) -> dict:
-        vms = [{"name": n, "address": s.address, "bridge": s.bridge, "tap": s.tap, "mac": s.mac,
-                "kernel": urlparse(s.kernel_url).path.rsplit("/", 1)[-1], "accel": s.accel,
-                **self.state.get(n, {"state": "absent"}), "error": self.last["errors"].get(n)}
-               for n, s in sorted(self.desired.items())]
-        return {"vms": vms, "counters": dict(self.counters), "last_pass": self.last["at"]}
+    def workloads(self) -> list[VmStatus]:
+        return [VmStatus(name=n, address=s.address, bridge=s.bridge, tap=s.tap, mac=s.mac,
+                         kernel=urlparse(s.kernel_url).path.rsplit("/", 1)[-1], accel=s.accel,
+                         **self.state.get(n, {"state": "absent"}), error=self.last["errors"].get(n))
+                for n, s in sorted(self.desired.items())]
+
+    def status(self) -> VmsStatus:
+        return VmsStatus(vms=self.workloads(), counters=dict(self.counters), last_pass=self.last["at"])

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from nsg.model.status import WorkloadsStatus
+
 APP_KEYS = ("state", "attached", "address", "restarts", "oom_killed", "memory_mb", "cpu_percent", "error")
 VM_KEYS = ("state", "attached", "address", "restarts", "error")
 
@@ -50,15 +52,17 @@ class Workloads:
             if sup is not None:
                 await sup.stop()
 
-    def status(self) -> dict:
-        return {"apps": self.apps.status() if self.apps else None, "vms": self.vms.status() if self.vms else None}
+    def status(self) -> WorkloadsStatus:
+        return WorkloadsStatus(apps=self.apps.status() if self.apps else None,
+                               vms=self.vms.status() if self.vms else None)
 
     def counters(self) -> dict[str, int | float | str | None]:
-        """Telemetry: app.<name>.<key> (at most 64 apps x 8) and vm.<name>.<key> (16 x 5)."""
+        """Telemetry: app.<name>.<key> (at most 64 apps x 8) and vm.<name>.<key> (16 x 5); a value
+        the last pass did not see (an app not started yet has no restart count) is None."""
         out: dict[str, int | float | str | None] = {}
-        for prefix, sup, section, keys in (("app", self.apps, "apps", APP_KEYS), ("vm", self.vms, "vms", VM_KEYS)):
-            for w in sup.status()[section] if sup is not None else ():
-                for k in keys:
-                    v = w.get(k)
-                    out[f"{prefix}.{w['name']}.{k}"] = int(v) if isinstance(v, bool) else v
+        for prefix, sup, keys in (("app", self.apps, APP_KEYS), ("vm", self.vms, VM_KEYS)):
+            for w in sup.workloads() if sup is not None else ():
+                for k in keys:  # the models' field names
+                    v = getattr(w, k)
+                    out[f"{prefix}.{w.name}.{k}"] = int(v) if isinstance(v, bool) else v
         return out

@@ -30,6 +30,7 @@ from bootstrap.sources.model import DiscoveryContext
 from nsg.backoff import Backoff
 from nsg.dataplane.errors import DataplaneError
 from nsg.dataplane.types import AddAddr, Addr, AddRoute, Op, Route, SetUp
+from nsg.model.status import BootstrapStatus, DiscoveryStatus
 
 log = logging.getLogger("nsg.zerotouch")
 
@@ -113,10 +114,10 @@ class ZeroTouch:
                                                                           "error": str(exc)}})
             await asyncio.sleep(backoff.next())
 
-    def status(self) -> dict:
-        return {"state": self.state, "attempts": self.attempts, "last_error": self.last_error,
-                "discovery": {"attempts": self.stats.attempts, "failures": self.stats.failures,
-                              "last_error": self.stats.last_error}}
+    def status(self) -> BootstrapStatus:
+        return BootstrapStatus(state=self.state, attempts=self.attempts, last_error=self.last_error,
+                               discovery=DiscoveryStatus(attempts=self.stats.attempts, failures=self.stats.failures,
+                                                         last_error=self.stats.last_error))
 
 
 def _anchors(der: bytes | None) -> tuple[x509.Certificate, ...]:

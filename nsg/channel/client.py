@@ -18,6 +18,7 @@ import aiohttp
 from nsg.backoff import Backoff
 from nsg.channel import wire
 from nsg.channel.wire import ChannelOrder, Side
+from nsg.model.status import ChannelStatus
 
 log = logging.getLogger("nsg.channel")
 
@@ -150,6 +151,6 @@ class ChannelClient:
         if self._ws is not None and not self._ws.closed:
             asyncio.get_running_loop().create_task(self._ws.close(code=1000, message=b"rolled back"))
 
-    def status(self) -> dict:
-        return {"url": self.url, "connected": self.connected, "since": self.connected_since,
-                "last_error": self.last_error, **self.stats}
+    def status(self) -> ChannelStatus:
+        return ChannelStatus(url=self.url, connected=self.connected, since=self.connected_since,
+                             last_error=self.last_error, **self.stats)

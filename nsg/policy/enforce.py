@@ -8,6 +8,7 @@ import json
 import logging
 
 from nsg.model import GatewayConfig
+from nsg.model.status import GuardStatus, PolicyStatus, QosStatus
 from nsg.policy import guard as guard_mod
 from nsg.policy.apply import BridgeNetfilter, NftPolicy, PolicyApplyError, nft_text, table_counters
 from nsg.policy.nft import PolicyRenderError
@@ -66,15 +67,15 @@ class Enforcement:
         elif part == "qos" and self.qos is not None:
             self.qos.state.noop += 1
 
-    async def guard_status(self) -> dict | None:
+    async def guard_status(self) -> GuardStatus | None:
         """What the guard lets in and what it dropped (read from the kernel now, in a worker thread)."""
         if self.guard is None:
             return None
         counted = await asyncio.to_thread(table_counters, guard_mod.FAMILY, guard_mod.TABLE)
         g = self.guard
-        return {**self.guard_state, "overlay_protected": g.protected, "uplinks": list(g.uplinks),
-                "overlay_peers": list(g.peers), "services": [f"{p}/{n}" for p, n in g.services],
-                "dropped": {k: counted.get(k, {"packets": 0, "bytes": 0}) for k in guard_mod.COUNTERS}}
+        return GuardStatus(**self.guard_state, overlay_protected=g.protected, uplinks=list(g.uplinks),
+                           overlay_peers=list(g.peers), services=[f"{p}/{n}" for p, n in g.services],
+                           dropped={k: counted.get(k, {"packets": 0, "bytes": 0}) for k in guard_mod.COUNTERS})
 
     async def remove_guard(self) -> None:
         if self.guard is None:
@@ -123,22 +124,22 @@ class Enforcement:
             raise EnforcementError(f"qos: {exc}") from None
         return bool(changed)
 
-    async def qos_status(self) -> dict | None:
+    async def qos_status(self) -> QosStatus | None:
         """Per shaped device and class: bytes, packets, drops, overlimits (read now, in a worker thread:
         pyroute2 cannot run on the event loop's thread)."""
         if self.qos is None:
             return None
         st = self.qos.state
-        return {"applied": st.applied, "noop": st.noop, "errors": st.errors, "last_error": st.last_error,
-                "shaped": st.shaped, "waiting": st.waiting, "classes": await asyncio.to_thread(self.qos.stats)}
+        return QosStatus(applied=st.applied, noop=st.noop, errors=st.errors, last_error=st.last_error,
+                         shaped=st.shaped, waiting=st.waiting, classes=await asyncio.to_thread(self.qos.stats))
 
-    async def policy_status(self) -> dict | None:
+    async def policy_status(self) -> PolicyStatus | None:
         """Per-rule hit counters (read from the kernel now, in a worker thread) and the apply counters."""
         if self.policy is None:
             return None
         st = self.policy.state
-        return {"applied": st.applied, "noop": st.noop, "errors": st.errors, "last_error": st.last_error,
-                "counters": await asyncio.to_thread(self.policy.counters)}
+        return PolicyStatus(applied=st.applied, noop=st.noop, errors=st.errors, last_error=st.last_error,
+                            counters=await asyncio.to_thread(self.policy.counters))
 
     async def flush(self) -> None:
         """Our nft tables, qdiscs and ifbs go (--flush-on-exit)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nsg.compose import EvpnView
 from nsg.engine import Changes, SubsystemError
 
 
@@ -14,12 +15,12 @@ class FakeSubsystem:
                  fail_on: frozenset | set | tuple = ()):
         self.name = name
         self.journal = journal if journal is not None else []
-        self.fail_on = set(fail_on)  # parts whose set() raises
+        self.fail_on = list(fail_on)  # parts whose set() raises (compared by ==: parts need not hash)
         self.current: Any = None  # what it holds now
 
     async def set(self, part: Any) -> Changes:
         self.journal.append((self.name, part))
-        if part in self.fail_on:
+        if any(part == bad for bad in self.fail_on):
             raise SubsystemError(self.name, f"{self.name}: refused {part!r}")
         changed = part != self.current
         self.current = part
@@ -42,3 +43,24 @@ class FakeDhcpClient:
 
     def lease(self, lease) -> None:
         self.on_lease(self.uplink, lease)
+
+
+class FakeEvpn(FakeSubsystem):
+    """The EVPN subsystem as the daemon uses it: set(part), and the RIB's view it composes from
+    (``rib``: what a test makes the RIB want; the test then queues the "evpn" event the real RIB's
+    callback would)."""
+
+    def __init__(self, journal: list[tuple[str, Any]] | None = None):
+        super().__init__("evpn", journal)
+        self.rib = EvpnView()
+        self.control = None  # no EvpnControl: `nsg status` shows no EVPN section
+        self.kicks = 0
+
+    def view(self) -> EvpnView:
+        return self.rib
+
+    def kick(self) -> None:
+        self.kicks += 1
+
+    async def stop(self) -> None:
+        self.current = None

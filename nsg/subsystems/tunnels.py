@@ -5,7 +5,6 @@ once the dataplane is in place."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from nsg.compose import EspEnginePart, IkePart
 from nsg.engine import NO_CHANGES, Changes, SubsystemError
@@ -15,9 +14,8 @@ from nsg.tunnels import TunnelConfigError, Tunnels
 class TunnelSlot:
     """``on_established(peer)``: an IKE SA came up (the daemon queues an event: EVPN connects now)."""
 
-    def __init__(self, identity_dir: Path | None, on_established: Callable[[str], None] | None = None,
-                 factory: Callable[[Path | None], Tunnels] = Tunnels):
-        self.identity_dir = identity_dir
+    def __init__(self, on_established: Callable[[str], None] | None = None,
+                 factory: Callable[[], Tunnels] = Tunnels):
         self.on_established = on_established
         self.factory = factory
         self.tunnels: Tunnels | None = None
@@ -40,7 +38,7 @@ class EspEngineSubsystem:
             if t is not None:
                 return NO_CHANGES
             assert part.ipsec is not None
-            t = self.slot.factory(self.slot.identity_dir)
+            t = self.slot.factory()
             try:
                 t.start_engine(part.ipsec, part.kernel_esp)
             except OSError as exc:
@@ -56,6 +54,9 @@ class EspEngineSubsystem:
 
 
 class IkeSubsystem:
+    """The peerings authenticate with the credentials the part carries (loaded by the daemon when it
+    took the config, again after an LDevID renewal): nothing is read from disk here."""
+
     name = "ike"
 
     def __init__(self, slot: TunnelSlot):
@@ -70,13 +71,15 @@ class IkeSubsystem:
             return Changes(("stop tunnels",))
         if t is None or part.config is None:
             raise SubsystemError(self.name, "ike: the ESP engine is not running")
+        if part.credentials is None:
+            raise SubsystemError(self.name, "ike: no credentials were loaded for this config")
         try:
             if t.manager is None:
                 if self.slot.on_established is not None:
                     t.on_established = self.slot.on_established
-                await t.start_ike(part.config, part.local_ip)
+                await t.start_ike(part.config, part.local_ip, part.credentials)
                 return Changes((f"start ike ({len(part.config.peers)} peers, local {part.local_ip})",))
-            t.apply(part.config, part.local_ip)
+            t.apply(part.config, part.local_ip, part.credentials)
         except TunnelConfigError as exc:
             raise SubsystemError(self.name, str(exc)) from None
         return Changes((f"apply ike ({len(part.config.peers)} peers, local {part.local_ip})",))

@@ -41,7 +41,7 @@ def doc():
         "channel": {"url": "wss://198.18.0.2:8443/channel", "connected": True, "since": 1.0, "last_error": None,
                     "connects": 1, "failures": 0},
         "bootstrap": {"state": "done", "attempts": 1, "last_error": None,
-                      "discovery": {"attempts": 1, "failures": 0, "last_error": None}},
+                      "discovery": {"attempts": {"file": 1, "dhcp": 1}, "failures": {}, "last_error": {}}},
         "evpn": None,
         "last_apply": {"generation": 7, "reason": "controller", "at": 0.0, "error": None, "changes_made": 3,
                        "waiting": []},
@@ -96,12 +96,14 @@ def test_a_box_still_bootstrapping():
     st = {"version": "0.1", "pid": 42, "config": None, "last_apply": None, "channel": None,
           "counters": {"applies": 0}, "last_reload_error": None,
           "bootstrap": {"state": "discovering", "attempts": 3, "last_error": "no bootstrap server found",
-                        "discovery": {"attempts": 3, "failures": 3, "last_error": "dhcp: no offer"}}}
+                        "discovery": {"attempts": {"file": 3, "dhcp": 3}, "failures": {"dhcp": 3},
+                                      "last_error": {"dhcp": "no offer"}}}}
     text = render(st)
     first = text.splitlines()[0]
     assert first.startswith("DEGRADED: no config yet"), first
     assert "bootstrap discovering" in first
-    assert "bootstrap: discovering (attempt 3): no bootstrap server found" in text
+    assert ("bootstrap: discovering (attempt 3): no bootstrap server found; discovery 6 attempts, 3 failed"
+            " (last: dhcp: no offer)") in text.splitlines()
 
 
 def test_no_evpn_still_shows_the_last_apply():

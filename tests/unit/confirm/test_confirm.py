@@ -53,7 +53,8 @@ def test_a_rolled_back_generation_is_refused_and_reported_once():
     assert (rb.generation, rb.restored, cc.trial) == (7, 6, None)
     assert cc.unreported == rb and cc.last_rollback == rb
     assert cc.refuses(7) and not cc.refuses(8)
-    assert cc.status(0.0)["last_rollback"] == {"generation": 7, "restored": 6, "reason": rb.reason, "at": 123.0}
+    last = cc.status(0.0).last_rollback
+    assert last is not None and last.model_dump() == {"generation": 7, "restored": 6, "reason": rb.reason, "at": 123.0}
     assert cc.counters == {"trials": 1, "confirmed": 0, "rolled_back": 1, "refused_again": 1}
 
 

@@ -14,6 +14,7 @@ from nsg.engine import Engine
 from nsg.model import parse_config
 from nsg.subsystems import DataplaneSubsystem, DhcpSubsystem, EspEngineSubsystem, IkeSubsystem, TunnelSlot
 from nsg.subsystems.fakes import FakeDhcpClient
+from nsg.tunnels import Credentials
 from tests.unit.conftest import base_doc
 
 M = "02:00:00:00:00:07"
@@ -92,21 +93,24 @@ def test_dhcp_clients_follow_the_part():
 
 
 class FakeTunnels:
-    def __init__(self, _identity_dir):
+    def __init__(self):
         self.manager = None
         self.backend = "?"
         self.calls: list[str] = []
+        self.creds: list = []  # the credentials each start/apply was given
 
     def start_engine(self, ip, kernel_esp):
         self.backend = "xfrm" if kernel_esp else "userspace"
         self.calls.append("engine")
 
-    async def start_ike(self, cfg, local_ip):
+    async def start_ike(self, cfg, local_ip, creds):
         self.manager = object()
         self.calls.append(f"ike {local_ip}")
+        self.creds.append(creds)
 
-    def apply(self, cfg, local_ip):
+    def apply(self, cfg, local_ip, creds):
         self.calls.append(f"apply {local_ip}")
+        self.creds.append(creds)
 
     async def stop(self):
         self.calls.append("stop")
@@ -114,27 +118,44 @@ class FakeTunnels:
 
 def test_tunnels_engine_before_ike_and_ike_follows_the_local_ip():
     cfg = parse_config(base_doc())
-    slot = TunnelSlot(None, factory=FakeTunnels)  # type: ignore[arg-type]
+    slot = TunnelSlot(factory=FakeTunnels)  # type: ignore[arg-type]
     esp, ike = EspEngineSubsystem(slot), IkeSubsystem(slot)
     eng = Engine([esp, ike])
+    loaded, renewed = Credentials(), Credentials(epoch=1)
 
     class S:
-        def __init__(self, on, local="0.0.0.0"):
+        def __init__(self, on, local="0.0.0.0", creds=loaded):
             self.esp_engine = EspEnginePart(on, "ipsec section", False)  # type: ignore[arg-type]
-            self.ike = IkePart(on, local, ("x",), 0, cfg) if on else IkePart()
+            self.ike = IkePart(on, local, ("x",), creds.epoch, cfg, creds) if on else IkePart()
 
     async def go():
         r = await eng.set(S(True, "198.18.1.2"))
         t = slot.tunnels
         assert r.ok and t.calls == ["engine", "ike 198.18.1.2"] and t.backend == "userspace"
-        await eng.set(S(True, "198.18.1.2"))
-        assert t.calls == ["engine", "ike 198.18.1.2"]  # no changes
+        await eng.set(S(True, "198.18.1.2", Credentials()))  # the same config loaded again: no changes
+        assert t.calls == ["engine", "ike 198.18.1.2"] and t.creds == [loaded]
         await eng.set(S(True, "198.18.5.7"))
-        assert t.calls[-1] == "apply 198.18.5.7"
+        assert t.calls[-1] == "apply 198.18.5.7" and t.creds[-1] is loaded  # what it is given, not read again
+        await eng.set(S(True, "198.18.5.7", renewed))  # an LDevID renewal reaches IKE
+        assert t.calls[-1] == "apply 198.18.5.7" and t.creds[-1] is renewed
         await eng.set(S(False))
         assert t.calls[-1] == "stop" and slot.tunnels is None
 
     asyncio.run(go())
+
+
+def test_ike_without_loaded_credentials_is_refused():
+    cfg = parse_config(base_doc())
+    slot = TunnelSlot(factory=FakeTunnels)  # type: ignore[arg-type]
+    eng = Engine([EspEngineSubsystem(slot), IkeSubsystem(slot)])
+
+    class S:
+        esp_engine = EspEnginePart(True, "ipsec section", False)  # type: ignore[arg-type]
+        ike = IkePart(True, "198.18.1.2", ("x",), 0, cfg, None)
+
+    r = asyncio.run(eng.set(S()))
+    assert r.error is not None and r.error.subsystem == "ike" and "no credentials" in r.error.message
+    assert slot.tunnels is not None and slot.tunnels.calls == ["engine"]  # IKE never started
 
 
 def test_the_daemon_wires_the_subsystems_in_the_declared_order():

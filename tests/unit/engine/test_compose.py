@@ -11,6 +11,7 @@ from nsg.dataplane.desired import ESP_TUN
 from nsg.dataplane.mtu import tenant_mtu
 from nsg.dataplane.types import Fdb, Neigh, Route
 from nsg.model import parse_config
+from nsg.tunnels import Credentials
 from nsg.uplinks.lease import Lease
 from tests.unit.conftest import base_doc
 
@@ -64,7 +65,12 @@ def test_local_ip_reaches_ike_and_evpn():
     s = compose(c, {"wan0": lease()})
     assert s.ike.enabled and s.ike.local_ip == "198.18.5.7" and s.evpn.local_ip == "198.18.5.7"
     assert s.ike != compose(c, {"wan0": lease("198.18.5.8/24")}).ike  # a new address reaches IKE
-    assert s.ike != compose(c, {"wan0": lease()}, credentials_epoch=1).ike  # a renewed LDevID too
+    # the credentials loaded for the config reach IKE; the part changes with a renewal (epoch), not
+    # with another load of the same ones (they are compared by epoch, never by key bytes)
+    first, again, renewed = Credentials(), Credentials(), Credentials(epoch=1)
+    with_creds = compose(c, {"wan0": lease()}, credentials=first).ike
+    assert with_creds.credentials is first and with_creds == compose(c, {"wan0": lease()}, credentials=again).ike
+    assert with_creds != compose(c, {"wan0": lease()}, credentials=renewed).ike  # a renewed LDevID
 
 
 @pytest.mark.parametrize(("lease_mtu", "uplink_mtu", "wan"), [
