@@ -198,6 +198,9 @@ class RdType(IntEnum):  # RFC 4364 section 4.2
     AS4 = 2
 
 
+RD_IPV4_NUMBER_MAX = 0xFFFF  # RFC 4364 section 4.2: type 1 is IPv4 address (4 octets) : number (2 octets)
+
+
 # --- RFC 4360 / RFC 7153: extended communities (high type octet, sub-type) ----------------
 EXT_COMMUNITY_LEN = 8
 EXT_NON_TRANSITIVE = 0x40  # the T bit of the high type octet
