@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from bgp.constants import BGP_VERSION, CeaseSubcode, ErrorCode, OpenSubcode
+from bgp.constants import BGP_VERSION, MIN_HOLD_TIME, CeaseSubcode, ErrorCode, OpenSubcode
 
 LARGE_HOLD_TIME = 240.0  # RFC 4271 8.2.2: the hold timer while waiting for the peer's OPEN
 # tuning: seconds between connection attempts, doubling from the first to the last and back to the
@@ -61,6 +61,13 @@ class Config:
     hold_time: int = 9  # what we offer; PEERS.md labs use 3 9
     required: frozenset[tuple[int, int]] = frozenset({(25, 70)})  # L2VPN EVPN (RFC 7432)
     passive: bool = False  # wait for the peer to connect (a route reflector's clients call it)
+    # What a peer's OPEN must offer beyond RFC 4271's own rules (6.2: a hold time of 1 or 2 and our own
+    # identifier are always refused). A hold time of 0 means no keepalives and no hold timer (4.2):
+    # a silent, dead peer then keeps its routes forever, so a route reflector refuses it.
+    min_hold_time: int = 0  # refuse a non-zero hold time below this (Unacceptable Hold Time)
+    allow_zero_hold: bool = True
+    peer_id: str | None = None  # the only BGP identifier the peer may present (e.g. its system IP)
+    refused_ids: frozenset[str] = frozenset()  # identifiers other sessions hold (Bad BGP Identifier)
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -148,6 +155,7 @@ class Session:
     hold_time: int = 0
     afi_safis: frozenset[tuple[int, int]] = frozenset()
     peer_id: str | None = None  # the peer's BGP identifier, once its OPEN was accepted
+    last_sent: SendNotification | None = None  # the NOTIFICATION that ended the last session, if we sent one
     counters: dict[str, int] = field(default_factory=lambda: {"opens": 0, "updates": 0, "keepalives": 0,
                                                                "notifications_in": 0, "notifications_out": 0,
                                                                "flaps": 0})
@@ -225,11 +233,18 @@ class Session:
         if peer.asn != c.peer_asn:
             return self._error(ErrorCode.OPEN_MESSAGE, OpenSubcode.BAD_PEER_AS,
                                f"peer AS {peer.asn}, expected {c.peer_asn}")
-        if peer.hold_time in (1, 2):
+        if peer.hold_time in (1, 2) or (peer.hold_time == 0 and not c.allow_zero_hold) or (
+                0 < peer.hold_time < c.min_hold_time):
+            floor = max(c.min_hold_time, MIN_HOLD_TIME)
             return self._error(ErrorCode.OPEN_MESSAGE, OpenSubcode.UNACCEPTABLE_HOLD_TIME,
-                               f"hold time {peer.hold_time}")
-        if peer.bgp_id in ("0.0.0.0", c.local_id):
-            return self._error(ErrorCode.OPEN_MESSAGE, OpenSubcode.BAD_BGP_IDENTIFIER, f"BGP identifier {peer.bgp_id}")
+                               f"hold time {peer.hold_time} (we accept {'0 or ' if c.allow_zero_hold else ''}"
+                               f"{floor} and more)")
+        taken = ("ours" if peer.bgp_id == c.local_id else "another session's" if peer.bgp_id in c.refused_ids
+                 else "not a BGP identifier" if peer.bgp_id == "0.0.0.0"
+                 else f"not the expected {c.peer_id}" if c.peer_id is not None and peer.bgp_id != c.peer_id else None)
+        if taken is not None:
+            return self._error(ErrorCode.OPEN_MESSAGE, OpenSubcode.BAD_BGP_IDENTIFIER,
+                               f"BGP identifier {peer.bgp_id} is {taken}")
         missing = c.required - peer.afi_safis
         if missing:
             return self._error(ErrorCode.OPEN_MESSAGE, OpenSubcode.UNSUPPORTED_CAPABILITY,
@@ -269,10 +284,13 @@ class Session:
         """The codec found a message we must answer with a NOTIFICATION (RFC 4271 6, RFC 7606)."""
         return self._error(code, subcode, why, data)
 
-    def stop(self) -> list[Command]:
+    def stop(self, subcode: int = CeaseSubcode.ADMINISTRATIVE_SHUTDOWN, data: bytes = b"",
+             reason: str = "stopped") -> list[Command]:
+        """End the session with a Cease (RFC 4486 section 4: e.g. Maximum Number of Prefixes Reached,
+        Peer De-configured); our decision, so the fault is "none"."""
         if self.state is State.IDLE:
             return []
-        return self._down("stopped", "none", notify=(ErrorCode.CEASE, CeaseSubcode.ADMINISTRATIVE_SHUTDOWN))
+        return self._down(reason, "none", notify=(ErrorCode.CEASE, subcode), data=data)
 
     # --- internals ---------------------------------------------------------------------------------
 
@@ -291,9 +309,11 @@ class Session:
 
     def _down(self, reason: str, fault: str, notify: tuple[int, int] | None, data: bytes = b"") -> list[Command]:
         was_up = self.state is State.ESTABLISHED
+        self.last_sent = None
         if notify is not None and self.state in (State.OPEN_SENT, State.OPEN_CONFIRM, State.ESTABLISHED):
             self.counters["notifications_out"] += 1
-            self._emit(SendNotification(notify[0], notify[1], data))
+            self.last_sent = SendNotification(notify[0], notify[1], data)
+            self._emit(self.last_sent)
         self._emit(Disconnect(), CancelTimer("hold"), CancelTimer("keepalive"))
         if was_up:
             self.counters["flaps"] += 1

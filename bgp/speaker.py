@@ -16,19 +16,22 @@ from ipaddress import IPv4Address
 from bgp import fsm
 from bgp.capabilities import GracefulRestartCap, GrFamily
 from bgp.codec import Keepalive, Notification, Open, RouteRefresh, Update, UpdateResult, decode, next_frame
-from bgp.constants import GR_FORWARDING_STATE, Afi, CapabilityCode, ErrorCode, Safi
+from bgp.constants import GR_FORWARDING_STATE, Afi, CapabilityCode, CeaseSubcode, ErrorCode, Safi
 from bgp.errors import BgpError
 
 log = logging.getLogger("bgp.speaker")
 
 BGP_PORT = 179
+# tuning: seconds of handling received messages before the read loop lets other tasks run (a peer
+# sending a flood must not hold up every other session's keepalives and updates)
+READ_SLICE = 0.005
 
 
 class Speaker:
     def __init__(self, config: fsm.Config, peer: str, *, local: str | None = None, port: int = BGP_PORT,
                  on_update: Callable[[UpdateResult], None] | None = None,
                  on_state: Callable[[str], None] | None = None, restart_time: int | None = None,
-                 forwarding_state: bool = False):
+                 forwarding_state: bool = False, hold_end_of_rib: bool = False):
         self.config = config
         self.peer = peer
         self.local = local
@@ -47,6 +50,8 @@ class Speaker:
         self.forwarding_state = forwarding_state  # our forwarding survives our own restart (F bit)
         self.peer_restart_time: int | None = None  # from the peer's OPEN, if it does GR for EVPN
         self.notified = False  # the last session ended with a NOTIFICATION (no graceful restart then)
+        # the owner sends the End-of-RIB itself (send_end_of_rib), once a catch-up it paces is complete
+        self.hold_end_of_rib = hold_end_of_rib
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -54,8 +59,10 @@ class Speaker:
         self._loop = asyncio.get_running_loop()
         self._apply(self.session.start())
 
-    async def stop(self) -> None:
-        self._apply(self.session.stop())
+    async def stop(self, subcode: int = CeaseSubcode.ADMINISTRATIVE_SHUTDOWN, data: bytes = b"",
+                   reason: str = "stopped") -> None:
+        """End the session with a Cease of that subcode (RFC 4486) and stop retrying."""
+        self._apply(self.session.stop(subcode, data, reason))
         for h in self._timers.values():
             h.cancel()
         self._timers.clear()
@@ -98,10 +105,29 @@ class Speaker:
             self._cancel("connect_retry")
             self._apply(self.session.timer("connect_retry"))
 
-    def send(self, update: Update) -> None:
-        """Send one UPDATE now (if the session is up); not remembered for later sessions."""
+    def send(self, update: Update | bytes) -> None:
+        """Send one UPDATE now (if the session is up); not remembered for later sessions. ``bytes``:
+        one already encoded (a reflector encodes once for all its clients)."""
         if self.session.state is fsm.State.ESTABLISHED:
-            self._send(update.encode())
+            self._send(update if isinstance(update, bytes) else update.encode())
+
+    def send_end_of_rib(self) -> None:
+        """The End-of-RIB marker for L2VPN/EVPN (RFC 4724 section 2), with ``hold_end_of_rib``."""
+        if self.session.state is fsm.State.ESTABLISHED:
+            self._send(Update.withdraw_evpn(()).encode())
+
+    def buffered(self) -> int:
+        """Octets written but not yet taken by the kernel (the transport's send buffer)."""
+        if self._writer is None or self._writer.is_closing():
+            return 0
+        return self._writer.transport.get_write_buffer_size()
+
+    async def drain(self) -> None:
+        """Wait until the send buffer is below the transport's high-water mark (a slow peer paces
+        whoever calls this); returns at once if the connection is gone."""
+        if self._writer is not None and not self._writer.is_closing():
+            with contextlib.suppress(ConnectionError):
+                await self._writer.drain()
 
     def advertise(self, update: Update) -> None:
         """Announce now if the session is up, and again every time it comes up."""
@@ -147,7 +173,8 @@ class Speaker:
                     for upd in self.announce:
                         self._send(upd.encode())
                     self._state("up")  # a reflector catches the newcomer up here, before the marker
-                    self._send(Update.withdraw_evpn(()).encode())  # End-of-RIB for L2VPN/EVPN
+                    if not self.hold_end_of_rib:
+                        self._send(Update.withdraw_evpn(()).encode())  # End-of-RIB for L2VPN/EVPN
                 case fsm.Down(reason, fault):
                     log.info("BGP session down: %s", reason, extra={"fields": {"peer": self.peer, "fault": fault}})
                     self._state("down")
@@ -189,11 +216,13 @@ class Speaker:
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         buffer = b""
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 chunk = await reader.read(65536)
                 if not chunk:
                     break
+                since = loop.time()  # the read let others run
                 buffer += chunk
                 while True:
                     try:
@@ -205,6 +234,9 @@ class Speaker:
                     if frame is None:
                         break
                     self._message(frame)
+                    if loop.time() - since >= READ_SLICE:
+                        await asyncio.sleep(0)
+                        since = loop.time()
         except (ConnectionError, OSError):
             pass
         if self.session.state is not fsm.State.IDLE:

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from controller.enterprise import Enterprise, EnterpriseIpsec, GatewayDef, SubnetDef, UplinkDef
 from controller.mesh import render
+from controller.rr_policy import dump_view, view_from_configs
 from lab.lab import Lab
 from lab.netns import LabError
 from lab.topology import CONTROLLER_SYSTEM_IP, Plan
-from nsg.model.config import dump_config
+from nsg.model.config import dump_config, load_config
 
 HUB = "hub"  # the hub gateway's name; it runs on the controller node
 HUB_NODE = "ctl"
@@ -35,12 +36,14 @@ def hub_def(plan: Plan) -> GatewayDef:
                   gateway=HUB_GATEWAY),))
 
 
-def rr_argv(router_id: str, clients: list[str], asn: int = 65000) -> list[str]:
+def rr_argv(router_id: str, clients: list[str], asn: int = 65000, owners: Path | None = None) -> list[str]:
     """The route reflector beside the hub: it listens in the controller node on the hub's system IP
     (never on the WAN address); only the branches' system IPs may connect (their sessions arrive
-    through the hub's tunnels)."""
+    through the hub's tunnels). With ``owners`` (a view file, controller/rr_policy.py) it passes on
+    only what each branch owns."""
     return [sys.executable, "-m", "controller.cli", "route-reflector", "--listen", f"{router_id}:179",
-            "--asn", str(asn), "--router-id", router_id, *[a for c in clients for a in ("--client", c)]]
+            "--asn", str(asn), "--router-id", router_id, *[a for c in clients for a in ("--client", c)],
+            *(["--owners", str(owners)] if owners is not None else [])]
 
 
 def enterprise_for(plan: Plan, name: str = "lab", transport: str = "plain", psk: str | None = None,
@@ -102,9 +105,28 @@ class Gateways:
         if self.hub_started or self.plan.controller is None:
             return
         self.hub_started = True
-        self.lab.spawn(HUB_NODE, "rr", rr_argv(CONTROLLER_SYSTEM_IP, [g.system_ip for g in self.plan.gateways]))
+        self.lab.spawn(HUB_NODE, "rr", self.reflector_argv())
         self.lab.spawn(HUB_NODE, "nsg", nsg_argv("run", "--config", str(self.config_path(HUB)),
                                                   "--state-dir", str(self.state_dir(HUB))))
+
+    def owners_path(self) -> Path:
+        return self.lab.node_dir(HUB_NODE) / "rr-owners.json"
+
+    def write_owners(self) -> Path:
+        """The reflector's view of what each branch owns, from the configs as written (a test may have
+        changed one, e.g. given it type-5 prefixes, before starting it); rendered when none is written."""
+        names = [g.name for g in self.plan.gateways]
+        if all(self.config_path(n).exists() for n in names):
+            configs = {n: load_config(self.config_path(n)) for n in names}
+        else:
+            configs = render(enterprise_for(self.plan, transport=self.transport, ipsec_options=self.ipsec_options))
+        path = self.owners_path()
+        path.write_text(dump_view(view_from_configs(configs)))
+        return path
+
+    def reflector_argv(self) -> list[str]:
+        """The reflector's command line, with a view written afresh (also for restarting it)."""
+        return rr_argv(CONTROLLER_SYSTEM_IP, [g.system_ip for g in self.plan.gateways], owners=self.write_owners())
 
     def write_configs(self) -> dict[str, Path]:
         out = {}
