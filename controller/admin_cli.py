@@ -22,10 +22,11 @@ from typing import Any
 from controller import cli_auth
 from controller.admin_local import login_command, serve_command, token_command
 from controller.api_client import Client, CliError, api_error
-from controller.cli_views import gateway_view, safe, status_view, table, to_json
+from controller.cli_views import gateway_view, safe, security_view, status_view, table, to_json
 from controller.store import StoreError
 
-COMMANDS = ("serve", "token", "login", "enterprise", "subnet", "gateway", "image", "app", "vm", "policy", "qos")
+COMMANDS = ("serve", "token", "login", "enterprise", "subnet", "gateway", "image", "app", "vm", "policy", "qos",
+            "security")
 DEFAULT_URL = cli_auth.DEFAULT_URL
 _api_error = api_error  # the name tests and older callers know
 
@@ -372,6 +373,37 @@ def _policy_counters(args: argparse.Namespace) -> None:
     _table(rows, ["RULE", "PACKETS", "BYTES"])
 
 
+def _security_events(args: argparse.Namespace) -> None:
+    path = "/security-events" + (f"?gateway={_q(args.gateway)}" if args.gateway else "")
+    doc = _client(args).call("GET", path)
+    if args.json:
+        _print_json(doc)
+        return
+    _print(security_view(doc, time.time()))
+
+
+def _reflector_view(args: argparse.Namespace) -> None:
+    """What each gateway of the enterprise owns, for `route-reflector --owners FILE`: from the configs
+    the controller renders (controller/rr_policy.py). Written whole (0600), or printed."""
+    from controller.rr_policy import ViewError, dump_view, view_from_configs
+    from nsg.model import ConfigError, parse_config
+
+    client = _client(args)
+    gws = client.call("GET", f"/enterprises/{_q(args.enterprise)}/gateways")["gateways"]
+    try:
+        configs = {g["name"]: parse_config(client.call("GET", f"/gateways/{_q(g['name'])}/config"),
+                                           source=f"gateway {g['name']}") for g in gws}
+        view = view_from_configs(configs)
+        text = dump_view(view)
+    except (ConfigError, ViewError) as exc:
+        raise CliError(f"reflector view of {args.enterprise}: {exc}", 1) from None
+    if args.out is None:
+        print(text)
+        return
+    cli_auth.write_private(args.out, text if text.endswith("\n") else text + "\n")
+    print(f"{args.out}: {len(view.clients)} gateways with EVPN; the reflector re-reads it when it changes")
+
+
 # -- argparse ------------------------------------------------------------------------------------
 
 
@@ -405,6 +437,20 @@ def add_subcommands(sub: Any) -> None:
                    help="validity of the LDevIDs EST issues (default 90 days; gateways renew at 2/3 of it)")
     s.add_argument("--manufacturer-dir", type=Path,
                    help="manufacturer CA whose IDevIDs are accepted and (labs) whose key signs vouchers")
+    lim = s.add_argument_group("device site limits (what one box may hold of the controller)")
+    lim.add_argument("--site-header-timeout", type=float, metavar="SECONDS",
+                     help="TLS handshake and request head must be in within this (default 10)")
+    lim.add_argument("--site-idle-timeout", type=float, metavar="SECONDS",
+                     help="a connection carrying nothing either way for this long is closed (default 60)")
+    lim.add_argument("--site-max-per-identity", type=int, metavar="N",
+                     help="connections at once per client certificate (default 8)")
+    lim.add_argument("--site-max-per-address", type=int, metavar="N",
+                     help="connections at once per source address without a client certificate yet (default 64)")
+    lim.add_argument("--site-max-connections", type=int, metavar="N",
+                     help="connections on the device site in all (default 4096; kept 256 below the open-files "
+                          "limit)")
+    lim.add_argument("--channel-send-timeout", type=float, metavar="SECONDS",
+                     help="a gateway that does not take a frame within this is closed (slow reader; default 10)")
     s.set_defaults(admin_run=serve_command)
 
     t = group("token", "admin API tokens, on the database file")
@@ -523,6 +569,14 @@ def add_subcommands(sub: Any) -> None:
             pol = grp
     p = leaf(pol, "counters", _policy_counters, api, js, help_="per-rule hit counters a gateway reported")
     p.add_argument("gateway")
+
+    sec = group("security", "security events about gateways: from the gateways and the route reflector (over the API)")
+    leaf(sec, "events", _security_events, api, js,
+         help_="counts per gateway and reason, then the last events").add_argument("gateway", nargs="?")
+    p = leaf(sec, "reflector-view", _reflector_view, api,
+             help_="what each gateway owns, for the route reflector's --owners file")
+    p.add_argument("enterprise")
+    p.add_argument("--out", type=Path, help="write it here (0600) instead of printing it")
 
     v = group("vm", "tenant VMs (qemu on a TAP of the subnet's bridge) on gateways (over the API)")
     p = leaf(v, "add", _vm_add, api, help_="add a VM; without --address the controller's IPAM picks one")

@@ -82,6 +82,33 @@ def serve_command(args: argparse.Namespace) -> None:
         asyncio.run(_run(make_app, store, host, port, args))
 
 
+def _site_limits(args: argparse.Namespace) -> Any:
+    """serve's --site-* flags (controller/site_guard.py); absent ones keep their defaults."""
+    from controller.site_guard import SiteLimits
+
+    given = {field: getattr(args, flag) for field, flag in (
+        ("header_timeout_s", "site_header_timeout"), ("idle_timeout_s", "site_idle_timeout"),
+        ("max_per_identity", "site_max_per_identity"), ("max_per_address", "site_max_per_address"),
+        ("max_connections", "site_max_connections")) if getattr(args, flag, None) is not None}
+    if given.get("idle_timeout_s", 60.0) < 15:  # the channel pings every 10 s; a live gateway must not idle out
+        raise CliError(f"--site-idle-timeout {given['idle_timeout_s']:g}: give at least 15 seconds (the channel's "
+                       "heartbeat is 10 s)")
+    try:
+        return SiteLimits(**given)
+    except ValueError as exc:
+        raise CliError(f"--site-*: {exc}") from None
+
+
+def _channel_limits(args: argparse.Namespace) -> Any:
+    from controller.channel_server import ChannelLimits
+
+    timeout = getattr(args, "channel_send_timeout", None)
+    try:
+        return ChannelLimits() if timeout is None else ChannelLimits(send_timeout_s=timeout)
+    except ValueError as exc:
+        raise CliError(f"--channel-send-timeout: {exc}") from None
+
+
 async def _run(make_app: Any, store: Store, host: str, port: int, args: argparse.Namespace | None = None) -> None:
     from aiohttp import web
 
@@ -99,7 +126,8 @@ async def _run(make_app: Any, store: Store, host: str, port: int, args: argparse
             raise CliError("--devices needs --state-dir and --manufacturer-dir")
         if not 5 <= args.confirm_window <= 3600:
             raise CliError(f"--confirm-window {args.confirm_window:g}: give 5 to 3600 seconds")
-        devices = DeviceServices(store, args.state_dir, dhost, dport_n, args.manufacturer_dir)
+        devices = DeviceServices(store, args.state_dir, dhost, dport_n, args.manufacturer_dir,
+                                 site_limits=_site_limits(args), channel_limits=_channel_limits(args))
         devices.hub.confirm_s = args.confirm_window
         if not 60 <= args.ldevid_lifetime <= 20 * 365 * 86400:
             raise CliError(f"--ldevid-lifetime {args.ldevid_lifetime:g}: give 60 seconds to 20 years")

@@ -15,6 +15,7 @@ happened.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -32,6 +33,7 @@ from controller.api_http import (
     HUB,
     IMAGES,
     JSON,
+    SECURITY,
     STORE,
     ApiError,
     answer,
@@ -62,6 +64,10 @@ from controller.api_models import (
     PolicyOut,
     QosOut,
     RuleCount,
+    SecurityEventList,
+    SecurityEventsAccepted,
+    SecurityEventsIn,
+    SecuritySection,
     SubnetIn,
     SubnetList,
     SubnetOut,
@@ -74,10 +80,13 @@ from controller.api_models import (
     _gateway_out,
     _image_out,
     _live_of,
+    _security_out,
     _subnet_out,
     _vm_out,
 )
+from controller.api_security import list_security_events, post_security_events
 from controller.channel_server import ChannelHub
+from controller.security_events import SecurityEvents
 from controller.store import (
     Store,
     StoreError,
@@ -230,7 +239,11 @@ async def reset_identity(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     session = hub.sessions.get(serial) if hub is not None else None
     if session is not None:
-        await session.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"identity reset by the operator")
+        try:  # a gateway that does not read its close frame is not waited for
+            await asyncio.wait_for(session.ws.close(code=WSCloseCode.POLICY_VIOLATION,
+                                                    message=b"identity reset by the operator"), 2.0)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            session.abort("identity reset by the operator")
     log.warning("identity reset", extra={"fields": {"gateway": name, "serial": serial, "revoked": revoked}})
     return answer(IdentityReset(name=name, serial=serial, revoked=revoked))
 
@@ -261,6 +274,8 @@ async def gateway_status(request: web.Request) -> web.Response:
     memory = {"rolled_back_generation": failed.generation if failed else None,
               "rollback_reason": failed.error if failed else None,
               "interfaces": list(hub.interfaces.get(serial, ())) if hub is not None else []}
+    counters, events = request.app[SECURITY].of(serial)
+    memory["security"] = SecuritySection(counters=counters, events=[_security_out(name, e) for e in events])
     if session is None:
         return answer(GatewayStatus(name=name, connected=False, generation=generation, **memory))
     last = session.results[-1] if session.results else None
@@ -490,21 +505,24 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{API}/enterprises/{{enterprise}}/images", upload_image, response=ImageOut, status=201,
           raw="application/x-tar"),
     Route("DELETE", f"{API}/enterprises/{{enterprise}}/images/{{sha256}}", delete_image, status=204),
+    Route("GET", f"{API}/security-events", list_security_events, response=SecurityEventList),
+    Route("POST", f"{API}/security-events", post_security_events, SecurityEventsIn, SecurityEventsAccepted),
     Route("GET", f"{API}/openapi.json", get_openapi),
 )
 
 
 def make_app(store: Store, *, tokens: Callable[[str], bool] | None = None, hub: ChannelHub | None = None,
-             images: Any = None) -> web.Application:
+             images: Any = None, security: SecurityEvents | None = None) -> web.Application:
     """The admin API over ``store``. ``tokens`` decides whether a bearer token is good; by
     default the store's token table does (``nsg-controller token create``; it knows expiries too).
     ``hub`` (the device site's channel) gives live gateway state; ``images`` is where uploaded image
-    tarballs go."""
+    tarballs go; ``security`` keeps security events (default: the hub's, or a record of its own)."""
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY)
     app[STORE] = store
     app[AUTH] = store.tokens.verdict if tokens is None else (lambda t: "valid" if tokens(t) else "unknown")
     app[HUB] = hub
     app[IMAGES] = images
+    app[SECURITY] = security if security is not None else hub.security if hub is not None else SecurityEvents()
     for r in ROUTES:
         app.router.add_route(r.method, r.path, r.handler, name=r.handler.__name__)
     return app

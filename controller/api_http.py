@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from controller.api_models import Error, ErrorBody
 from controller.channel_server import ChannelHub
+from controller.security_events import SecurityEvents
 from controller.store import Store, StoreError
 from controller.store_tokens import Verdict
 from nsg.model import ConfigError
@@ -38,6 +39,7 @@ STORE = web.AppKey("store", Store)
 AUTH: web.AppKey[Callable[[str], Verdict]] = web.AppKey("auth")  # is this bearer token good?
 HUB: web.AppKey[ChannelHub | None] = web.AppKey("hub")  # the device site's channel: live gateway state
 IMAGES: web.AppKey[Any] = web.AppKey("images")  # Path of the image tarballs, or None: no device site
+SECURITY = web.AppKey("security", SecurityEvents)  # security events about gateways (the hub's, if any)
 
 
 def _loc(loc: tuple[int | str, ...]) -> str | None:

@@ -9,10 +9,12 @@ from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from controller.enterprise import EnterpriseIpsec, UplinkDef
 from controller.inputs import ACTIVATION_MAX, ACTIVATION_MIN, SERIAL_RE
+from controller.safe_text import safe
+from controller.security_events import KEEP, SecurityEvent
 from controller.store_enterprises import EnterpriseRec, SubnetRec
 from controller.store_gateways import GatewayRec
 from controller.store_workloads import AppRec, ImageRec, VmRec
@@ -283,6 +285,63 @@ class PolicyCountersOut(_Out):
         "without breakout), breakout.<subnet>"))
 
 
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
+MAX_SECURITY_EVENTS_IN = 256
+
+
+class SecurityEventIn(_In):
+    """One event about one gateway, named by ``gateway`` or by its ``system_ip`` (what a BGP peer is known by)."""
+
+    gateway: Name | None = None
+    system_ip: IPv4Address | None = None
+    reason: Reason = Field(description="what happened, e.g. foreign-rd, mac-flapping, duplicate-mac")
+    count: int = Field(default=1, ge=1, le=2**31 - 1, description="how many times since the last event of this "
+                                                                  "gateway and reason")
+    message: str = Field(default="", max_length=512, description="for people: an example, the route, ...")
+    ts: float | None = Field(default=None, ge=0, le=2**63 - 1, allow_inf_nan=False,
+                             description="when (Unix time); default: when the controller heard of it")
+
+    @model_validator(mode="after")
+    def _named(self) -> SecurityEventIn:
+        if self.gateway is None and self.system_ip is None:
+            raise ValueError("name the gateway: give gateway or system_ip")
+        return self
+
+
+class SecurityEventsIn(_In):
+    source: Literal["route-reflector"] = Field(default="route-reflector", description="who saw them")
+    events: list[SecurityEventIn] = Field(min_length=1, max_length=MAX_SECURITY_EVENTS_IN)
+
+
+class SecurityEventsAccepted(_Out):
+    accepted: int
+
+
+class SecurityEventOut(_Out):
+    gateway: str = Field(description="its name (its serial if the controller no longer knows it)")
+    ts: float
+    source: Literal["gateway", "route-reflector"]
+    reason: str
+    count: int
+    message: str
+
+
+class SecuritySection(_Out):
+    counters: dict[str, int] = Field(default_factory=dict, description="events per reason, counted since the "
+                                     "controller started (at most 64 reasons, then 'other')")
+    events: list[SecurityEventOut] = Field(default_factory=list, description=f"the last {KEEP}, oldest first")
+
+
+class SecurityEventList(_Out):
+    counters: dict[str, dict[str, int]] = Field(description="gateway -> reason -> count")
+    events: list[SecurityEventOut] = Field(description="the events kept (per gateway the last ones), oldest first")
+
+
+def _security_out(gateway: str, event: SecurityEvent) -> SecurityEventOut:
+    return SecurityEventOut(gateway=gateway, ts=event.ts, source=event.source,  # type: ignore[arg-type]
+                            reason=event.reason, count=event.count, message=event.message)
+
+
 class GatewayStatus(_Out):
     name: str
     connected: bool = Field(description="its management channel is up now")
@@ -299,6 +358,8 @@ class GatewayStatus(_Out):
     counters: dict[str, int | float | str | None] = {}
     apps: dict[str, AppLive] = {}
     vms: dict[str, VmLive] = {}
+    security: SecuritySection = Field(default_factory=SecuritySection, description=(
+        "security events about it: from the gateway itself and from the route reflector"))
 
 
 class ErrorBody(_Out):
@@ -352,7 +413,8 @@ def _live_of(counters: Mapping[str, Any], prefix: str, model: type[BaseModel]) -
         try:
             out[name] = model.model_validate({"state": None, **fields})
         except ValidationError:
-            log.warning("gateway reported unusable %s telemetry for %s: %s", prefix, name, fields)
+            log.warning("gateway reported unusable %s telemetry for %s: %s", prefix, safe(name, 80),
+                        safe(fields, 300))
     return out
 
 

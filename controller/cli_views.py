@@ -4,8 +4,8 @@ gateway health views. Pure: documents of the admin API in, lines of text out.
 Much of what is shown came from a gateway (app names and errors, counter names, states): a gateway is
 not trusted to write to the operator's terminal. Every piece of text goes through ``safe`` on its way
 out, so an escape sequence, a carriage return or a bidi override arrives as visible ``\\x1b``-style
-text, never raw. JSON output is safe as it is (``json.dumps`` escapes every control and non-ASCII
-character).
+text, never raw (controller/safe_text.py). JSON output is safe as it is (``json.dumps`` escapes every
+control and non-ASCII character).
 """
 
 from __future__ import annotations
@@ -16,26 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escape(c: str) -> str:
-    if c in _NAMED:
-        return _NAMED[c]
-    n = ord(c)
-    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
-
-
-def safe(value: object) -> str:
-    """``value`` as text fit for a terminal: every character that is not printable (C0/C1 controls,
-    DEL, format characters such as bidi overrides, line separators, lone surrogates) escaped.
-    None is "-"."""
-    if value is None:
-        return "-"
-    text = value if isinstance(value, str) else str(value)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else _escape(c) for c in text)
+from controller.safe_text import safe  # also what callers import from here
 
 
 def to_json(doc: object) -> str:
@@ -158,6 +139,24 @@ def status_view(status: Mapping[str, Any], now: float) -> list[str]:
         ["NAME", "STATE", "ATTACHED", "ADDRESS", "RESTARTS", "ERROR"], indent="  ") if vms else [])
     counters = {k: v for k, v in (status.get("counters") or {}).items() if not k.startswith(("app.", "vm."))}
     lines += _section("Counters", table([[k, counters[k]] for k in sorted(counters)], indent="  "))
+    security = status.get("security") or {}
+    seen = security.get("counters") or {}
+    lines += _section("Security events", table(
+        [[reason, seen[reason]] for reason in sorted(seen)], ["REASON", "COUNT"], indent="  ") if seen else [],
+        empty="none")
+    return lines
+
+
+def security_view(doc: Mapping[str, Any], now: float) -> list[str]:
+    """`nsg-controller security events`: counts per gateway and reason, then the events, oldest first."""
+    counters: Mapping[str, Mapping[str, int]] = doc.get("counters") or {}
+    rows = [[gw, reason, counters[gw][reason]] for gw in sorted(counters) for reason in sorted(counters[gw])]
+    lines = _section("Counts", table(rows, ["GATEWAY", "REASON", "COUNT"], indent="  ") if rows else [], empty="none")
+    events = doc.get("events") or []
+    lines += _section("Events", table(
+        [[when(e.get("ts"), now), e.get("gateway"), e.get("source"), e.get("reason"), e.get("count"),
+          e.get("message")] for e in events],
+        ["WHEN", "GATEWAY", "SOURCE", "REASON", "COUNT", "MESSAGE"], indent="  ") if events else [], empty="none")
     return lines
 
 

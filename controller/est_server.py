@@ -48,6 +48,8 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
 from controller.ca import CertificateAuthority, CsrRejected, subject_serial
+from controller.safe_text import safe
+from controller.site_guard import CONN_INFO, SiteGuard
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +145,7 @@ def certs_only_body(certs: Sequence[x509.Certificate]) -> bytes:
 
 def _printable(text: str, limit: int = 200) -> str:
     """Remote text for a log line or an error body: control characters escaped, length bounded."""
-    out = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-    return out if len(out) <= limit else out[:limit] + "..."
+    return safe(text, limit)
 
 
 def name_text(name: x509.Name) -> str:
@@ -198,7 +199,7 @@ def issue_for(ca: CertificateAuthority, decision: AuthDecision, csr: x509.Certif
         raise EstHttpError(_CSR_STATUS.get(exc.code, 400), exc.reason) from None
     if on_issued is not None:
         on_issued(decision.serial, cert, operation)
-    log.info("EST issued certificate %x for serial %s until %s", cert.serial_number, decision.serial,
+    log.info("EST issued certificate %x for serial %s until %s", cert.serial_number, _printable(decision.serial),
              cert.not_valid_after_utc.isoformat())
     return certs_only_body([cert])
 
@@ -367,12 +368,43 @@ OnHandshakeFailed = Callable[[BaseException, "str | None", str], None]  # (error
 class _AlertingTls(sslproto.SSLProtocol):
     """asyncio's server-side TLS, except after a failed handshake: asyncio drops the connection without
     sending the alert OpenSSL wrote for the peer, and tells only a debug log. This one sends the alert
-    (unknown_ca, bad_certificate, ...: RFC 8446 6.2) and reports the failure."""
+    (unknown_ca, bad_certificate, ...: RFC 8446 6.2) and reports the failure. With a ``guard``, the
+    connection is also held to the site's limits (controller/site_guard.py): counted by source address
+    until its client certificate is known, then by that certificate; timed out while its request head is
+    slow or it idles."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, app_protocol: asyncio.BaseProtocol, ctx: ssl.SSLContext,
-                 certificates: weakref.WeakKeyDictionary, on_failed: OnHandshakeFailed):
+                 certificates: weakref.WeakKeyDictionary, on_failed: OnHandshakeFailed, guard: SiteGuard | None):
         super().__init__(loop, app_protocol, ctx, None, server_side=True)
         self._seen, self._on_failed = certificates, on_failed
+        self._guard, self._conn = guard, None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._guard is None:
+            return
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) else "?"
+        self._conn = self._guard.opened(address, transport.abort)  # type: ignore[attr-defined]
+        if self._conn is None:
+            transport.abort()  # type: ignore[attr-defined]
+        else:
+            self._extra[CONN_INFO] = self._conn  # the request side finds it (SiteGuard.middleware)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._conn is not None:
+            self._guard.lost(self._conn)  # type: ignore[union-attr]
+        super().connection_lost(exc)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._conn is not None:
+            self._conn.received()
+        super().buffer_updated(nbytes)
+
+    def _write_appdata(self, list_of_data: list[bytes]) -> None:
+        if self._conn is not None:
+            self._conn.sent()
+        super()._write_appdata(list_of_data)
 
     def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
         if handshake_exc is not None:
@@ -389,19 +421,28 @@ class _AlertingTls(sslproto.SSLProtocol):
             self._on_failed(handshake_exc, subject, str(peer[0]) if isinstance(peer, tuple) else "?")
         elif self._sslobj is not None:
             self._seen.pop(self._sslobj, None)
+        over = False
+        if handshake_exc is None and self._conn is not None and self._sslobj is not None:
+            info = self._sslobj.getpeercert()  # a verified client certificate, as a dict (none: {})
+            over = not self._guard.authenticated(self._conn, info.get("serialNumber") if info else None)  # type: ignore[union-attr]
         super()._on_handshake_complete(handshake_exc)
+        if over and self._transport is not None:
+            self._transport.abort()
 
 
 class TlsSite(web.TCPSite):
     """aiohttp's TCPSite with TLS, except that a failed handshake sends its alert and calls
     ``on_failed(error, subject the client presented or None, peer address)``; a client certificate we
     refused is an ssl.SSLCertVerificationError. Sets a message callback on ``ssl_context`` to see which
-    certificate a client presented (OpenSSL keeps none it did not accept)."""
+    certificate a client presented (OpenSSL keeps none it did not accept). With ``guard``, every
+    connection is held to its limits; the application must then carry ``guard.middleware`` (it tells the
+    guard when a request head is in)."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, ssl_context: ssl.SSLContext,
-                 on_failed: OnHandshakeFailed):
+                 on_failed: OnHandshakeFailed, guard: SiteGuard | None = None):
         super().__init__(runner, host, port, ssl_context=ssl_context)
         self._on_failed = on_failed
+        self._guard = guard
         self._seen: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # SSLObject -> client certificate DER
 
         def remember(conn: object, direction: str, version: object, content_type: int, msg_type: int,
@@ -420,8 +461,9 @@ class TlsSite(web.TCPSite):
         loop = asyncio.get_running_loop()
         server, ctx = self._runner.server, self._ssl_context
         assert server is not None and ctx is not None
-        self._server = await loop.create_server(lambda: _AlertingTls(loop, server(), ctx, self._seen, self._on_failed),
-                                                self._host, self._port, backlog=self._backlog)
+        self._server = await loop.create_server(
+            lambda: _AlertingTls(loop, server(), ctx, self._seen, self._on_failed, self._guard),
+            self._host, self._port, backlog=self._backlog)
         self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
 
 
@@ -496,7 +538,8 @@ def add_est_routes(app: web.Application, ca: CertificateAuthority, authorize: Au
                 if inspect.isawaitable(decision):
                     decision = await decision
                 if isinstance(decision, Pending):
-                    log.info("EST %s for %s pending; retry after %d s", operation, who, decision.retry_after)
+                    log.info("EST %s for %s pending; retry after %d s", operation, _printable(str(who)),
+                             decision.retry_after)
                     return _text(202, "request accepted, decision pending",
                                  {"Retry-After": str(max(1, int(decision.retry_after)))})
                 if not isinstance(decision, AuthDecision):
@@ -508,11 +551,11 @@ def add_est_routes(app: web.Application, ca: CertificateAuthority, authorize: Au
                 reply = issue_for(ca, decision, csr, on_issued=on_issued, operation=operation)
             except EstDenied as exc:
                 log.warning("EST %s refused (%d) for client %s: %s", operation, exc.status, _describe(peer),
-                            exc.reason)
+                            _printable(exc.reason, 300))
                 return _text(exc.status, exc.reason)
             except EstHttpError as exc:
                 log.warning("EST %s refused (%d) for client %s: %s", operation, exc.status, _describe(peer),
-                            exc.reason)
+                            _printable(exc.reason, 300))
                 return _text(exc.status, exc.reason)
             return web.Response(body=reply, headers={"Content-Type": CT_CERTS_ONLY})
 
@@ -528,4 +571,4 @@ def _describe(cert: x509.Certificate | None) -> str:
         return "(no certificate)"
     cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     name = cn[0].value if cn else cert.subject.rfc4514_string()
-    return f"{name!s} (issuer {cert.issuer.rfc4514_string()})"
+    return _printable(f"{name!s} (issuer {cert.issuer.rfc4514_string()})", 300)

@@ -14,6 +14,7 @@ import binascii
 import datetime
 import json
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,10 +38,19 @@ from bootstrap.sztp import (
     REPORTING_LEVELS,
     VERBOSE,
 )
+from controller.safe_text import safe
 
 log = logging.getLogger("controller.sztp")
 
 MAX_BODY = 64 * 1024
+MAX_REPORTS_KEPT = 32  # progress reports kept per device (the last ones; all are counted)
+MAX_REPORTS_AFTER_ENROLLMENT = 8  # the reports that finish a bootstrap once the box holds its LDevID
+MAX_DEVICES = 4096  # devices whose reports are kept (the one heard from least recently goes first)
+
+
+def _terminating(kind: str) -> bool:
+    """The report that ends a bootstrap (RFC 8572 section 7.3): bootstrap-complete, a reboot, an error."""
+    return kind in ("bootstrap-complete", "boot-image-installed-rebooting") or kind.endswith("-error")
 
 
 class InputError(Exception):
@@ -155,9 +165,14 @@ class SztpServer:
     redirect: tuple[str, int, bytes] | None = None
     # What we ask devices to report (RFC 8572 section 7.3 reporting-level): "verbose" helps operators.
     reporting_level: str = VERBOSE
-    progress: dict[str, list[dict]] = field(default_factory=dict)
+    # serial -> does that box hold a valid LDevID? SZTP is for boxes that have none: an enrolled box's IDevID
+    # is refused (403), except for the few reports that finish the bootstrap that enrolled it
+    enrolled: Callable[[str], bool] = lambda _serial: False
+    progress: dict[str, deque[dict]] = field(default_factory=dict)  # the last MAX_REPORTS_KEPT per device
     counters: dict[str, int] = field(default_factory=lambda: {"served": 0, "refused": 0, "bad_requests": 0,
-                                                               "reports": 0})
+                                                               "reports": 0, "enrolled_refused": 0})
+    # serial -> reports taken since it enrolled (None once its bootstrap ended: nothing more is taken)
+    _after: dict[str, int | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.reporting_level not in REPORTING_LEVELS:
@@ -184,6 +199,26 @@ class SztpServer:
             if serials:
                 return str(serials[0].value)
         raise self._error(403, "access-denied", "not an IDevID of a manufacturer we know")
+
+    def _refuse_enrolled(self, serial: str) -> web.HTTPException:
+        self.counters["enrolled_refused"] += 1
+        return self._error(403, "access-denied", f"the box {safe(serial, 80)} is enrolled: it holds an LDevID, and "
+                                                 "SZTP is for boxes that have none (after a reset at the controller, "
+                                                 "`nsg-controller gateway reset-identity`, it may bootstrap again)")
+
+    def _admit_report(self, serial: str, kind: str) -> None:
+        """After enrollment only the reports that end that bootstrap are taken: up to the terminating one, at
+        most MAX_REPORTS_AFTER_ENROLLMENT; then the IDevID gets nothing here."""
+        if not self.enrolled(serial):
+            self._after.pop(serial, None)  # not (or no longer: reset) enrolled
+            return
+        taken = self._after.get(serial, 0)
+        if taken is None or taken >= MAX_REPORTS_AFTER_ENROLLMENT:
+            self._after[serial] = None
+            raise self._refuse_enrolled(serial)
+        self._after[serial] = None if _terminating(kind) else taken + 1
+        while len(self._after) > MAX_DEVICES:
+            del self._after[next(iter(self._after))]
 
     def _error(self, status: int, tag: str, message: str, *, error_type: str = "application",
                path: str | None = None) -> web.HTTPException:
@@ -218,6 +253,8 @@ class SztpServer:
 
     async def get_bootstrapping_data(self, request: web.Request) -> web.Response:
         serial = self._device(request)
+        if self.enrolled(serial):
+            raise self._refuse_enrolled(serial)
         inp = await self._input(request)
         try:
             nonce = check_get_input(inp)
@@ -226,7 +263,7 @@ class SztpServer:
         doc = self.onboarding(serial)
         if doc is None:
             self.counters["refused"] += 1
-            raise self._error(404, "data-missing", f"no bootstrapping data for serial {serial}")
+            raise self._error(404, "data-missing", f"no bootstrapping data for serial {safe(serial, 80)}")
         info: sztp_data.ConveyedInfo
         if self.redirect is not None and "signed-data-preferred" in inp:
             # The device cannot authenticate us: hand it, signed, the way to a server it can (RFC 8572
@@ -248,7 +285,8 @@ class SztpServer:
             "ownership-voucher": base64.b64encode(voucher).decode(),
         }
         self.counters["served"] += 1
-        log.info("bootstrapping data served", extra={"fields": {"serial": serial, "nonce": nonce is not None}})
+        log.info("bootstrapping data served", extra={"fields": {"serial": safe(serial, 80),
+                                                                "nonce": nonce is not None}})
         return web.Response(text=json.dumps({f"{MODULE}:output": out}), content_type=MEDIA)
 
     async def report_progress(self, request: web.Request) -> web.Response:
@@ -258,8 +296,16 @@ class SztpServer:
             kind, msg = check_report_input(inp)
         except InputError as exc:
             raise self._bad_input(exc) from None
+        self._admit_report(serial, kind)
         entry = {"type": kind, "message": msg[:1000], "at": datetime.datetime.now(datetime.UTC).isoformat()}
-        self.progress.setdefault(serial, []).append(entry)
+        kept = self.progress.pop(serial, None)
+        if kept is None:
+            kept = deque(maxlen=MAX_REPORTS_KEPT)
+            while len(self.progress) >= MAX_DEVICES:
+                del self.progress[next(iter(self.progress))]
+        self.progress[serial] = kept  # most recently heard last
+        kept.append(entry)
         self.counters["reports"] += 1
-        log.info("bootstrap progress %s %s", serial, kind, extra={"fields": {"serial": serial, "type": kind}})
+        log.info("bootstrap progress %s %s", safe(serial, 80), kind, extra={"fields": {"serial": safe(serial, 80),
+                                                                                       "type": kind}})
         return web.Response(status=204)

@@ -78,7 +78,8 @@ class ChannelClient:
     async def _session(self) -> None:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         async with aiohttp.ClientSession(timeout=timeout) as session, session.ws_connect(
-                self.url, ssl=self.ssl_context(), heartbeat=self.heartbeat, max_msg_size=wire.MAX_FRAME) as ws:
+                self.url, ssl=self.ssl_context(), heartbeat=self.heartbeat,
+                max_msg_size=wire.TRANSPORT_MAX_MSG) as ws:  # a frame of MAX_FRAME passes; one over is answered
             self._ws, self._order = ws, ChannelOrder(Side.GATEWAY)
             ifaces = await asyncio.to_thread(self.interfaces) if self.interfaces is not None else ()
             await self._send(wire.Hello(versions=wire.VERSIONS, serial=self.serial, capabilities=self.capabilities,
@@ -102,7 +103,7 @@ class ChannelClient:
                     if exc.code == "closed":
                         raise
                     self.stats["bad_frames"] += 1
-                    await self._send(wire.Error(code=exc.code, message=str(exc)))
+                    await self._send(wire.Error.of(exc.code, str(exc)))
                     continue
                 if isinstance(msg, wire.Config):
                     self.stats["configs"] += 1
@@ -118,7 +119,8 @@ class ChannelClient:
         frame = await ws.receive()
         if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
                           aiohttp.WSMsgType.ERROR):
-            raise wire.ChannelProtocolError("closed", f"controller closed the channel ({frame.type.name})")
+            why = f": {frame.data}" if frame.type is aiohttp.WSMsgType.ERROR else ""  # e.g. a frame far too large
+            raise wire.ChannelProtocolError("closed", f"controller closed the channel ({frame.type.name}{why})")
         if frame.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
             raise wire.ChannelProtocolError("frame", f"unexpected frame type {frame.type.name}")
         self.stats["frames_in"] += 1

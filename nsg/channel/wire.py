@@ -20,33 +20,70 @@ ignored — it never changes what runs.
 from __future__ import annotations
 
 import json
+import math
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 VERSIONS = (1,)
-MAX_FRAME = 8 << 20  # a config of 500 sites and a 10,000-entry policy stays below this
+
+# --- limits (docs/channel.md, "Limits"): what one gateway may make the controller hold ------------------
+MAX_FRAME = 8 << 20  # octets of one frame (its UTF-8 JSON text): exactly this passes, one more is refused
+# The WebSocket layer (aiohttp) refuses a message of max_msg_size octets *or more*, closing the connection
+# (1009) with nothing said to us. It gets this much more, so that a frame just over MAX_FRAME reaches
+# decode() and is answered with an error naming its size; beyond that the transport closes (and we log it).
+TRANSPORT_MAX_MSG = MAX_FRAME + (1 << 20)
 MAX_POLICY_COUNTERS = 20_100  # 64 tenants x (ACL + default + wall), the ACL at most 10,000 in all
+MAX_INT = 2**63 - 1  # counters, generations: what a signed 64-bit counter holds
+MAX_NAME = 256  # characters of a counter or rule name
+MAX_TEXT = 1024  # characters of a string a gateway reports as a counter value (an app's error, a state)
+MAX_TELEMETRY_CHARS = 256 << 10  # one telemetry frame's counters, names and values together
+MAX_DETAIL = 4096  # octets of an event's detail as JSON ...
+MAX_DETAIL_DEPTH = 4  # ... and how deep its objects and lists nest
+MAX_MESSAGE = 4096  # characters of an error frame's message (longer ones we send are cut)
+RECEIVED = "received"  # validation context of decode(): a frame from the peer (bounds refuse, never cut)
+
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
+Generation = Annotated[int, Field(ge=0, le=MAX_INT)]
+Timestamp = Annotated[float, Field(ge=0, le=MAX_INT, allow_inf_nan=False)]  # Unix time
+Token = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+CounterName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]
 
 
 class _Msg(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _printable_names(names: Any, what: str) -> Any:
+    for name in names:
+        if not name.isprintable():
+            raise ValueError(f"{what} {name[:40]!a} holds control characters")
+    return names
+
+
 class Hello(_Msg):
     type: Literal["hello"] = "hello"
-    versions: tuple[int, ...] = Field(min_length=1, max_length=16)
+    versions: tuple[Annotated[int, Field(ge=0, le=MAX_INT)], ...] = Field(min_length=1, max_length=16)
     serial: str | None = Field(default=None, max_length=64)  # gateway -> controller
-    capabilities: tuple[str, ...] = Field(default=(), max_length=64)
-    generation: int = Field(default=0, ge=0)  # the generation the gateway is running
+    capabilities: tuple[Annotated[str, Field(max_length=64)], ...] = Field(default=(), max_length=64)
+    generation: Generation = 0  # the generation the gateway is running
     # gateway -> controller: its network interfaces (so the controller refuses LAN ports it lacks)
     interfaces: tuple[Annotated[str, Field(max_length=15)], ...] = Field(default=(), max_length=256)
 
 
 class Config(_Msg):
     type: Literal["config"] = "config"
-    generation: int = Field(ge=1)
+    generation: int = Field(ge=1, le=MAX_INT)
     config: dict[str, Any]  # validated by nsg.model on the gateway, never trusted as is
     # commit-confirm: the gateway undoes this config unless a confirm for it comes within this many
     # seconds (None: the gateway's default)
@@ -55,45 +92,129 @@ class Config(_Msg):
 
 class Confirm(_Msg):
     type: Literal["confirm"] = "confirm"
-    generation: int = Field(ge=1)
+    generation: int = Field(ge=1, le=MAX_INT)
 
 
 class ApplyResult(_Msg):
     type: Literal["apply_result"] = "apply_result"
-    generation: int = Field(ge=0)
+    generation: Generation
     ok: bool
     error: str | None = Field(default=None, max_length=4096)
-    running: int = Field(ge=0)  # the generation running after this
+    running: Generation  # the generation running after this
     rolled_back: bool = False  # applied, but no confirm came in time: the previous generation runs again
     # what the config names that the box does not have (yet): applied, but degraded
     waiting: tuple[Annotated[str, Field(max_length=200)], ...] = Field(default=(), max_length=64)
 
 
 class Telemetry(_Msg):
+    """Counters: non-negative finite numbers below 2^63, strings of at most MAX_TEXT characters, or null;
+    names printable, at most MAX_NAME characters; all of it at most MAX_TELEMETRY_CHARS. The gateway cuts a
+    longer string it reports (an app's error) when it makes the message; a frame received with one is refused."""
+
     type: Literal["telemetry"] = "telemetry"
-    ts: float
-    counters: dict[str, int | float | str | None] = Field(default_factory=dict, max_length=1024)
+    ts: Timestamp
+    counters: dict[CounterName, int | float | str | None] = Field(default_factory=dict, max_length=1024)
+
+    @field_validator("counters")
+    @classmethod
+    def _bounded(cls, counters: dict[str, int | float | str | None],
+                 info: ValidationInfo) -> dict[str, int | float | str | None]:
+        _printable_names(counters, "counter name")
+        received = bool(info.context and info.context.get(RECEIVED))
+        total = 0
+        for name, value in list(counters.items()):
+            if isinstance(value, str):
+                if len(value) > MAX_TEXT:
+                    if received:
+                        raise ValueError(f"counter {name[:64]!r}: a string of {len(value)} characters (at most "
+                                         f"{MAX_TEXT})")
+                    counters[name] = value[:MAX_TEXT - 3] + "..."
+                total += len(name) + min(len(value), MAX_TEXT)
+                continue
+            total += len(name) + 8
+            if value is None or isinstance(value, bool):
+                continue
+            if not math.isfinite(value) or not 0 <= value <= MAX_INT:
+                raise ValueError(f"counter {name[:64]!r}: {value!r} is not a count (0 to 2^63-1, finite)")
+        if total > MAX_TELEMETRY_CHARS:
+            raise ValueError(f"counters of {total} characters in all (at most {MAX_TELEMETRY_CHARS})")
+        return counters
+
+
+def _depth(doc: Any) -> int:
+    """How deep objects and lists nest in ``doc`` (a scalar: 0), without recursion."""
+    deepest, todo = 0, [(doc, 0)]
+    while todo:
+        node, level = todo.pop()
+        if isinstance(node, dict | list):
+            level += 1
+            deepest = max(deepest, level)
+            if level > MAX_DETAIL_DEPTH:
+                return level
+            todo.extend((v, level) for v in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 class Event(_Msg):
+    """Something happened on the gateway. ``detail``: a JSON object of at most MAX_DETAIL octets, nesting at
+    most MAX_DETAIL_DEPTH deep (the object itself is level 1). Kind "security" is an alert (SecurityDetail)."""
+
     type: Literal["event"] = "event"
-    ts: float
-    kind: str = Field(max_length=64)
+    ts: Timestamp
+    kind: Token
     detail: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("detail")
+    @classmethod
+    def _bounded(cls, detail: dict[str, Any]) -> dict[str, Any]:
+        depth = _depth(detail)
+        if depth > MAX_DETAIL_DEPTH:
+            raise ValueError(f"nested more than {MAX_DETAIL_DEPTH} deep")
+        try:
+            size = len(json.dumps(detail, allow_nan=False, separators=(",", ":")).encode())
+        except ValueError:
+            raise ValueError("holds a number that is not finite") from None
+        if size > MAX_DETAIL:
+            raise ValueError(f"{size} octets as JSON (at most {MAX_DETAIL})")
+        return detail
+
+
+class SecurityDetail(BaseModel):
+    """The detail of an event of kind "security" (a gateway's alert: duplicate MAC, port security, ...):
+    ``reason`` names it (lower-case words joined by "-"), ``count`` how many times it happened since the
+    last alert of that reason, ``message`` says it for people. More fields may come along (a MAC, a port)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    reason: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    count: int = Field(default=1, ge=1, le=2**31 - 1)
+    message: str = Field(default="", max_length=512)
 
 
 class PolicyCounters(_Msg):
     type: Literal["policy_counters"] = "policy_counters"
-    ts: float
-    generation: int = Field(ge=0)  # the config generation whose policy these count
+    ts: Timestamp
+    generation: Generation  # the config generation whose policy these count
     # acl.<tenant>.<entry>, default.<tenant>, wall.<tenant> -> (packets, bytes)
-    counters: dict[str, tuple[int, int]] = Field(default_factory=dict, max_length=MAX_POLICY_COUNTERS)
+    counters: dict[CounterName, tuple[Count, Count]] = Field(default_factory=dict, max_length=MAX_POLICY_COUNTERS)
+
+    @field_validator("counters")
+    @classmethod
+    def _names(cls, counters: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        return _printable_names(counters, "rule name")
 
 
 class Error(_Msg):
     type: Literal["error"] = "error"
     code: str = Field(max_length=64)
-    message: str = Field(max_length=4096)
+    message: str = Field(max_length=MAX_MESSAGE)
+
+    @classmethod
+    def of(cls, code: str, message: str) -> Error:
+        """An error frame of ours: a message too long for the frame (it may quote what the peer sent) is cut."""
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE - 3] + "..."
+        return cls(code=code[:64], message=message)
 
 
 Message = Annotated[Hello | Config | Confirm | ApplyResult | Telemetry | Event | PolicyCounters | Error,
@@ -109,19 +230,35 @@ class ChannelProtocolError(ValueError):
         super().__init__(message)
 
 
+def frame_size(frame: str | bytes) -> int:
+    """Octets of a frame's payload: what the WebSocket carries (UTF-8), not Python characters."""
+    if isinstance(frame, bytes | bytearray):
+        return len(frame)
+    return len(frame) if frame.isascii() else len(frame.encode("utf-8", "surrogatepass"))
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    where = ".".join(str(p) for p in loc) or "(frame)"
+    return where if len(where) <= 120 else where[:117] + "..."  # a name may be long; the reply is bounded
+
+
 def decode(frame: str | bytes) -> Hello | Config | Confirm | ApplyResult | Telemetry | Event | PolicyCounters | Error:
-    if len(frame) > MAX_FRAME:
-        raise ChannelProtocolError("too-large", f"frame of {len(frame)} octets (limit {MAX_FRAME})")
+    """One frame, validated; ChannelProtocolError (the peer's fault) for anything else. pydantic's own JSON
+    parser reads it: it bounds nesting and number sizes, so no input raises anything else."""
+    size = frame_size(frame)
+    if size > MAX_FRAME:
+        raise ChannelProtocolError("too-large", f"frame of {size} octets (limit {MAX_FRAME})")
     try:
-        doc = json.loads(frame)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ChannelProtocolError("not-json", f"frame is not JSON: {exc}") from None
-    try:
-        return _adapter.validate_python(doc)
+        return _adapter.validate_json(frame, context={RECEIVED: True})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(frame)"
-        raise ChannelProtocolError("invalid", f"{where}: {first['msg']}") from None
+        first = exc.errors(include_url=False)[0]
+        if first["type"] == "json_invalid":
+            reason = str(first.get("ctx", {}).get("error") or first["msg"])
+            raise ChannelProtocolError("not-json", f"frame is not JSON: {reason}") from None
+        msg = first["msg"].removeprefix("Value error, ")
+        raise ChannelProtocolError("invalid", f"{_where(first['loc'])}: {msg}") from None
+    except (ValueError, RecursionError) as exc:  # nothing else should come out of a parser; if it does, still theirs
+        raise ChannelProtocolError("invalid", f"frame cannot be read: {type(exc).__name__}") from None
 
 
 def encode(msg: _Msg) -> str:
