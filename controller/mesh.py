@@ -3,7 +3,9 @@
 Data plane: a full mesh of peers (every gateway has an IKE/VXLAN peering with every other).
 Control plane: with a hub in the enterprise, every edge gateway runs BGP EVPN toward the route
 reflector at the hub's system IP; the session runs inside the edge's tunnel to the hub. Without a
-hub there is no EVPN and the flood lists are static (every peer gets every BUM frame).
+hub there is no EVPN and the flood lists are static (every peer gets every BUM frame). A gateway
+accepts a type-5 route only for a prefix its config lists for the advertising site
+(``evpn.remote_prefixes``): every other gateway's ``evpn.prefixes`` with that gateway's system IP.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Mapping
 from ipaddress import IPv4Address
 from urllib.parse import urlsplit
 
@@ -96,9 +99,30 @@ def _qos(ent: Enterprise, g: GatewayDef) -> dict | None:
     return doc
 
 
+def _fill_remote_prefixes(docs: Mapping[str, dict]) -> None:
+    """Each EVPN gateway's ``evpn.remote_prefixes``: the type-5 prefixes every other gateway
+    originates (its ``evpn.prefixes``), each with that gateway's system IP (the route's next hop);
+    nothing else is accepted (nsg/evpn/routes.py)."""
+    for name, doc in docs.items():
+        if doc.get("evpn") is None:
+            continue
+        doc["evpn"]["remote_prefixes"] = [
+            {"system_ip": other["system_ip"], "prefix": ep["prefix"]}
+            for n, other in sorted(docs.items()) if n != name and other.get("evpn") is not None
+            for ep in other["evpn"].get("prefixes", [])]
+
+
+def with_remote_prefixes(configs: Mapping[str, GatewayConfig]) -> dict[str, GatewayConfig]:
+    """``configs`` with every ``evpn.remote_prefixes`` rendered again from the others' ``evpn.prefixes``
+    (for configs changed after render: a lab giving one gateway a prefix). Raises ConfigError."""
+    docs = {n: c.model_dump(mode="json") for n, c in configs.items()}
+    _fill_remote_prefixes(docs)
+    return {n: parse_config(doc, source=f"gateway {n}") for n, doc in docs.items()}
+
+
 def render(ent: Enterprise) -> dict[str, GatewayConfig]:
     """One validated GatewayConfig per gateway; raises ConfigError naming the gateway's field."""
-    out = {}
+    docs: dict[str, dict] = {}
     hubs = [h for h in ent.gateways if h.role == "hub"]
     for g in ent.gateways:
         doc = {
@@ -133,5 +157,6 @@ def render(ent: Enterprise) -> dict[str, GatewayConfig]:
             doc["uplink_services"] = [{"protocol": "tcp", "port": port}]
         if ent.ipsec is not None:
             doc["ipsec"] = _ipsec(ent)
-        out[g.name] = parse_config(doc, source=f"gateway {g.name}")
-    return out
+        docs[g.name] = doc
+    _fill_remote_prefixes(docs)
+    return {name: parse_config(doc, source=f"gateway {name}") for name, doc in docs.items()}

@@ -208,8 +208,17 @@ def _evpn_table(res: dict) -> str:
         for r in rows:
             what = r.get("mac") or r.get("prefix") or "-"
             ip = r.get("ip") or r.get("gateway_ip") or "-"
+            mark = "*" if r.get("best", True) else ""
+            if r.get("refused"):
+                mark = f"refused: {r['refused']}"
+            elif r.get("frozen"):
+                mark += " frozen"
             lines.append(fmt.format(origin or r["peer"], r["type"], r.get("vni", "-"), what, ip,
-                                    r.get("vtep") or "self", r.get("seq", "-"), "*" if r.get("best", True) else ""))
+                                    r.get("vtep") or "self", r.get("seq", "-"), mark))
+    st = EvpnStatus.model_validate(res)
+    for f in st.frozen_macs:
+        lines.append(f"frozen (duplicate MAC): vni {f.get('vni')} {f.get('mac')} at {f.get('at')}, "
+                     f"{f.get('moves')} moves, {f.get('remaining_s')} s left")
     return "\n".join(lines)
 
 

@@ -9,6 +9,8 @@ The parts, in the order nsg.engine sets them (DESIRED_ORDER):
   policy      the tenant firewall (nftables)
   esp_engine  transport "esp": the ESP engine (its TUN exists before routes lead into it)
   dataplane   bridges, VXLAN, addresses, routes, FDB, neighbours (nsg.dataplane Desired)
+  port_guard  LAN port MAC limits and the overlay frame guard (nsg.policy.port_guard), on the bridges
+              just made (matched by name; a millisecond after the dataplane in the same pass)
   ike         IKEv2 peerings (once the routes are in place), local IP, the loaded credentials
   qos         tc shaping plan
   evpn        BGP EVPN toward the config's peers; the RIB then feeds the dataplane
@@ -18,22 +20,24 @@ The parts, in the order nsg.engine sets them (DESIRED_ORDER):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from nsg.dataplane.desired import bridge_name, build_desired
+from nsg.dataplane.desired import bridge_name, build_desired, vxlan_name
 from nsg.dataplane.mtu import tenant_mtu
 from nsg.dataplane.types import Desired, Fdb, Neigh, Route
 from nsg.model import GatewayConfig
 from nsg.model.ipsec import IpsecConfig
 from nsg.policy.guard import Guard, guard_for
+from nsg.policy.port_guard import PortGuard, port_guard_for
 from nsg.policy.tc import QosPlan, plan
 from nsg.uplinks.lease import Lease
 
 if TYPE_CHECKING:
     from nsg.tunnels import Credentials
 
-DESIRED_ORDER = ("dhcp", "guard", "policy", "esp_engine", "dataplane", "ike", "qos", "evpn", "workloads")
+DESIRED_ORDER = ("dhcp", "guard", "policy", "esp_engine", "dataplane", "port_guard", "ike", "qos", "evpn",
+                 "workloads")
 DEFAULT_MTU = 1500
 
 
@@ -49,11 +53,19 @@ class ComposeError(ValueError):
 
 @dataclass(frozen=True)
 class EvpnView:
-    """What the EVPN RIB wants in the kernel now (read from nsg.evpn.control.EvpnControl)."""
+    """What the EVPN RIB wants in the kernel now (read from nsg.evpn.control.EvpnControl).
+
+    ``devices``: when given, every entry is on one of these devices (EvpnControl.devices: the
+    bridges and VXLAN devices of the config it runs). If the config composed has them all, the
+    entries are taken as they are, the same frozenset objects: with an unchanged RIB the dataplane
+    part then compares equal without looking at tens of thousands of entries (a resync costs
+    nothing proportional to the RIB here). Without it, entries on other devices are left out one
+    by one."""
 
     fdb: frozenset[Fdb] = frozenset()
     neighbors: frozenset[Neigh] = frozenset()
     routes: frozenset[Route] = frozenset()
+    devices: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,7 @@ class DesiredState:
     policy: PolicyPart
     esp_engine: EspEnginePart
     dataplane: Desired
+    port_guard: PortGuard
     ike: IkePart
     qos: QosPart
     evpn: EvpnPart
@@ -143,6 +156,18 @@ def wan_mtu(cfg: GatewayConfig, leases: Mapping[str, Lease]) -> int:
     return min(mtus) if mtus else DEFAULT_MTU
 
 
+def _evpn_devices(cfg: GatewayConfig) -> frozenset[str]:
+    return frozenset({bridge_name(s.vni) for s in cfg.subnets} | {vxlan_name(s.vni) for s in cfg.subnets})
+
+
+def _with_entries(desired: Desired, view: EvpnView) -> Desired:
+    """The view's entries added to a Desired built without them, keeping the view's own frozensets
+    where the Desired has none of its own (with EVPN it has no FDB or neighbour entries)."""
+    return replace(desired, fdb=desired.fdb | view.fdb if desired.fdb else view.fdb,
+                   neighbors=desired.neighbors | view.neighbors if desired.neighbors else view.neighbors,
+                   routes=desired.routes | view.routes)
+
+
 def compose(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None, evpn_view: EvpnView | None = None,
             kernel_esp: bool = False, credentials: Credentials | None = None) -> DesiredState:
     """``kernel_esp``: the probe found kernel ESP (XFRM); else transport "esp" routes into the
@@ -162,10 +187,16 @@ def compose(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None, evpn_
     apps, vms = specs(cfg, mtu), vm_specs(cfg, mtu)
     guests = frozenset({s.host_ifname for s in apps.values()} | {s.tap for s in vms.values()})
     view = evpn_view if cfg.evpn is not None else None
+    whole = view is not None and view.devices is not None and view.devices <= _evpn_devices(cfg)
     try:
-        desired = build_desired(cfg, leases, esp_tun=not kernel_esp,
-                                evpn_fdb=view.fdb if view else None, evpn_neighbors=view.neighbors if view else None,
-                                evpn_routes=view.routes if view else None, guests=guests)
+        if whole:
+            none: frozenset = frozenset()
+            desired = _with_entries(build_desired(cfg, leases, esp_tun=not kernel_esp, evpn_fdb=none,
+                                                  evpn_neighbors=none, evpn_routes=none, guests=guests), view)
+        else:
+            desired = build_desired(cfg, leases, esp_tun=not kernel_esp, evpn_fdb=view.fdb if view else None,
+                                    evpn_neighbors=view.neighbors if view else None,
+                                    evpn_routes=view.routes if view else None, guests=guests)
     except ValueError as exc:
         raise ComposeError("dataplane", str(exc)) from None
     try:
@@ -179,6 +210,7 @@ def compose(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None, evpn_
                           cfg) if cfg.policy is not None else PolicyPart(),
         esp_engine=EspEnginePart(esp, cfg.ipsec if esp else None, kernel_esp and esp),
         dataplane=desired,
+        port_guard=port_guard_for(cfg),
         ike=IkePart(esp, local, (cfg.system_ip, cfg.behind_nat, cfg.peers, cfg.ipsec),
                     credentials.epoch if credentials is not None else 0, cfg, credentials) if esp else IkePart(),
         qos=qos,

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from nsg import __version__, preflight
+from nsg.alerts import Alerts, evpn_alert_message, port_alerts, refused_macs
 from nsg.compose import DESIRED_ORDER, ComposeError, compose
 from nsg.confirm import CommitConfirm
 from nsg.control_socket import SOCKET_NAME, ControlServer
@@ -43,6 +44,7 @@ from nsg.subsystems import (
     GuardSubsystem,
     IkeSubsystem,
     PolicySubsystem,
+    PortGuardSubsystem,
     QosSubsystem,
     TunnelSlot,
     WorkloadsSubsystem,
@@ -54,7 +56,8 @@ from nsg.workloads import Workloads
 log = logging.getLogger("nsg.daemon")
 
 LAST_GOOD = "last-good-config.json"
-RESYNC_FORCE = frozenset({"guard", "policy", "dataplane", "qos"})  # the parts that read the kernel back
+PORT_WATCH_S = 5.0  # how often the LAN port guard's refusals are looked at (alerts)
+RESYNC_FORCE = frozenset({"guard", "policy", "dataplane", "port_guard", "qos"})  # the parts that read the kernel back
 
 
 class Daemon(ControllerLink):
@@ -103,7 +106,9 @@ class Daemon(ControllerLink):
         self.dhcp = DhcpSubsystem(state_dir, self._on_lease, self._on_dhcp_error, dhcp_clients)
         self.tunnel_slot = TunnelSlot(lambda _peer: self._request(Event("tunnel-up")))
         self.overrides = dict(subsystems or {})
-        self.evpn_sub = self.overrides.get("evpn") or EvpnSubsystem(lambda: self._request(Event("evpn")))
+        self.alerts = Alerts()  # security alerts: kept for status, sent to the controller
+        self.evpn_sub = self.overrides.get("evpn") or EvpnSubsystem(lambda: self._request(Event("evpn")),
+                                                                    on_alert=self._evpn_alert)
         self.engine: Engine | None = None  # once the kernel is open (run)
         self.credentials_epoch = 0  # bumped by a renewed LDevID: the credentials are loaded again
         self._kernel_esp: bool | None = None  # the probe's answer, once transport "esp" was asked for
@@ -160,13 +165,14 @@ class Daemon(ControllerLink):
                     self._persist_last_good()
             else:
                 log.info("no config yet: waiting for the controller", extra={"fields": {"url": self.controller_url}})
+            port_watch = asyncio.get_running_loop().create_task(self._watch_port_guard(), name="port-guard")
             channel_task = self._start_channel()
             if channel_task is None and self.zerotouch is not None:
                 channel_task = asyncio.get_running_loop().create_task(self._bootstrap_then_channel())
             try:
                 await self._main_loop()
             finally:
-                for task in (channel_task, self._renew):
+                for task in (channel_task, self._renew, port_watch):
                     if task is not None:
                         task.cancel()
         finally:
@@ -214,7 +220,8 @@ class Daemon(ControllerLink):
         enforce, slot = self.enforce, self.tunnel_slot
         order: list[Subsystem] = [
             self.dhcp, GuardSubsystem(enforce), PolicySubsystem(enforce), EspEngineSubsystem(slot),
-            DataplaneSubsystem(self.reconciler, self._lock), IkeSubsystem(slot), QosSubsystem(enforce),
+            DataplaneSubsystem(self.reconciler, self._lock), PortGuardSubsystem(enforce), IkeSubsystem(slot),
+            QosSubsystem(enforce),
             self.evpn_sub, WorkloadsSubsystem(self.workloads)]
         order = [self.overrides.get(sub.name, sub) for sub in order]
         assert tuple(sub.name for sub in order) == DESIRED_ORDER
@@ -231,6 +238,41 @@ class Daemon(ControllerLink):
     @property
     def evpn(self):
         return self.evpn_sub.control
+
+    def alert(self, reason: str, message: str, **fields: object) -> None:
+        """A security alert: logged, counted, kept for `nsg status`, sent to the controller."""
+        self.alerts.add(time.time(), reason, message, **fields)
+        log.warning("security alert: %s", message, extra={"fields": {"reason": reason, **fields}})
+        self._alerts_soon()
+
+    def _evpn_alert(self, a) -> None:
+        self.alert(a.kind, evpn_alert_message(a), **a.detail())
+
+    async def _watch_port_guard(self, every: float = PORT_WATCH_S) -> None:
+        """Alert when a LAN port refuses new MACs (the counters of table bridge nsg_port)."""
+        before: dict[str, int] = {}
+        while True:
+            await asyncio.sleep(every)
+            if self.enforce.port_guard.want is None:
+                continue
+            try:
+                st = await self.enforce.port_guard_status()
+            except Exception as exc:  # noqa: BLE001 - a reading that failed is tried again next time
+                log.debug("port guard not read: %s", exc)
+                continue
+            system = str(self.config.system_ip) if self.config is not None else "this gateway"
+            for reason, message, fields in port_alerts(before, st, every, system):
+                self.alert(reason, message, **fields)
+            before = refused_macs(st)
+            if self.evpn is not None:  # hosts that moved to another site stop counting as local here
+                remote = frozenset(f.mac for f in self.evpn.fdb() if f.master)
+                try:
+                    moved = await asyncio.to_thread(self.enforce.port_guard.forget_remote, remote)
+                except Exception as exc:  # noqa: BLE001 - tried again next time
+                    log.debug("port guard: moved MACs not forgotten: %s", exc)
+                    moved = 0
+                if moved:
+                    log.info("port guard: MACs now at another site forgotten", extra={"fields": {"macs": moved}})
 
     def _request(self, event: Event) -> None:
         """The one way in for anything that changed: the main loop acts on it."""

@@ -182,12 +182,44 @@ class ControllerLink:
         return tuple(sorted(n for n, link in snap.links.items() if not link.owned and n != "lo"))[:256]
 
     def _channel_greeting(self) -> list:
-        """Sent right after each hello: a rollback the controller has not heard of yet."""
+        """Sent right after each hello: a rollback the controller has not heard of yet, and the security
+        alerts that waited for the channel."""
         from nsg.channel import wire
 
+        out: list = []
         rb, self.confirm.unreported = self.confirm.unreported, None
-        if rb is None:
-            return []
-        return [wire.ApplyResult(generation=rb.generation, ok=False, rolled_back=True, running=rb.restored,
-                                 error=rb.reason[:4000])]
+        if rb is not None:
+            out.append(wire.ApplyResult(generation=rb.generation, ok=False, rolled_back=True, running=rb.restored,
+                                        error=rb.reason[:4000]))
+        return out + [_security_event(a) for a in self.alerts.take()]
+
+    def _alerts_soon(self) -> None:
+        """Hand the queued alerts to the controller now if the channel is up (else the next hello does)."""
+        if self.channel is None or not self.channel.connected:
+            return
+
+        async def send() -> None:
+            pending = self.alerts.take()
+            for i, alert in enumerate(pending):
+                try:
+                    sent = await self.channel.send(_security_event(alert))
+                except Exception as exc:  # noqa: BLE001 - kept for the next hello
+                    log.debug("alert not sent: %s", exc)
+                    sent = False
+                if not sent:
+                    self.alerts.put_back(pending[i:])
+                    return
+
+        asyncio.get_running_loop().create_task(send(), name="alerts")
+
+
+def _security_event(alert):
+    """A channel Event of kind "security" (nsg.channel.wire.SecurityDetail): reason, count, message and
+    the alert's fields (a MAC, a port)."""
+    from nsg.channel import wire
+
+    reserved = {"reason", "count", "message"}
+    detail = {"reason": alert.reason, "count": 1, "message": alert.message,
+              **{k: v for k, v in alert.fields.items() if k not in reserved}}
+    return wire.Event(ts=alert.ts, kind="security", detail=detail)
 

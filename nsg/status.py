@@ -12,11 +12,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from nsg.model.status import (
+    AlertsStatus,
     BootstrapStatus,
     ChannelStatus,
     ChildSaStatus,
     GatewayStatus,
     GuardStatus,
+    PortGuardStatus,
     TunnelsStatus,
 )
 
@@ -155,6 +157,25 @@ def _guard_line(g: GuardStatus | None) -> str:
     return f"input guard: overlay {overlay}; dropped {dropped} packets"
 
 
+def _port_guard_line(g: PortGuardStatus | None) -> str | None:
+    if g is None:
+        return None
+    lan = {n: p for n, p in g.ports.items() if p.kind == "lan"}
+    held = ", ".join(f"{n} {p.macs}/{p.max_macs} MACs" for n, p in sorted(lan.items()))
+    refused = sum(c.packets for p in lan.values() for c in p.dropped.values())
+    forged = sum(c.packets for p in g.ports.values() if p.kind != "lan" for c in p.dropped.values())
+    return (f"port guard: {held or 'no LAN ports'}; new MACs refused {refused} frames; "
+            f"forged from the overlay {forged} frames")
+
+
+def _alert_lines(a: AlertsStatus | None) -> list[str]:
+    if a is None or not a.last:
+        return []
+    counts = ", ".join(f"{r} {n}" for r, n in sorted(a.counts.items()))
+    return [f"security alerts: {counts}" + (f" ({a.unsent} not sent to the controller yet)" if a.unsent else ""),
+            *(f"  {time.strftime('%H:%M:%S', time.localtime(x.ts))} {_short(x.message)}" for x in a.last[-3:])]
+
+
 def render(st: GatewayStatus | Mapping[str, Any]) -> str:
     doc = _doc(st)
     cfg = doc.config
@@ -165,7 +186,9 @@ def render(st: GatewayStatus | Mapping[str, Any]) -> str:
                      f" (config {cfg.config_generation})")
     else:
         lines.append("no config yet")
-    lines += [_bootstrap_line(doc.bootstrap), _channel_line(doc.channel), _guard_line(doc.guard), ""]
+    lines += [_bootstrap_line(doc.bootstrap), _channel_line(doc.channel), _guard_line(doc.guard)]
+    port = _port_guard_line(doc.port_guard)
+    lines += ([port] if port else []) + _alert_lines(doc.alerts) + [""]
     if cfg is not None:
         lines.append("uplinks:")
         for u in doc.uplinks:

@@ -50,6 +50,7 @@ class StatusSource(Protocol):
     workloads: Any  # nsg.workloads.Workloads
     enforce: Any  # nsg.policy.enforce.Enforcement
     confirm: Any  # nsg.confirm.CommitConfirm
+    alerts: Any  # nsg.alerts.Alerts
 
     async def kernel_snapshot(self) -> Snapshot: ...
 
@@ -123,7 +124,13 @@ async def gateway_status(d: StatusSource, now: float | None = None, monotonic: f
     if cfg is None:  # still bootstrapping or waiting for the controller: the short document
         return GatewayStatus(version=__version__, pid=os.getpid(), last_apply=None, channel=channel,
                              counters=dict(d.counters), last_reload_error=d.last_reload_error, bootstrap=bootstrap)
+    # Every read that waits (the kernel, nft, tc) comes first; the daemon's own state is then taken
+    # with no await in between, so it is one moment's (a converge cannot finish half-way through it).
     snap = await d.kernel_snapshot()
+    guard, port_guard = await d.enforce.guard_status(), await d.enforce.port_guard_status()
+    policy, qos = await d.enforce.policy_status(), await d.enforce.qos_status()
+    cfg = d.config
+    assert cfg is not None  # only a config is ever installed in place of another, never None
     work = d.workloads.status()
     return GatewayStatus(
         version=__version__,
@@ -137,15 +144,17 @@ async def gateway_status(d: StatusSource, now: float | None = None, monotonic: f
         fdb=fdb(snap),
         neighbors=neighbors(snap),
         tunnels=d.tunnels.status() if d.tunnels else None,
-        channel=channel,
-        bootstrap=bootstrap,
+        channel=d.channel.status() if d.channel else None,
+        bootstrap=d.zerotouch.status() if d.zerotouch else None,
         # EvpnControl.status() gives an EvpnStatus (a dict before nsg/evpn/ moved to it: both validate)
         evpn=EvpnStatus.model_validate(d.evpn.status()) if d.evpn else None,
         apps=work.apps,
         vms=work.vms,
-        guard=await d.enforce.guard_status(),
-        policy=await d.enforce.policy_status(),
-        qos=await d.enforce.qos_status(),
+        guard=guard,
+        port_guard=port_guard,
+        alerts=d.alerts.status(),
+        policy=policy,
+        qos=qos,
         last_apply=d.last_apply,
         commit_confirm=d.confirm.status(monotonic),
         last_reload_error=d.last_reload_error,

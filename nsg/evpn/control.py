@@ -1,19 +1,26 @@
 """The gateway's EVPN control plane, the driver: one BGP speaker (bgp/speaker.py) per configured
-peer, and the stale timers of graceful restart. Every decision is made by the sans-IO core
-(routes.py): received UPDATEs, session losses, timer expiries and what the LAN side learns go in;
-the UPDATEs, timers and "the kernel view changed" it returns are carried out here."""
+peer, the stale timers of graceful restart and the freeze timer of duplicate-MAC detection, and the
+clock (time.monotonic, handed to the core with every input). Every decision is made by the sans-IO
+core (routes.py): received UPDATEs, session losses, timer expiries and what the LAN side learns go
+in; the UPDATEs, timers, alerts and "the kernel view changed" it returns are carried out here.
+
+Alerts (effects.DuplicateMacAlert, effects.RouteLimitAlert) go to ``on_alert`` (the daemon sends each
+to the controller as a channel Event: ``Event(ts, kind=alert.kind, detail=alert.detail())``); the
+latest ``RECENT_ALERTS`` are kept for ``nsg status``."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
 
 from bgp import fsm
 from bgp.codec import UpdateResult
 from bgp.speaker import Speaker
 from nsg.dataplane.types import Fdb, Neigh, Route
-from nsg.evpn.effects import Effects, StartStaleTimer
+from nsg.evpn.effects import Alert, Effects, StartFreezeTimer, StartStaleTimer
 from nsg.evpn.local import IpEvent, LocalTable, MacEvent
 from nsg.evpn.rib import EvpnRib
 from nsg.evpn.routes import EvpnRoutes
@@ -23,19 +30,26 @@ from nsg.model.status import BgpPeerStatus, EvpnStatus
 log = logging.getLogger("nsg.evpn")
 
 GR_RESTART_TIME = 120  # seconds we ask peers to keep our routes if our session drops (RFC 4724)
+RECENT_ALERTS = 32  # alerts kept for status
 
 
 class EvpnControl:
     """Speakers toward the configured peers; received routes into the RIB; our routes out: one
     type-3 per VNI, a type-5 per configured prefix and a type-2 per MAC (and MAC+IP) learned on
-    the LAN side. ``changed``: called when fdb(), neighbors() or routes() may answer differently."""
+    the LAN side. ``changed``: called when fdb(), neighbors() or routes() answer differently.
+    ``on_alert``: called with each alert for the operator (after it is logged and kept)."""
 
-    def __init__(self, rib: EvpnRib, changed: Callable[[], None]):
+    def __init__(self, rib: EvpnRib, changed: Callable[[], None], on_alert: Callable[[Alert], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.core = EvpnRoutes(rib)
         self.changed = changed
+        self.on_alert = on_alert
+        self.clock = clock
         self.speakers: dict[str, Speaker] = {}
         self._stale_timers: dict[str, asyncio.TimerHandle] = {}
+        self._freeze_timer: asyncio.TimerHandle | None = None
         self._stopping: set[asyncio.Task] = set()  # speakers of peers no longer configured
+        self.alerts: deque[tuple[float, Alert]] = deque(maxlen=RECENT_ALERTS)  # (Unix time, alert)
 
     @property
     def rib(self) -> EvpnRib:
@@ -58,7 +72,7 @@ class EvpnControl:
     def apply(self, cfg: GatewayConfig, local: str) -> None:
         """(Re)announce our routes for this config; start speakers toward new peers, stop the others."""
         assert cfg.evpn is not None
-        self._do(self.core.configure(cfg))
+        self._do(self.core.configure(cfg, self.clock()))
         sysip = str(cfg.system_ip)
         overlay = {str(p.system_ip) for p in cfg.peers}
         wanted = {str(p.address) for p in cfg.evpn.peers}
@@ -87,10 +101,10 @@ class EvpnControl:
 
     def on_local(self, resync: frozenset[int] | None, events: list[MacEvent | IpEvent]) -> None:
         """A batch from the neighbour watch; ``resync``: the full state of those VNIs."""
-        self._do(self.core.learned(resync, events))
+        self._do(self.core.learned(resync, events, self.clock()))
 
     def _on_update(self, peer: str, result: UpdateResult) -> None:
-        self._do(self.core.received(peer, result))
+        self._do(self.core.received(peer, result, self.clock()))
 
     def _state(self, peer: str, state: str) -> None:
         if state != "down":
@@ -105,8 +119,17 @@ class EvpnControl:
         self._stale_timers.pop(peer, None)
         self._do(self.core.stale_expired(peer))
 
+    def _tick(self) -> None:
+        self._freeze_timer = None
+        self._do(self.core.tick(self.clock()))
+
     def _do(self, effects: Effects) -> None:
         for t in effects.timers:  # a start replaces the peer's running timer, a cancel just ends it
+            if isinstance(t, StartFreezeTimer):
+                if self._freeze_timer is not None:
+                    self._freeze_timer.cancel()
+                self._freeze_timer = asyncio.get_running_loop().call_later(t.seconds, self._tick)
+                continue
             old = self._stale_timers.pop(t.peer, None)
             if old is not None:
                 old.cancel()
@@ -118,6 +141,10 @@ class EvpnControl:
                 sp.announce = list(effects.announce)
             for upd in effects.send:
                 sp.send(upd)
+        for a in effects.alerts:
+            self.alerts.append((time.time(), a))
+            if self.on_alert is not None:
+                self.on_alert(a)
         if effects.changed:
             self.changed()
 
@@ -132,6 +159,11 @@ class EvpnControl:
     def neighbors(self) -> frozenset[Neigh]:
         return self.core.neighbors()
 
+    @property
+    def devices(self) -> frozenset[str]:
+        """The devices every entry of fdb(), neighbors() and routes() is on (nsg.compose.EvpnView)."""
+        return self.core.devices
+
     # --- sessions -------------------------------------------------------------------------------------
 
     def kick(self) -> None:
@@ -143,6 +175,9 @@ class EvpnControl:
         for t in self._stale_timers.values():
             t.cancel()
         self._stale_timers.clear()
+        if self._freeze_timer is not None:
+            self._freeze_timer.cancel()
+            self._freeze_timer = None
         for sp in self.speakers.values():
             await sp.stop()
 
@@ -153,7 +188,9 @@ class EvpnControl:
             peers={a: BgpPeerStatus(state=sp.session.state.value, **sp.session.counters)
                    for a, sp in self.speakers.items()},
             routes=self.core.route_counts(),
-            counters=dict(self.core.counters))
+            counters=dict(self.core.counters),
+            frozen_macs=self.core.frozen(self.clock()),
+            alerts=[{"kind": a.kind, "ts": round(ts, 3), **a.detail()} for ts, a in self.alerts])
 
     def show(self) -> dict:
         """Every EVPN route we hold: what we originate and what each peer sent (best paths marked)."""

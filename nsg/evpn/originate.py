@@ -8,12 +8,15 @@
 
 Which local MACs we announce follows the remote paths of the same MACs in the RIB: a remote route
 that wins over ours means the host moved away (RFC 7432 15.1), a remote static (sticky) route means
-the MAC is not ours to announce at all (15.2).
+the MAC is not ours to announce at all (15.2). Either way of a move (our LAN to another site, or
+another site to our LAN) counts for duplicate-MAC detection (mobility.py): a MAC frozen here is not
+moved away by a remote route, and a MAC frozen at another site is not announced while frozen.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from ipaddress import IPv4Address
 
 from bgp.codec import Update
@@ -30,6 +33,7 @@ from bgp.evpn_nlri import (
 )
 from nsg.evpn.effects import Pending
 from nsg.evpn.local import IpEvent, LocalRoute, LocalTable, MacEvent
+from nsg.evpn.mobility import LOCAL, DuplicateMacs
 from nsg.evpn.rib import EvpnRib
 from nsg.model import GatewayConfig
 
@@ -82,10 +86,18 @@ def mac_ip_update(cfg: GatewayConfig, rd: RouteDistinguisher, route: LocalRoute,
 
 
 class Origination:
-    """Our announced routes and the state behind them. ``counters`` is the core's, shared."""
+    """Our announced routes and the state behind them. ``counters`` and ``dup`` are the core's,
+    shared; ``where`` tells the remote VTEP a MAC is installed at (the core's kernel view).
+    ``changed`` / ``changed_ips``: MACs whose being ours, and IPs whose local binding, may have
+    changed since the core last looked (it drains them)."""
 
-    def __init__(self, counters: dict[str, int]):
+    def __init__(self, counters: dict[str, int], dup: DuplicateMacs | None = None):
         self.counters = counters
+        self.dup = dup if dup is not None else DuplicateMacs(counters)
+        self.where: Callable[[Mac], str | None] = lambda m: None
+        self.changed: set[Mac] = set()
+        self.changed_ips: set[tuple[int, str]] = set()
+        self.away: set[Mac] = set()  # local MACs frozen at another site: not announced
         self.config: GatewayConfig | None = None
         self.local = LocalTable()
         self.rds: dict[int, RouteDistinguisher] = {}
@@ -99,11 +111,14 @@ class Origination:
 
     def ours(self) -> set[Mac]:
         """MACs on our LAN that we announce: the kernel gets no remote entries for them."""
-        return {m for m in self.local.macs if m not in self.pinned}
+        return {m for m in self.local.macs if self.is_ours(m)}
+
+    def is_ours(self, m: Mac) -> bool:
+        return m in self.local.macs and m not in self.pinned and m not in self.away
 
     # --- inputs ---------------------------------------------------------------------------------
 
-    def configure(self, cfg: GatewayConfig, rib: EvpnRib, out: Pending) -> None:
+    def configure(self, cfg: GatewayConfig, rib: EvpnRib, out: Pending, now: float) -> None:
         self.config = cfg
         self.rds = route_distinguishers(cfg)
         configured = configured_routes(cfg, self.rds)
@@ -111,26 +126,36 @@ class Origination:
         self.configured = configured
         out.announce = True
         for vni in {r.vni for r in self.local.routes()} - set(self.rds):
-            self.local.forget_vni(vni)
-        self.sync(rib, out)
+            self._forget_vni(vni)
+        self.sync(rib, out, now)
 
     def learned(self, resync: frozenset[int] | None, events: list[MacEvent | IpEvent], rib: EvpnRib,
-                out: Pending) -> None:
+                out: Pending, now: float) -> None:
         """A batch from the neighbour watch; ``resync``: the full state of those VNIs."""
         for vni in resync or ():
-            self.local.forget_vni(vni)
+            self._forget_vni(vni)
         for e in events:
             if e.vni in self.rds:
                 self.local.apply(e)
-        self.sync(rib, out)
+                if isinstance(e, MacEvent):
+                    self.changed.add((e.vni, e.mac))
+                else:
+                    self.changed_ips.add((e.vni, e.ip))
+        self.sync(rib, out, now)
 
-    def contest(self, rib: EvpnRib, touched: set[Mac], out: Pending) -> None:
+    def _forget_vni(self, vni: int) -> None:
+        self.changed.update(m for m in self.local.macs if m[0] == vni)
+        self.changed_ips.update(k for k in self.local.ips if k[0] == vni)
+        self.local.forget_vni(vni)
+
+    def contest(self, rib: EvpnRib, touched: set[Mac], out: Pending, now: float) -> None:
         """Remote paths of MACs that are local here changed: does our route still win?
 
         RFC 7432 15.1: a remote route with a higher sequence number than ours means the host moved
         there, and so does one with the same sequence number from a PE with a lower address; either
         way ours is withdrawn (if the host is still here its next frame makes the bridge learn it
-        again, and we announce it one above). A remote static (sticky) route is handled in sync
+        again, and we announce it one above), unless that move is one too many (mobility.py): then
+        the MAC is frozen here and stays ours. A remote static (sticky) route is handled in sync
         (15.2). Withdrawals of remote paths can make a held-back MAC ours again."""
         local = [(vni, mac) for vni, mac in touched if self.local.is_local(vni, mac)]
         if not local:
@@ -141,34 +166,58 @@ class Origination:
             if best is None or ours is None or best.sticky:
                 continue
             if best.seq > ours or (best.seq == ours and _ip_int(best.vtep) < sysip):
+                allowed, alert = self.dup.move((vni, mac), LOCAL, best.vtep, now, here=True)
+                if alert is not None:
+                    out.alerts.append(alert)
+                if not allowed:
+                    continue  # frozen here: ours, announced as it is
                 self.local.forget_mac(vni, mac)
+                self.changed.add((vni, mac))
                 self.counters["moved_away"] += 1
                 log.info("MAC moved to another site", extra={"fields": {
                     "vni": vni, "mac": mac, "vtep": best.vtep, "their_seq": best.seq, "our_seq": ours}})
-        self.sync(rib, out)
+        self.sync(rib, out, now)
 
-    def sync(self, rib: EvpnRib, out: Pending) -> None:
+    def sync(self, rib: EvpnRib, out: Pending, now: float) -> None:
         """Announce local routes that appeared, withdraw those that went (to every peer)."""
         cfg = self.config
-        want: set[LocalRoute] = set()
         pinned: set[Mac] = set()
-        for r in self.local.routes():
-            if r.vni not in self.rds:
+        away: set[Mac] = set()
+        mine: set[Mac] = set()
+        for m in self.local.macs:
+            if m[0] not in self.rds:
                 continue
-            best = rib.best(r.vni, r.mac)
+            best = rib.best(*m)
             if best is not None and best.sticky:
                 # RFC 7432 15.2: another PE says this MAC is static there and "cannot move": it is not
                 # ours to announce, its entry stays installed, and the operator MUST be alerted
-                pinned.add((r.vni, r.mac))
+                pinned.add(m)
                 continue
-            want.add(r)
+            at = self.dup.frozen_at(m)
+            if at is not None and at != LOCAL:
+                if any(p.vtep == at for p in rib.paths(*m)):
+                    away.add(m)  # frozen at another site: not ours to announce while the hold lasts
+                    continue
+                self.dup.relocate(m, LOCAL)  # that site withdrew it: it is held here, where it is
+                at = LOCAL
+            if at is None and LocalRoute(*m) not in self.advertised:
+                there = self.where(m)
+                if there is not None:  # it was installed toward another site: it moves here
+                    allowed, alert = self.dup.move(m, there, LOCAL, now, here=True)
+                    if alert is not None:
+                        out.alerts.append(alert)
+                    if not allowed:
+                        away.add(m)
+                        continue
+            mine.add(m)
+        want = {r for r in self.local.routes() if (r.vni, r.mac) in mine}
         for vni, mac in sorted(pinned - self.pinned):
             self.counters["sticky_conflicts"] += 1
             best = rib.best(vni, mac)
             log.warning("MAC learned on the LAN is static (sticky) at another site: not announced",
                         extra={"fields": {"vni": vni, "mac": mac, "vtep": best.vtep if best else None}})
-        pinned_changed = pinned != self.pinned
-        self.pinned = pinned
+        self.changed |= (pinned ^ self.pinned) | (away ^ self.away)
+        self.pinned, self.away = pinned, away
         gone = [r for r in self.advertised if r not in want]
         new = sorted(want - set(self.advertised), key=LocalRoute.sort_key)
         if gone:
@@ -190,10 +239,7 @@ class Origination:
             self.counters["local_learned"] += 1
         if gone or new:
             out.announce = True
-        # the kernel only cares when a MAC that was remote became ours or went (fdb() leaves local
-        # MACs out); a host appearing on our LAN changes nothing in it
-        if pinned_changed or any((r.vni, r.mac) in rib.macs for r in (*gone, *new)):
-            out.changed = True
+            self.changed.update((r.vni, r.mac) for r in (*gone, *new))
 
     def _nlri(self, r: LocalRoute) -> tuple:
         reach = self.advertised[r].mp_reach

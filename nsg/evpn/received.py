@@ -9,6 +9,8 @@ the peer does not send again before its End-of-RIB (or its restart time) goes.
 
 from __future__ import annotations
 
+import functools
+import sys
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
@@ -28,15 +30,66 @@ LIMITED_BROADCAST = IPv4Address("255.255.255.255")
 NO_VTEP = "0.0.0.0"  # next hop of a withdrawn route (a withdrawal carries none)
 
 
+WARN_AT = 0.8  # of a limit: the alert that the limit is near
+REARM_AT = 0.7  # of a limit: below it, the next approach is alerted again
+
+
 @dataclass
 class PeerRib:
     """What one peer told us (its Adj-RIB-In): NLRI identity -> the route as the RIB holds it
     (the RIB keys its paths by peer too). ``stale``: identities kept across a graceful restart,
-    not sent again yet. ``restarting``: the peer's restart timer runs (RFC 4724 4.2)."""
+    not sent again yet. ``restarting``: the peer's restart timer runs (RFC 4724 4.2).
+    ``refused``: routes held here but kept out of the RIB, with why (a type-5 route no config
+    allows). ``per_site``: how many of its routes have each next hop; ``alerted``: the limits
+    (None: the peer's; a next hop: that site's) already alerted at 80 % / at the limit."""
 
     routes: dict[NlriKey, RibRoute] = field(default_factory=dict)
     stale: set[NlriKey] = field(default_factory=set)
     restarting: bool = False
+    refused: dict[NlriKey, str] = field(default_factory=dict)
+    per_site: dict[str, int] = field(default_factory=dict)
+    alerted: dict[str | None, bool] = field(default_factory=dict)  # limit -> at the limit (else at 80 %)
+
+    def put(self, key: NlriKey, r: RibRoute) -> None:
+        self.routes[key] = r
+        self.per_site[r.vtep] = self.per_site.get(r.vtep, 0) + 1
+
+    def pop(self, key: NlriKey) -> RibRoute | None:
+        r = self.routes.pop(key, None)
+        if r is not None:
+            self.refused.pop(key, None)
+            n = self.per_site.get(r.vtep, 0) - 1
+            if n > 0:
+                self.per_site[r.vtep] = n
+            else:
+                self.per_site.pop(r.vtep, None)
+        return r
+
+    def room(self, r: RibRoute, per_peer: int, per_site: int) -> tuple[bool, list[tuple[str | None, int, int, bool]]]:
+        """Whether a new route fits under the peer's and its next hop's limits, and the limits to
+        alert now: (site or None, routes, limit, refusing), each once per approach."""
+        counts = ((None, len(self.routes), per_peer), (r.vtep, self.per_site.get(r.vtep, 0), per_site))
+        fits = all(n < limit for _s, n, limit in counts)
+        alerts = []
+        for site, n, limit in counts:
+            was = self.alerted.get(site)
+            if n >= limit:
+                if was is not True:
+                    self.alerted[site] = True
+                    alerts.append((site, n, limit, True))
+            elif fits and n + 1 >= WARN_AT * limit and was is None:
+                self.alerted[site] = False
+                alerts.append((site, n + 1, limit, False))
+            elif was is not None and n < REARM_AT * limit:
+                del self.alerted[site]
+        return fits, alerts
+
+
+@functools.lru_cache(maxsize=4096)
+def text(value) -> str:
+    """An RD or address as text, made once and shared: a flood of routes from one site carries the
+    same RD and next hop in every path (interned: one string for all of them)."""
+    return sys.intern(str(value))
 
 
 def nlri_key(route) -> NlriKey | None:
@@ -44,11 +97,11 @@ def nlri_key(route) -> NlriKey | None:
     RFC 9136 section 3 for type 5): RD and Ethernet tag, then MAC and IP / originator / prefix. Not
     the labels, next hop or attributes: a route announced again with new ones replaces the old."""
     if isinstance(route, MacIpRoute):
-        return ("mac", str(route.rd), route.eth_tag, route.mac, str(route.ip) if route.ip else None)
+        return ("mac", text(route.rd), route.eth_tag, route.mac, str(route.ip) if route.ip else None)
     if isinstance(route, InclusiveMulticastRoute):
-        return ("imet", str(route.rd), route.eth_tag, str(route.originator))
+        return ("imet", text(route.rd), route.eth_tag, str(route.originator))
     if isinstance(route, IpPrefixRoute):
-        return ("prefix", str(route.rd), route.eth_tag, str(route.prefix), route.prefix_len)
+        return ("prefix", text(route.rd), route.eth_tag, str(route.prefix), route.prefix_len)
     return None
 
 
@@ -59,11 +112,11 @@ def is_end_of_rib(result: UpdateResult) -> bool:
     return upd is not None and upd.mp_reach is None and upd.mp_unreach is not None and not upd.mp_unreach.nlri
 
 
-def _convert(route, peer: str, vtep: str | None, seq: int, sticky: bool) -> RibRoute | None:
-    rd = str(route.rd) if hasattr(route, "rd") else ""
+def _convert(route, peer: str, vtep: str | None, seq: int, sticky: bool, key: NlriKey) -> RibRoute | None:
+    rd = key[1]  # the RD's text, shared with the key
     if isinstance(route, MacIpRoute):
-        return MacRoute(route.vni, route.mac, vtep or NO_VTEP, str(route.ip) if route.ip else None, seq, sticky,
-                        rd=rd, peer=peer, eth_tag=route.eth_tag)
+        return MacRoute(route.vni, key[3], vtep or NO_VTEP, key[4], seq, sticky, rd=rd, peer=peer,
+                        eth_tag=route.eth_tag)
     if isinstance(route, InclusiveMulticastRoute):
         return ImetRoute(0, str(route.originator), rd=rd, peer=peer)  # the VNI comes from the PMSI label
     if isinstance(route, IpPrefixRoute) and route.prefix.version == 4:
@@ -74,8 +127,10 @@ def _convert(route, peer: str, vtep: str | None, seq: int, sticky: bool) -> RibR
 
 def _keyed(routes, peer: str, vtep: str | None = None, seq: int = 0, sticky: bool = False) -> Keyed:
     out = []
+    peer = sys.intern(peer)
     for route in routes:
-        key, r = nlri_key(route), _convert(route, peer, vtep, seq, sticky)
+        key = nlri_key(route)
+        r = _convert(route, peer, vtep, seq, sticky, key) if key is not None else None
         if key is not None and r is not None:
             out.append((key, r))
     return out
@@ -95,7 +150,7 @@ def rib_routes(result: UpdateResult, peer: str) -> tuple[Keyed, Keyed]:
         sticky = any(c.sticky for c in mobility)  # RFC 7432 7.7: the "static" flag
     pmsi = upd.get(AttrType.PMSI_TUNNEL)
     reach, unreach = upd.mp_reach, upd.mp_unreach
-    vtep = str(reach.next_hop) if reach is not None else None
+    vtep = text(reach.next_hop) if reach is not None else None
     add: Keyed = []
     for key, r in _keyed(reach.nlri if reach is not None else (), peer, vtep, seq, sticky):
         if isinstance(r, ImetRoute):
@@ -108,12 +163,17 @@ def rib_routes(result: UpdateResult, peer: str) -> tuple[Keyed, Keyed]:
     return add, _keyed(unreach.nlri if unreach is not None else (), peer)
 
 
+@functools.lru_cache(maxsize=4096)
+def _unicast(address: str) -> bool:
+    vtep = IPv4Address(address) if address.count(".") == 3 else None
+    return not (vtep is None or vtep.is_unspecified or vtep.is_multicast or vtep.is_loopback or vtep.is_reserved
+                or vtep == LIMITED_BROADCAST)
+
+
 def unusable(r: RibRoute) -> str | None:
     """Why a received route cannot go into the kernel, or None. Next hops must be unicast IPv4;
     a type-2 MAC must be unicast and not all-zero (the all-zero MAC is the flood list's)."""
-    vtep = IPv4Address(r.vtep) if r.vtep.count(".") == 3 else None
-    if vtep is None or vtep.is_unspecified or vtep.is_multicast or vtep.is_loopback or vtep.is_reserved \
-            or vtep == LIMITED_BROADCAST:
+    if not _unicast(r.vtep):
         return f"next hop {r.vtep} is not a unicast IPv4 address"
     if isinstance(r, MacRoute) and (r.mac == ZERO_MAC or int(r.mac[:2], 16) & MAC_GROUP_BIT):
         return f"MAC {r.mac} is not a unicast host MAC"

@@ -26,7 +26,7 @@ from nsg.dataplane.types import ZERO_MAC, Fdb
 PathKey = tuple  # ("mac"|"imet"|"prefix", peer, route identity ...): see each route's ``path_key``
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class MacRoute:
     """An EVPN type-2 route as received: MAC (and maybe IP) in a VNI, behind a VTEP."""
 
@@ -47,7 +47,7 @@ class MacRoute:
         return ("mac", self.peer, self.rd or f"nh:{self.vtep}", self.eth_tag, self.mac, self.ip)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ImetRoute:
     """An EVPN type-3 route: this VTEP wants BUM traffic of this VNI (ingress replication)."""
 
@@ -61,7 +61,7 @@ class ImetRoute:
         return ("imet", self.peer, self.rd, self.vni, self.vtep)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class PrefixRoute:
     """An EVPN type-5 route as received: an IPv4 prefix reachable via a gateway IP in a subnet
     (RFC 9136, the GW IP as overlay index), from the VTEP that advertised it."""
@@ -77,7 +77,7 @@ class PrefixRoute:
         return ("prefix", self.peer, self.rd, self.prefix, self.vtep)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Neighbor:
     ifname: str
     ip: str
@@ -108,12 +108,16 @@ def path_rank(r: MacRoute) -> tuple:
 
 @dataclass
 class EvpnRib:
+    """Every usable received path. Per MAC its paths as a tuple, best first (``path_rank``); per
+    (VNI, IP) the MAC+IP paths carrying that IP. A tuple, not a dict per MAC: a MAC has one path or
+    a few, and a flood of tens of thousands of MACs must stay small in memory. Which path a route
+    identity names (a withdrawal, a label change) is the Adj-RIB-In's to know (received.py)."""
+
     local_vteps: frozenset[str] = frozenset()
-    # (vni, mac) -> path key -> path: every path of every MAC, whatever the peer and the RD
-    macs: dict[tuple[int, str], dict[PathKey, MacRoute]] = field(default_factory=dict)
+    macs: dict[tuple[int, str], tuple[MacRoute, ...]] = field(default_factory=dict)  # (vni, mac) -> paths
+    ips: dict[tuple[int, str], tuple[MacRoute, ...]] = field(default_factory=dict)  # (vni, ip) -> MAC+IP paths
     imets: dict[PathKey, ImetRoute] = field(default_factory=dict)
     prefixes: dict[str, dict[PathKey, PrefixRoute]] = field(default_factory=dict)  # prefix -> paths
-    _mac_paths: dict[PathKey, MacRoute] = field(default_factory=dict)  # path key -> path, to find it by key
 
     # --- updates ----------------------------------------------------------------------------
 
@@ -129,11 +133,16 @@ class EvpnRib:
             self.prefixes.setdefault(route.prefix, {})[route.path_key] = route
             return True
         key = route.path_key
-        old = self._mac_paths.get(key)
-        if old is not None and (old.vni, old.mac) != (route.vni, route.mac):
-            self._drop_mac_path(old)  # the same route with a new label: it leaves the old VNI
-        self._mac_paths[key] = route
-        self.macs.setdefault((route.vni, route.mac), {})[key] = route
+        m = (route.vni, route.mac)
+        paths = self.macs.get(m, ())
+        old = next((p for p in paths if p.path_key == key), None)
+        if old is not None and old.ip is not None:
+            self._drop_ip(old)
+        rest = tuple(p for p in paths if p is not old)
+        self.macs[m] = tuple(sorted((*rest, route), key=path_rank)) if rest else (route,)
+        if route.ip is not None:
+            ipk = (route.vni, route.ip)
+            self.ips[ipk] = (*self.ips.get(ipk, ()), route)
         return True
 
     def withdraw(self, route: MacRoute | ImetRoute | PrefixRoute) -> None:
@@ -148,19 +157,29 @@ class EvpnRib:
             if not paths:
                 self.prefixes.pop(route.prefix, None)
             return
-        known = self._mac_paths.get(route.path_key)
-        if known is not None:
-            self._drop_mac_path(known)
+        key = route.path_key
+        m = (route.vni, route.mac)
+        old = next((p for p in self.macs.get(m, ()) if p.path_key == key), None)
+        if old is not None:
+            self._drop_mac_path(old)
 
     def _drop_mac_path(self, route: MacRoute) -> None:
-        key = route.path_key
-        self._mac_paths.pop(key, None)
-        paths = self.macs.get((route.vni, route.mac))
-        if paths is None:
-            return
-        paths.pop(key, None)
-        if not paths:
-            del self.macs[(route.vni, route.mac)]
+        m = (route.vni, route.mac)
+        rest = tuple(p for p in self.macs.get(m, ()) if p is not route)
+        if rest:
+            self.macs[m] = rest
+        else:
+            self.macs.pop(m, None)
+        if route.ip is not None:
+            self._drop_ip(route)
+
+    def _drop_ip(self, route: MacRoute) -> None:
+        ipk = (route.vni, route.ip)
+        rest = tuple(p for p in self.ips.get(ipk, ()) if p is not route)
+        if rest:
+            self.ips[ipk] = rest
+        else:
+            self.ips.pop(ipk, None)
 
     def withdraw_vtep(self, vtep: str) -> None:
         """A VTEP is gone: every path naming it as next hop goes too."""
@@ -169,26 +188,26 @@ class EvpnRib:
             self.prefixes[key] = {k: r for k, r in self.prefixes[key].items() if r.vtep != vtep}
             if not self.prefixes[key]:
                 del self.prefixes[key]
-        for r in [r for r in self._mac_paths.values() if r.vtep == vtep]:
+        for r in [r for paths in self.macs.values() for r in paths if r.vtep == vtep]:
             self._drop_mac_path(r)
+
+    def paths(self, vni: int, mac: str) -> tuple[MacRoute, ...]:
+        """The MAC's paths, best first."""
+        return self.macs.get((vni, mac), ())
 
     # --- selection -----------------------------------------------------------------------------
 
     def best(self, vni: int, mac: str) -> MacRoute | None:
         """The path the MAC is installed by (path_rank), among its MAC and MAC+IP paths."""
         paths = self.macs.get((vni, mac))
-        if not paths:
-            return None
-        if len(paths) == 1:  # the usual case: one advertiser
-            return next(iter(paths.values()))
-        return min(paths.values(), key=path_rank)
+        return paths[0] if paths else None
 
     def in_use(self, route: MacRoute, ip_winners: dict[tuple[int, str], MacRoute] | None = None) -> bool:
         """Whether a received path is what the kernel follows: for a MAC-only path, that its VTEP
         is where the MAC is installed; for a MAC+IP path, that it is its IP's winning path.
         ``ip_winners``: ``self.ip_winners()`` computed once by a caller asking for many paths."""
         best = self.best(route.vni, route.mac)
-        if best is None or route.path_key not in self.macs.get((route.vni, route.mac), {}):
+        if best is None or all(p.path_key != route.path_key for p in self.paths(route.vni, route.mac)):
             return False
         if route.ip is None:
             return route.vtep == best.vtep
@@ -199,8 +218,7 @@ class EvpnRib:
     def next_local_seq(self, vni: int, mac: str) -> int:
         """Sequence number for a MAC that just appeared locally: one above every remote claim
         still held, whichever peer or RD it came with (RFC 7432 15.1), so every PE moves it to us."""
-        paths = self.macs.get((vni, mac), {})
-        return max((r.seq for r in paths.values()), default=-1) + 1
+        return max((r.seq for r in self.paths(vni, mac)), default=-1) + 1
 
     # --- kernel view ---------------------------------------------------------------------------
 
@@ -228,17 +246,7 @@ class EvpnRib:
         """(vni, ip) -> the MAC+IP path that decides the IP's MAC: the best by path_rank among every
         path carrying that IP, whatever its MAC (an IP that moved to another MAC, e.g. a VM
         re-created elsewhere, gets one neighbour entry, not two fighting ones)."""
-        won: dict[tuple[int, str], MacRoute] = {}
-        for (vni, _mac), paths in self.macs.items():
-            if vnis is not None and vni not in vnis:
-                continue
-            for r in paths.values():
-                if r.ip is None:
-                    continue
-                cur = won.get((vni, r.ip))
-                if cur is None or path_rank(r) < path_rank(cur):
-                    won[(vni, r.ip)] = r
-        return won
+        return {k: min(paths, key=path_rank) for k, paths in self.ips.items() if vnis is None or k[0] in vnis}
 
     def neighbors(self, vnis: set[int] | None = None) -> frozenset[Neighbor]:
         return frozenset(Neighbor(bridge_name(vni), ip, r.mac) for (vni, ip), r in self.ip_winners(vnis).items())

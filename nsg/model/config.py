@@ -87,6 +87,19 @@ class Uplink(_Frozen):
         return self
 
 
+class PortSecurity(_Frozen):
+    """A switch's port security on each LAN port of a subnet (table bridge nsg_port,
+    nsg/policy/port_guard.py): a port holds at most ``max_macs`` source MACs, a MAC silent for the
+    bridge's ageing time (300 s) frees its place, and new MACs are taken at most ``learn_rate`` per
+    second after a burst of ``learn_burst``. A frame from any other new MAC is dropped and counted
+    before the bridge learns it, so it never reaches EVPN nor the other sites. On by default; ``null``
+    turns it off for the subnet (its overlay then only keeps the gateway-ARP guard)."""
+
+    max_macs: int = Field(default=256, ge=1, le=65535)
+    learn_rate: int = Field(default=20, ge=1, le=10000)  # new MACs per second, per port
+    learn_burst: int = Field(default=40, ge=1, le=65535)  # new MACs at once before the rate applies
+
+
 class Subnet(_Frozen):
     """A tenant L2 subnet: one bridge and one VXLAN device, the VNI shared by all sites."""
 
@@ -95,6 +108,7 @@ class Subnet(_Frozen):
     cidr: IPv4Network
     gateway: IPv4Address
     ports: tuple[IfName, ...] = ()
+    port_security: PortSecurity | None = PortSecurity()  # security by default
 
     @model_validator(mode="after")
     def _check(self) -> Subnet:
@@ -232,6 +246,13 @@ class GatewayConfig(_Frozen):
             for s in self.subnets:
                 if ep.prefix.overlaps(s.cidr):
                     raise ValueError(f"evpn.prefixes[{i}].prefix {ep.prefix} overlaps subnet '{s.name}' ({s.cidr})")
+        for i, rp in enumerate(self.evpn.remote_prefixes if self.evpn else ()):
+            if rp.system_ip == self.system_ip:
+                raise ValueError(f"evpn.remote_prefixes[{i}].system_ip {rp.system_ip} is this gateway's own")
+            for s in self.subnets:  # a route around or inside a subnet would take the subnet's traffic
+                if rp.prefix.overlaps(s.cidr):
+                    raise ValueError(f"evpn.remote_prefixes[{i}].prefix {rp.prefix} overlaps subnet '{s.name}' "
+                                     f"({s.cidr})")
         return self
 
 

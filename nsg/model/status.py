@@ -61,9 +61,15 @@ class EvpnRouteCounts(Status):
 
 
 class EvpnStatus(Status):
+    """``frozen_macs``: MACs frozen by duplicate-MAC detection (RFC 7432 15.1), each {"vni", "mac",
+    "at" (the VTEP it is held at, or "local"), "sites", "moves", "remaining_s"}; ``alerts``: the
+    latest alerts, oldest first, each {"kind", "ts" (Unix time), and the alert's own fields}."""
+
     peers: dict[str, BgpPeerStatus] = {}
     routes: EvpnRouteCounts = EvpnRouteCounts()
     counters: dict[str, int] = {}
+    frozen_macs: list[dict[str, Any]] = []
+    alerts: list[dict[str, Any]] = []
 
 
 # --- tunnels (nsg/tunnels.py; the IKE peerings of ipsec/ike/manager.py and sa.py) --------------
@@ -191,6 +197,43 @@ class GuardStatus(Status):
     overlay_peers: list[str] = []
     services: list[str] = []  # "tcp/8443"
     dropped: dict[str, PacketCount] = {}  # "guard.uplink", "guard.overlay"
+
+
+class PortStatus(Status):
+    """One port of the LAN port guard: a LAN port holds ``macs`` of at most ``max_macs``; a VXLAN
+    port (the overlay) has no MACs. ``dropped`` by reason: full, rate (LAN), spoof, gateway_arp (overlay)."""
+
+    kind: str = "lan"
+    macs: int | None = None
+    max_macs: int | None = None
+    dropped: dict[str, PacketCount] = {}
+
+
+class PortGuardStatus(Status):
+    """Table bridge nsg_port (nsg/policy/port_guard.py): per-port MAC limits and the overlay frame guard."""
+
+    applied: int = 0
+    noop: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    bridges_missing: list[str] = []
+    ports: dict[str, PortStatus] = {}
+
+
+class SecurityAlert(Status):
+    """Something the gateway noticed that an operator should hear of (nsg/alerts.py)."""
+
+    ts: float
+    reason: str  # "duplicate-mac", "route-limit", "port-security"
+    message: str
+    fields: dict[str, Any] = {}
+
+
+class AlertsStatus(Status):
+    counts: dict[str, int] = {}  # by reason, since the daemon started
+    last: list[SecurityAlert] = []  # the newest last
+    unsent: int = 0  # waiting for the channel
+    dropped: int = 0  # never sent (the queue is bounded)
 
 
 class PolicyStatus(Status):
@@ -393,6 +436,8 @@ class GatewayStatus(Status):
     apps: AppsStatus | None = None
     vms: VmsStatus | None = None
     guard: GuardStatus | None = None
+    port_guard: PortGuardStatus | None = None
+    alerts: AlertsStatus | None = None
     policy: PolicyStatus | None = None
     qos: QosStatus | None = None
     last_apply: LastApply | None = None

@@ -8,10 +8,12 @@ import json
 import logging
 
 from nsg.model import GatewayConfig
-from nsg.model.status import GuardStatus, PolicyStatus, QosStatus
+from nsg.model.status import GuardStatus, PolicyStatus, PortGuardStatus, QosStatus
 from nsg.policy import guard as guard_mod
+from nsg.policy import port_guard as pg
 from nsg.policy.apply import BridgeNetfilter, NftPolicy, PolicyApplyError, nft_text, table_counters
 from nsg.policy.nft import PolicyRenderError
+from nsg.policy.port_guard_apply import NftPortGuard
 from nsg.policy.qos_apply import TcQos
 from nsg.policy.tc import QosPlan
 
@@ -30,6 +32,7 @@ class Enforcement:
         self.guard_state = {"applied": 0, "noop": 0, "errors": 0, "last_error": None}
         # bridge-nf-call-iptables: on while the firewall or the QoS limiters need it (both share this)
         self.bridge_nf = BridgeNetfilter()
+        self.port_guard = NftPortGuard()  # table bridge nsg_port: LAN port MAC limits, overlay frame guard
 
     def _guard_present(self) -> bool:
         out = json.loads(nft_text(None, "list", "tables", guard_mod.FAMILY) or "{}")
@@ -85,6 +88,24 @@ class Enforcement:
         except PolicyApplyError as exc:
             log.error("flush: %s", exc)
         self.guard = None
+
+    async def set_port_guard(self, want: pg.PortGuard, verify: bool = False) -> bool:
+        """LAN port security and the overlay frame guard (table bridge nsg_port): True if it was
+        (re)written. Raises EnforcementError (the table in force stays)."""
+        try:
+            changed = await asyncio.to_thread(self.port_guard.set, want, verify)
+        except PolicyApplyError as exc:
+            log.error("port guard not applied: %s", exc)
+            raise EnforcementError(str(exc)) from None
+        if changed:
+            log.info("port guard applied", extra={"fields": {
+                "lan_ports": [p.name for p in want.ports], "overlays": [o.name for o in want.overlays]}})
+        return changed
+
+    async def port_guard_status(self) -> PortGuardStatus | None:
+        """MACs held per LAN port and drops by reason (read from the kernel now, in a worker thread)."""
+        st = await asyncio.to_thread(self.port_guard.status)
+        return None if st is None else PortGuardStatus.model_validate(st)
 
     async def set_policy(self, cfg: GatewayConfig | None, uplinks: dict[str, str], verify: bool = False) -> bool:
         """``cfg``: the config whose policy is wanted (None: no policy). True if the kernel changed.
@@ -144,6 +165,10 @@ class Enforcement:
     async def flush(self) -> None:
         """Our nft tables, qdiscs and ifbs go (--flush-on-exit)."""
         await self.remove_guard()
+        try:
+            await asyncio.to_thread(self.port_guard.remove)
+        except PolicyApplyError as exc:
+            log.error("flush: %s", exc)
         for part in (self.policy, self.qos):
             if part is not None:
                 try:

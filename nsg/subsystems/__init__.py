@@ -5,10 +5,10 @@ resync), which the adapters that can read the kernel back take as "verify and re
 
 from nsg.subsystems.dataplane import DataplaneSubsystem
 from nsg.subsystems.dhcp import DhcpSubsystem
-from nsg.subsystems.enforce import GuardSubsystem, PolicySubsystem, QosSubsystem
+from nsg.subsystems.enforce import GuardSubsystem, PolicySubsystem, PortGuardSubsystem, QosSubsystem
 from nsg.subsystems.evpn import EvpnSubsystem
 from nsg.subsystems.tunnels import EspEngineSubsystem, IkeSubsystem, TunnelSlot
 from nsg.subsystems.workloads import WorkloadsSubsystem
 
 __all__ = ["DataplaneSubsystem", "DhcpSubsystem", "EspEngineSubsystem", "EvpnSubsystem", "GuardSubsystem",
-           "IkeSubsystem", "PolicySubsystem", "QosSubsystem", "TunnelSlot", "WorkloadsSubsystem"]
+           "IkeSubsystem", "PolicySubsystem", "PortGuardSubsystem", "QosSubsystem", "TunnelSlot", "WorkloadsSubsystem"]

@@ -6,6 +6,7 @@ from nsg.compose import PolicyPart, QosPart
 from nsg.engine import NO_CHANGES, Changes, SubsystemError
 from nsg.policy.enforce import Enforcement, EnforcementError
 from nsg.policy.guard import Guard
+from nsg.policy.port_guard import PortGuard
 
 
 class GuardSubsystem:
@@ -26,6 +27,26 @@ class GuardSubsystem:
         except EnforcementError as exc:
             raise SubsystemError(self.name, str(exc)) from None
         return Changes(("apply input guard",)) if changed else NO_CHANGES
+
+
+class PortGuardSubsystem:
+    """LAN port MAC limits and the overlay frame guard (table bridge nsg_port). Set again with the same
+    part (a forced resync): the table is verified and put back if it went missing."""
+
+    name = "port_guard"
+
+    def __init__(self, enforce: Enforcement):
+        self.enforce = enforce
+
+    def unchanged(self) -> None:
+        self.enforce.port_guard.state.noop += 1
+
+    async def set(self, part: PortGuard) -> Changes:
+        try:
+            changed = await self.enforce.set_port_guard(part, verify=part == self.enforce.port_guard.want)
+        except EnforcementError as exc:
+            raise SubsystemError(self.name, str(exc)) from None
+        return Changes(("apply port guard",)) if changed else NO_CHANGES
 
 
 class PolicySubsystem:

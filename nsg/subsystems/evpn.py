@@ -17,14 +17,15 @@ class EvpnSubsystem:
 
     name = "evpn"
 
-    def __init__(self, rib_changed: Callable[[], None]):
+    def __init__(self, rib_changed: Callable[[], None], on_alert: Callable | None = None):
         self.rib_changed = rib_changed
+        self.on_alert = on_alert  # EVPN's security alerts (duplicate MAC, route limits)
         self.control = None  # EvpnControl once a config had an evpn section
         self.watch = None  # NeighWatch
 
     def view(self) -> EvpnView | None:
         c = self.control
-        return None if c is None else EvpnView(c.fdb(), c.neighbors(), c.routes())
+        return None if c is None else EvpnView(c.fdb(), c.neighbors(), c.routes(), devices=c.devices)
 
     def kick(self) -> None:
         """An IKE SA came up: the BGP sessions over it try to connect now."""
@@ -39,7 +40,7 @@ class EvpnSubsystem:
             from nsg.evpn.control import EvpnControl
             from nsg.evpn.rib import EvpnRib
 
-            self.control = EvpnControl(EvpnRib(), self.rib_changed)
+            self.control = EvpnControl(EvpnRib(), self.rib_changed, on_alert=self.on_alert)
             ops.append("start evpn")
         try:
             self.control.apply(part.config, part.local_ip)

@@ -37,7 +37,10 @@ def test_type5_prefixes_with_gobgp(tmp_path):
                             "address": f"{net.addr[1]}/24", "gateway": net.addr[0]}],
                "subnets": [{"name": "corp", "vni": VNI, "cidr": "198.19.0.0/24", "gateway": "198.19.0.1"}],
                "evpn": {"asn": ASN, "peers": [{"address": net.addr[0], "asn": ASN}],
-                        "prefixes": [{"prefix": "192.0.2.0/24", "via": "198.19.0.42"}]}}
+                        "prefixes": [{"prefix": "192.0.2.0/24", "via": "198.19.0.42"}],
+                        # what the controller renders from the other sites' prefixes: GoBGP's VTEP_B may
+                        # advertise 203.0.113.0/24 (type-5 routes no config lists are refused)
+                        "remote_prefixes": [{"system_ip": VTEP_B, "prefix": "203.0.113.0/24"}]}}
         (tmp_path / "gw.json").write_text(json.dumps(cfg))
         with GoBgp(go_ns, tmp_path / "gobgp", net.addr[0], ASN, [GoNeighbor(net.addr[1], ASN)]) as go:
             d = NsgProcess(gw_ns, tmp_path / "gw.json", tmp_path / "state")

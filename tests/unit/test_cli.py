@@ -79,3 +79,19 @@ def test_a_mistyped_option_gets_its_commands_usage(argv, usage, capsys):
     assert exc.value.code == 2
     assert err.startswith(usage), err
     assert f"unrecognized arguments: {argv[-1]}" in err
+
+
+def test_evpn_table_marks_refused_and_frozen_routes():
+    from nsg.cli import _evpn_table
+
+    res = {"peers": {"198.19.255.254": {"state": "Established"}}, "local": [],
+           "received": [{"peer": "198.19.255.254", "type": 5, "prefix": "0.0.0.0/1", "gateway_ip": "198.19.0.11",
+                         "vtep": "198.19.255.1", "best": False, "refused": "not in evpn.remote_prefixes"},
+                        {"peer": "198.19.255.254", "type": 2, "vni": 100, "mac": "02:00:00:00:00:07",
+                         "vtep": "198.19.255.2", "seq": 3, "best": True, "frozen": True}],
+           "frozen_macs": [{"vni": 100, "mac": "02:00:00:00:00:07", "at": "198.19.255.2", "moves": 5,
+                            "remaining_s": 170}]}
+    text = _evpn_table(res)
+    assert "refused: not in evpn.remote_prefixes" in text
+    assert "* frozen" in text
+    assert "frozen (duplicate MAC): vni 100 02:00:00:00:00:07 at 198.19.255.2, 5 moves, 170 s left" in text

@@ -110,3 +110,22 @@ def test_no_evpn_still_shows_the_last_apply():
     st = copy.deepcopy(doc())
     assert st["evpn"] is None
     assert "last apply: generation 7 (controller)" in render(st)
+
+
+def test_port_guard_and_alerts_in_the_text():
+    from nsg.status import render
+
+    doc = {"version": "0.1.0", "pid": 1, "config": {"path": "c.json", "generation": 1, "config_generation": 1,
+                                                    "system_ip": "198.19.255.1", "transport": "esp"},
+           "port_guard": {"ports": {"lan0": {"kind": "lan", "macs": 256, "max_macs": 256,
+                                             "dropped": {"full": {"packets": 4000}, "rate": {"packets": 891}}},
+                                    "vx-100": {"kind": "overlay", "dropped": {"spoof": {"packets": 3},
+                                                                              "gateway_arp": {"packets": 2}}}}},
+           "alerts": {"counts": {"port-security": 1}, "unsent": 1,
+                      "last": [{"ts": 0, "reason": "port-security",
+                                "message": "port lan0 of 198.19.255.1: 4891 frames from new MACs refused in 5 s, "
+                                           "limited to 256 MACs"}]}}
+    text = render(doc)
+    assert "port guard: lan0 256/256 MACs; new MACs refused 4891 frames; forged from the overlay 5 frames" in text
+    assert "security alerts: port-security 1 (1 not sent to the controller yet)" in text
+    assert "port lan0 of 198.19.255.1: 4891 frames from new MACs refused in 5 s, limited to 256 MACs" in text

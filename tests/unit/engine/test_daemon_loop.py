@@ -31,7 +31,7 @@ from tests.unit.engine.test_adapters import Counting, kernel
 from tests.unit.test_cli import cert_config
 
 M = "02:00:00:00:00:07"
-FAKED = ("guard", "policy", "esp_engine", "ike", "qos", "workloads")  # nft, the ESP engine, docker
+FAKED = ("guard", "policy", "esp_engine", "port_guard", "ike", "qos", "workloads")  # nft, the ESP engine, docker
 LEASE = Lease(IPv4Interface("198.18.5.7/24"), IPv4Address("198.18.5.1"))
 REMOTE_MAC = Fdb("vx-100", M, "198.19.255.2")
 
@@ -97,7 +97,7 @@ def test_the_main_loop_composes_and_sets_in_order_and_keeps_the_running_config(t
             # start: every part set once, in the declared order (the fakes' journal, and the engine's record)
             assert d.last_apply is not None and d.last_apply.reason == "start" and d.last_apply.error is None
             assert tuple(d.last_apply.subsystems) == DESIRED_ORDER
-            assert box.names() == ["guard", "policy", "esp_engine", "ike", "qos", "evpn", "workloads"]
+            assert box.names() == ["guard", "policy", "esp_engine", "port_guard", "ike", "qos", "evpn", "workloads"]
             assert box.dhcp["wan0"].running and d.generation == 1
             assert box.journal[-2][1].local_ip == "0.0.0.0"  # the evpn part: no lease yet
 
@@ -126,7 +126,7 @@ def test_the_main_loop_composes_and_sets_in_order_and_keeps_the_running_config(t
             # the resync tick: the parts that read the kernel back are set again and repair drift
             box.kernel.apply(DelFdb(REMOTE_MAC))  # someone removed our entry behind our back
             await box.event("resync", applies(5))
-            assert box.names(seen) == ["guard", "policy", "qos"]  # forced; the fakes find no change
+            assert box.names(seen) == ["guard", "policy", "port_guard", "qos"]  # forced; the fakes find no change
             assert box.kernel.applied[-1] == AddFdb(REMOTE_MAC)
             assert d.counters["resyncs"] == 1 and d.counters["drift_repairs"] == 1
 
@@ -137,7 +137,7 @@ def test_the_main_loop_composes_and_sets_in_order_and_keeps_the_running_config(t
                                                 "gateway": "198.19.1.1", "ports": []}]
             box.write(two)
             await box.event("reload", applies(6))
-            assert d.generation == 2 and d.last_apply.error is None and box.names(seen) == ["evpn"]
+            assert d.generation == 2 and d.last_apply.error is None and box.names(seen) == ["port_guard", "evpn"]
             assert "guard" in d.last_apply.skipped and d.last_apply.subsystems["dataplane"] > 0
             assert (box.state / "last-good-config.json").exists()
 

@@ -169,7 +169,11 @@ def test_type5_origination_and_routes(monkeypatch):
     monkeypatch.setattr(control_mod, "Speaker", Recorder)
     changes = []
     c = control_mod.EvpnControl(EvpnRib(), lambda: changes.append(1))
-    c.apply(parse_config(_doc(prefixes=[{"prefix": "192.0.2.0/24", "via": "198.19.0.42"}])), "198.18.0.2")
+    # what REMOTE may advertise: the config lists it (the controller renders it, controller/mesh.py); the
+    # last three would capture the overlay: listed here so that the kernel-side guard is what refuses them
+    allowed = ["203.0.113.0/24", "198.51.100.0/24", "198.18.0.1/32", "198.18.0.0/23", "198.19.255.1/32"]
+    c.apply(parse_config(_doc(prefixes=[{"prefix": "192.0.2.0/24", "via": "198.19.0.42"}],
+                              remote_prefixes=[{"system_ip": REMOTE, "prefix": p} for p in allowed])), "198.18.0.2")
     assert changes  # our own prefix is routed here too: the dataplane must follow
     sent = [r for u in Recorder.instances[0].announce for r in u.mp_reach.nlri if isinstance(r, IpPrefixRoute)]
     assert [(str(r.prefix), r.prefix_len, str(r.gateway), r.label) for r in sent] == [("192.0.2.0", 24,

@@ -125,14 +125,6 @@ def test_neighbour_follows_the_winning_path(ops, neighbors, where):
     assert fdb_of(rib) == where
 
 
-def test_a_route_whose_label_changes_moves_to_the_new_vni():
-    """The same NLRI (RD, tag, MAC) announced again with another VNI in its label: the path leaves
-    the old VNI (a BGP route is replaced by its new version, RFC 4271 section 9.1.4)."""
-    rib = run([("+", p(A, 0, vni=100, rd=f"{A}:7")), ("+", p(A, 0, vni=200, rd=f"{A}:7"))])
-    assert {(f.ifname, f.dst) for f in rib.fdb() if not f.master} == {("vx-200", A)}
-    assert rib.best(100, M1) is None
-
-
 def test_flood_list_entries_from_two_peers_and_two_vnis():
     """Type-3 routes: one per VNI per VTEP, each peer's copy a path of its own."""
     rib = EvpnRib()

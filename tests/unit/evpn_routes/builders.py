@@ -4,10 +4,13 @@ RR1, RR2 (the core's BGP peers)."""
 
 from __future__ import annotations
 
+from ipaddress import ip_address
+
 from bgp.attributes import ExtCommunities
 from bgp.codec import Update, UpdateResult
 from bgp.constants import MAC_MOBILITY_STICKY, AttrType, ErrorAction
 from bgp.evpn_nlri import (
+    IpPrefixRoute,
     MacIpRoute,
     MacMobility,
     RouteDistinguisher,
@@ -28,19 +31,22 @@ M1, M2 = "02:00:00:00:00:01", "02:00:00:00:00:02"
 VNI = 100
 
 
-def config(vnis=(VNI,)):
+def config(vnis=(VNI,), *, apps=(), **evpn):
+    """Our config: a subnet 198.19.<i>.0/24 per VNI; ``apps``: (name, address) of apps on the first;
+    ``evpn``: more of the evpn section (remote_prefixes, limits, duplicate_mac)."""
     return parse_config({
         "schema_version": 1, "system_ip": SYSIP,
         "uplinks": [{"name": "w", "interface": "eth0", "mode": "static", "address": "198.18.0.2/24",
                      "gateway": "198.18.0.1"}],
         "subnets": [{"name": f"s{v}", "vni": v, "cidr": f"198.19.{i}.0/24", "gateway": f"198.19.{i}.1",
                      "ports": [f"lan{i}"]} for i, v in enumerate(vnis)],
-        "evpn": {"asn": 65000, "peers": [{"address": a, "asn": 65000} for a in (RR1, RR2)]}})
+        "apps": [{"name": n, "image": "acme/web:1", "subnet": f"s{vnis[0]}", "address": a} for n, a in apps],
+        "evpn": {"asn": 65000, "peers": [{"address": a, "asn": 65000} for a in (RR1, RR2)], **evpn}})
 
 
-def core(vnis=(VNI,)) -> EvpnRoutes:
+def core(vnis=(VNI,), **kw) -> EvpnRoutes:
     c = EvpnRoutes(EvpnRib())
-    c.configure(config(vnis))
+    c.configure(config(vnis, **kw))
     return c
 
 
@@ -72,6 +78,28 @@ def imet(vtep: str, *, pmsi: bool = True) -> UpdateResult:
     route, tunnel = inclusive_multicast_route(rd(vtep), VNI, vtep)
     upd = Update.for_evpn((route,), vtep, (route_target(65000, VNI), encap_vxlan()), pmsi=tunnel if pmsi else None)
     return UpdateResult(ErrorAction.NONE, update=upd)
+
+
+def prefix(vtep: str, net: str, gw: str = "198.19.0.77") -> UpdateResult:
+    """A type-5 route of ``vtep`` (RFC 9136): ``net`` via the gateway IP ``gw``."""
+    addr, length = net.split("/")
+    route = IpPrefixRoute(rd(vtep), ip_address(addr), int(length), ip_address(gw), VNI)
+    return UpdateResult(ErrorAction.NONE, update=Update.for_evpn((route,), vtep, (route_target(65000, VNI),
+                                                                                encap_vxlan())))
+
+
+def unprefix(vtep: str, net: str, gw: str = "198.19.0.77") -> UpdateResult:
+    addr, length = net.split("/")
+    route = IpPrefixRoute(rd(vtep), ip_address(addr), int(length), ip_address(gw), VNI)
+    return UpdateResult(ErrorAction.NONE, update=Update.withdraw_evpn((route,)))
+
+
+def macs(vtep: str, count: int, start: int = 0) -> UpdateResult:
+    """One UPDATE of ``count`` MAC-only routes of ``vtep`` (02:66:..: a flood's)."""
+    routes = tuple(mac_ip_route(rd(vtep), f"02:66:00:00:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}", None, VNI)
+                   for i in range(start, start + count))
+    return UpdateResult(ErrorAction.NONE, update=Update.for_evpn(routes, vtep, (route_target(65000, VNI),
+                                                                              encap_vxlan())))
 
 
 def eor() -> UpdateResult:

@@ -27,6 +27,9 @@ class FakeSpeaker:
     def send(self, _upd):
         pass
 
+    async def stop(self):
+        pass
+
 
 def test_the_stale_timer_runs_out_on_the_loop(monkeypatch):
     monkeypatch.setattr(control_mod, "Speaker", FakeSpeaker)
@@ -64,5 +67,39 @@ def test_status_is_typed_and_dumps_as_before(monkeypatch):
         "routes": {"mac": 2, "imet": 1, "prefix": 0, "local": 1},
         "counters": {"local_learned": 1, "local_withdrawn": 0, "moved_away": 0, "sticky_conflicts": 0,
                      "stale_kept": 0, "stale_purged": 0, "prefixes_refused": 0, "vteps_refused": 0,
-                     "routes_refused": 0},
+                     "routes_refused": 0, "routes_over_limit": 0, "duplicate_macs": 0, "moves_ignored": 0,
+                     "ip_refused_own_address": 0, "ip_refused_local_neighbor": 0, "ip_refused_lower_sequence": 0},
+        "frozen_macs": [],
+        "alerts": [],
     }
+
+
+def test_alerts_reach_on_alert_and_status_and_the_freeze_timer_runs_on_the_loop(monkeypatch):
+    """Duplicate-MAC detection through the driver: the alert goes to ``on_alert`` and into status with
+    the frozen MAC; the freeze timer the core asks for runs on the event loop and ends the hold."""
+    from nsg.evpn.effects import DuplicateMacAlert
+    from tests.unit.evpn_routes.builders import M1
+
+    monkeypatch.setattr(control_mod, "Speaker", FakeSpeaker)
+    now = [1000.0]
+    got: list = []
+
+    async def main():
+        ctl = control_mod.EvpnControl(EvpnRib(), lambda: None, on_alert=got.append, clock=lambda: now[0])
+        cfg = config().model_dump(mode="json")
+        cfg["evpn"]["duplicate_mac"] = {"max_moves": 2, "window_s": 60, "freeze_s": 1}
+        ctl.apply(type(config()).model_validate(cfg), "198.18.0.2")
+        for i, vtep in enumerate((A, B, A)):
+            now[0] += 1
+            ctl._on_update(RR1, mac(vtep, i))
+        assert [type(a) for a in got] == [DuplicateMacAlert] and got[0].mac == M1
+        st = ctl.status()
+        assert [(f["mac"], f["at"]) for f in st.frozen_macs] == [(M1, B)]
+        assert st.alerts[0]["kind"] == "duplicate-mac" and st.alerts[0]["mac"] == M1 and "ts" in st.alerts[0]
+        assert st.counters["duplicate_macs"] == 1
+        now[0] += 1
+        await asyncio.sleep(1.2)  # the freeze timer (1 s) fires: the hold is over
+        assert ctl.status().frozen_macs == [] and ctl._freeze_timer is None
+        await ctl.stop()
+
+    asyncio.run(main())

@@ -41,8 +41,8 @@ CASES = {
 def test_local_mac_against_remote_routes(steps, seq, entries, moved, sticky, last):
     c = core()
     for step in steps:
-        eff = c.learned(None, [MacEvent(VNI, M1, "lan0", step == HERE)]) if step in (HERE, GONE) \
-            else c.received(*step)
+        eff = c.learned(None, [MacEvent(VNI, M1, "lan0", step == HERE)], 0.0) if step in (HERE, GONE) \
+            else c.received(*step, 0.0)
     ours = [r["seq"] for r in c.show()["local"] if r["type"] == 2 and r["mac"] == M1]
     assert ours == ([] if seq is None else [seq])
     assert {e for e in installed(c) if e[0] == M1} == entries
@@ -53,10 +53,10 @@ def test_local_mac_against_remote_routes(steps, seq, entries, moved, sticky, las
 def test_what_a_session_coming_up_gets():
     """Our type-3 and our type-2 routes; a route withdrawn is gone from the set too."""
     c = core()
-    eff = c.learned(None, [MacEvent(VNI, M1, "lan0", True)])
+    eff = c.learned(None, [MacEvent(VNI, M1, "lan0", True)], 0.0)
     assert eff.announce is not None and len(eff.announce) == 2 and list(eff.announce) == c.announcements()
     assert not eff.changed  # a host appearing on our LAN changes nothing in the kernel
-    eff = c.received(RR1, mac(B, 1))
+    eff = c.received(RR1, mac(B, 1), 0.0)
     assert eff.announce is not None and len(eff.announce) == 1
     assert eff.changed
 
@@ -69,11 +69,11 @@ def test_a_new_vni_reaches_sessions_that_are_up_and_a_removed_one_is_withdrawn()
     c = EvpnRoutes(EvpnRib())
     first = c.configure(config((VNI,)))
     assert len(first.send) == 1 and first.announce == first.send  # our type-3
-    c.learned(None, [MacEvent(200, M1, "lan1", True)])  # VNI 200 not configured: ignored
+    c.learned(None, [MacEvent(200, M1, "lan1", True)], 0.0)  # VNI 200 not configured: ignored
     assert c.local.routes() == set()
     grown = c.configure(config((VNI, 200)))
     assert len(grown.send) == 1 and grown.send[0].mp_reach is not None and len(grown.announce or ()) == 2
-    c.learned(None, [MacEvent(200, M1, "lan1", True)])
+    c.learned(None, [MacEvent(200, M1, "lan1", True)], 0.0)
     shrunk = c.configure(config((VNI,)))
     assert sent(shrunk) == [("-", M1, 0)] and len(shrunk.announce or ()) == 1
     assert [u.mp_unreach is not None for u in shrunk.send] == [True, True]  # the type-3, then the type-2

@@ -59,7 +59,7 @@ CASES = {
 def test_received_routes(steps, entries, held, refused):
     c = core()
     for peer, result in steps:
-        c.received(peer, result)
+        c.received(peer, result, 0.0)
     assert installed(c) == entries
     assert (len(c.peers[RR1].routes) if RR1 in c.peers else 0) == held
     assert c.counters["routes_refused"] == refused
@@ -67,23 +67,40 @@ def test_received_routes(steps, entries, held, refused):
 
 def test_mac_ip_route_becomes_a_neighbour_entry_and_goes_with_its_withdrawal():
     c = core()
-    c.received(RR1, mac(A, ip=X))
+    c.received(RR1, mac(A, ip=X), 0.0)
     assert {(n.ip, n.mac) for n in c.neighbors()} == {(X, M1)}
-    c.received(RR1, unmac(A, ip=X))
+    c.received(RR1, unmac(A, ip=X), 0.0)
     assert c.neighbors() == frozenset()
 
 
 def test_effects_of_received_routes():
     """Remote routes for MACs that are not ours: nothing to send, the kernel view changed."""
     c = core()
-    eff = c.received(RR1, mac(A))
+    eff = c.received(RR1, mac(A), 0.0)
     assert eff == Effects(changed=True)
-    assert c.received(RR1, eor()) == Effects()
+    assert c.received(RR1, eor(), 0.0) == Effects()
 
 
 def test_show_lists_each_peers_routes_and_marks_the_best():
     c = core()
-    c.received(RR1, mac(A, 0))
-    c.received(RR2, mac(B, 1))
+    c.received(RR1, mac(A, 0), 0.0)
+    c.received(RR2, mac(B, 1), 0.0)
     got = [(r["peer"], r["vtep"], r["seq"], r["best"]) for r in c.show()["received"]]
     assert got == [(RR1, A, 0, False), (RR2, B, 1, True)]
+
+
+def test_a_route_whose_label_changes_moves_to_the_new_vni():
+    """The same NLRI (RD, tag, MAC) announced again with another VNI in its label: the path leaves
+    the old VNI (a BGP route is replaced by its new version, RFC 4271 section 9.1.4; the Adj-RIB-In
+    finds the old path by the route's identity)."""
+    from bgp.codec import Update, UpdateResult
+    from bgp.constants import ErrorAction
+    from bgp.evpn_nlri import encap_vxlan, mac_ip_route, route_target
+    from tests.unit.evpn_routes.builders import rd
+
+    c = core(vnis=(100, 200))
+    for vni in (100, 200):
+        upd = Update.for_evpn((mac_ip_route(rd(A), M1, None, vni),), A, (route_target(65000, vni), encap_vxlan()))
+        c.received(RR1, UpdateResult(ErrorAction.NONE, update=upd), 0.0)
+    assert {(f.ifname, f.dst) for f in c.fdb() if not f.master} == {("vx-200", A)}
+    assert c.rib.best(100, M1) is None and len(c.peers[RR1].routes) == 1
