@@ -218,9 +218,22 @@ def _two_branch(name: str, nat: bool, underlay: bool) -> Topology:
     )
 
 
+def _three_branch(name: str) -> Topology:
+    """Three sites, one host each (bN-h1 = 198.19.0.N1): a branch that turns hostile can be watched
+    from the two others, each of which can still reach the third (tests/e2e/test_stolen_box.py)."""
+    return Topology(
+        name=name,
+        branches=tuple(Branch(name=f"b{i}", hosts=(Host(name=f"b{i}-h1",
+                                                        address=IPv4Interface(f"198.19.0.{i}1/24")),))
+                       for i in (1, 2, 3)),
+        underlay_routes_system_ips=True,
+    )
+
+
 BUILTIN = {
     "two-branch": lambda: _two_branch("two-branch", nat=False, underlay=True),
     "two-branch-nat": lambda: _two_branch("two-branch-nat", nat=True, underlay=False),
+    "three-branch": lambda: _three_branch("three-branch"),
 }
 
 

@@ -98,7 +98,12 @@ class ZeroTouchLab:
         def sysip(name: str) -> str:
             return json.loads(self.controller("gateway", "show", name, "--json").stdout)["system_ip"]
 
-        self.lab.spawn("ctl", "rr", rr_argv(sysip(HUB), [sysip(g.name) for g in self.plan.gateways]))
+        # what each branch owns, from the configs the controller renders (as an operator does it); the
+        # reflector's refusals go back to the controller as security events
+        owners = self.ctl_dir / "reflector-view.json"
+        self.controller("security", "reflector-view", "acme", "--out", str(owners))
+        argv = rr_argv(sysip(HUB), [sysip(g.name) for g in self.plan.gateways], owners=owners)
+        self.lab.spawn("ctl", "rr", [*argv, "--events-to", f"http://{ADMIN}", "--token-file", str(self.token_file)])
 
     def start_dhcp(self) -> None:
         """Each branch's WAN gets its planned address by DHCP, and option 143 names the bootstrap server."""

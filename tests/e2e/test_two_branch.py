@@ -14,7 +14,7 @@ import time
 
 from scapy.all import ICMP, IP, UDP, VXLAN, rdpcap
 
-from lab.gateways import HUB_NODE, Gateways, nsg_argv, rr_argv
+from lab.gateways import HUB_NODE, Gateways, nsg_argv
 from lab.topology import CONTROLLER_SYSTEM_IP
 from tests.capture import capture
 
@@ -90,7 +90,7 @@ def test_route_reflector_restart_keeps_the_overlay_forwarding(make_lab):
     assert " 0% packet loss" in ping.stdout
     st = gws.status("b1")
     assert st["evpn"]["counters"]["stale_kept"] >= 1 and st["evpn"]["routes"]["imet"] == 1
-    lab.spawn(HUB_NODE, "rr", rr_argv(CONTROLLER_SYSTEM_IP, [g.system_ip for g in plan.gateways]))
+    lab.spawn(HUB_NODE, "rr", gws.reflector_argv())
     for g in ("b1", "b2"):
         gws.wait_applied(g, timeout=30)  # sessions up again, the other branch's type-3 in place
     deadline = time.monotonic() + 10

@@ -50,8 +50,8 @@ def test_cli_up_status_exec_down():
 
 def test_bad_names_and_topologies_are_refused():
     assert "must match" in nsg_lab("up", "two-branch", "--name", "Bad-Name").stderr
-    r = nsg_lab("up", "three-branch", "--name", unique_name())
-    assert r.returncode == 1 and "unknown topology 'three-branch'" in r.stderr
+    r = nsg_lab("up", "four-branch", "--name", unique_name())
+    assert r.returncode == 1 and "unknown topology 'four-branch'" in r.stderr
 
 
 def test_down_after_a_crash_removes_processes_and_namespaces():
