@@ -1,7 +1,7 @@
 """A stolen box stays one box (issue 23 section 1): a rooted branch gateway attacks the overlay with what
 it legitimately holds, its BGP session to the route reflector and its tunnels.
 
-The attacker runs in b1's own namespace (tests/e2e/bgp_attacker.py). Its UPDATEs ride b1's own
+The attacker runs in b1's own namespace (lab/bgp_attacker.py). Its UPDATEs ride b1's own
 session to the reflector, inside b1's ESP tunnel to the hub, exactly where b1's daemon's go (the
 daemon keeps running; its session is relayed through the attacker, who adds to it); its VXLAN frames
 ride b1's tunnel to b2. b2 and b3 are the victims and the witnesses: every assertion is about their
@@ -227,10 +227,10 @@ def _prefix_routes(s: Site, node: str) -> dict[str, str]:
 # --- processes of the test (each killed by pid if the test ends first) ------------------------------
 
 class Attacker:
-    """tests/e2e/bgp_attacker.py in b1's namespace; its progress lines can be waited for."""
+    """lab/bgp_attacker.py in b1's namespace; its progress lines can be waited for."""
 
     def __init__(self, s: Site, scenario: dict):
-        argv = s.lab.exec_argv("b1", [sys.executable, "-m", "tests.e2e.bgp_attacker", json.dumps(scenario)])
+        argv = s.lab.exec_argv("b1", [sys.executable, "-m", "lab.bgp_attacker", json.dumps(scenario)])
         self.proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self._lines: queue.Queue = queue.Queue()
         self.events: set[str] = set()

@@ -1,5 +1,7 @@
 """A rooted branch gateway's BGP, as an attacker uses it (issue 23, "A stolen box stays one box").
 
+Shared by the stolen-box tests (tests/e2e/test_stolen_box.py) and the benchmark bench/evpn_flood.py.
+
 Runs inside the gateway's own namespace (the lab's b1) and speaks to the route reflector at the hub's
 system IP from the box's system IP: through the box's real ESP tunnel, as the box's own BGP does. It
 sends the UPDATEs a scenario describes, built with the project's BGP library (bgp/), and prints one
@@ -25,7 +27,7 @@ Scenario (JSON, the one argument)::
     {"mode": "inject" | "session", "hub": "198.19.255.254", "local": "198.19.255.1", "asn": 65000,
      "router_id": "<session mode>", "hold_time": 9,             # session mode: our OPEN
      "open": {"router_id": "...", "hold_time": 0},              # inject mode: the daemon's OPEN, changed
-     "wait_s": 15, "linger_s": 1,
+     "wait_s": 15, "linger_s": 1, "stop_on_stdin": false,
      "steps": [
         {"announce": [ROUTE, ...], "every_ms": 100, "for_s": 20, "seq_step": 1, "outbid": true},
         {"withdraw": [ROUTE, ...]},
@@ -39,16 +41,19 @@ Scenario (JSON, the one argument)::
        "rt" ("asn:vni" by default), "originator_id", "cluster_list" (addresses).
 
 ``linger_s``: how long the session stays up after the last step (once it closes the reflector
-withdraws everything it announced). ``announce`` without ``every_ms`` sends once. Repeated, a type-2
-route's sequence number grows by ``seq_step`` each round, and with ``outbid`` it is at least one above
-the highest sequence number the reflector has sent us for that MAC (the real owner re-announcing).
+withdraws everything it announced); with ``stop_on_stdin`` it ends earlier, at the first line (or the
+end) of standard input, so that whoever runs the harness decides when the attack stops.
+``announce`` without ``every_ms`` sends once. Repeated, a type-2 route's sequence number grows by
+``seq_step`` each round, and with ``outbid`` it is at least one above the highest sequence number the
+reflector has sent us for that MAC (the real owner re-announcing).
 
 Output, the last line: ``established``, ``established_s``, ``peer_open``, ``our_open``, ``sent``,
 ``received``, ``notification`` (the reflector's, ``{"code", "subcode"}``) or None, ``end`` (why the
 session ended), ``errors``. Before it, progress lines ``{"event": "established"}`` and
 ``{"event": "steps_done"}`` as they happen.
 
-Usage: python -m tests.e2e.bgp_attacker '<scenario JSON>'   (inside the box's namespace, as root)
+Usage: python -m lab.bgp_attacker '<scenario JSON>'   (inside the box's namespace, as root), or
+``Harness(lab, "b1", scenario, log)`` from outside.
 """
 
 from __future__ import annotations
@@ -57,13 +62,16 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 from bgp import fsm
 from bgp.attributes import ClusterList, OriginatorId
@@ -263,6 +271,15 @@ class Attack:
             self.send(_announcement(base, self.local, self.asn, chunk), announced=len(chunk))
             await asyncio.sleep(0)
 
+    async def linger(self) -> None:
+        """After the last step: until the session ends, ``linger_s`` passes or (``stop_on_stdin``) a line
+        or the end of standard input arrives."""
+        waits = [self.ended]
+        if self.sc.get("stop_on_stdin"):
+            waits.append(_stdin_event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_first(*waits), self.sc.get("linger_s", 1.0))
+
     def result(self) -> dict:
         self.out["seconds"] = round(time.monotonic() - self.t0, 3)
         return self.out
@@ -334,8 +351,7 @@ class Inject:
         if a.established.is_set() and not a.ended.is_set():
             a._send = lambda upd: self.rr.write(upd.encode())  # type: ignore[union-attr]
             await a.steps()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(a.ended.wait(), a.sc.get("linger_s", 1.0))
+            await a.linger()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.b1 is not None:  # one session only; a second daemon connection waits for the redirect to go
@@ -411,6 +427,20 @@ class Inject:
         return frame
 
 
+def _stdin_event() -> asyncio.Event:
+    """Set at the first line or the end of standard input (read without blocking the loop)."""
+    ev = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    fd = sys.stdin.fileno()
+
+    def readable() -> None:
+        loop.remove_reader(fd)
+        ev.set()
+
+    loop.add_reader(fd, readable)
+    return ev
+
+
 async def _first(*events: asyncio.Event) -> None:
     tasks = [asyncio.ensure_future(e.wait()) for e in events]
     try:
@@ -468,8 +498,7 @@ class OwnSession:
             if a.established.is_set() and not a.ended.is_set():
                 a._send = sp.send
                 await a.steps()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(a.ended.wait(), sc.get("linger_s", 1.0))
+                await a.linger()
             a.out["state"] = sp.session.state.value
         finally:
             await sp.stop()
@@ -484,6 +513,66 @@ async def main(sc: dict) -> dict:
     except (OSError, ValueError, KeyError, BgpError, subprocess.CalledProcessError) as exc:  # for the test to show
         attack.out["errors"].append(f"{type(exc).__name__}: {exc}")
     return attack.result()
+
+
+# --- the harness from outside the box (tests, benchmarks) -----------------------------------------
+
+class Harness:
+    """This module run in ``node`` of a lab (a lab.lab.Lab) with ``scenario``: its progress lines are
+    timestamped (time.monotonic()) as they arrive, in ``events``, and the moment it exits as "exited";
+    ``stop()`` ends the linger of a scenario with ``stop_on_stdin``; ``close()`` returns its result."""
+
+    def __init__(self, lab, node: str, scenario: dict, log: Path):
+        root = Path(__file__).resolve().parents[1]
+        self._err = open(log, "ab")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(lab.exec_argv(node, [sys.executable, "-m", "lab.bgp_attacker",
+                                                          json.dumps(scenario)]),
+                                     cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._err, text=True, start_new_session=True)
+        self.events: dict[str, float] = {}
+        self.result: dict | None = None
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with contextlib.suppress(json.JSONDecodeError):
+                msg = json.loads(line)
+                if "event" in msg:
+                    self.events.setdefault(msg["event"], time.monotonic())
+                else:
+                    self.result = msg
+        self.events.setdefault("exited", time.monotonic())
+
+    def wait(self, event: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while event not in self.events and "exited" not in self.events and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return event in self.events
+
+    @property
+    def gone(self) -> bool:
+        return "exited" in self.events
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.write("stop\n")
+            self.proc.stdin.flush()
+
+    def close(self, timeout: float = 20) -> dict:
+        """Stop it, wait for it (SIGKILL by pid if it lingers), and its result."""
+        self.stop()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        deadline = time.monotonic() + 2
+        while "exited" not in self.events and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self._err.close()
+        return self.result or {"errors": [f"no result (exit {self.proc.returncode})"]}
 
 
 if __name__ == "__main__":
