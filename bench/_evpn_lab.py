@@ -45,10 +45,6 @@ class BenchError(RuntimeError):
     """The lab did not reach the state a measurement needs (the message says which and why)."""
 
 
-def _interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def sh(*argv: str) -> str:
     return netns.run(*argv)
 

@@ -42,16 +42,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -71,13 +68,13 @@ from _evpn_lab import (
     Agent,
     BenchError,
     Lab,
-    _interrupt,
     established,
     fdb_macs,
     mb,
     proc_kb,
     summary,
 )
+from _runner import bench_main
 
 from tests.interop.frr import FrrError, Neighbor, make_vtep
 from tests.interop.procs import stop_process
@@ -284,36 +281,13 @@ def main() -> int:
     ap.add_argument("--install-timeout", type=float, default=75.0, metavar="SECONDS",
                     help="give up on an install after this long (the run stays under ~2 minutes)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs) and say where")
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print(json.dumps({"bench": "evpn", "error": "needs root (network namespaces)"}))
-        return 2
+    return bench_main("evpn", ap.parse_args(), run, _unavailable)
+
+
+def _unavailable() -> str | None:
     missing = [p for p in ("/usr/lib/frr/bgpd", "/usr/lib/frr/zebra") if not Path(p).exists()]
     missing += [p for p in ("vtysh", "bridge") if shutil.which(p) is None]
-    if missing:
-        print(json.dumps({"bench": "evpn", "error": f"missing: {', '.join(missing)}"}))
-        return 2
-    # SIGINT too: a shell without job control starts background jobs with SIGINT ignored
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
-    workdir = Path(tempfile.mkdtemp(prefix="nsg-bench-evpn-"))
-    t = time.monotonic()
-    status = 0
-    try:
-        result = run(args, workdir)
-        result["bench_s"] = round(time.monotonic() - t, 1)
-    except KeyboardInterrupt:
-        result, status = {"bench": "evpn", "error": "interrupted"}, 130
-    except Exception as exc:  # noqa: BLE001 - whatever broke, the last line is still one JSON object
-        traceback.print_exc()
-        result, status = {"bench": "evpn", "error": f"{type(exc).__name__}: {exc}"[-2000:]}, 1
-    finally:
-        if args.keep:
-            print(f"bench/evpn.py: work directory kept: {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(json.dumps(result))
-    return status
+    return f"missing: {', '.join(missing)}" if missing else None
 
 
 if __name__ == "__main__":

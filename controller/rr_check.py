@@ -1,11 +1,13 @@
 """The route reflector's check of what a client sends, route by route. Sans-IO: no sockets, no clock
-(``now`` comes in), no logging; the reflector (route_reflector.py) applies the outcome.
+(``now`` comes in), no logging; the reflector's Adj-RIBs-In (rr_rib.py) apply the outcome.
 
 Each NLRI of an UPDATE is accepted or refused with a ``Reason``:
 
 - an announcement must be the client's own (``rr_policy.ClientOwnership``): its system IP as next hop,
   PMSI tunnel endpoint and type-3 originating router; its RDs, VNIs and route targets; its exact type-5
   prefixes; a MAC+IP route's IP inside the VNI's subnet and not another site's workload;
+- a route whose ORIGINATOR_ID is our router id, or whose CLUSTER_LIST carries our cluster id, has looped
+  (RFC 4456 section 8: ignored), with or without a view;
 - a client sets neither ORIGINATOR_ID nor CLUSTER_LIST (RFC 4456 section 8: the reflector creates them).
   One that does is refused route and all, not stripped: with another gateway's router id in
   ORIGINATOR_ID, or our cluster id in CLUSTER_LIST, it would make that gateway (or us) drop the route
@@ -23,14 +25,18 @@ Each NLRI of an UPDATE is accepted or refused with a ``Reason``:
   Adj-RIB-In.
 
 A refused announcement of an NLRI the client had announced before withdraws the old one (RFC 7606
-treat-as-withdraw semantics: what we reflect is what the client last said, or nothing). Without an
-ownership (the reflector runs without a view) only the limits and the Adj-RIB-In consistency apply.
+treat-as-withdraw semantics: what we reflect is what the client last said, or nothing). A refused
+route, whatever the reason, takes no room: it does not count against ``max_routes`` (else a client's
+looped or refused routes would push its real ones over the limit and get its session torn down), and
+one refused for what it carries (a loop, ownership, mobility) draws no rate token either; a route
+announced again needs no new room, and a withdrawal (or a refusal) earlier in the same UPDATE frees
+its route's. Without an ownership (the reflector runs without a view) only the loop rules, the limits
+and the Adj-RIB-In consistency apply.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network, ip_network
@@ -64,6 +70,8 @@ class Reason(StrEnum):
     COVERING_PREFIX = "default-or-covering-prefix"  # ... and covers the default, a subnet or a system IP
     OUTSIDE_SUBNET = "ip-outside-subnet"  # MAC+IP / type-5 gateway IP outside the VNI's subnet
     FOREIGN_HOST = "foreign-host"  # another site's workload address, or the subnet's gateway address
+    ORIGINATOR_ID_OURS = "originator-id-ours"  # RFC 4456 section 8: it has looped back to us
+    CLUSTER_LIST_LOOP = "cluster-list-loop"  # ... our cluster id already in its CLUSTER_LIST
     ORIGINATOR_ID_SUPPLIED = "originator-id-supplied"
     CLUSTER_LIST_SUPPLIED = "cluster-list-supplied"
     STICKY_MAC = "sticky-mac"
@@ -75,6 +83,7 @@ class Reason(StrEnum):
     WITHDRAW_NOT_ANNOUNCED = "withdraw-not-announced"
     RATE_LIMITED = "rate-limited"
     OVER_MAX_ROUTES = "over-max-routes"
+    TOO_BIG_TO_REFLECT = "too-big-to-reflect"  # with our ORIGINATOR_ID and CLUSTER_LIST over 4,096 octets
     # --- per session (security events, no NLRI) ---
     NOT_A_CLIENT = "not-a-client"
     HOLD_TIME_REFUSED = "hold-time-refused"
@@ -89,6 +98,7 @@ OWNERSHIP_REASONS = frozenset({
     Reason.FOREIGN_NEXT_HOP, Reason.FOREIGN_RD, Reason.FOREIGN_VNI, Reason.FOREIGN_ROUTE_TARGET,
     Reason.FOREIGN_PREFIX, Reason.COVERING_PREFIX, Reason.OUTSIDE_SUBNET, Reason.FOREIGN_HOST,
 })
+LOOP_REASONS = frozenset({Reason.ORIGINATOR_ID_OURS, Reason.CLUSTER_LIST_LOOP})
 
 
 def route_key(nlri: object) -> bytes:
@@ -230,6 +240,18 @@ def _mobility_of(upd: Update) -> tuple[int, bool]:
     return max((c.sequence for c in mob), default=0), any(c.sticky for c in mob)
 
 
+def loop_reason(upd: Update, router_id: IPv4Address | None, cluster_id: IPv4Address | None) -> Reason | None:
+    """RFC 4456 section 8: a route with our router id as ORIGINATOR_ID, or our cluster id in its
+    CLUSTER_LIST, came back to us (through another reflector, or a client that reflects) and is ignored."""
+    orig = upd.get(AttrType.ORIGINATOR_ID)
+    if router_id is not None and orig is not None and orig.router_id == router_id:
+        return Reason.ORIGINATOR_ID_OURS
+    cl = upd.get(AttrType.CLUSTER_LIST)
+    if cluster_id is not None and cl is not None and cluster_id in cl.cluster_ids:
+        return Reason.CLUSTER_LIST_LOOP
+    return None
+
+
 def supplied_reason(upd: Update) -> Reason | None:
     """RFC 4456 section 8: ORIGINATOR_ID and CLUSTER_LIST are the reflector's to create."""
     if upd.get(AttrType.ORIGINATOR_ID) is not None:
@@ -329,8 +351,10 @@ def _mobility(nlri: MacIpRoute, seq: int, client: ClientState, mobility: Mobilit
 
 
 def check_update(result: UpdateResult, client: ClientState, rules: Rules | None, mobility: Mobility,
-                 now: float) -> Outcome:
-    """Classify every route of one received UPDATE (after the codec's RFC 7606 handling)."""
+                 now: float, *, router_id: IPv4Address | None = None,
+                 cluster_id: IPv4Address | None = None) -> Outcome:
+    """Classify every route of one received UPDATE (after the codec's RFC 7606 handling). ``router_id``
+    and ``cluster_id`` are the reflector's own, for the loop rules."""
     upd = result.update
     out = Outcome(update=upd)
     if upd is None:  # RFC 7606 treat-as-withdraw: whatever the message named is withdrawn
@@ -362,10 +386,13 @@ def check_update(result: UpdateResult, client: ClientState, rules: Rules | None,
     common: Reason | None = None
     if (reach.afi, reach.safi) != (Afi.L2VPN, Safi.EVPN):
         common = Reason.ROUTE_TYPE_NOT_ALLOWED
-    elif own is not None and rules is not None:
-        common = supplied_reason(upd) or attribute_reason(upd, own, rules)
+    else:
+        common = loop_reason(upd, router_id, cluster_id)
+        if common is None and own is not None and rules is not None:
+            common = supplied_reason(upd) or attribute_reason(upd, own, rules)
     seq = _mobility_of(upd)[0]
-    size = len(client.routes) - len(out.withdrawn)
+    gone = set(out.withdrawn)
+    size = len(client.routes) - len(gone)  # the Adj-RIB-In as it will be: held, minus withdrawn, plus new
     fresh: set[bytes] = set()
     for key, nlri in announced:
         reason = common
@@ -374,9 +401,10 @@ def check_update(result: UpdateResult, client: ClientState, rules: Rules | None,
             reason = route_reason(nlri, upd, own, rules)
             if reason is None and isinstance(nlri, MacIpRoute):
                 reason, taken_from = _mobility(nlri, seq, client, mobility, now)
+        new = key not in fresh and (key not in client.routes or key in gone)
         if reason is None and not client.rate.take(now):
             reason = Reason.RATE_LIMITED
-        if reason is None and key not in client.routes and key not in fresh and size + len(fresh) >= client.max_routes:
+        if reason is None and new and size >= client.max_routes:
             reason = Reason.OVER_MAX_ROUTES
         if reason is None and taken_from is not None and isinstance(nlri, MacIpRoute) and mobility.note_move(
                 nlri.vni, nlri.mac, client.address, taken_from, now,
@@ -387,10 +415,13 @@ def check_update(result: UpdateResult, client: ClientState, rules: Rules | None,
         if reason is None:
             out.accepted.append((key, nlri))
             fresh.add(key)
+            size += new
             continue
         out.refused.append((reason, key, nlri))
-        if key in client.routes and key not in out.withdrawn:
+        if key in client.routes and key not in gone:
             out.withdrawn.append(key)  # treat-as-withdraw: the old announcement no longer stands
+            gone.add(key)
+            size -= key not in fresh  # (announced twice, accepted first: that copy keeps its room)
     return out
 
 
@@ -407,90 +438,3 @@ def nlri_of(upd: Update) -> EvpnRoute:
 
 def sequence_of(upd: Update) -> int:
     return _mobility_of(upd)[0]
-
-
-def describe(nlri: object) -> str:
-    """One route for a log line or a security event."""
-    if isinstance(nlri, MacIpRoute):
-        return f"type-2 rd {nlri.rd} vni {nlri.vni} mac {nlri.mac}" + (f" ip {nlri.ip}" if nlri.ip else "")
-    if isinstance(nlri, InclusiveMulticastRoute):
-        return f"type-3 rd {nlri.rd} originator {nlri.originator}"
-    if isinstance(nlri, IpPrefixRoute):
-        return f"type-5 rd {nlri.rd} {nlri.prefix}/{nlri.prefix_len} via {nlri.gateway} vni {nlri.label}"
-    if isinstance(nlri, EvpnRoute):
-        return f"EVPN type {nlri.route_type}"
-    if isinstance(nlri, Ipv4Prefix):
-        return f"IPv4 {nlri.network}"
-    return repr(nlri)[:120]
-
-
-# --- security events ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SecurityEvent:
-    client: str
-    reason: Reason
-    count: int  # refusals since the last event of this client and reason
-    example: str
-    first: float  # loop time of the first and the last of them
-    last: float
-    ts: float | None = None  # Unix time, stamped by the reflector when it publishes the event
-    name: str | None = None  # the client's name in the view
-
-    def as_dict(self) -> dict:
-        return {"client": self.client, "name": self.name, "reason": self.reason.value, "count": self.count,
-                "example": self.example, "ts": self.ts, "span_s": round(self.last - self.first, 3)}
-
-
-@dataclass
-class _Pending:
-    emitted: float
-    count: int = 0
-    example: str = ""
-    first: float = 0.0
-    last: float = 0.0
-
-
-class SecurityLog:
-    """Refusals per (client, reason) as events: the first at once, then one summary per ``interval``
-    with the count since. The recent events stay in ``recent`` (bounded)."""
-
-    MAX_KEYS = 4096
-
-    def __init__(self, interval: float = 10.0, keep: int = 256):
-        self.interval = interval
-        self.recent: deque[SecurityEvent] = deque(maxlen=keep)
-        self._pending: dict[tuple[str, Reason], _Pending] = {}
-
-    def note(self, client: str, reason: Reason, count: int, example: str, now: float) -> list[SecurityEvent]:
-        key = (client, reason)
-        p = self._pending.get(key)
-        if p is None:
-            if len(self._pending) >= self.MAX_KEYS:
-                self._pending.pop(next(iter(self._pending)))
-            self._pending[key] = _Pending(emitted=now)
-            return self._emit([SecurityEvent(client, reason, count, example, now, now)])
-        if not p.count:
-            p.example, p.first = example, now
-        p.count += count
-        p.last = now
-        return self.flush(now, only=key)
-
-    def flush(self, now: float, only: tuple[str, Reason] | None = None) -> list[SecurityEvent]:
-        out = []
-        for key in [only] if only is not None else list(self._pending):
-            p = self._pending[key]
-            if now - p.emitted < self.interval:
-                continue
-            if p.count:
-                out.append(SecurityEvent(key[0], key[1], p.count, p.example, p.first, p.last))
-                p.emitted, p.count = now, 0
-            elif only is None:
-                del self._pending[key]  # quiet for a whole interval: the next one is news again
-        return self._emit(out)
-
-    def _emit(self, events: Iterable[SecurityEvent]) -> list[SecurityEvent]:
-        events = list(events)
-        self.recent.extend(events)
-        return events

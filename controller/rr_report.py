@@ -1,4 +1,4 @@
-"""The route reflector's security events to the controller: each refusal summary (rr_check.SecurityEvent)
+"""The route reflector's security events to the controller: each refusal summary (rr_events.SecurityEvent)
 becomes one POST /api/v1/security-events, so it shows in the controller's API, `nsg-controller
 security events` and the gateway's status, next to what the gateways themselves report.
 

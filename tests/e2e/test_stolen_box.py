@@ -22,13 +22,7 @@ its docstring ("before").
 from __future__ import annotations
 
 import json
-import os
-import queue
-import re
-import signal
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +32,22 @@ from scapy.all import rdpcap
 
 from controller.mesh import with_remote_prefixes
 from lab import topology
-from lab.gateways import HUB_NODE, Gateways, nsg_argv
+from lab.gateways import Gateways, nsg_argv
 from lab.lab import Lab
+from lab.stolen_box import (
+    Attacker,
+    Ping,
+    bridge_neighbours,
+    bridge_port,
+    neighbour,
+    ping_loss,
+    prefix_routes,
+    restart_reflector,
+    rr_clients,
+    rr_log,
+    rr_reasons,
+    vxlan_fdb,
+)
 from lab.topology import CONTROLLER_SYSTEM_IP, Plan
 from nsg.dataplane.desired import anycast_mac
 from nsg.model import load_config
@@ -47,7 +55,6 @@ from nsg.model.config import dump_config
 from tests.capture import capture
 from tests.conftest import unique_name
 
-REPO = Path(__file__).resolve().parents[2]
 BRANCHES = ("b1", "b2", "b3")
 VNI = 100
 SYS = {b: f"198.19.255.{i}" for i, b in enumerate(BRANCHES, start=1)}  # lab/topology.py
@@ -109,44 +116,28 @@ def box(site):
     if site.dirty:
         _restore(site)
     site.dirty = True
-    site.rr_log_at = _rr_log(site).stat().st_size if _rr_log(site).exists() else 0
+    log = rr_log(site.lab)
+    site.rr_log_at = log.stat().st_size if log.exists() else 0
     return site
 
 
 def _restore(s: Site) -> None:
     s.lab.run("b1", "nft", "delete", "table", "ip", NFT_TABLE, check=False)  # if the attacker died early
-    pid = int((s.lab.dir / "logs" / f"{HUB_NODE}-rr.pid").read_text())  # a process of this lab
-    argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]]  # as started
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while s.lab.run(HUB_NODE, "ss", "-Htln", "sport", "= :179").stdout.strip():
-        assert time.monotonic() < deadline, "the route reflector did not stop"
-        time.sleep(0.05)
-    s.lab.spawn(HUB_NODE, "rr", argv)
+    restart_reflector(s.lab)
     for b in BRANCHES:
         s.lab.run(f"{b}-h1", "ip", "neigh", "flush", "all")  # what a forged ARP may have left
     # every branch back with the new reflector, and its End-of-RIB taken (no stale route left): until
     # then the gateways forward by what they kept, which the kernel check below cannot tell apart
-    while (clients := _rr_clients(s)) != set(SYS.values()) or any(_stale(s, b) for b in BRANCHES):
-        assert time.monotonic() < deadline + 40, f"the branches did not come back to the reflector: {clients}"
+    deadline = time.monotonic() + 40
+    while (clients := rr_clients(s.lab)) != set(SYS.values()) or any(_stale(s, b) for b in BRANCHES):
+        assert time.monotonic() < deadline, f"the branches did not come back to the reflector: {clients}"
         time.sleep(0.2)
     _converge(s)
 
 
-def _rr_log(s: Site) -> Path:
-    return s.lab.log_path(HUB_NODE, "rr")
-
-
-def _rr_reasons(s: Site, since: int) -> set[str]:
-    """What the reflector refused from b1 (its log from octet ``since`` on): the reasons of controller/rr_check.py."""
-    text = _rr_log(s).read_bytes()[since:].decode(errors="replace")
-    return set(re.findall(r"BGP client 198\.19\.255\.1(?: \(b1\))?: ([a-z-]+) x\d+", text))
-
-
-def _rr_clients(s: Site) -> set[str]:
-    """The addresses with a TCP connection to the reflector (columns: Recv-Q Send-Q Local Peer)."""
-    out = s.lab.run(HUB_NODE, "ss", "-Htn", "state", "established", "sport", "= :179").stdout
-    return {line.split()[3].rsplit(":", 1)[0] for line in out.splitlines() if line.strip()}
+def _refused(s: Site) -> set[str]:
+    """What the reflector refused from b1 since the test began: the reasons of controller/rr_check.py."""
+    return rr_reasons(rr_log(s.lab), s.rr_log_at, SYS["b1"])
 
 
 def _stale(s: Site, branch: str) -> bool:
@@ -175,8 +166,8 @@ def _converge(s: Site, timeout: float = 40) -> None:
 def _problems(s: Site) -> list[str]:
     out = []
     for g in BRANCHES:
-        fdb = _vxlan_fdb(s, g)
-        neigh = _bridge_neighbours(s, g)
+        fdb = vxlan_fdb(s.lab, g)
+        neigh = bridge_neighbours(s.lab, g)
         for o in BRANCHES:
             if o == g:
                 continue
@@ -186,131 +177,9 @@ def _problems(s: Site) -> list[str]:
                 out.append(f"{g}: {o}-h1's MAC -> {fdb.get(s.macs[o])}")
             if neigh.get(HOST_IP[o]) != s.macs[o]:
                 out.append(f"{g}: neighbour {HOST_IP[o]} -> {neigh.get(HOST_IP[o])}")
-    if _prefix_routes(s, "b2") != {PREFIX: HOST_IP["b3"]}:
-        out.append(f"b2: prefix routes {_prefix_routes(s, 'b2')}")
+    if prefix_routes(s.lab, "b2") != {PREFIX: HOST_IP["b3"]}:
+        out.append(f"b2: prefix routes {prefix_routes(s.lab, 'b2')}")
     return out
-
-
-# --- kernel state, read as JSON ---------------------------------------------------------------------
-
-def _vxlan_fdb(s: Site, node: str) -> dict[str, set[str]]:
-    """MAC -> the VTEPs the branch's VXLAN device sends it to."""
-    out: dict[str, set[str]] = {}
-    for row in json.loads(s.lab.run(node, "bridge", "-j", "fdb", "show", "dev", f"vx-{VNI}").stdout):
-        if row.get("dst"):
-            out.setdefault(row["mac"], set()).add(row["dst"])
-    return out
-
-
-def _bridge_port(s: Site, node: str, mac: str) -> str | None:
-    """The port of the branch's bridge a MAC is behind (lan0: at home)."""
-    rows = json.loads(s.lab.run(node, "bridge", "-j", "fdb", "show", "br", f"br-{VNI}").stdout)
-    return next((r["ifname"] for r in rows if r["mac"] == mac and r.get("master") == f"br-{VNI}"), None)
-
-
-def _bridge_neighbours(s: Site, node: str) -> dict[str, str]:
-    rows = json.loads(s.lab.run(node, "ip", "-j", "neigh", "show", "dev", f"br-{VNI}").stdout)
-    return {r["dst"]: r["lladdr"] for r in rows if r.get("lladdr")}
-
-
-def _neighbour(s: Site, node: str, ip: str, dev: str) -> str | None:
-    rows = json.loads(s.lab.run(node, "ip", "-j", "neigh", "show", ip, "dev", dev).stdout)
-    return next((r["lladdr"] for r in rows if r.get("lladdr")), None)
-
-
-def _prefix_routes(s: Site, node: str) -> dict[str, str]:
-    """Routes nsg installed on the tenant bridge (type-5 prefixes): prefix -> gateway IP."""
-    rows = json.loads(s.lab.run(node, "ip", "-j", "route", "show", "proto", "250", "dev", f"br-{VNI}").stdout)
-    return {r["dst"]: r.get("gateway") for r in rows}
-
-
-# --- processes of the test (each killed by pid if the test ends first) ------------------------------
-
-class Attacker:
-    """lab/bgp_attacker.py in b1's namespace; its progress lines can be waited for."""
-
-    def __init__(self, s: Site, scenario: dict):
-        argv = s.lab.exec_argv("b1", [sys.executable, "-m", "lab.bgp_attacker", json.dumps(scenario)])
-        self.proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self._lines: queue.Queue = queue.Queue()
-        self.events: set[str] = set()
-        self.result: dict | None = None
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def _take(self, timeout: float) -> bool:
-        try:
-            line = self._lines.get(timeout=max(timeout, 0))
-        except queue.Empty:
-            return False
-        if line is None:
-            self._lines.put(None)
-            return False
-        msg = json.loads(line)
-        if "event" in msg:
-            self.events.add(msg["event"])
-        else:
-            self.result = msg
-        return True
-
-    def wait(self, event: str, timeout: float = 20) -> bool:
-        deadline = time.monotonic() + timeout
-        while event not in self.events:
-            if not self._take(deadline - time.monotonic()):
-                return False
-        return True
-
-    def finish(self, timeout: float = 60) -> dict:
-        self.proc.wait(timeout)
-        while self._take(1):
-            pass
-        if self.result is None:
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise AssertionError(f"the attacker printed no result (exit {self.proc.returncode}): {err}")
-        return self.result
-
-    def __enter__(self) -> Attacker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-class Ping:
-    """ping in the background: ``count`` echoes ``interval`` apart."""
-
-    def __init__(self, s: Site, src: str, dst: str, count: int, interval: float = 0.1):
-        self.proc = subprocess.Popen(s.lab.exec_argv(src, ["ping", "-c", str(count), "-i", str(interval), "-W", "1",
-                                                           dst]), stdout=subprocess.PIPE, text=True)
-
-    def loss(self, timeout: float = 60) -> tuple[float, str]:
-        out, _ = self.proc.communicate(timeout=timeout)
-        return _loss(out), out.strip().splitlines()[-2] if out.strip() else out
-
-    def __enter__(self) -> Ping:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def _loss(out: str) -> float:
-    m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
-    assert m, out
-    return 100.0 * (1 - int(m[2]) / int(m[1]))
-
-
-def _ping(s: Site, src: str, dst: str, count: int = 5) -> float:
-    return _loss(s.lab.run(src, "ping", "-c", str(count), "-i", "0.2", "-W", "1", dst, check=False).stdout)
 
 
 def _frames(pcap: Path) -> int:
@@ -339,19 +208,19 @@ def test_b_a_copy_of_another_sites_mac_does_not_move_it_at_a_third_site(box):
     copy = {"type": 2, "mac": m2, "rd": RD["b2"]}
     sc = {"steps": [{"announce": [copy, {**copy, "ip": HOST_IP["b2"]}], "every_ms": 500, "for_s": 6}],
           "linger_s": 0.3}
-    with Attacker(box, sc) as att:
+    with Attacker(box.lab, sc) as att:
         _established(att)
-        with Ping(box, "b3-h1", HOST_IP["b2"], count=60) as ping:
+        with Ping(box.lab, "b3-h1", HOST_IP["b2"], count=60) as ping:
             samples = []
             for _ in range(4):
                 time.sleep(1.3)
-                samples.append((_vxlan_fdb(box, "b3").get(m2), _bridge_port(box, "b2", m2)))
+                samples.append((vxlan_fdb(box.lab, "b3").get(m2), bridge_port(box.lab, "b2", m2)))
             loss, line = ping.loss()
         res = att.finish()
     print(f"b3 -> b2-h1 while b1 announces copies: {line}; (b3 FDB, b2 port) samples {samples}; attacker {res}")
     assert all(b3 == {SYS["b2"]} and b2 == "lan0" for b3, b2 in samples), samples
     assert loss <= MAX_LOSS, line
-    assert {"foreign-rd"} <= _rr_reasons(box, box.rr_log_at)  # the reflector refused it
+    assert {"foreign-rd"} <= _refused(box)  # the reflector refused it
 
 
 def test_c1_withdrawals_of_another_sites_routes_change_nothing(box):
@@ -364,17 +233,17 @@ def test_c1_withdrawals_of_another_sites_routes_change_nothing(box):
     m3 = box.macs["b3"]
     routes = [{"type": 3, "rd": RD["b3"], "originator": SYS["b3"]}, {"type": 2, "rd": RD["b3"], "mac": m3},
               {"type": 2, "rd": RD["b3"], "mac": m3, "ip": HOST_IP["b3"]}]
-    with Attacker(box, {"steps": [{"withdraw": routes}], "linger_s": 4}) as att:
+    with Attacker(box.lab, {"steps": [{"withdraw": routes}], "linger_s": 4}) as att:
         _established(att)
         assert att.wait("steps_done")
         time.sleep(1)
-        fdb = _vxlan_fdb(box, "b2")
-        loss = _ping(box, "b2-h1", HOST_IP["b3"])
+        fdb = vxlan_fdb(box.lab, "b2")
+        loss = ping_loss(box.lab, "b2-h1", HOST_IP["b3"])
         res = att.finish()
     print(f"after b1 withdrew b3's routes: b2 vx-100 FDB {fdb}; b2-h1 -> b3-h1 loss {loss}%; attacker {res}")
     assert SYS["b3"] in fdb.get(ZERO_MAC, set()) and fdb.get(m3) == {SYS["b3"]}, fdb
     assert loss <= 20, f"b2-h1 -> b3-h1 lost {loss}%"
-    assert {"withdraw-not-announced"} <= _rr_reasons(box, box.rr_log_at)  # the reflector refused it
+    assert {"withdraw-not-announced"} <= _refused(box)  # the reflector refused it
 
 
 def test_c2_announce_then_withdraw_does_not_flood_a_hosts_traffic_to_the_attacker(box, tmp_path):
@@ -389,13 +258,13 @@ def test_c2_announce_then_withdraw_does_not_flood_a_hosts_traffic_to_the_attacke
     both = [copy, {**copy, "ip": HOST_IP["b2"]}]
     sc = {"steps": [{"announce": both}, {"sleep": 0.3}, {"withdraw": both}], "linger_s": 4}
     pcap = tmp_path / "b1-vx.pcap"
-    with Attacker(box, sc) as att:
+    with Attacker(box.lab, sc) as att:
         _established(att)
         assert att.wait("steps_done")
         time.sleep(0.5)
         with capture(box.lab.ns("b1"), f"vx-{VNI}", pcap, "ether", "dst", m2):
-            loss = _ping(box, "b3-h1", HOST_IP["b2"])
-        b3 = _vxlan_fdb(box, "b3").get(m2)
+            loss = ping_loss(box.lab, "b3-h1", HOST_IP["b2"])
+        b3 = vxlan_fdb(box.lab, "b3").get(m2)
         res = att.finish()
     seen = _frames(pcap)
     print(f"after announce+withdraw of copies: b3 FDB for b2-h1 {b3}; frames for b2-h1 at b1: {seen}; "
@@ -403,7 +272,7 @@ def test_c2_announce_then_withdraw_does_not_flood_a_hosts_traffic_to_the_attacke
     assert seen == 0, f"b1 received {seen} frames addressed to b2-h1"
     assert b3 == {SYS["b2"]}, b3
     assert loss <= 20
-    assert {"foreign-rd"} <= _rr_reasons(box, box.rr_log_at)  # the reflector refused it
+    assert {"foreign-rd"} <= _refused(box)  # the reflector refused it
 
 
 def test_d_mac_ip_route_for_another_sites_host_changes_no_neighbour(box):
@@ -416,15 +285,15 @@ def test_d_mac_ip_route_for_another_sites_host_changes_no_neighbour(box):
     (100% lost)."""
     foreign = "02:66:66:00:00:21"
     sc = {"steps": [{"announce": [{"type": 2, "mac": foreign, "ip": HOST_IP["b2"], "seq": 1000}]}], "linger_s": 5}
-    with Attacker(box, sc) as att:
+    with Attacker(box.lab, sc) as att:
         _established(att)
         assert att.wait("steps_done")
         time.sleep(1)
-        at_b2 = _neighbour(box, "b2", HOST_IP["b2"], f"br-{VNI}")
-        at_b3 = _neighbour(box, "b3", HOST_IP["b2"], f"br-{VNI}")
+        at_b2 = neighbour(box.lab, "b2", HOST_IP["b2"], f"br-{VNI}")
+        at_b3 = neighbour(box.lab, "b3", HOST_IP["b2"], f"br-{VNI}")
         box.lab.run("b3-h1", "ip", "neigh", "flush", HOST_IP["b2"])
-        loss = _ping(box, "b3-h1", HOST_IP["b2"], count=3)
-        answered = _neighbour(box, "b3-h1", HOST_IP["b2"], "eth0")
+        loss = ping_loss(box.lab, "b3-h1", HOST_IP["b2"], count=3)
+        answered = neighbour(box.lab, "b3-h1", HOST_IP["b2"], "eth0")
         res = att.finish()
     print(f"b2-h1's IP: at b2 -> {at_b2}, at b3 -> {at_b3}, b3-h1 learned {answered}, loss {loss}%; "
           f"real MAC {box.macs['b2']}; attacker {res}")
@@ -432,7 +301,7 @@ def test_d_mac_ip_route_for_another_sites_host_changes_no_neighbour(box):
     assert at_b3 in (box.macs["b2"], None)
     assert answered == box.macs["b2"]
     assert loss <= 34  # one of three
-    assert {"ip-in-use-elsewhere"} <= _rr_reasons(box, box.rr_log_at)  # the reflector refused it
+    assert {"ip-in-use-elsewhere"} <= _refused(box)  # the reflector refused it
 
 
 def test_e_third_party_next_hops_and_originator_ids_are_installed_nowhere(box):
@@ -449,15 +318,15 @@ def test_e_third_party_next_hops_and_originator_ids_are_installed_nowhere(box):
         {"originator_id": SYS["b2"]},
     ], start=1)}
     sc = {"steps": [{"announce": [{"type": 2, "mac": m, **spec} for m, spec in macs.items()]}], "linger_s": 3}
-    with Attacker(box, sc) as att:
+    with Attacker(box.lab, sc) as att:
         _established(att)
         assert att.wait("steps_done")
         time.sleep(1)
-        installed = {g: {m: d for m, d in _vxlan_fdb(box, g).items() if m in macs} for g in ("b2", "b3")}
+        installed = {g: {m: d for m, d in vxlan_fdb(box.lab, g).items() if m in macs} for g in ("b2", "b3")}
         res = att.finish()
     print(f"installed: {installed}; attacker {res}")
     assert installed == {"b2": {}, "b3": {}}
-    assert {"foreign-next-hop", "originator-id-supplied"} <= _rr_reasons(box, box.rr_log_at)  # the reflector refused it
+    assert {"foreign-next-hop", "originator-id-supplied"} <= _refused(box)  # the reflector refused it
 
 
 def test_f_type5_prefixes_not_owned_are_not_installed(box, tmp_path):
@@ -472,20 +341,20 @@ def test_f_type5_prefixes_not_owned_are_not_installed(box, tmp_path):
     prefixes = [PREFIX, "203.0.113.128/25", "0.0.0.0/1", "128.0.0.0/2"]
     sc = {"steps": [{"announce": [{"type": 5, "prefix": p, "gateway": via} for p in prefixes]}], "linger_s": 4}
     pcap = tmp_path / "b1-vx.pcap"
-    with Attacker(box, sc) as att:
+    with Attacker(box.lab, sc) as att:
         _established(att)
         assert att.wait("steps_done")
         time.sleep(1)
-        routes = _prefix_routes(box, "b2")
+        routes = prefix_routes(box.lab, "b2")
         with capture(box.lab.ns("b1"), f"vx-{VNI}", pcap, "ip", "net", "203.0.113.0/24"):
-            loss = [_ping(box, "b2-h1", a, count=2) for a in INSIDE]
+            loss = [ping_loss(box.lab, "b2-h1", a, count=2) for a in INSIDE]
         res = att.finish()
     seen = _frames(pcap)
     print(f"b2's prefix routes {routes}; packets for 203.0.113.0/24 at b1: {seen}; loss {loss}; attacker {res}")
     assert routes == {PREFIX: HOST_IP["b3"]}
     assert seen == 0
     assert loss == [0.0, 0.0]
-    assert {"default-or-covering-prefix", "foreign-prefix"} <= _rr_reasons(box, box.rr_log_at)
+    assert {"default-or-covering-prefix", "foreign-prefix"} <= _refused(box)
 
 
 def test_g_a_session_with_another_gateways_router_id_is_refused(box):
@@ -499,19 +368,19 @@ def test_g_a_session_with_another_gateways_router_id_is_refused(box):
     m2, m3 = box.macs["b2"], box.macs["b3"]
     sc = {"open": {"router_id": SYS["b2"]}, "wait_s": 5,
           "steps": [{"announce": [{"type": 2, "mac": m2, "seq": 1}]}], "linger_s": 3}
-    with Attacker(box, sc) as att, Ping(box, "b3-h1", HOST_IP["b2"], count=50) as ping:
+    with Attacker(box.lab, sc) as att, Ping(box.lab, "b3-h1", HOST_IP["b2"], count=50) as ping:
         att.wait("established", 6)
         time.sleep(2.5)
-        at_b3 = _vxlan_fdb(box, "b3").get(m2)
+        at_b3 = vxlan_fdb(box.lab, "b3").get(m2)
         res = att.finish()
         loss, line = ping.loss()
-    both = (_vxlan_fdb(box, "b2").get(m3), _vxlan_fdb(box, "b3").get(m2))
+    both = (vxlan_fdb(box.lab, "b2").get(m3), vxlan_fdb(box.lab, "b3").get(m2))
     print(f"b3 FDB for b2-h1 during: {at_b3}; b3-h1 -> b2-h1: {line}; b2/b3 see each other: {both}; attacker {res}")
     assert at_b3 == {SYS["b2"]}, at_b3
     assert loss <= MAX_LOSS, line
     assert both == ({SYS["b3"]}, {SYS["b2"]})
     assert not res["established"], f"the reflector took b1's session with b2's router id: {res}"
-    assert {"bad-bgp-identifier"} <= _rr_reasons(box, box.rr_log_at)  # the reflector refused it
+    assert {"bad-bgp-identifier"} <= _refused(box)  # the reflector refused it
 
 
 def test_h_hold_time_zero_is_refused(box):
@@ -519,11 +388,11 @@ def test_h_hold_time_zero_is_refused(box):
 
     Before: Established (hold time 0 accepted, no keepalives either way) until b1's daemon took the
     address's slot back a second later (Cease 6/2 to the attacker)."""
-    with Attacker(box, {"mode": "session", "hold_time": 0, "wait_s": 5, "steps": [], "linger_s": 2}) as att:
+    with Attacker(box.lab, {"mode": "session", "hold_time": 0, "wait_s": 5, "steps": [], "linger_s": 2}) as att:
         res = att.finish()
     print(f"attacker {res}")
     assert not res["established"], f"the reflector took a session with hold time 0: {res}"
-    assert {"hold-time-refused"} <= _rr_reasons(box, box.rr_log_at)  # the reflector refused it
+    assert {"hold-time-refused"} <= _refused(box)  # the reflector refused it
 
 
 ARP_SCRIPT = """
@@ -553,18 +422,18 @@ def test_i_forged_gateway_arp_through_the_tunnel_changes_no_host(box):
     # b2-h1 talks to its gateway: b2's neighbour entry for b2-h1, used for the replies, goes DELAY and
     # the kernel probes b2-h1 5 s later, an ARP request that would put b2-h1's entry right again by
     # chance. Wait for that probe: b2's entry then stays REACHABLE for the rest of the test.
-    assert _ping(box, "b2-h1", GATEWAY_IP, count=1) == 0
+    assert ping_loss(box.lab, "b2-h1", GATEWAY_IP, count=1) == 0
     time.sleep(6)
     seen = {}
     for name, (src, dst) in {"from b2-h1's MAC, broadcast": (m2, "ff:ff:ff:ff:ff:ff"),
                              "from the attacker's MAC, to b2-h1": (ATTACKER_MAC, m2)}.items():
         box.lab.run("b2-h1", "ip", "neigh", "flush", GATEWAY_IP)
-        assert _ping(box, "b2-h1", GATEWAY_IP, count=1) == 0
+        assert ping_loss(box.lab, "b2-h1", GATEWAY_IP, count=1) == 0
         time.sleep(1.2)  # past the ARP locktime (1 s): from now on a reply may replace the entry
         box.lab.run("b1", sys.executable, "-c", ARP_SCRIPT, src, dst, ATTACKER_MAC, GATEWAY_IP, HOST_IP["b2"],
                     m2, SYS["b2"], str(VNI), SYS["b1"])
         time.sleep(0.3)
-        seen[name] = (_neighbour(box, "b2-h1", GATEWAY_IP, "eth0"), _bridge_port(box, "b2", m2))
+        seen[name] = (neighbour(box.lab, "b2-h1", GATEWAY_IP, "eth0"), bridge_port(box.lab, "b2", m2))
     print(f"b2-h1's gateway entry and b2's port for b2-h1 after each frame: {seen}")
     assert all(v == (anycast_mac(VNI), "lan0") for v in seen.values()), seen
     # the reflector cannot see a frame inside VXLAN: b2's port guard dropped both (table bridge nsg_port)
@@ -584,14 +453,14 @@ def test_a_mac_mobility_storm_does_not_take_a_host_away(box):
     m2 = box.macs["b2"]
     sc = {"steps": [{"announce": [{"type": 2, "mac": m2, "seq": 1}], "every_ms": 100, "for_s": 20, "seq_step": 1,
                      "outbid": True}], "linger_s": 0.3}
-    with Attacker(box, sc) as att:
+    with Attacker(box.lab, sc) as att:
         _established(att)
         t0 = time.monotonic()
-        with Ping(box, "b3-h1", HOST_IP["b2"], count=200) as ping:
+        with Ping(box.lab, "b3-h1", HOST_IP["b2"], count=200) as ping:
             samples = []
             for at in (10, 13, 16, 19):
                 time.sleep(max(0.0, t0 + at - time.monotonic()))
-                samples.append((_vxlan_fdb(box, "b3").get(m2), _bridge_port(box, "b2", m2)))
+                samples.append((vxlan_fdb(box.lab, "b3").get(m2), bridge_port(box.lab, "b2", m2)))
             loss, line = ping.loss()
         res = att.finish()
     counters = (box.gws.status("b2").get("evpn") or {}).get("counters")
@@ -599,4 +468,4 @@ def test_a_mac_mobility_storm_does_not_take_a_host_away(box):
           f"{counters}; attacker sent {res['sent']}, saw {res['received']}")
     assert all(b3 == {SYS["b2"]} and b2 == "lan0" for b3, b2 in samples), samples
     assert loss <= MAX_LOSS, line
-    assert {"mobility-sequence-jump"} <= _rr_reasons(box, box.rr_log_at)  # the reflector refused it
+    assert {"mobility-sequence-jump"} <= _refused(box)  # the reflector refused it

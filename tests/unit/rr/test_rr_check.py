@@ -28,12 +28,12 @@ from controller.rr_check import (
     Limits,
     Reason,
     Rules,
-    SecurityLog,
     TokenBucket,
     check_update,
     route_key,
     single,
 )
+from controller.rr_events import SecurityLog
 from controller.rr_mobility import Mobility
 from controller.rr_policy import parse_view
 

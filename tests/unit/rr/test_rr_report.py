@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from controller.rr_check import Reason, SecurityEvent
+from controller.rr_check import Reason
+from controller.rr_events import SecurityEvent
 from controller.rr_report import ControllerReport
 from tests.unit.controller.fake_gateways import TOKEN, make_store
 
