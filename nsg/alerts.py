@@ -71,7 +71,8 @@ def refused_macs(st: PortGuardStatus | None) -> dict[str, int]:
     """Per LAN port: new MACs refused so far (over the limit or over the learn rate)."""
     if st is None:
         return {}
-    return {name: sum(c.packets for c in p.dropped.values()) for name, p in st.ports.items() if p.kind == "lan"}
+    return {name: sum(c.packets for c in p.dropped.values()) for name, p in st.ports.items()
+            if p.kind in ("lan", "bridge")}
 
 
 def port_alerts(before: dict[str, int], now: PortGuardStatus | None, interval_s: float,
@@ -85,6 +86,10 @@ def port_alerts(before: dict[str, int], now: PortGuardStatus | None, interval_s:
         if grew <= 0:
             continue
         p = now.ports[name]
+        if p.kind == "bridge":
+            out.append(("port-security", f"bridge {name} of {system}: {grew} frames from ports nsg did not put "
+                        f"there dropped in {interval_s:.0f} s", {"bridge": name, "dropped": grew}))
+            continue
         out.append(("port-security",
                     f"port {name} of {system}: {grew} frames from new MACs refused in {interval_s:.0f} s, "
                     f"limited to {p.max_macs} MACs", {"port": name, "refused": grew, "max_macs": p.max_macs,

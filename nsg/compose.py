@@ -9,8 +9,10 @@ The parts, in the order nsg.engine sets them (DESIRED_ORDER):
   policy      the tenant firewall (nftables)
   esp_engine  transport "esp": the ESP engine (its TUN exists before routes lead into it)
   dataplane   bridges, VXLAN, addresses, routes, FDB, neighbours (nsg.dataplane Desired)
-  port_guard  LAN port MAC limits and the overlay frame guard (nsg.policy.port_guard), on the bridges
-              just made (matched by name; a millisecond after the dataplane in the same pass)
+  port_guard  LAN and workload port MAC limits and the overlay frame guard (nsg.policy.port_guard), on
+              the bridges just made (matched by name; a millisecond after the dataplane in the same
+              pass) and before the workloads part: an app's veth and a VM's TAP are named from the
+              config, so they are guarded before they exist
   ike         IKEv2 peerings (once the routes are in place), local IP, the loaded credentials
   qos         tc shaping plan
   evpn        BGP EVPN toward the config's peers; the RIB then feeds the dataplane
@@ -29,7 +31,7 @@ from nsg.dataplane.types import Desired, Fdb, Neigh, Route
 from nsg.model import GatewayConfig
 from nsg.model.ipsec import IpsecConfig
 from nsg.policy.guard import Guard, guard_for
-from nsg.policy.port_guard import PortGuard, port_guard_for
+from nsg.policy.port_guard import PortGuard, WorkloadPort, port_guard_for
 from nsg.policy.tc import QosPlan, plan
 from nsg.uplinks.lease import Lease
 
@@ -210,7 +212,8 @@ def compose(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None, evpn_
                           cfg) if cfg.policy is not None else PolicyPart(),
         esp_engine=EspEnginePart(esp, cfg.ipsec if esp else None, kernel_esp and esp),
         dataplane=desired,
-        port_guard=port_guard_for(cfg),
+        port_guard=port_guard_for(cfg, [*(WorkloadPort(s.host_ifname, s.bridge, f"app {n}") for n, s in apps.items()),
+                                        *(WorkloadPort(s.tap, s.bridge, f"vm {n}") for n, s in vms.items())]),
         ike=IkePart(esp, local, (cfg.system_ip, cfg.behind_nat, cfg.peers, cfg.ipsec),
                     credentials.epoch if credentials is not None else 0, cfg, credentials) if esp else IkePart(),
         qos=qos,

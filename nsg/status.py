@@ -163,9 +163,11 @@ def _port_guard_line(g: PortGuardStatus | None) -> str | None:
     lan = {n: p for n, p in g.ports.items() if p.kind == "lan"}
     held = ", ".join(f"{n} {p.macs}/{p.max_macs} MACs" for n, p in sorted(lan.items()))
     refused = sum(c.packets for p in lan.values() for c in p.dropped.values())
-    forged = sum(c.packets for p in g.ports.values() if p.kind != "lan" for c in p.dropped.values())
+    forged = sum(c.packets for p in g.ports.values() if p.kind == "overlay" for c in p.dropped.values())
+    stray = sum(c.packets for p in g.ports.values() if p.kind == "bridge" for c in p.dropped.values())
     return (f"port guard: {held or 'no LAN ports'}; new MACs refused {refused} frames; "
-            f"forged from the overlay {forged} frames")
+            f"forged from the overlay {forged} frames"
+            + (f"; from ports nsg did not put on a bridge {stray} frames" if stray else ""))
 
 
 def _alert_lines(a: AlertsStatus | None) -> list[str]:

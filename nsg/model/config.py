@@ -87,6 +87,14 @@ class Uplink(_Frozen):
         return self
 
 
+# A workload is one host with one NIC whose MAC nsg sets (AppSpec.mac, VmSpec.mac, from its name and
+# address): its port (a container's veth, a VM's tap: nsg/policy/port_guard.py) holds at most 4 MACs:
+# that MAC, the one before an address change (it stays in the set until it ages out, 300 s) and two to
+# spare for a guest that sets its own; a workload never bridges others. A subnet whose max_macs is
+# lower gives its workloads that. (Here, in the schema, because the controller's route budgets count it.)
+WORKLOAD_MAX_MACS = 4
+
+
 class PortSecurity(_Frozen):
     """A switch's port security on each LAN port of a subnet (table bridge nsg_port,
     nsg/policy/port_guard.py): a port holds at most ``max_macs`` source MACs, a MAC silent for the

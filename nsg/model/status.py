@@ -200,8 +200,9 @@ class GuardStatus(Status):
 
 
 class PortStatus(Status):
-    """One port of the LAN port guard: a LAN port holds ``macs`` of at most ``max_macs``; a VXLAN
-    port (the overlay) has no MACs. ``dropped`` by reason: full, rate (LAN), spoof, gateway_arp (overlay)."""
+    """One port of the LAN port guard: a LAN (or workload) port holds ``macs`` of at most ``max_macs``;
+    a VXLAN port (the overlay) has no MACs; a bridge ("bridge") counts its stray ports' frames.
+    ``dropped`` by reason: full, rate (LAN), spoof, gateway_arp (overlay), stray (bridge)."""
 
     kind: str = "lan"
     macs: int | None = None
@@ -217,6 +218,7 @@ class PortGuardStatus(Status):
     errors: int = 0
     last_error: str | None = None
     bridges_missing: list[str] = []
+    bridges_closed: list[str] = []  # bridges that drop frames from ports the table does not name
     ports: dict[str, PortStatus] = {}
 
 

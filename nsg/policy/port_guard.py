@@ -3,14 +3,18 @@ document out; nft's JSON listing in, typed counters out. Applying and reading is
 
 A host on a LAN port must not be able to make the gateway learn (and announce over EVPN to every site)
 an unbounded number of MACs, and a remote site must not be able to pose as a local host or as the
-subnet's gateway. Like a switch's port security:
+subnet's gateway. Like a switch's port security. The box's own workloads are hosts on the same bridges
+(an app's veth, a VM's TAP): a compromised container or guest is a LAN attacker too, so each workload
+port is guarded like a LAN port, with a bound of its own (WORKLOAD_MAX_MACS):
 
     table bridge nsg_port
       set macs.<port>  type ether_addr, size max_macs, timeout 300 s (the bridge's ageing), dynamic
       prerouting (hook prerouting, priority -300, policy accept)
-        iifname vmap { <LAN port>: jump port.<port>, vx-<vni>: jump overlay.<vx-vni> }
+        iifname vmap { <LAN or workload port>: goto port.<port>, vx-<vni>: goto overlay.<vx-vni> }
+        meta ibrname br-<vni> -> count "<br-vni>.stray", drop    (each subnet with port security, where
+                                                                  the kernel has nft's bridge meta)
       input (hook input, priority -300, policy accept)
-        ether daddr 01:80:c2:00:00:0X (link-local) -> the same vmap
+        ether daddr 01:80:c2:00:00:0X (link-local) -> the same vmap, the same stray rules
       port.<port>:     ether saddr @macs.<port>  update @macs.<port> (refresh) -> accept
                        limit rate over learn_rate/s burst learn_burst -> count "<port>.rate", drop
                        add @macs.<port> (fails when the set holds max_macs) -> accept
@@ -18,8 +22,37 @@ subnet's gateway. Like a switch's port security:
       overlay.<vx>:    ARP reply with sender IP = the subnet's gateway -> count "<vx>.gateway_arp", drop
                        other ARP with sender IP = gateway and a sender MAC other than the anycast
                          gateway MAC -> count "<vx>.gateway_arp", drop
-                       ether saddr @macs.<p> for each guarded LAN port p of the subnet
+                       ether saddr @macs.<p> for each guarded LAN or workload port p of the subnet
                          -> count "<vx>.spoof", drop
+                       (end of chain: back to the base chain's policy, accept)
+
+Every port of a guarded subnet's bridge is named in the vmap, or it is a stray: the bridge of a subnet
+with port security is closed to ports nsg has not named (the "stray" rule matches by bridge, meta
+ibrname, so it covers a port whatever its name and whenever it joined). The vmap uses goto: a port's
+chain never falls back into the stray rules. meta ibrname needs CONFIG_NFT_BRIDGE_META (nft_meta_bridge),
+which some kernels lack (this development machine's 6.18 does): port_guard_apply probes for it with a
+dry run and renders the stray rules only where it loads (``by_bridge``); elsewhere the ports are guarded
+by name alone, which covers every port nsg puts on a bridge (below) but not a foreign one, nor a new
+LAN port in the millisecond between the dataplane's part and this one. Who is on a tenant bridge, and
+when its name gets here:
+
+- LAN ports: the config's. The dataplane part puts them on the bridge, this part runs a millisecond
+  later in the same pass; a frame in between is dropped as a stray (closed, not open, while it races).
+- Workload ports: an app's veth (containers.spec.AppSpec.host_ifname) and a VM's TAP (VmSpec.tap) are
+  named from the workload's name alone, so nsg.compose knows them from the config before the
+  workload exists, and nsg.engine sets this part before the workloads part hands the supervisors their
+  specs. The vmap matches iifname when a frame arrives (a name, not an ifindex: a device made later,
+  or made again by a re-attach, matches from its first frame), so no frame from a workload port is
+  ever unguarded. If this part fails, the engine stops there and the workload is not started. A
+  workload taken out of the config loses its name here before its supervisor stops it: its last
+  frames are strays. The table stays in the kernel across a daemon restart (only --flush-on-exit
+  removes it), and so do the workloads the next daemon adopts.
+- Anything else (a veth someone else put there): a stray, dropped and counted until the dataplane
+  releases it from the bridge at its next pass (nsg.dataplane.planner: only LAN and workload ports
+  stay). Known gap: an unnamed port gets no per-port set (nft cannot bound elements per key), so it
+  gets nothing at all rather than a share of one.
+- A subnet with port_security null: its bridge is open, its LAN and workload ports unguarded (the
+  operator's choice for the subnet); its overlay keeps the gateway-ARP guard.
 
 Why this drops before the bridge learns (Linux net/bridge/br_input.c, checked on 6.1 and 6.18 by
 tests/netns/test_port_guard.py): br_handle_frame() runs the NF_BR_PRE_ROUTING hooks and only then
@@ -43,12 +76,13 @@ rate are counted as "full".
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from nsg.dataplane.desired import anycast_mac, bridge_name, vxlan_name
 from nsg.model import GatewayConfig
+from nsg.model.config import WORKLOAD_MAX_MACS
 
 FAMILY, TABLE = "bridge", "nsg_port"
 PRIORITY = -300  # bridge "dstnat": ahead of filter (-200) and br_netfilter (NF_BR_PRI_BRNF, 0)
@@ -56,22 +90,37 @@ MAC_AGEING_S = 300  # the bridge's default ageing_time (BR_DEFAULT_AGEING_TIME, 
 LINK_LOCAL = ("01:80:c2:00:00:00", "ff:ff:ff:ff:ff:f0")  # IEEE 802.1Q table 8-1 reserved addresses
 
 # Drop reasons, one named counter each: "<port>.<reason>"
-FULL = "full"  # a new MAC while the LAN port already holds max_macs
+FULL = "full"  # a new MAC while the LAN (or workload) port already holds max_macs
 RATE = "rate"  # a new MAC beyond learn_rate per second (after learn_burst)
-SPOOF = "spoof"  # from the overlay, with the source MAC of a host learned on a local LAN port
+SPOOF = "spoof"  # from the overlay, with the source MAC of a host learned on a local LAN or workload port
 GATEWAY_ARP = "gateway_arp"  # from the overlay, ARP claiming the subnet gateway's address
+STRAY = "stray"  # from a port of a guarded subnet's bridge that is not named here (counted per bridge)
 LAN_REASONS = (FULL, RATE)
 OVERLAY_REASONS = (GATEWAY_ARP, SPOOF)
-REASONS = (*LAN_REASONS, *OVERLAY_REASONS)
+BRIDGE_REASONS = (STRAY,)
+REASONS = (*LAN_REASONS, *OVERLAY_REASONS, *BRIDGE_REASONS)
+
+
+@dataclass(frozen=True)
+class WorkloadPort:
+    """A bridge port nsg makes for one of its own workloads (an app's veth host end, a VM's TAP): what
+    nsg.compose tells port_guard_for, from the workloads' specs."""
+
+    name: str  # interface name
+    bridge: str  # the bridge it joins
+    owner: str  # "app web", "vm db": for logs and people
 
 
 @dataclass(frozen=True)
 class LanPort:
+    """A guarded port: a LAN port of the config, or a workload's (then ``workload`` names it)."""
+
     name: str  # interface name
     bridge: str
     max_macs: int
     learn_rate: int  # new MACs per second
     learn_burst: int
+    workload: str | None = None  # "app web", "vm db"; None: a LAN port
 
 
 @dataclass(frozen=True)
@@ -80,7 +129,8 @@ class Overlay:
     bridge: str  # br-<vni>
     gateway: str  # the subnet gateway's IPv4 address (the box holds it on the bridge)
     gateway_mac: str  # the anycast gateway MAC, the same at every site
-    lan_ports: tuple[str, ...]  # the subnet's guarded LAN ports: their MACs are "known locally"
+    local_ports: tuple[str, ...]  # the subnet's guarded LAN and workload ports: their MACs are "known locally"
+    closed: bool = False  # port security on: a port of the bridge not named in the table is a stray
 
 
 @dataclass(frozen=True)
@@ -94,16 +144,29 @@ class PortGuard:
         return tuple(sorted({o.bridge for o in self.overlays} | {p.bridge for p in self.ports}))
 
 
-def port_guard_for(cfg: GatewayConfig) -> PortGuard:
-    """Every subnet gets an overlay guard; the LAN ports of subnets with port_security get their limits."""
+def port_guard_for(cfg: GatewayConfig, workloads: Iterable[WorkloadPort] = ()) -> PortGuard:
+    """Every subnet gets an overlay guard; in subnets with port_security, the LAN ports get its limits,
+    the workload ports on its bridge its rate and at most WORKLOAD_MAX_MACS, and the bridge is closed
+    to any other port. ``workloads``: every app's and VM's port (nsg.compose gives them all; one left
+    out would be a stray, dropped whole, or with no bridge meta in the kernel, unguarded). A name is
+    guarded once (a vmap holds a key once): a LAN port's name stays the LAN port's, and of workload
+    ports with one name the first is taken."""
+    lan = {p for s in cfg.subnets for p in s.ports}
+    on_bridge: dict[str, list[WorkloadPort]] = {}
+    for w in {w.name: w for w in reversed(list(workloads)) if w.name not in lan}.values():
+        on_bridge.setdefault(w.bridge, []).append(w)
     ports: list[LanPort] = []
     overlays: list[Overlay] = []
     for s in sorted(cfg.subnets, key=lambda s: s.vni):
-        sec = s.port_security
-        guarded = tuple(sorted(s.ports)) if sec is not None else ()
+        br, sec = bridge_name(s.vni), s.port_security
+        mine: list[LanPort] = []
         if sec is not None:
-            ports += [LanPort(p, bridge_name(s.vni), sec.max_macs, sec.learn_rate, sec.learn_burst) for p in guarded]
-        overlays.append(Overlay(vxlan_name(s.vni), bridge_name(s.vni), str(s.gateway), anycast_mac(s.vni), guarded))
+            mine = [LanPort(p, br, sec.max_macs, sec.learn_rate, sec.learn_burst) for p in s.ports]
+            mine += [LanPort(w.name, br, min(WORKLOAD_MAX_MACS, sec.max_macs), sec.learn_rate, sec.learn_burst,
+                             w.owner) for w in on_bridge.get(br, ())]
+        ports += mine
+        overlays.append(Overlay(vxlan_name(s.vni), br, str(s.gateway), anycast_mac(s.vni),
+                                tuple(sorted(p.name for p in mine)), closed=sec is not None))
     return PortGuard(tuple(sorted(ports, key=lambda p: p.name)), tuple(overlays))
 
 
@@ -131,6 +194,7 @@ ETHER_SADDR = {"payload": {"protocol": "ether", "field": "saddr"}}
 ARP_SENDER_IP = {"payload": {"protocol": "arp", "field": "saddr ip"}}
 ARP_SENDER_MAC = {"payload": {"protocol": "arp", "field": "saddr ether"}}
 ARP_OP = {"payload": {"protocol": "arp", "field": "operation"}}
+IN_BRIDGE = {"meta": {"key": "ibrname"}}  # the bridge the input port belongs to
 
 
 @dataclass(frozen=True)
@@ -141,11 +205,12 @@ class Carry:
     counters: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # counter name -> packets, bytes
 
 
-def render(g: PortGuard, carry: Carry | None = None) -> str:
+def render(g: PortGuard, carry: Carry | None = None, by_bridge: bool = True) -> str:
     """One transaction that replaces table bridge nsg_port whole (add, delete, add: no error whether
     or not it existed). ``carry``: the MACs each port had learned (up to its new max_macs, the most
     recently seen first) and the counters go into the new table, so a re-apply neither makes every
-    host learn again through the rate limit nor resets what was counted."""
+    host learn again through the rate limit nor resets what was counted. ``by_bridge``: the kernel
+    matches meta ibrname (probe_document), so the guarded subnets' bridges drop their stray ports."""
     carry = carry or Carry()
     head = {"family": FAMILY, "table": TABLE}
     cmds: list[dict] = [{"add": {"table": {"family": FAMILY, "name": TABLE}}},
@@ -169,6 +234,9 @@ def render(g: PortGuard, carry: Carry | None = None) -> str:
     for o in g.overlays:
         for reason in OVERLAY_REASONS:
             counter(o.name, reason)
+    closed = [o.bridge for o in g.overlays if o.closed] if by_bridge else []
+    for br in closed:
+        counter(br, STRAY)
 
     for base in ("prerouting", "input"):
         cmds.append({"add": {"chain": {**head, "name": base, "type": "filter", "hook": base, "prio": PRIORITY,
@@ -181,11 +249,17 @@ def render(g: PortGuard, carry: Carry | None = None) -> str:
         cmds.append({"add": {"rule": {**head, "chain": chain, "expr": list(expr)}}})
 
     if chains:
+        # goto: a named port's chain ends its frame's way through this base chain (a LAN port's with a
+        # verdict, an overlay's with the policy): it never reaches the stray rules below.
         vmap = {"vmap": {"key": {"meta": {"key": "iifname"}},
-                         "data": {"set": [[port, {"jump": {"target": chain}}] for port, chain in sorted(chains)]}}}
+                         "data": {"set": [[port, {"goto": {"target": chain}}] for port, chain in sorted(chains)]}}}
+        daddr = _match({"&": [{"payload": {"protocol": "ether", "field": "daddr"}}, LINK_LOCAL[1]]}, LINK_LOCAL[0])
         rule("prerouting", vmap)
-        daddr = {"&": [{"payload": {"protocol": "ether", "field": "daddr"}}, LINK_LOCAL[1]]}
-        rule("input", _match(daddr, LINK_LOCAL[0]), vmap)
+        for br in closed:
+            rule("prerouting", _match(IN_BRIDGE, br), {"counter": counter_name(br, STRAY)}, {"drop": None})
+        rule("input", daddr, vmap)
+        for br in closed:
+            rule("input", daddr, _match(IN_BRIDGE, br), {"counter": counter_name(br, STRAY)}, {"drop": None})
 
     for p in g.ports:
         chain, macs = _lan_chain(p.name), "@" + set_name(p.name)
@@ -204,10 +278,20 @@ def render(g: PortGuard, carry: Carry | None = None) -> str:
         rule(chain, _match(ARP_SENDER_IP, o.gateway), _match(ARP_OP, "reply"), {"counter": arp}, {"drop": None})
         rule(chain, _match(ARP_SENDER_IP, o.gateway), _match(ARP_SENDER_MAC, o.gateway_mac, "!="),
              {"counter": arp}, {"drop": None})
-        for lan in o.lan_ports:
+        for lan in o.local_ports:
             rule(chain, _match(ETHER_SADDR, "@" + set_name(lan)), {"counter": counter_name(o.name, SPOOF)},
                  {"drop": None})
     return json.dumps({"nftables": cmds})
+
+
+def probe_document() -> str:
+    """A table with one meta ibrname match, for `nft -c` (a dry run: the kernel checks every expression,
+    then aborts the transaction): it fails where nft_meta_bridge is not built."""
+    head = {"family": FAMILY, "table": TABLE + "_probe"}
+    return json.dumps({"nftables": [
+        {"add": {"table": {"family": FAMILY, "name": head["table"]}}},
+        {"add": {"chain": {**head, "name": "probe"}}},
+        {"add": {"rule": {**head, "chain": "probe", "expr": [_match(IN_BRIDGE, "br-0")]}}}]})
 
 
 def remove_document() -> str:
@@ -230,11 +314,12 @@ class Count:
 
 @dataclass(frozen=True)
 class PortReading:
-    """One port: for a LAN port the MACs it holds now (most recently seen first) and its limit; for a
-    VXLAN port no MACs; drops by reason (every reason of its kind is present, zero when none)."""
+    """One port: for a LAN (or workload) port the MACs it holds now (most recently seen first) and its
+    limit; for a VXLAN port no MACs; for a bridge, the frames of its stray ports; drops by reason
+    (every reason of its kind is present, zero when none)."""
 
     port: str
-    kind: str  # "lan" | "overlay"
+    kind: str  # "lan" (LAN and workload ports) | "overlay" | "bridge"
     drops: Mapping[str, Count]
     macs: tuple[str, ...] = ()
     max_macs: int | None = None
@@ -321,8 +406,12 @@ def parse(listing: str | dict) -> PortGuardReading:
     ports = {}
     for port in sorted(set(macs) | set(drops)):
         counted = drops.get(port, {})
-        kind = "lan" if port in macs or any(r in LAN_REASONS for r in counted) else "overlay"
-        reasons = LAN_REASONS if kind == "lan" else OVERLAY_REASONS
+        if port in macs or any(r in LAN_REASONS for r in counted):
+            kind, reasons = "lan", LAN_REASONS
+        elif any(r in BRIDGE_REASONS for r in counted):
+            kind, reasons = "bridge", BRIDGE_REASONS
+        else:
+            kind, reasons = "overlay", OVERLAY_REASONS
         ports[port] = PortReading(port, kind, MappingProxyType({r: counted.get(r, Count()) for r in reasons}),
                                   macs.get(port, ()), sizes.get(port))
     return PortGuardReading(MappingProxyType(ports))

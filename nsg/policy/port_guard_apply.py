@@ -1,6 +1,7 @@
 """Table bridge nsg_port in the kernel: apply (one `nft -j -f -` transaction, keeping learned MACs and
 counters across a re-apply), read back (MACs and drops per port), remove. And the bridge option that
-closes the one learning path no netfilter hook sees (LLDP, STP BPDUs), through sysfs.
+closes the one learning path no netfilter hook sees (LLDP, STP BPDUs), through sysfs. Whether the
+kernel can close a bridge to its stray ports (meta ibrname) is probed at each apply, with a dry run.
 
 Blocking (subprocesses, file writes): the daemon calls these from a worker thread.
 """
@@ -30,12 +31,22 @@ def read() -> pg.PortGuardReading | None:
     return pg.parse(nft_text(None, "list", "table", pg.FAMILY, pg.TABLE))
 
 
-def apply(want: pg.PortGuard) -> None:
+def bridge_meta() -> bool:
+    """Does this kernel match meta ibrname in the bridge family (nft_meta_bridge)? `nft -c` sends the
+    probe table and aborts it: nothing is added. False also when nft cannot run (apply will say why)."""
+    try:
+        nft_text(pg.probe_document(), "-c")
+    except PolicyApplyError:
+        return False
+    return True
+
+
+def apply(want: pg.PortGuard, by_bridge: bool = True) -> None:
     """Replace the table whole, carrying over what each port had learned and what was counted (a few
-    frames counted between the read and the replace are lost). Raises PolicyApplyError with the old
-    table still in force."""
+    frames counted between the read and the replace are lost). ``by_bridge``: bridge_meta() said yes,
+    the guarded bridges drop stray ports. Raises PolicyApplyError with the old table still in force."""
     before = read()
-    nft_text(pg.render(want, before.carry() if before is not None else None))
+    nft_text(pg.render(want, before.carry() if before is not None else None, by_bridge))
 
 
 def forget(macs_by_port: dict[str, list[str]]) -> int:
@@ -95,6 +106,7 @@ class NftPortGuard:
         self.state = PortGuardState()
         self.sysfs = sysfs
         self.bridges_missing: tuple[str, ...] = ()  # bridges without no_linklocal_learn: not made yet
+        self.by_bridge = False  # what bridge_meta() said for the table in force
 
     def set(self, want: pg.PortGuard, verify: bool = False) -> bool:
         """True if the kernel changed. Raises PolicyApplyError (the table in force stays)."""
@@ -104,12 +116,13 @@ class NftPortGuard:
             if want == self.want and (not verify or present()):
                 self.state.noop += 1
                 return False
-            apply(want)
+            by_bridge = bridge_meta()  # asked at each apply (rare), not kept across them
+            apply(want, by_bridge)
         except (PolicyApplyError, pg.PortGuardReadError) as exc:
             self.state.errors += 1
             self.state.last_error = str(exc)
             raise PolicyApplyError(f"port guard: {exc}") from None
-        self.want = want
+        self.want, self.by_bridge = want, by_bridge
         self.state.applied += 1
         self.state.last_error = None
         return True
@@ -130,11 +143,13 @@ class NftPortGuard:
         return remove()
 
     def status(self) -> dict | None:
-        """Per port: MACs held and the limit (LAN ports), drops by reason; None without a guard."""
+        """Per port: MACs held and the limit (LAN and workload ports), drops by reason; the bridges
+        closed to stray ports (none where the kernel cannot match meta ibrname); None without a guard."""
         if self.want is None and self.state.applied == 0:
             return None
         reading = read()
         st = self.state
+        closed = [o.bridge for o in self.want.overlays if o.closed] if self.want is not None and self.by_bridge else []
         return {"applied": st.applied, "noop": st.noop, "errors": st.errors, "last_error": st.last_error,
-                "bridges_missing": list(self.bridges_missing),
+                "bridges_missing": list(self.bridges_missing), "bridges_closed": closed,
                 "ports": reading.as_dict() if reading is not None else {}}

@@ -89,11 +89,65 @@ def test_each_guarded_lan_port_gets_its_subnets_limits_and_every_subnet_an_overl
     g = guard()
     assert [(p.name, p.bridge, p.max_macs, p.learn_rate, p.learn_burst) for p in g.ports] == [
         ("lan0", "br-100", 256, 20, 40), ("lan1", "br-100", 256, 20, 40), ("lan2", "br-200", 8, 5, 10)]
-    assert [(o.name, o.bridge, o.gateway, o.gateway_mac, o.lan_ports) for o in g.overlays] == [
-        ("vx-100", "br-100", "198.19.0.1", "02:4e:53:00:00:64", ("lan0", "lan1")),
-        ("vx-200", "br-200", "198.19.1.1", "02:4e:53:00:00:c8", ("lan2",)),
-        ("vx-300", "br-300", "198.19.2.1", "02:4e:53:00:01:2c", ())]  # lab: no port security, gateway ARP kept
+    assert [(o.name, o.bridge, o.gateway, o.gateway_mac, o.local_ports, o.closed) for o in g.overlays] == [
+        ("vx-100", "br-100", "198.19.0.1", "02:4e:53:00:00:64", ("lan0", "lan1"), True),
+        ("vx-200", "br-200", "198.19.1.1", "02:4e:53:00:00:c8", ("lan2",), True),
+        ("vx-300", "br-300", "198.19.2.1", "02:4e:53:00:01:2c", (), False)]  # lab: no port security, gateway ARP kept
     assert g.bridges == ("br-100", "br-200", "br-300")
+    assert {p.workload for p in g.ports} == {None}
+
+
+WORKLOADS = (pg.WorkloadPort("a-0123456789ab", "br-100", "app web"),
+             pg.WorkloadPort("v-0123456789ab", "br-200", "vm db"),
+             pg.WorkloadPort("a-ba9876543210", "br-300", "app lab"),
+             pg.WorkloadPort("lan0", "br-100", "app odd"),
+             pg.WorkloadPort("a-0123456789ab", "br-100", "app web"),
+             pg.WorkloadPort("lan2", "br-100", "app odd2"),  # a LAN port of another subnet
+             pg.WorkloadPort("a-0123456789ab", "br-200", "app dup"))  # a name taken: the first one keeps it
+
+
+def test_each_workload_port_is_guarded_with_a_small_set_of_its_own_and_its_subnets_rate():
+    g = pg.port_guard_for(parse_config(BASE), WORKLOADS)
+    assert [(p.name, p.bridge, p.max_macs, p.learn_rate, p.learn_burst, p.workload) for p in g.ports] == [
+        ("a-0123456789ab", "br-100", pg.WORKLOAD_MAX_MACS, 20, 40, "app web"),  # once, though given thrice
+        ("lan0", "br-100", 256, 20, 40, None),  # a LAN port's name stays the LAN port's (lan2's too)
+        ("lan1", "br-100", 256, 20, 40, None), ("lan2", "br-200", 8, 5, 10, None),
+        ("v-0123456789ab", "br-200", 4, 5, 10, "vm db")]  # min(4, the subnet's 8); lab's app: no port security
+    assert [o.local_ports for o in g.overlays] == [("a-0123456789ab", "lan0", "lan1"), ("lan2", "v-0123456789ab"), ()]
+    assert pg.WORKLOAD_MAX_MACS == 4
+    doc = copy.deepcopy(BASE)
+    doc["subnets"][1]["port_security"]["max_macs"] = 2
+    assert pg.port_guard_for(parse_config(doc), WORKLOADS).ports[-1].max_macs == 2  # never more than the subnet's
+
+
+def test_a_workload_port_is_dispatched_limited_and_its_macs_protected_from_the_overlay_like_a_lan_port():
+    doc = pg.render(pg.port_guard_for(parse_config(BASE), WORKLOADS))
+    veth = "a-0123456789ab"
+    assert objects(doc, "set")[f"macs.{veth}"]["size"] == 4
+    r = rules(doc)
+    assert [veth, {"goto": {"target": f"port.{veth}"}}] in r["prerouting"][0][0]["vmap"]["data"]["set"]
+    assert "a-ba9876543210" not in json.dumps(r)  # the lab subnet's app: no port security there
+    assert [{"counter": f"{veth}.full"}, {"drop": None}] == r[f"port.{veth}"][-1]
+    assert [{"match": {"op": "==", "left": {"payload": {"protocol": "ether", "field": "saddr"}},
+                       "right": f"@macs.{veth}"}}, {"counter": "vx-100.spoof"}, {"drop": None}] in r["overlay.vx-100"]
+
+
+def test_compose_names_every_app_and_vm_port_to_the_port_guard():
+    from nsg.compose import compose
+
+    doc = copy.deepcopy(BASE)
+    kernel = {"url": "https://images.example/bzImage", "sha256": "0" * 64}
+    doc["apps"] = [{"name": "web", "image": "nginx:1", "subnet": "corp", "address": "198.19.0.50"}]
+    doc["vms"] = [{"name": "db", "subnet": "guest", "address": "198.19.1.70", "kernel": kernel}]
+    s = compose(parse_config(doc))
+    veth, tap = s.workloads.apps["web"].host_ifname, s.workloads.vms["db"].tap
+    ports = {p.name: p for p in s.port_guard.ports}
+    assert (ports[veth].bridge, ports[veth].max_macs, ports[veth].workload) == ("br-100", 4, "app web")
+    assert (ports[tap].bridge, ports[tap].max_macs, ports[tap].workload) == ("br-200", 4, "vm db")
+    assert veth in s.port_guard.overlays[0].local_ports and tap in s.port_guard.overlays[1].local_ports
+    # the engine sets the port guard before it hands the supervisors the specs that make these ports
+    from nsg.compose import DESIRED_ORDER
+    assert DESIRED_ORDER.index("port_guard") < DESIRED_ORDER.index("workloads")
 
 
 # --- the rendered document ----------------------------------------------------------------------
@@ -132,14 +186,41 @@ def test_ports_are_dispatched_by_one_verdict_map_and_link_local_frames_too():
     r = rules(pg.render(guard()))
     vmap = r["prerouting"][0][0]["vmap"]
     assert vmap["key"] == {"meta": {"key": "iifname"}}
-    assert [(k, v["jump"]["target"]) for k, v in vmap["data"]["set"]] == [
+    # goto: a named port's chain ends its way through the base chain, never falls into the stray rules
+    assert [(k, v["goto"]["target"]) for k, v in vmap["data"]["set"]] == [
         ("lan0", "port.lan0"), ("lan1", "port.lan1"), ("lan2", "port.lan2"),
         ("vx-100", "overlay.vx-100"), ("vx-200", "overlay.vx-200"), ("vx-300", "overlay.vx-300")]
-    (link_local, same_vmap), = r["input"]
+    (link_local, same_vmap), *_ = r["input"]
     assert link_local["match"]["left"] == {"&": [{"payload": {"protocol": "ether", "field": "daddr"}},
                                                  "ff:ff:ff:ff:ff:f0"]}
     assert link_local["match"]["right"] == "01:80:c2:00:00:00"
     assert same_vmap == {"vmap": vmap}
+
+
+def test_any_other_port_of_a_guarded_subnets_bridge_is_a_stray_dropped_after_the_named_ones():
+    r = rules(pg.render(guard()))
+    in_bridge = {"meta": {"key": "ibrname"}}
+    assert r["prerouting"][1:] == [
+        [{"match": {"op": "==", "left": in_bridge, "right": br}}, {"counter": f"{br}.stray"}, {"drop": None}]
+        for br in ("br-100", "br-200")]  # br-300: port security off, its bridge stays open
+    link_local = r["input"][0][0]
+    assert r["input"][1:] == [[link_local, *rule] for rule in r["prerouting"][1:]]
+
+
+def test_without_bridge_meta_in_the_kernel_ports_are_guarded_by_name_alone():
+    doc = pg.render(guard(), by_bridge=False)
+    r = rules(doc)
+    assert len(r["prerouting"]) == len(r["input"]) == 1  # the vmap only
+    assert "ibrname" not in doc and not [c for c in objects(doc, "counter") if c.endswith(".stray")]
+    assert r["port.lan0"] == rules(pg.render(guard()))["port.lan0"]
+
+
+def test_the_probe_is_one_ibrname_match_in_a_table_of_its_own():
+    cmds = commands(pg.probe_document())
+    assert {c["add"][k]["name"] for c in cmds for k in ("table", "chain") if k in c["add"]} == {
+        "nsg_port_probe", "probe"}
+    assert cmds[-1]["add"]["rule"]["expr"] == [{"match": {"op": "==", "left": {"meta": {"key": "ibrname"}},
+                                                          "right": "br-0"}}]
 
 
 def test_a_lan_port_passes_known_macs_then_learns_under_the_rate_while_there_is_room():
@@ -174,7 +255,8 @@ def test_the_overlay_drops_gateway_arp_and_frames_from_local_hosts_macs():
 
 def test_every_port_and_reason_has_a_named_counter_starting_at_zero():
     counters = objects(pg.render(guard()), "counter")
-    assert sorted(counters) == ["lan0.full", "lan0.rate", "lan1.full", "lan1.rate", "lan2.full", "lan2.rate",
+    assert sorted(counters) == ["br-100.stray", "br-200.stray",
+                                "lan0.full", "lan0.rate", "lan1.full", "lan1.rate", "lan2.full", "lan2.rate",
                                 "vx-100.gateway_arp", "vx-100.spoof", "vx-200.gateway_arp", "vx-200.spoof",
                                 "vx-300.gateway_arp", "vx-300.spoof"]
     assert {(c["packets"], c["bytes"]) for c in counters.values()} == {(0, 0)}
@@ -214,6 +296,8 @@ LISTING = {"nftables": [
                  "packets": 2, "bytes": 120}},
     {"counter": {"family": "bridge", "name": "vx-100.spoof", "table": "nsg_port", "handle": 8, "packets": 0,
                  "bytes": 0}},
+    {"counter": {"family": "bridge", "name": "br-100.stray", "table": "nsg_port", "handle": 9, "packets": 5,
+                 "bytes": 300}},
     {"counter": {"family": "inet", "name": "lan0.full", "table": "someone_else", "handle": 1, "packets": 99,
                  "bytes": 99}},
     {"set": {"family": "bridge", "name": "macs.lan0", "table": "nsg_port", "type": "ether_addr", "handle": 1,
@@ -230,7 +314,7 @@ LISTING = {"nftables": [
 
 def test_the_listing_gives_macs_and_drops_per_port_and_reason():
     r = pg.parse(json.dumps(LISTING))
-    assert sorted(r.ports) == ["lan0", "lan1", "vx-100"]
+    assert sorted(r.ports) == ["br-100", "lan0", "lan1", "vx-100"]
     lan0 = r.ports["lan0"]
     assert lan0.kind == "lan" and lan0.max_macs == 4 and lan0.learned == 3
     assert lan0.macs == ("4a:15:a7:02:7a:c9", "5a:3a:02:cf:df:cd", "02:00:00:00:00:01")  # most recent first
@@ -242,12 +326,15 @@ def test_the_listing_gives_macs_and_drops_per_port_and_reason():
         "full": {"packets": 0, "bytes": 0}, "rate": {"packets": 8, "bytes": 368}}}
     assert r.as_dict()["vx-100"] == {"kind": "overlay", "dropped": {
         "gateway_arp": {"packets": 2, "bytes": 120}, "spoof": {"packets": 0, "bytes": 0}}}
+    assert r.drops("br-100", pg.STRAY) == 5  # frames from ports of br-100 the table does not name
+    assert r.as_dict()["br-100"] == {"kind": "bridge", "dropped": {"stray": {"packets": 5, "bytes": 300}}}
 
 
 def test_what_is_read_back_is_what_a_reapply_carries():
     carry = pg.parse(LISTING).carry()
     assert carry.macs == {"lan0": ("4a:15:a7:02:7a:c9", "5a:3a:02:cf:df:cd", "02:00:00:00:00:01"), "lan1": ()}
     assert carry.counters["lan0.rate"] == (8, 368) and carry.counters["vx-100.gateway_arp"] == (2, 120)
+    assert carry.counters["br-100.stray"] == (5, 300)
 
 
 def test_a_rendered_table_read_back_has_every_port_at_zero():
@@ -256,8 +343,9 @@ def test_a_rendered_table_read_back_has_every_port_at_zero():
                              for k, v in c["add"].items()} for c in commands(pg.render(guard()))[2:]
                             if "set" in c["add"] or "counter" in c["add"]]}
     r = pg.parse(listing)
-    assert sorted(r.ports) == ["lan0", "lan1", "lan2", "vx-100", "vx-200", "vx-300"]
+    assert sorted(r.ports) == ["br-100", "br-200", "lan0", "lan1", "lan2", "vx-100", "vx-200", "vx-300"]
     assert r.ports["lan2"].max_macs == 8 and r.ports["lan2"].learned == 0
+    assert r.ports["br-100"].kind == "bridge" and list(r.ports["br-100"].drops) == ["stray"]
     assert all(d.packets == 0 for p in r.ports.values() for d in p.drops.values())
 
 
@@ -283,8 +371,16 @@ class FakeNft:
         self.listing: dict | None = None
         self.applied: list[str] = []
         self.refuse: str | None = None
+        self.bridge_meta = True  # the kernel has nft_meta_bridge
+        self.probes = 0
 
     def __call__(self, doc: str | None, *args: str) -> str:
+        if args == ("-c",):  # a dry run: only the probe uses one
+            assert doc == pg.probe_document()
+            self.probes += 1
+            if not self.bridge_meta:
+                raise PolicyApplyError("nft refused the ruleset: Could not process rule: Operation not supported")
+            return ""
         if doc is not None:
             if self.refuse:
                 raise PolicyApplyError(f"nft refused the ruleset: {self.refuse}")
@@ -329,7 +425,16 @@ def test_the_first_apply_renders_fresh_and_a_repeat_changes_nothing(nft, sysfs):
     assert (sysfs / "br-200" / "bridge" / "no_linklocal_learn").read_text() == "1"
     st = guarded.status()
     assert (st["applied"], st["noop"], st["bridges_missing"]) == (1, 1, ["br-300"])
+    assert st["bridges_closed"] == ["br-100", "br-200"] and nft.probes == 1
     assert st["ports"]["lan0"]["dropped"]["rate"]["packets"] == 8
+
+
+def test_a_kernel_without_bridge_meta_gets_the_table_without_stray_rules(nft, sysfs):
+    nft.bridge_meta = False
+    guarded = pga.NftPortGuard(sysfs)
+    assert guarded.set(guard()) is True
+    assert nft.applied == [pg.render(guard(), by_bridge=False)] and nft.probes == 1
+    assert guarded.status()["bridges_closed"] == []
 
 
 def test_a_changed_guard_is_applied_with_what_the_old_table_held(nft, sysfs):
