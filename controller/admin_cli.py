@@ -4,25 +4,25 @@ that talk to a running controller over HTTP with a bearer token (controller/cli_
 token and URL come from; never from the command line). What they print: controller/cli_views.py.
 
 controller/cli.py hooks these in with ``add_subcommands(sub)`` and ``dispatch(args)``;
-``python -m controller.admin_cli`` runs them on their own.
+``python -m controller.admin_cli`` runs them on their own. The ``image``, ``app`` and ``vm`` groups
+live in admin_workloads.py; the helpers every group uses (API client, printing) in admin_common.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
 import sys
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from controller import cli_auth
+from controller.admin_common import listing, make_client, print_json, print_lines, print_table, q
 from controller.admin_local import login_command, serve_command, token_command
-from controller.api_client import Client, CliError, api_error
-from controller.cli_views import gateway_view, safe, security_view, status_view, table, to_json
+from controller.admin_workloads import add_app_commands, add_image_commands, add_vm_commands
+from controller.api_client import Client, CliError, api_error  # noqa: F401 -- Client: tests patch admin_cli.Client
+from controller.cli_views import gateway_view, safe, security_view, status_view
 from controller.store import StoreError
 
 COMMANDS = ("serve", "token", "login", "enterprise", "subnet", "gateway", "image", "app", "vm", "policy", "qos",
@@ -40,40 +40,6 @@ class SubcommandParser(argparse.ArgumentParser):
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}")
         return ns, extras
-
-
-def _q(name: str) -> str:
-    return urllib.parse.quote(name, safe="")
-
-
-def _client(args: argparse.Namespace) -> Client:
-    try:
-        return Client(cli_auth.resolve_url(args), cli_auth.resolve_token(args))
-    except cli_auth.AuthError as exc:
-        raise CliError(str(exc)) from None
-
-
-def _print_json(doc: object) -> None:
-    print(to_json(doc))
-
-
-def _print(lines: list[str]) -> None:
-    """Lines of cli_views (each made safe there)."""
-    for line in lines:
-        print(line)
-
-
-def _table(rows: list[list[Any]], header: list[str]) -> None:
-    _print(table(rows, header))
-
-
-def _listing(args: argparse.Namespace, path: str, key: str) -> list[dict[str, Any]] | None:
-    """GET a list; with --json print it as it came and return None."""
-    doc = _client(args).call("GET", path)
-    if args.json:
-        _print_json(doc)
-        return None
-    return doc[key]
 
 
 # -- argument types ------------------------------------------------------------------------------
@@ -123,38 +89,72 @@ def _enterprise_create(args: argparse.Namespace) -> None:
             body["ipsec"] = json.loads(args.ipsec.read_text())
         except (OSError, ValueError) as exc:
             raise CliError(f"--ipsec {args.ipsec}: {exc}") from None
-    _print_json(_client(args).call("POST", "/enterprises", body))
+    print_json(make_client(args).call("POST", "/enterprises", body))
 
 
 def _enterprise_list(args: argparse.Namespace) -> None:
-    ents = _listing(args, "/enterprises", "enterprises")
+    ents = listing(args, "/enterprises", "enterprises")
     if ents is None:
         return
-    _table([[e["name"], e["transport"], str(e["generation"])] for e in ents], ["NAME", "TRANSPORT", "GENERATION"])
+    print_table([[e["name"], e["transport"], str(e["generation"])] for e in ents], ["NAME", "TRANSPORT", "GENERATION"])
 
 
 def _enterprise_show(args: argparse.Namespace) -> None:
-    _print_json(_client(args).call("GET", f"/enterprises/{_q(args.name)}"))
+    print_json(make_client(args).call("GET", f"/enterprises/{q(args.name)}"))
 
 
 def _enterprise_delete(args: argparse.Namespace) -> None:
-    _client(args).call("DELETE", f"/enterprises/{_q(args.name)}")
+    make_client(args).call("DELETE", f"/enterprises/{q(args.name)}")
+
+
+PORT_SECURITY_FLAGS = ("max_macs", "learn_rate", "learn_burst")
+
+
+def _port_security(args: argparse.Namespace, current: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The subnet's port security from the flags: --off turns it off; each flag given replaces that
+    limit of ``current`` (the subnet's, or the defaults), the others stay."""
+    if args.off:
+        if any(getattr(args, k) is not None for k in PORT_SECURITY_FLAGS):
+            raise CliError("--off takes no --max-macs, --learn-rate or --learn-burst")
+        return None
+    return {**(current or {}), **{k: getattr(args, k) for k in PORT_SECURITY_FLAGS if getattr(args, k) is not None}}
 
 
 def _subnet_add(args: argparse.Namespace) -> None:
-    body = {"name": args.name, "vni": args.vni, "cidr": args.cidr, "gateway": args.gateway}
-    _print_json(_client(args).call("POST", f"/enterprises/{_q(args.enterprise)}/subnets", body))
+    body = {"name": args.name, "vni": args.vni, "cidr": args.cidr, "gateway": args.gateway,
+            "port_security": _port_security(args, None)}
+    print_json(make_client(args).call("POST", f"/enterprises/{q(args.enterprise)}/subnets", body))
+
+
+def _subnet_port_security(args: argparse.Namespace) -> None:
+    client = make_client(args)
+    subnets = client.call("GET", f"/enterprises/{q(args.enterprise)}/subnets")["subnets"]
+    current = next((s["port_security"] for s in subnets if s["name"] == args.name), None)
+    print_json(client.call("PUT", f"/enterprises/{q(args.enterprise)}/subnets/{q(args.name)}/port-security",
+                           {"port_security": _port_security(args, current)}))
+
+
+def _ps_text(ps: dict[str, Any] | None) -> str:
+    return "off" if ps is None else f"{ps['max_macs']} MACs, {ps['learn_rate']}/s (burst {ps['learn_burst']})"
 
 
 def _subnet_list(args: argparse.Namespace) -> None:
-    subnets = _listing(args, f"/enterprises/{_q(args.enterprise)}/subnets", "subnets")
+    subnets = listing(args, f"/enterprises/{q(args.enterprise)}/subnets", "subnets")
     if subnets is None:
         return
-    _table([[s["name"], str(s["vni"]), s["cidr"], s["gateway"]] for s in subnets], ["NAME", "VNI", "CIDR", "GATEWAY"])
+    print_table([[s["name"], str(s["vni"]), s["cidr"], s["gateway"], _ps_text(s.get("port_security"))]
+                 for s in subnets], ["NAME", "VNI", "CIDR", "GATEWAY", "PORT SECURITY (per LAN port)"])
+
+
+def _port_security_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-macs", type=int, metavar="N", help="source MACs one LAN port may hold (default 256)")
+    p.add_argument("--learn-rate", type=int, metavar="N", help="new MACs per second per port (default 20)")
+    p.add_argument("--learn-burst", type=int, metavar="N", help="new MACs at once before the rate applies (default 40)")
+    p.add_argument("--off", action="store_true", help="no LAN port security in this subnet (not recommended)")
 
 
 def _subnet_delete(args: argparse.Namespace) -> None:
-    _client(args).call("DELETE", f"/enterprises/{_q(args.enterprise)}/subnets/{_q(args.name)}")
+    make_client(args).call("DELETE", f"/enterprises/{q(args.enterprise)}/subnets/{q(args.name)}")
 
 
 def _gateway_add(args: argparse.Namespace) -> None:
@@ -165,7 +165,7 @@ def _gateway_add(args: argparse.Namespace) -> None:
                             "behind_nat": args.behind_nat, "role": args.role}
     if args.activation_code_file:
         body["activation_code"] = _read_code(args.activation_code_file)
-    _print_json(_client(args).call("POST", f"/enterprises/{_q(args.enterprise)}/gateways", body))
+    print_json(make_client(args).call("POST", f"/enterprises/{q(args.enterprise)}/gateways", body))
 
 
 def _gateway_set(args: argparse.Namespace) -> None:
@@ -184,38 +184,38 @@ def _gateway_set(args: argparse.Namespace) -> None:
     if not body:
         raise CliError("gateway set: nothing to change (give --uplink, --port, --serial or --[no-]behind-nat)")
     query = "" if args.confirm_window is None else f"?confirm_s={args.confirm_window:g}"
-    _print_json(_client(args).call("PATCH", f"/gateways/{_q(args.name)}{query}", body))
+    print_json(make_client(args).call("PATCH", f"/gateways/{q(args.name)}{query}", body))
 
 
 def _gateway_list(args: argparse.Namespace) -> None:
-    gws = _listing(args, f"/enterprises/{_q(args.enterprise)}/gateways", "gateways")
+    gws = listing(args, f"/enterprises/{q(args.enterprise)}/gateways", "gateways")
     if gws is None:
         return
     rows = [[g["name"], g["role"], g["serial"], g["system_ip"], "yes" if g["behind_nat"] else "no"] for g in gws]
-    _table(rows, ["NAME", "ROLE", "SERIAL", "SYSTEM IP", "BEHIND NAT"])
+    print_table(rows, ["NAME", "ROLE", "SERIAL", "SYSTEM IP", "BEHIND NAT"])
 
 
 def _gateway_show(args: argparse.Namespace) -> None:
-    client = _client(args)
-    gateway = client.call("GET", f"/gateways/{_q(args.name)}")
+    client = make_client(args)
+    gateway = client.call("GET", f"/gateways/{q(args.name)}")
     if args.json:
-        _print_json(gateway)
+        print_json(gateway)
         return
-    _print(gateway_view(gateway, client.call("GET", f"/gateways/{_q(args.name)}/status")))
+    print_lines(gateway_view(gateway, client.call("GET", f"/gateways/{q(args.name)}/status")))
 
 
 def _gateway_config(args: argparse.Namespace) -> None:
-    _print_json(_client(args).call("GET", f"/gateways/{_q(args.name)}/config"))
+    print_json(make_client(args).call("GET", f"/gateways/{q(args.name)}/config"))
 
 
 def _gateway_delete(args: argparse.Namespace) -> None:
-    _client(args).call("DELETE", f"/gateways/{_q(args.name)}")
+    make_client(args).call("DELETE", f"/gateways/{q(args.name)}")
 
 
 def _gateway_reset_identity(args: argparse.Namespace) -> None:
-    doc = _client(args).call("POST", f"/gateways/{_q(args.name)}/reset-identity")
+    doc = make_client(args).call("POST", f"/gateways/{q(args.name)}/reset-identity")
     if args.json:
-        _print_json(doc)
+        print_json(doc)
         return
     gone = ", ".join(doc["revoked"]) or "none held"
     print(safe(f"{doc['name']} (serial {doc['serial']}): LDevIDs revoked: {gone}; "
@@ -223,126 +223,11 @@ def _gateway_reset_identity(args: argparse.Namespace) -> None:
 
 
 def _gateway_status(args: argparse.Namespace) -> None:
-    doc = _client(args).call("GET", f"/gateways/{_q(args.name)}/status")
+    doc = make_client(args).call("GET", f"/gateways/{q(args.name)}/status")
     if args.json:
-        _print_json(doc)
+        print_json(doc)
         return
-    _print(status_view(doc, time.time()))
-
-
-def _image_upload(args: argparse.Namespace) -> None:
-    try:
-        f = open(args.file, "rb")  # noqa: SIM115 - streamed by urllib, closed below
-        size = os.fstat(f.fileno()).st_size
-    except OSError as exc:
-        raise CliError(f"{args.file}: {exc.strerror}") from None
-    with f:
-        client = _client(args)
-        client.timeout = max(client.timeout, size / (10 << 20))  # give a big tarball time: >= 10 MB/s
-        req_path = f"/enterprises/{_q(args.enterprise)}/images"
-        _print_json(client.call("POST", req_path, raw=f, content_type="application/x-tar"))
-
-
-def _image_list(args: argparse.Namespace) -> None:
-    images = _listing(args, f"/enterprises/{_q(args.enterprise)}/images", "images")
-    if images is None:
-        return
-    _table([[i["sha256"][:16], str(i["size"]), ",".join(i["references"]), i["created"]] for i in images],
-           ["SHA256", "SIZE", "REFERENCES", "UPLOADED"])
-
-
-def _image_delete(args: argparse.Namespace) -> None:
-    _client(args).call("DELETE", f"/enterprises/{_q(args.enterprise)}/images/{_q(args.sha256)}")
-
-
-def _app_body(args: argparse.Namespace) -> dict[str, Any]:
-    body: dict[str, Any] = {}
-    for key in ("image", "image_sha256", "memory_mb", "cpus", "pids", "restart"):
-        if getattr(args, key, None) is not None:
-            body[key] = getattr(args, key)
-    if args.command is not None:
-        try:
-            body["command"] = shlex.split(args.command)
-        except ValueError as exc:
-            raise CliError(f"--command: {exc}") from None
-    if args.env:
-        env = {}
-        for item in args.env:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise CliError(f"--env {item!r}: give NAME=VALUE")
-            env[key] = value
-        body["env"] = env
-    return body
-
-
-def _app_add(args: argparse.Namespace) -> None:
-    body = {"name": args.name, "subnet": args.subnet, **_app_body(args)}
-    if args.address:
-        body["address"] = args.address
-    _print_json(_client(args).call("POST", f"/gateways/{_q(args.gateway)}/apps", body))
-
-
-def _app_set(args: argparse.Namespace) -> None:
-    body = _app_body(args)
-    if not body:
-        raise CliError("nothing to change: give --image, --command, --env, --memory-mb, --cpus, --pids or --restart")
-    _print_json(_client(args).call("PATCH", f"/gateways/{_q(args.gateway)}/apps/{_q(args.name)}", body))
-
-
-def _app_list(args: argparse.Namespace) -> None:
-    apps = _listing(args, f"/gateways/{_q(args.gateway)}/apps", "apps")
-    if apps is None:
-        return
-    rows = []
-    for a in apps:
-        live = a["live"] or {}
-        mem, cpu = live.get("memory_mb"), live.get("cpu_percent")
-        rows.append([a["name"], a["subnet"], a["address"], a["image"], str(live.get("state") or "-"),
-                     str(live.get("restarts", "-")), "-" if mem is None else f"{mem:.1f}",
-                     "-" if cpu is None else f"{cpu:.1f}", live.get("error") or ""])
-    _table(rows, ["NAME", "SUBNET", "ADDRESS", "IMAGE", "STATE", "RESTARTS", "MEM MB", "CPU %", "ERROR"])
-
-
-def _app_show(args: argparse.Namespace) -> None:
-    _print_json(_client(args).call("GET", f"/gateways/{_q(args.gateway)}/apps/{_q(args.name)}"))
-
-
-def _app_delete(args: argparse.Namespace) -> None:
-    _client(args).call("DELETE", f"/gateways/{_q(args.gateway)}/apps/{_q(args.name)}")
-
-
-def _source(spec: str, what: str) -> dict[str, str]:
-    """``/path/on/the/gateway@SHA256`` -> an image source."""
-    path, sep, sha = spec.rpartition("@")
-    if not sep or not path.startswith("/"):
-        raise CliError(f"--{what} {spec!r}: give /PATH/ON/THE/GATEWAY@SHA256")
-    return {"url": "file://" + urllib.parse.quote(path), "sha256": sha}
-
-
-def _vm_add(args: argparse.Namespace) -> None:
-    body: dict[str, Any] = {"name": args.name, "subnet": args.subnet, "kernel": _source(args.kernel, "kernel"),
-                            "memory_mb": args.memory_mb, "cpus": args.cpus, "accel": args.accel}
-    if args.initrd:
-        body["initrd"] = _source(args.initrd, "initrd")
-    if args.append:
-        body["append"] = args.append
-    if args.address:
-        body["address"] = args.address
-    _print_json(_client(args).call("POST", f"/gateways/{_q(args.gateway)}/vms", body))
-
-
-def _vm_list(args: argparse.Namespace) -> None:
-    vms = _listing(args, f"/gateways/{_q(args.gateway)}/vms", "vms")
-    if vms is None:
-        return
-    rows = [[v["name"], v["subnet"], v["address"], str((v["live"] or {}).get("state") or "-"),
-             str((v["live"] or {}).get("restarts", "-")), (v["live"] or {}).get("error") or ""] for v in vms]
-    _table(rows, ["NAME", "SUBNET", "ADDRESS", "STATE", "RESTARTS", "ERROR"])
-
-
-def _vm_delete(args: argparse.Namespace) -> None:
-    _client(args).call("DELETE", f"/gateways/{_q(args.gateway)}/vms/{_q(args.name)}")
+    print_lines(status_view(doc, time.time()))
 
 
 def _doc_set(args: argparse.Namespace) -> None:
@@ -350,36 +235,36 @@ def _doc_set(args: argparse.Namespace) -> None:
         doc = json.loads(args.file.read_text())
     except (OSError, ValueError) as exc:
         raise CliError(f"{args.file}: {exc}") from None
-    _print_json(_client(args).call("PUT", f"/enterprises/{_q(args.enterprise)}/{args.cmd}", doc))
+    print_json(make_client(args).call("PUT", f"/enterprises/{q(args.enterprise)}/{args.cmd}", doc))
 
 
 def _doc_show(args: argparse.Namespace) -> None:
-    _print_json(_client(args).call("GET", f"/enterprises/{_q(args.enterprise)}/{args.cmd}"))
+    print_json(make_client(args).call("GET", f"/enterprises/{q(args.enterprise)}/{args.cmd}"))
 
 
 def _doc_clear(args: argparse.Namespace) -> None:
-    _client(args).call("DELETE", f"/enterprises/{_q(args.enterprise)}/{args.cmd}")
+    make_client(args).call("DELETE", f"/enterprises/{q(args.enterprise)}/{args.cmd}")
 
 
 def _policy_counters(args: argparse.Namespace) -> None:
-    doc = _client(args).call("GET", f"/gateways/{_q(args.gateway)}/policy/counters")
+    doc = make_client(args).call("GET", f"/gateways/{q(args.gateway)}/policy/counters")
     if args.json:
-        _print_json(doc)
+        print_json(doc)
         return
     if not doc["counters"]:
         print(safe(f"{args.gateway}: no counters reported yet" + ("" if doc["connected"] else " (not connected)")))
         return
     rows = [[name, c["packets"], c["bytes"]] for name, c in doc["counters"].items()]
-    _table(rows, ["RULE", "PACKETS", "BYTES"])
+    print_table(rows, ["RULE", "PACKETS", "BYTES"])
 
 
 def _security_events(args: argparse.Namespace) -> None:
-    path = "/security-events" + (f"?gateway={_q(args.gateway)}" if args.gateway else "")
-    doc = _client(args).call("GET", path)
+    path = "/security-events" + (f"?gateway={q(args.gateway)}" if args.gateway else "")
+    doc = make_client(args).call("GET", path)
     if args.json:
-        _print_json(doc)
+        print_json(doc)
         return
-    _print(security_view(doc, time.time()))
+    print_lines(security_view(doc, time.time()))
 
 
 def _reflector_view(args: argparse.Namespace) -> None:
@@ -388,10 +273,10 @@ def _reflector_view(args: argparse.Namespace) -> None:
     from controller.rr_policy import ViewError, dump_view, view_from_configs
     from nsg.model import ConfigError, parse_config
 
-    client = _client(args)
-    gws = client.call("GET", f"/enterprises/{_q(args.enterprise)}/gateways")["gateways"]
+    client = make_client(args)
+    gws = client.call("GET", f"/enterprises/{q(args.enterprise)}/gateways")["gateways"]
     try:
-        configs = {g["name"]: parse_config(client.call("GET", f"/gateways/{_q(g['name'])}/config"),
+        configs = {g["name"]: parse_config(client.call("GET", f"/gateways/{q(g['name'])}/config"),
                                            source=f"gateway {g['name']}") for g in gws}
         view = view_from_configs(configs)
         text = dump_view(view)
@@ -484,6 +369,12 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--vni", type=int, required=True)
     p.add_argument("--cidr", required=True)
     p.add_argument("--gateway", required=True, help="the subnet's gateway address (on every site's bridge)")
+    _port_security_flags(p)
+    p = leaf(n, "port-security", _subnet_port_security, api,
+             help_="set the LAN port security of a subnet at every site (flags not given stay as they are)")
+    p.add_argument("enterprise")
+    p.add_argument("name")
+    _port_security_flags(p)
     leaf(n, "list", _subnet_list, api, js, help_="list subnets").add_argument("enterprise")
     p = leaf(n, "delete", _subnet_delete, api, help_="delete a subnet")
     p.add_argument("enterprise")
@@ -520,41 +411,8 @@ def add_subcommands(sub: Any) -> None:
     leaf(g, "status", _gateway_status, api, js,
          help_="whether it is OK, then what it last reported: channel, generation, apps, counters").add_argument("name")
 
-    i = group("image", "app images: `docker save` tarballs the controller serves to gateways (over the API)")
-    p = leaf(i, "upload", _image_upload, api, help_="upload a `docker save` tarball")
-    p.add_argument("enterprise")
-    p.add_argument("file", type=Path)
-    leaf(i, "list", _image_list, api, js, help_="list an enterprise's images").add_argument("enterprise")
-    p = leaf(i, "delete", _image_delete, api, help_="delete an image no app runs")
-    p.add_argument("enterprise")
-    p.add_argument("sha256")
-
-    def app_settings(p: Any, *, new: bool) -> None:
-        p.add_argument("--image", required=new, help="the reference to run (an uploaded tarball must tag it)")
-        p.add_argument("--image-sha256", help="which upload (default: the newest that tags --image)")
-        p.add_argument("--command", help="the command line, split like a shell would")
-        p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
-        p.add_argument("--memory-mb", type=int)
-        p.add_argument("--cpus", type=float)
-        p.add_argument("--pids", type=int)
-        p.add_argument("--restart", choices=("no", "always", "on-failure", "unless-stopped"))
-
-    a = group("app", "tenant apps (containers) on gateways (over the API)")
-    p = leaf(a, "add", _app_add, api, help_="add an app; without --address the controller's IPAM picks one")
-    p.add_argument("gateway")
-    p.add_argument("name")
-    p.add_argument("--subnet", required=True)
-    p.add_argument("--address", help="a fixed address in the subnet")
-    app_settings(p, new=True)
-    p = leaf(a, "set", _app_set, api, help_="change an app's image, command, environment or limits")
-    p.add_argument("gateway")
-    p.add_argument("name")
-    app_settings(p, new=False)
-    leaf(a, "list", _app_list, api, js, help_="list a gateway's apps with their reported state").add_argument("gateway")
-    for name, run, text in (("show", _app_show, "show an app"), ("delete", _app_delete, "remove an app")):
-        p = leaf(a, name, run, api, help_=text)
-        p.add_argument("gateway")
-        p.add_argument("name")
+    add_image_commands(group, leaf, api, js)
+    add_app_commands(group, leaf, api, js)
 
     for doc, what in (("policy", "the enterprise's firewall: tenants, ACLs, groups, breakout"),
                       ("qos", "the enterprise's QoS profile: forwarding classes, DSCP map, limiters (rates: the "
@@ -578,23 +436,7 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("enterprise")
     p.add_argument("--out", type=Path, help="write it here (0600) instead of printing it")
 
-    v = group("vm", "tenant VMs (qemu on a TAP of the subnet's bridge) on gateways (over the API)")
-    p = leaf(v, "add", _vm_add, api, help_="add a VM; without --address the controller's IPAM picks one")
-    p.add_argument("gateway")
-    p.add_argument("name")
-    p.add_argument("--subnet", required=True)
-    p.add_argument("--address", help="a fixed address in the subnet")
-    p.add_argument("--kernel", required=True, metavar="PATH@SHA256", help="the guest kernel, a file on the gateway")
-    p.add_argument("--initrd", metavar="PATH@SHA256", help="its initrd, a file on the gateway")
-    p.add_argument("--append", help="more kernel command line")
-    p.add_argument("--memory-mb", type=int, default=256)
-    p.add_argument("--cpus", type=int, default=1)
-    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
-    leaf(v, "list", _vm_list, api, js, help_="list a gateway's VMs with their reported state").add_argument("gateway")
-    p = leaf(v, "delete", _vm_delete, api, help_="remove a VM")
-    p.add_argument("gateway")
-    p.add_argument("name")
-
+    add_vm_commands(group, leaf, api, js)
 
 def dispatch(args: argparse.Namespace) -> int:
     """Runs a command parsed by add_subcommands' parsers; returns the exit status."""
