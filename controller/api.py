@@ -62,6 +62,7 @@ from controller.api_models import (
     ImageOut,
     PolicyCountersOut,
     PolicyOut,
+    PortSecurityIn,
     QosOut,
     RuleCount,
     SecurityEventList,
@@ -143,8 +144,17 @@ async def add_subnet(request: web.Request) -> web.Response:
     """Add a subnet (a VNI and an IPv4 prefix, the same at every site)."""
     body: SubnetIn = await read_body(request, SubnetIn)
     ent = request.match_info["enterprise"]
-    rec = _store(request).enterprises.add_subnet(ent, body.name, vni=body.vni, cidr=body.cidr, gateway=body.gateway)
+    rec = _store(request).enterprises.add_subnet(ent, body.name, vni=body.vni, cidr=body.cidr, gateway=body.gateway,
+                                                 port_security=body.port_security)
     return answer(_subnet_out(rec), 201, f"{API}/enterprises/{ent}/subnets/{rec.name}")
+
+
+async def set_port_security(request: web.Request) -> web.Response:
+    """Set a subnet's LAN port security (MACs per port, learn rate and burst) at every site; null: off."""
+    body: PortSecurityIn = await read_body(request, PortSecurityIn)
+    rec = _store(request).enterprises.set_port_security(request.match_info["enterprise"],
+                                                        request.match_info["subnet"], body.port_security)
+    return answer(_subnet_out(rec))
 
 
 async def delete_subnet(request: web.Request) -> web.Response:
@@ -478,6 +488,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{API}/enterprises/{{enterprise}}/subnets", list_subnets, response=SubnetList),
     Route("POST", f"{API}/enterprises/{{enterprise}}/subnets", add_subnet, SubnetIn, SubnetOut, 201),
     Route("DELETE", f"{API}/enterprises/{{enterprise}}/subnets/{{subnet}}", delete_subnet, status=204),
+    Route("PUT", f"{API}/enterprises/{{enterprise}}/subnets/{{subnet}}/port-security", set_port_security,
+          PortSecurityIn, SubnetOut),
     Route("GET", f"{API}/enterprises/{{enterprise}}/gateways", list_gateways, response=GatewayList),
     Route("POST", f"{API}/enterprises/{{enterprise}}/gateways", add_gateway, GatewayIn, GatewayOut, 201),
     Route("GET", f"{API}/gateways/{{gateway}}", get_gateway, response=GatewayOut),

@@ -18,7 +18,7 @@ from controller.security_events import KEEP, SecurityEvent
 from controller.store_enterprises import EnterpriseRec, SubnetRec
 from controller.store_gateways import GatewayRec
 from controller.store_workloads import AppRec, ImageRec, VmRec
-from nsg.model.config import IfName, Name
+from nsg.model.config import IfName, Name, PortSecurity
 from nsg.model.policy import PolicyConfig
 from nsg.model.qos import QosConfig
 from nsg.model.tenant_workloads import source_url
@@ -73,6 +73,13 @@ class SubnetIn(_In):
     vni: int
     cidr: IPv4Network
     gateway: IPv4Address
+    port_security: PortSecurity | None = PortSecurity()  # every LAN port's MAC limits; null: off
+
+
+class PortSecurityIn(_In):
+    """A subnet's LAN port security, at every site: null turns it off."""
+
+    port_security: PortSecurity | None
 
 
 class SubnetOut(_Out):
@@ -81,6 +88,7 @@ class SubnetOut(_Out):
     vni: int
     cidr: IPv4Network
     gateway: IPv4Address
+    port_security: PortSecurity | None
 
 
 class SubnetList(_Out):
@@ -379,7 +387,8 @@ def _enterprise_out(e: EnterpriseRec) -> EnterpriseOut:
 
 
 def _subnet_out(s: SubnetRec) -> SubnetOut:
-    return SubnetOut(enterprise=s.enterprise, name=s.name, vni=s.vni, cidr=s.cidr, gateway=s.gateway)
+    return SubnetOut(enterprise=s.enterprise, name=s.name, vni=s.vni, cidr=s.cidr, gateway=s.gateway,
+                     port_security=s.port_security)
 
 
 def _gateway_out(g: GatewayRec) -> GatewayOut:

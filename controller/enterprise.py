@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nsg.model import Subnet, Uplink
+from nsg.model.config import PortSecurity
 from nsg.model.ipsec import IpsecTuning
 from nsg.model.policy import PolicyConfig, parse_ref
 from nsg.model.qos import MAX_KBIT, QosConfig
@@ -48,6 +49,7 @@ class SubnetDef(_M):
     vni: int
     cidr: str
     gateway: str
+    port_security: PortSecurity | None = PortSecurity()  # every LAN port's limits at every site; None: off
 
 
 class UplinkDef(Uplink):

@@ -5,7 +5,8 @@ Control plane: with a hub in the enterprise, every edge gateway runs BGP EVPN to
 reflector at the hub's system IP; the session runs inside the edge's tunnel to the hub. Without a
 hub there is no EVPN and the flood lists are static (every peer gets every BUM frame). A gateway
 accepts a type-5 route only for a prefix its config lists for the advertising site
-(``evpn.remote_prefixes``): every other gateway's ``evpn.prefixes`` with that gateway's system IP.
+(``evpn.remote_prefixes``): every other gateway's ``evpn.prefixes`` with that gateway's system IP;
+and how many routes each other site may give it (``evpn.remote_limits``: controller/route_budget.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from ipaddress import IPv4Address
 from urllib.parse import urlsplit
 
 from controller.enterprise import AppDef, Enterprise, GatewayDef
+from controller.route_budget import route_budget
 from nsg.model import SCHEMA_VERSION, GatewayConfig, parse_config
+from nsg.model.evpn import RemoteLimit
 
 
 def _initiate(me: GatewayDef, peer: GatewayDef) -> str:
@@ -112,12 +115,30 @@ def _fill_remote_prefixes(docs: Mapping[str, dict]) -> None:
             for ep in other["evpn"].get("prefixes", [])]
 
 
+def with_remote_limits(configs: Mapping[str, GatewayConfig]) -> dict[str, GatewayConfig]:
+    """``configs`` with each EVPN gateway's ``evpn.remote_limits``: for every other EVPN gateway whose
+    LAN is bounded, the routes it can honestly announce (controller/route_budget.py), as its per-site
+    limit here. The entries are made from validated configs (other gateways, distinct system IPs)."""
+    budgets = {name: (cfg.system_ip, n) for name, cfg in sorted(configs.items())
+               if cfg.evpn is not None and (n := route_budget(cfg)) is not None}
+    out = {}
+    for name, cfg in configs.items():
+        if cfg.evpn is None:
+            out[name] = cfg
+            continue
+        limits = tuple(RemoteLimit(system_ip=sip, max_routes=n) for other, (sip, n) in budgets.items()
+                       if other != name)
+        out[name] = cfg.model_copy(update={"evpn": cfg.evpn.model_copy(update={"remote_limits": limits})})
+    return out
+
+
 def with_remote_prefixes(configs: Mapping[str, GatewayConfig]) -> dict[str, GatewayConfig]:
     """``configs`` with every ``evpn.remote_prefixes`` rendered again from the others' ``evpn.prefixes``
+    (and ``evpn.remote_limits`` from their LANs)
     (for configs changed after render: a lab giving one gateway a prefix). Raises ConfigError."""
     docs = {n: c.model_dump(mode="json") for n, c in configs.items()}
     _fill_remote_prefixes(docs)
-    return {n: parse_config(doc, source=f"gateway {n}") for n, doc in docs.items()}
+    return with_remote_limits({n: parse_config(doc, source=f"gateway {n}") for n, doc in docs.items()})
 
 
 def render(ent: Enterprise) -> dict[str, GatewayConfig]:
@@ -159,4 +180,4 @@ def render(ent: Enterprise) -> dict[str, GatewayConfig]:
             doc["ipsec"] = _ipsec(ent)
         docs[g.name] = doc
     _fill_remote_prefixes(docs)
-    return {name: parse_config(doc, source=f"gateway {name}") for name, doc in docs.items()}
+    return with_remote_limits({name: parse_config(doc, source=f"gateway {name}") for name, doc in docs.items()})

@@ -12,7 +12,8 @@ traffic selector, so the address is the gateway's). The view says what that gate
 - ``vnis``: the VNIs (labels, PMSI labels, route targets) it may use;
 - ``prefixes``: its type-5 prefixes, exactly (the gateway config's ``evpn.prefixes``);
 - ``hosts``: addresses of its own workloads (apps, VMs), which no other gateway may announce;
-- ``max_routes``: overrides the reflector's per-client limit.
+- ``max_routes``: overrides the reflector's per-client limit (from the configs: the gateway's route
+  budget, controller/route_budget.py).
 
 The view is a JSON document (``--owners FILE``)::
 
@@ -39,6 +40,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from bgp.constants import RdType
 from bgp.evpn_nlri import RouteDistinguisher
+from controller.route_budget import route_budget
 from nsg.model import GatewayConfig
 from nsg.model.base import Frozen
 
@@ -192,7 +194,8 @@ class ViewFile:
 def view_from_configs(configs: Mapping[str, GatewayConfig], asn: int | None = None) -> ReflectorView:
     """The view from the gateway configs the controller renders (controller.mesh.render): every gateway
     with EVPN is a client owning its system IP, its VNIs and their RDs, its type-5 prefixes and its
-    workloads' addresses. Pure."""
+    workloads' addresses, and limited to the routes its LAN can honestly announce (its route budget:
+    controller/route_budget.py; none when a subnet's LAN is unbounded: the reflector's default). Pure."""
     subnets: dict[int, SubnetInfo] = {}
     clients: dict[IPv4Address, ClientOwnership] = {}
     asns = {asn} if asn is not None else set()
@@ -209,7 +212,8 @@ def view_from_configs(configs: Mapping[str, GatewayConfig], asn: int | None = No
             system_ip=sysip, name=name, vnis=frozenset(s.vni for s in cfg.subnets),
             rds=frozenset(f"{sysip}:{s.vni & RD_NUMBER_MASK}" for s in cfg.subnets),
             prefixes=tuple(ep.prefix for ep in cfg.evpn.prefixes),
-            hosts=frozenset(IPv4Address(str(w.address)) for w in (*cfg.apps, *cfg.vms)))
+            hosts=frozenset(IPv4Address(str(w.address)) for w in (*cfg.apps, *cfg.vms)),
+            max_routes=route_budget(cfg))
     if len(asns) > 1:
         raise ViewError(f"gateways use several EVPN ASNs: {sorted(asns)}")
     if not asns:

@@ -76,6 +76,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         not_after TEXT NOT NULL, issued TEXT NOT NULL, revoked TEXT, reason TEXT)""",
         "CREATE INDEX certificates_by_device ON certificates (device_serial)",
     ),
+    6: (  # a subnet's LAN port security (PortSecurity JSON); NULL: the default limits, 'off': none
+        "ALTER TABLE subnets ADD COLUMN port_security TEXT",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

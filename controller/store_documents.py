@@ -22,7 +22,7 @@ from controller.inputs import StoreError, _validated
 from controller.mesh import render
 from controller.store_certs import crl_pem
 from controller.store_db import Database
-from controller.store_enterprises import bump, enterprise_id, enterprise_rec
+from controller.store_enterprises import bump, enterprise_id, enterprise_rec, port_security_of
 from controller.store_gateways import gateway_id, gateway_rec
 from controller.store_workloads import apps_of, image_base, vms_of
 from nsg.model import ConfigError, GatewayConfig
@@ -81,8 +81,9 @@ class Documents:
     @staticmethod
     def _model(cur: sqlite3.Cursor, ent_id: int) -> Enterprise:
         ent = enterprise_rec(cur, cur.execute("SELECT name FROM enterprises WHERE id = ?", (ent_id,)).fetchone()[0])
-        subnets = [SubnetDef(name=n, vni=v, cidr=c, gateway=g) for n, v, c, g in cur.execute(
-            "SELECT name, vni, cidr, gateway FROM subnets WHERE enterprise_id = ? ORDER BY vni", (ent_id,))]
+        subnets = [SubnetDef(name=n, vni=v, cidr=c, gateway=g, port_security=port_security_of(ps))
+                   for n, v, c, g, ps in cur.execute("SELECT name, vni, cidr, gateway, port_security FROM subnets "
+                                                     "WHERE enterprise_id = ? ORDER BY vni", (ent_id,))]
         ids = [r[0] for r in cur.execute("SELECT id FROM gateways WHERE enterprise_id = ? ORDER BY name", (ent_id,))]
         gateways = []
         for gw_id in ids:

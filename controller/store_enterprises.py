@@ -25,7 +25,7 @@ from controller.enterprise import EnterpriseIpsec
 from controller.inputs import Conflict, NotFound, StoreError, _address, _name, _network, _now, _validated
 from controller.store_db import Database, RenderCheck, taken
 from controller.store_ipam import Ipam
-from nsg.model.config import VNI_MAX, VNI_MIN
+from nsg.model.config import VNI_MAX, VNI_MIN, PortSecurity
 
 TRANSPORTS = ("plain", "esp")
 
@@ -39,6 +39,9 @@ class EnterpriseRec:
     created: str
 
 
+DEFAULT_PORT_SECURITY = PortSecurity()
+
+
 @dataclass(frozen=True)
 class SubnetRec:
     enterprise: str
@@ -46,6 +49,24 @@ class SubnetRec:
     vni: int
     cidr: IPv4Network
     gateway: IPv4Address
+    port_security: PortSecurity | None = DEFAULT_PORT_SECURITY
+
+
+OFF = "off"  # subnets.port_security: the operator turned LAN port security off (NULL: the defaults)
+
+
+def port_security_column(ps: PortSecurity | None) -> str | None:
+    """What subnets.port_security holds: NULL for the default limits (so a later release's defaults
+    apply to subnets that never chose their own), 'off', or the limits as JSON."""
+    if ps is None:
+        return OFF
+    return None if ps == DEFAULT_PORT_SECURITY else ps.model_dump_json()
+
+
+def port_security_of(column: str | None) -> PortSecurity | None:
+    if column is None:
+        return DEFAULT_PORT_SECURITY
+    return None if column == OFF else PortSecurity.model_validate_json(column)
 
 
 def enterprise_id(cur: sqlite3.Cursor, name: str, field: str = "enterprise") -> int:
@@ -122,7 +143,7 @@ class Enterprises:
     # -- subnets -----------------------------------------------------------------------------------
 
     def add_subnet(self, enterprise: str, name: str, *, vni: int, cidr: str | IPv4Network,
-                   gateway: str | IPv4Address) -> SubnetRec:
+                   gateway: str | IPv4Address, port_security: PortSecurity | None = DEFAULT_PORT_SECURITY) -> SubnetRec:
         name = _name(name)
         if not isinstance(vni, int) or isinstance(vni, bool) or not VNI_MIN <= vni <= VNI_MAX:
             raise StoreError("vni", f"must be an integer from {VNI_MIN} to {VNI_MAX} (24 bits, RFC 7348 section 5)")
@@ -144,18 +165,35 @@ class Enterprises:
             for other, other_cidr in cur.execute("SELECT name, cidr FROM subnets WHERE enterprise_id = ?", (ent_id,)):
                 if net.overlaps(IPv4Network(other_cidr)):
                     raise StoreError("cidr", f"{net} overlaps subnet {other!r} ({other_cidr})")
-            cur.execute("INSERT INTO subnets (enterprise_id, name, vni, cidr, gateway) VALUES (?, ?, ?, ?, ?)",
-                        (ent_id, name, vni, str(net), str(gw)))
+            cur.execute("INSERT INTO subnets (enterprise_id, name, vni, cidr, gateway, port_security) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", (ent_id, name, vni, str(net), str(gw),
+                                                      port_security_column(port_security)))
             bump(cur, ent_id)
             self._check_render(cur, ent_id)
-        return SubnetRec(enterprise, name, vni, net, gw)
+        return SubnetRec(enterprise, name, vni, net, gw, port_security)
+
+    def set_port_security(self, enterprise: str, name: str, port_security: PortSecurity | None) -> SubnetRec:
+        """A subnet's LAN port security, at every site (a new generation goes out when it changed)."""
+        with self._db.tx(write=True) as cur:
+            ent_id = enterprise_id(cur, enterprise)
+            row = cur.execute("SELECT id, port_security FROM subnets WHERE enterprise_id = ? AND name = ?",
+                              (ent_id, name)).fetchone()
+            if row is None:
+                raise NotFound("name", f"no subnet named {name!r} in enterprise {enterprise!r}")
+            column = port_security_column(port_security)
+            if column != row[1]:
+                cur.execute("UPDATE subnets SET port_security = ? WHERE id = ?", (column, row[0]))
+                bump(cur, ent_id)
+                self._check_render(cur, ent_id)
+        return next(s for s in self.list_subnets(enterprise) if s.name == name)
 
     def list_subnets(self, enterprise: str) -> list[SubnetRec]:
         with self._db.tx() as cur:
             ent_id = enterprise_id(cur, enterprise)
-            rows = cur.execute("SELECT name, vni, cidr, gateway FROM subnets WHERE enterprise_id = ? ORDER BY vni",
-                               (ent_id,)).fetchall()
-        return [SubnetRec(enterprise, n, v, IPv4Network(c), IPv4Address(g)) for n, v, c, g in rows]
+            rows = cur.execute("SELECT name, vni, cidr, gateway, port_security FROM subnets WHERE enterprise_id = ? "
+                               "ORDER BY vni", (ent_id,)).fetchall()
+        return [SubnetRec(enterprise, n, v, IPv4Network(c), IPv4Address(g), port_security_of(ps))
+                for n, v, c, g, ps in rows]
 
     def delete_subnet(self, enterprise: str, name: str) -> None:
         """Refused while a gateway has LAN ports in it, or an app or VM lives in it."""

@@ -25,7 +25,8 @@ What a gateway accepts, whatever the reflector passes on (it may be wrong, or re
 - routes the kernel would refuse, or that would become flood entries, never reach the RIB
   (``routes_refused``; received.py ``unusable``);
 - per peer at most ``evpn.max_routes_per_peer`` paths, and through it at most
-  ``evpn.max_routes_per_site`` with one next hop: new paths past either are refused
+  ``evpn.max_routes_per_site`` with one next hop (that site's own ``evpn.remote_limits`` entry if
+  the controller rendered one: what its LAN can honestly hold): new paths past either are refused
   (``routes_over_limit``), with an alert at 80 % and one at the limit (effects.RouteLimitAlert);
 - a type-5 route only if ``evpn.remote_prefixes`` lists exactly that prefix for its next hop (the
   advertising site's system IP): not one inside it, around it, nor a default in pieces; refused
@@ -91,6 +92,7 @@ class EvpnRoutes:
         self.peers: dict[str, PeerRib] = {}
         self.view = KernelView(rib, self.dup, self.origin.is_ours, self.origin.local.ips.get, self.counters)
         self.origin.where = self.view.mac_at.get
+        self.site_limits: dict[str, int] = {}  # next hop -> its evpn.remote_limits entry
         self.now = 0.0  # the latest time an input brought
         self._freeze_timer: float | None = None  # when the freeze timer asked for runs out
 
@@ -125,6 +127,7 @@ class EvpnRoutes:
         self.origin.configure(cfg, self.rib, out, self.now)
         self.origin.changed.clear()
         self.origin.changed_ips.clear()
+        self.site_limits = {str(rl.system_ip): rl.max_routes for rl in cfg.evpn.remote_limits}
         allowed = {(str(rp.system_ip), str(rp.prefix)) for rp in cfg.evpn.remote_prefixes}
         for adj in self.peers.values():
             for key, r in adj.routes.items():
@@ -249,7 +252,8 @@ class EvpnRoutes:
             return True  # a route we hold, sent again: it takes no more room
         evpn = self.config.evpn if self.config is not None else None
         per_peer = evpn.max_routes_per_peer if evpn is not None else MAX_ROUTES_PER_PEER
-        per_site = evpn.max_routes_per_site if evpn is not None else MAX_ROUTES_PER_SITE
+        per_site = self.site_limits.get(r.vtep) or (evpn.max_routes_per_site if evpn is not None
+                                                    else MAX_ROUTES_PER_SITE)
         fits, alerts = adj.room(r, per_peer, per_site)
         for site, n, limit, refusing in alerts:
             out.alerts.append(RouteLimitAlert(peer, site, n, limit, refusing))

@@ -261,6 +261,13 @@ class GatewayConfig(_Frozen):
                 if rp.prefix.overlaps(s.cidr):
                     raise ValueError(f"evpn.remote_prefixes[{i}].prefix {rp.prefix} overlaps subnet '{s.name}' "
                                      f"({s.cidr})")
+        seen: set = set()
+        for i, rl in enumerate(self.evpn.remote_limits if self.evpn else ()):
+            if rl.system_ip == self.system_ip:
+                raise ValueError(f"evpn.remote_limits[{i}].system_ip {rl.system_ip} is this gateway's own")
+            if rl.system_ip in seen:
+                raise ValueError(f"evpn.remote_limits[{i}].system_ip {rl.system_ip} is listed twice")
+            seen.add(rl.system_ip)
         return self
 
 

@@ -33,6 +33,16 @@ class RemotePrefix(Frozen):
     prefix: IPv4Network
 
 
+class RemoteLimit(Frozen):
+    """The most paths one other site (its system IP, the routes' next hop) may give us: the routes that
+    site can announce honestly, its LAN port security and workloads counted (controller/route_budget.py).
+    The controller renders one for every site whose LAN is bounded (controller/mesh.py); a site not
+    listed gets ``max_routes_per_site``."""
+
+    system_ip: IPv4Address
+    max_routes: int = Field(ge=1, le=10_000_000)
+
+
 class DuplicateMac(Frozen):
     """RFC 7432 section 15.1 duplicate-MAC detection: ``max_moves`` moves of one MAC between sites
     (our LAN counts as a site) within ``window_s`` seconds freeze it where it is for ``freeze_s``
@@ -53,8 +63,8 @@ class EvpnConfig(Frozen):
 
     ``remote_prefixes``: the type-5 routes accepted from other sites (nothing else is).
     ``max_routes_per_peer``: paths one BGP peer (a reflector) may give us; ``max_routes_per_site``:
-    paths with one next hop (one site) through one peer. New paths past either are refused and
-    counted; an alert at 80 %."""
+    paths with one next hop (one site) through one peer, unless ``remote_limits`` names that site's own
+    limit. New paths past either are refused and counted; an alert at 80 %."""
 
     asn: int = Field(ge=1, le=(1 << 32) - 1)
     peers: tuple[BgpPeer, ...] = Field(min_length=1, max_length=8)
@@ -63,4 +73,5 @@ class EvpnConfig(Frozen):
     remote_prefixes: tuple[RemotePrefix, ...] = Field(default=(), max_length=16384)
     max_routes_per_peer: int = Field(default=MAX_ROUTES_PER_PEER, ge=1, le=10_000_000)
     max_routes_per_site: int = Field(default=MAX_ROUTES_PER_SITE, ge=1, le=10_000_000)
+    remote_limits: tuple[RemoteLimit, ...] = Field(default=(), max_length=16384)
     duplicate_mac: DuplicateMac = DuplicateMac()

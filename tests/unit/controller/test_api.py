@@ -107,7 +107,8 @@ def test_crud_round_trip(store, token):
 
         subnet = {"name": "corp", "vni": 100, "cidr": "192.0.2.0/24", "gateway": "192.0.2.1"}
         status, got = await api("POST", "/enterprises/acme/subnets", subnet)
-        assert status == 201 and got == {"enterprise": "acme", **subnet}
+        assert status == 201 and got == {"enterprise": "acme", **subnet,  # port security on by default
+                                         "port_security": {"max_macs": 256, "learn_rate": 20, "learn_burst": 40}}
         assert (await api("GET", "/enterprises/acme/subnets")) == (200, {"subnets": [got]})
 
         body = {"name": "b1", "serial": "SN1", "uplinks": wan(1), "ports": {"corp": ["lan0"]}}
@@ -340,7 +341,8 @@ def test_cli_round_trip(server, capsys, monkeypatch, tmp_path):
     status, _, err = cli(capsys, "gateway", "show", "b2")
     assert status == 2 and "not_found" in err
     status, out, _ = cli(capsys, "subnet", "list", "acme")
-    assert out.splitlines()[1].split() == ["corp", "100", "192.0.2.0/24", "192.0.2.1"]
+    assert out.splitlines()[1].split() == ["corp", "100", "192.0.2.0/24", "192.0.2.1", "256", "MACs,", "20/s",
+                                           "(burst", "40)"]
 
     status, out, _ = cli(capsys, "token", "list", "--db", str(db))
     assert [line.split()[0] for line in out.splitlines()] == ["NAME", "admin"] and token not in out

@@ -56,3 +56,14 @@ def test_a_flood_is_cut_at_the_default_limits():
         c.received(RR1, macs(A, 100, start=i), 0.0)
     assert held(c) == 10_000 and c.counters["routes_over_limit"] == 2_000  # the site's default
     assert c.route_counts().mac == 10_000
+
+
+def test_a_site_with_its_own_limit_is_cut_there_and_the_others_keep_the_default():
+    """``evpn.remote_limits`` (rendered by the controller from each site's LAN: controller/route_budget.py)
+    bounds that site alone; a site not listed keeps ``max_routes_per_site``."""
+    c = core(remote_limits=[{"system_ip": A, "max_routes": 3}], max_routes_per_site=6)
+    c.received(RR1, macs(A, 5), 0.0)
+    c.received(RR1, macs(B, 5, start=100), 0.0)
+    assert len({m for m, v in installed(c) if v == A}) == 3
+    assert len({m for m, v in installed(c) if v == B}) == 5
+    assert c.counters["routes_over_limit"] == 2
