@@ -191,7 +191,22 @@ class ControllerLink:
         if rb is not None:
             out.append(wire.ApplyResult(generation=rb.generation, ok=False, rolled_back=True, running=rb.restored,
                                         error=rb.reason[:4000]))
-        return out + [_security_event(a) for a in self.alerts.take()]
+        return out + [event for _alert, event in self._security_events(self.alerts.take())]
+
+    def _security_events(self, alerts) -> list[tuple]:
+        """The channel events of ``alerts``; one that does not fit an Event (a field too long or too deep
+        for the channel's bounds) is dropped, logged and counted (``alerts_unsendable``): it stays in
+        ``nsg status`` and the log, and never breaks the session that carries the others. (alert, event)
+        pairs."""
+        out = []
+        for alert in alerts:
+            try:
+                out.append((alert, _security_event(alert)))
+            except ValueError as exc:  # pydantic's ValidationError is one
+                self.counters["alerts_unsendable"] = self.counters.get("alerts_unsendable", 0) + 1
+                log.warning("alert not sent to the controller: it does not fit a channel event: %s",
+                            str(exc).splitlines()[0], extra={"fields": {"reason": alert.reason}})
+        return out
 
     def _alerts_soon(self) -> None:
         """Hand the queued alerts to the controller now if the channel is up (else the next hello does)."""
@@ -199,15 +214,15 @@ class ControllerLink:
             return
 
         async def send() -> None:
-            pending = self.alerts.take()
-            for i, alert in enumerate(pending):
+            pending = self._security_events(self.alerts.take())
+            for i, (_alert, event) in enumerate(pending):
                 try:
-                    sent = await self.channel.send(_security_event(alert))
+                    sent = await self.channel.send(event)
                 except Exception as exc:  # noqa: BLE001 - kept for the next hello
                     log.debug("alert not sent: %s", exc)
                     sent = False
                 if not sent:
-                    self.alerts.put_back(pending[i:])
+                    self.alerts.put_back([alert for alert, _event in pending[i:]])
                     return
 
         asyncio.get_running_loop().create_task(send(), name="alerts")

@@ -63,3 +63,24 @@ def test_evpn_alerts_said_for_people():
     lim = RouteLimitAlert(peer="198.19.255.254", site="198.19.255.1", routes=10000, limit=10000, refusing=True)
     assert evpn_alert_message(lim) == ("site 198.19.255.1 via peer 198.19.255.254: 10000 EVPN routes, limit 10000; "
                                        "new ones refused")
+
+
+def test_an_alert_too_big_for_the_channel_is_dropped_and_counted_not_raised():
+    """An alert whose fields break the channel's Event bounds (here 5 KiB in one field) used to raise
+    pydantic's ValidationError inside the channel session; now it is dropped, counted and logged, and
+    the alerts around it still go."""
+    from nsg.link import ControllerLink
+
+    class Host(ControllerLink):
+        def __init__(self) -> None:
+            self.counters: dict[str, int] = {}
+
+    a = Alerts()
+    ok1 = a.add(1.0, "duplicate-mac", "one", mac="02:00:00:00:00:01")
+    a.add(2.0, "port-security", "huge", port="x" * 5000)
+    ok2 = a.add(3.0, "duplicate-mac", "two", mac="02:00:00:00:00:02")
+    host = Host()
+    pairs = host._security_events(a.take())
+    assert [alert for alert, _event in pairs] == [ok1, ok2]
+    assert [event.detail["message"] for _alert, event in pairs] == ["one", "two"]
+    assert host.counters == {"alerts_unsendable": 1}
