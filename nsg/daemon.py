@@ -280,18 +280,27 @@ class Daemon(ControllerLink):
         self._wake.set()
 
     async def _main_loop(self) -> None:
+        # The resync is due every resync_interval however busy the loop is: waiting for a quiet
+        # interval instead let a steady trickle of events (EVPN routes) starve it, and with it the
+        # repair of drift in the kernel, nft and tc (issue 23).
+        resync_at = time.monotonic() + self.resync_interval
         while not self._stop.is_set():
             stop = asyncio.create_task(self._stop.wait())
             wake = asyncio.create_task(self._wake.wait())
-            done, _ = await asyncio.wait({stop, wake}, timeout=self.resync_interval,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({stop, wake}, timeout=max(0.0, resync_at - time.monotonic()),
+                               return_when=asyncio.FIRST_COMPLETED)
             for t in (stop, wake):
                 t.cancel()
             if self._stop.is_set():
                 return
             pending, self._pending = self._pending, []
             self._wake.clear()
-            kinds = [e.kind for e in pending] if done else ["resync"]
+            kinds = [e.kind for e in pending]
+            now = time.monotonic()
+            if now >= resync_at and "reload" not in kinds:  # a reload first; the resync right after it
+                kinds.append("resync")
+            if "resync" in kinds:
+                resync_at = now + self.resync_interval
             if "tunnel-up" in kinds:
                 self.evpn_sub.kick()  # the BGP sessions over the new SA connect now
             if "renewed" in kinds and not self._renewed():
@@ -302,7 +311,8 @@ class Daemon(ControllerLink):
             if "reload" in kinds:
                 await self._reload()
             elif inputs and self.config is not None:
-                await self._converge(inputs[0], RESYNC_FORCE if "resync" in inputs else frozenset())
+                resync = "resync" in inputs  # the reason even when changes came with it (counters, log)
+                await self._converge("resync" if resync else inputs[0], RESYNC_FORCE if resync else frozenset())
 
     # --- config ------------------------------------------------------------
 

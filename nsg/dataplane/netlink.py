@@ -2,14 +2,21 @@
 
 snapshot() reads what the planner needs; apply() performs one planned operation.
 Both block: the daemon calls them from a worker thread.
+
+FDB and neighbour tables hold tens of thousands of entries in a route flood (two and one per remote
+MAC+IP): they are read on raw netlink sockets (nsg/dataplane/neigh_netlink.py), one datagram at a
+time into compact records (NeighRecord), and written the same way (apply_many); pyroute2 would build
+a message object of KBs for every entry.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -18,6 +25,23 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netns import popns, pushns
 
 from nsg.dataplane.errors import DataplaneError
+from nsg.dataplane.neigh_netlink import (
+    AF_BRIDGE,
+    DUMP_BUF,
+    NDA_DST,
+    NDA_LLADDR,
+    NLM_F_REQUEST,
+    NLMSG_ERROR,
+    NLMSGHDR,
+    RTM_DELLINK,
+    RTM_DELNEIGH,
+    RTM_NEWLINK,
+    RTM_NEWNEIGH,
+    _dump_neighbours,
+    _messages,
+    _neigh_record,
+    _raw_socket,
+)
 from nsg.dataplane.types import (
     NSG_PROTO,
     OWNER_ALIAS,
@@ -33,8 +57,10 @@ from nsg.dataplane.types import (
     DelNeigh,
     DelRoute,
     Fdb,
+    LinkRecord,
     LinkState,
     Neigh,
+    NeighRecord,
     Op,
     PortFlags,
     Route,
@@ -48,6 +74,8 @@ from nsg.dataplane.types import (
     VxlanSpec,
 )
 
+log = logging.getLogger("nsg.dataplane.netlink")
+
 IFF_UP = 0x1
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
@@ -56,15 +84,9 @@ NTF_EXT_LEARNED = 0x10
 NUD_NOARP = 0x40
 ZERO_MAC = "00:00:00:00:00:00"
 MAIN_TABLE = 254
-AF_BRIDGE = 7
-RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
-NLMSG_ERROR = 2
-NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
+NLM_F_ACK = 0x4
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x100, 0x200, 0x400, 0x800
 BATCH_BYTES = 60 * 1024  # requests per sendto(); the kernel handles them in order, one ack each
-
-
-NDA_DST, NDA_LLADDR = 1, 2
 
 
 def _nla(kind: int, value: bytes) -> bytes:
@@ -90,6 +112,16 @@ class NetlinkAdapter:
             self._batch.close()
 
     # --- reading ---------------------------------------------------------
+
+    def _socket(self) -> socket.socket:
+        """A raw rtnetlink socket in the adapter's namespace (it belongs to the one it is made in)."""
+        if self._netns:
+            pushns(self._netns)
+        try:
+            return _raw_socket()
+        finally:
+            if self._netns:
+                popns()
 
     def snapshot(self) -> Snapshot:
         raw = list(self._ip.get_links())
@@ -134,18 +166,6 @@ class NetlinkAdapter:
             addrs.add(addr)
             if a.get("IFA_PROTO") == NSG_PROTO:
                 owned.add(addr)
-        vx_owned = {link.index: n for n, link in links.items() if link.owned and link.kind == "vxlan"}
-        fdb = set()
-        if vx_owned:
-            for f in self._ip.fdb("dump"):
-                ifname = vx_owned.get(f["ifindex"])
-                dst = f.get("NDA_DST")
-                if not ifname:
-                    continue
-                if dst and f["flags"] & NTF_SELF:
-                    fdb.add(Fdb(ifname, f.get("NDA_LLADDR"), dst))
-                elif f.get("NDA_MASTER") and f["flags"] & NTF_EXT_LEARNED and not f["flags"] & NTF_SELF:
-                    fdb.add(Fdb(ifname, f.get("NDA_LLADDR"), "", master=True))
         routes = set()
         for r in self._ip.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
             if r["proto"] != NSG_PROTO:
@@ -160,15 +180,31 @@ class NetlinkAdapter:
                     metric=r.get("RTA_PRIORITY") or 0,
                 )
             )
-        neighbors = set()
-        br_owned = {link.index: n for n, link in links.items() if link.owned and link.kind == "bridge"}
-        if br_owned:
-            for nb in self._ip.get_neighbours(family=socket.AF_INET):
-                ifname = br_owned.get(nb["ifindex"])
-                if ifname and nb["state"] & NUD_PERMANENT and nb.get("NDA_LLADDR"):
-                    neighbors.add(Neigh(ifname, nb.get("NDA_DST"), nb.get("NDA_LLADDR")))
-        return Snapshot(links, frozenset(addrs), frozenset(owned), frozenset(fdb), frozenset(routes),
-                        frozenset(neighbors))
+        return Snapshot(links, frozenset(addrs), frozenset(owned), frozenset(self._fdb(links)), frozenset(routes),
+                        frozenset(self._neighbours(links)))
+
+    def _fdb(self, links: dict[str, LinkState]) -> Iterator[Fdb]:
+        """The entries on the owned VXLAN devices: the device's own (MAC -> remote VTEP) and the
+        bridge's extern_learn ones on that port. Only those are asked for: LAN ports hold many."""
+        for ifname, link in links.items():
+            if not (link.owned and link.kind == "vxlan"):
+                continue
+            for f in _dump_neighbours(self._socket, AF_BRIDGE, link.index, by_port=True):
+                if f.ifindex != link.index or not f.mac:
+                    continue
+                if f.dst and f.flags & NTF_SELF:
+                    yield Fdb(ifname, f.mac, f.dst)
+                elif f.master and f.flags & NTF_EXT_LEARNED and not f.flags & NTF_SELF:
+                    yield Fdb(ifname, f.mac, "", master=True)
+
+    def _neighbours(self, links: dict[str, LinkState]) -> Iterator[Neigh]:
+        """The permanent IPv4 neighbours on the owned bridges (only those bridges are asked for)."""
+        for ifname, link in links.items():
+            if not (link.owned and link.kind == "bridge"):
+                continue
+            for nb in _dump_neighbours(self._socket, socket.AF_INET, link.index, by_port=False):
+                if nb.ifindex == link.index and nb.state & NUD_PERMANENT and nb.mac and nb.dst:
+                    yield Neigh(ifname, nb.dst, nb.mac)
 
     # --- writing ---------------------------------------------------------
 
@@ -221,17 +257,7 @@ class NetlinkAdapter:
 
     def _send_run(self, ops: Sequence[Op], run: list[tuple[int, bytes]]) -> None:
         if self._batch is None:
-            if self._netns:  # the socket belongs to the namespace it is made in
-                pushns(self._netns)
-                try:
-                    self._batch = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-                finally:
-                    popns()
-            else:
-                self._batch = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-            self._batch.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            self._batch.settimeout(10)
-            self._batch.bind((0, 0))
+            self._batch = self._socket()
         self._batch.sendto(b"".join(d for _i, d in run), (0, 0))
         errors: dict[int, int] = {}
         acked = 0
@@ -266,7 +292,8 @@ class NetlinkAdapter:
             case AddFdb(f) | DelFdb(f):
                 add = isinstance(op, AddFdb)
                 index = self._index(op, f.ifname)
-                if f.master:
+                if f.master:  # the bridge's entry: frames to the MAC go to the VXLAN port, and ARP
+                    # suppression answers for the MAC's IPs (the kernel replies only for MACs it has)
                     family, state = AF_BRIDGE, NUD_NOARP
                     flags = NTF_MASTER | (NTF_EXT_LEARNED if add else 0)
                     attrs = _nla(NDA_LLADDR, _mac(f.mac))
@@ -276,7 +303,7 @@ class NetlinkAdapter:
                     flags = NTF_SELF | (NTF_EXT_LEARNED if add and f.mac != ZERO_MAC else 0)
                     attrs = _nla(NDA_LLADDR, _mac(f.mac)) + _nla(NDA_DST, socket.inet_aton(f.dst))
                     extra = NLM_F_CREATE | NLM_F_APPEND
-            case AddNeigh(n) | DelNeigh(n):
+            case AddNeigh(n) | DelNeigh(n):  # replace: a dynamic entry for the IP gives way to EVPN's
                 add = isinstance(op, AddNeigh)
                 index = self._index(op, n.ifname)
                 family, state, flags = socket.AF_INET, NUD_PERMANENT, 0
@@ -290,6 +317,9 @@ class NetlinkAdapter:
         return struct.pack("=IHHII", 16 + len(body), mtype, hflags, seq, 0) + body
 
     def apply(self, op: Op) -> None:
+        if isinstance(op, AddFdb | DelFdb | AddNeigh | DelNeigh):  # one encoding of these: _entry_request
+            self.apply_many([op])
+            return
         if isinstance(op, CreateLink | DeleteLink):
             self._indexes.clear()
         try:
@@ -334,20 +364,6 @@ class NetlinkAdapter:
                 verb = "add" if isinstance(op, AddAddr) else "del"
                 extra = {"proto": NSG_PROTO} if verb == "add" else {}
                 ip.addr(verb, index=self._index(op, a.ifname), address=host, prefixlen=int(plen), **extra)
-            case AddFdb(f) | DelFdb(f) if f.master:
-                # the bridge's entry: frames to the MAC go to the VXLAN port, and ARP suppression
-                # answers for the MAC's IPs (the kernel replies only for MACs it has an entry for)
-                verb = "add" if isinstance(op, AddFdb) else "del"
-                ip.fdb(verb, ifindex=self._index(op, f.ifname), lladdr=f.mac, flags=NTF_MASTER | NTF_EXT_LEARNED,
-                       state=NUD_NOARP)
-            case AddFdb(f) | DelFdb(f):
-                verb = "append" if isinstance(op, AddFdb) else "del"
-                flags = NTF_SELF | (NTF_EXT_LEARNED if f.mac != ZERO_MAC else 0)
-                ip.fdb(verb, ifindex=self._index(op, f.ifname), lladdr=f.mac, dst=f.dst, flags=flags)
-            case AddNeigh(n) | DelNeigh(n):
-                # replace: a dynamic entry the kernel learned for the IP gives way to the EVPN one
-                verb = "replace" if isinstance(op, AddNeigh) else "del"
-                ip.neigh(verb, dst=n.ip, lladdr=n.mac, ifindex=self._index(op, n.ifname), state=NUD_PERMANENT)
             case AddRoute(r) | DelRoute(r):
                 verb = "add" if isinstance(op, AddRoute) else "del"
                 kw: dict[str, object] = {
@@ -387,22 +403,39 @@ def tc_class_stats(ifname: str) -> dict[int, dict[str, int]]:
         return {}
 
 
+def _link_record(m: Any) -> LinkRecord:  # m: a pyroute2 ifinfmsg
+    info = m.get("IFLA_LINKINFO")
+    return LinkRecord(m.get("event") != "RTM_DELLINK", m["index"], m.get("ifname"), m.get("IFLA_MASTER"),
+                      info.get("IFLA_INFO_KIND") if info else None)
+
+
 class NeighEvents:
-    """rtnetlink notifications of links and neighbours (RTMGRP_LINK | RTMGRP_NEIGH), and full dumps of
-    the links, the bridge FDB and the IPv4 neighbour table: what the EVPN neighbour watch
-    (nsg/evpn/watch.py) reads, here where nsg's netlink lives. Messages are pyroute2's parsed ones.
+    """rtnetlink notifications of links and neighbours (RTMGRP_LINK | RTMGRP_NEIGH), and dumps of the
+    links, bridge ports' FDB entries and devices' IPv4 neighbours: what the EVPN neighbour watch
+    (nsg/evpn/watch.py) reads, here where nsg's netlink lives, as LinkRecord / NeighRecord values.
 
     Notifications come from a raw netlink socket (select() on this object): pyroute2's own event
     reader keeps messages in a buffer select() cannot see, so a burst could sit there until unrelated
-    netlink traffic came by. The socket subscribes on construction, before any dump: nothing falls
-    between the two."""
+    netlink traffic came by. ``bpf``: a classic BPF program (struct sock_filter[]) the kernel runs on
+    each notification before queueing it, to drop what the reader would ignore (the watch's: the
+    entries nsg installs itself, so that a flood of remote routes cannot overflow the socket);
+    ``filtered`` says whether the kernel took it. The socket subscribes on construction, after the
+    filter and before any dump: nothing falls between the two. The bridge's per-port link notices
+    (family AF_BRIDGE) are left out: they say nothing of the link itself."""
 
-    def __init__(self, rcvbuf: int) -> None:
-        self._rcvbuf = rcvbuf
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    def __init__(self, rcvbuf: int, bpf: bytes | None = None) -> None:
+        groups = RTMGRP_LINK | RTMGRP_NEIGH
+        self.filtered = bpf is not None
         try:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            self._sock.bind((0, RTMGRP_LINK | RTMGRP_NEIGH))
+            self._sock = _raw_socket(rcvbuf, groups, bpf)
+        except OSError as exc:
+            if bpf is None:
+                raise
+            log.warning("neighbour notifications unfiltered: the kernel refused the socket filter (%s)", exc)
+            self.filtered = False
+            self._sock = _raw_socket(rcvbuf, groups)
+        self._buf = bytearray(DUMP_BUF)
+        try:
             self._ip = IPRoute()
         except BaseException:
             self._sock.close()
@@ -412,17 +445,29 @@ class NeighEvents:
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def read(self) -> list:
-        """The messages of one datagram; blocks without one. OSError ENOBUFS: the kernel dropped
+    def read(self) -> list[LinkRecord | NeighRecord]:
+        """What one datagram holds; blocks without one. OSError ENOBUFS: the kernel dropped
         notifications (a burst beyond the receive buffer)."""
-        return list(self._marshal.parse(self._sock.recv(self._rcvbuf)))
+        data = memoryview(self._buf)[:self._sock.recv_into(self._buf)]
+        out: list[LinkRecord | NeighRecord] = []
+        for mtype, _seq, off, end in _messages(data):
+            if mtype in (RTM_NEWNEIGH, RTM_DELNEIGH):
+                if (rec := _neigh_record(data, off, end, mtype == RTM_NEWNEIGH)) is not None:
+                    out.append(rec)
+            elif mtype in (RTM_NEWLINK, RTM_DELLINK) and end > off and data[off] != AF_BRIDGE:
+                out.extend(_link_record(m) for m in self._marshal.parse(bytes(data[off - NLMSGHDR.size:end])))
+        return out
 
-    def links(self) -> list:
-        return list(self._ip.get_links())
+    def links(self) -> list[LinkRecord]:
+        return [_link_record(m) for m in self._ip.get_links()]
 
-    def neighbours(self) -> list:
-        """The bridge FDB, then the IPv4 neighbour table."""
-        return [*self._ip.fdb("dump"), *self._ip.get_neighbours(family=socket.AF_INET)]
+    def neighbours(self, ports: Iterable[int], devices: Iterable[int]) -> Iterator[NeighRecord]:
+        """The FDB entries on bridge ports ``ports``, then the IPv4 neighbours on ``devices``, one at a
+        time (an older kernel may answer with more than asked: check the ifindex)."""
+        for index in ports:
+            yield from _dump_neighbours(_raw_socket, AF_BRIDGE, index, by_port=True)
+        for index in devices:
+            yield from _dump_neighbours(_raw_socket, socket.AF_INET, index, by_port=False)
 
     def close(self) -> None:
         self._ip.close()

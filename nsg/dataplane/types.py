@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 # Route and address protocol number that marks what nsg installed
 # (/etc/iproute2/rt_protos leaves 250 unassigned). Anything without it is not
@@ -77,7 +77,11 @@ class Addr:
     cidr: str  # "198.19.0.1/24"
 
 
-@dataclass(frozen=True, order=True)
+# Fdb and Neigh have slots: a gateway holds two of the first and one of the second per remote MAC+IP
+# (10,000s in a flood), in the desired state and again in every snapshot of the kernel.
+
+
+@dataclass(frozen=True, order=True, slots=True)
 class Fdb:
     """A VXLAN device's own entry (MAC -> remote VTEP ``dst``), or with ``master`` the bridge's entry
     for a remote MAC, learned from EVPN (extern_learn) and pointing at the VXLAN port (dst "")."""
@@ -88,7 +92,7 @@ class Fdb:
     master: bool = False
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Neigh:
     """A static neighbour entry on a bridge (ARP suppression: the gateway answers for remote hosts)."""
 
@@ -104,6 +108,30 @@ class Route:
     gateway: str | None = None
     src: str | None = None
     metric: int = 0
+
+
+class NeighRecord(NamedTuple):
+    """A neighbour or FDB entry as netlink carries it (ndmsg and the attributes nsg reads), as the
+    netlink adapter reads them from dumps and notifications: compact, one at a time."""
+
+    present: bool  # RTM_NEWNEIGH (and every entry of a dump); False: RTM_DELNEIGH
+    family: int  # AF_BRIDGE: an FDB entry; AF_INET: an ARP entry
+    ifindex: int
+    state: int  # NUD_*
+    flags: int  # NTF_*
+    mac: str | None  # NDA_LLADDR, "02:aa:..."
+    dst: str | None  # NDA_DST: the neighbour's IP, or a VXLAN entry's remote VTEP
+    master: int | None  # NDA_MASTER: the bridge of an FDB entry
+
+
+class LinkRecord(NamedTuple):
+    """A link notification or dump entry, reduced to what the neighbour watch needs."""
+
+    present: bool  # RTM_NEWLINK (or a dump's); False: RTM_DELLINK
+    index: int
+    name: str | None
+    master: int | None
+    kind: str | None  # IFLA_INFO_KIND: "bridge", "vxlan", "veth", ...
 
 
 @dataclass(frozen=True)

@@ -72,3 +72,4 @@ def test_watch_reports_bursts_and_ignores_our_own(netns_name):
     assert any("IpEvent" in e and "198.19.0.5" in e and "present=True" in e for e in events)
     assert not any("198.19.0.99" in e or "02:cc:00:00:00:01" in e or "02:bb" in e for e in events)
     assert res["batches"][0][0] == [100]  # the first delivery is the resync of the VNI
+    assert res["counters"]["unfiltered"] == 0  # the kernel took the socket filter (what nsg installs stays out)
