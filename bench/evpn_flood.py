@@ -41,6 +41,9 @@ Keys (per phase; the top level repeats ours at the largest flood, "frr" the same
                           counters for the reflector, and any not Established at the end); b1's is the
                           attacker's and not counted
 Goals (issue 23): victim RSS growth < 20 MB, legit_route_ms_during_flood < 200, sessions_dropped 0.
+The attacker's LAN is guarded (port security on, as rendered), so the reflector and the victims cut its flood
+at its route budget (controller/route_budget.py: 833 routes); --unbounded-lan turns its port security off, so
+the default limits (10,000 per client and per site) apply: the worst case the product allows ("attacker_lan").
 Per victim also: neigh_events_dropped, the neighbour notifications the kernel dropped for the daemon's
 netlink sockets (/proc/PID/net/netlink), which is where a local MAC learned during a flood can get lost.
 Progress on stderr, one JSON object on the last line of stdout; everything torn down, also on failure.
@@ -70,6 +73,7 @@ from _evpn_lab import BenchError, mb, real_pid
 from _fdb_watch import FdbWatch, socket_in
 from _runner import bench_main
 
+from controller.mesh import with_remote_prefixes
 from lab import topology
 from lab.bgp_attacker import Harness
 from lab.gateways import HUB, HUB_NODE, Gateways, nsg_argv
@@ -77,6 +81,8 @@ from lab.lab import Lab
 from lab.netns import LabError
 from lab.topology import CONTROLLER_SYSTEM_IP
 from nsg.control_socket import ControlError, request
+from nsg.model import load_config, parse_config
+from nsg.model.config import dump_config
 from tests.interop.frr import Frr, FrrError, Neighbor, missing
 from tests.interop.procs import stop_process
 
@@ -177,7 +183,7 @@ class Meter:
 class Site:
     """The three-branch ESP lab with a swappable reflector; every daemon is a Popen of this run."""
 
-    def __init__(self, name: str, workdir: Path):
+    def __init__(self, name: str, workdir: Path, unbounded_lan: bool = False):
         self.lab = Lab(name)
         self.workdir = workdir
         self.procs: dict[str, subprocess.Popen] = {}
@@ -187,10 +193,25 @@ class Site:
         try:
             self.gws = Gateways(self.lab, self.plan, transport="esp")
             self.gws.write_configs()
+            if unbounded_lan:
+                self.unbound_attacker_lan()
             self.gws.hub_started = True  # the hub and the reflector are started (and swapped) here
         except BaseException:
             self.lab.down()
             raise
+
+    def unbound_attacker_lan(self) -> None:
+        """b1's subnets with port security off: b1 then has no route budget (controller/route_budget.py),
+        so the reflector and the victims fall back to their default limits (10,000 routes per client and
+        per site) for it, and the victims hold that many of the flood: the worst case the product allows."""
+        names = [g.name for g in self.plan.gateways]
+        configs = {n: load_config(self.gws.config_path(n)) for n in names}
+        doc = configs["b1"].model_dump(mode="json")
+        for s in doc["subnets"]:
+            s["port_security"] = None
+        configs["b1"] = parse_config(doc, source="b1")
+        for n, cfg in with_remote_prefixes(configs).items():
+            self.gws.config_path(n).write_text(dump_config(cfg))
 
     def spawn_nsg(self, gw: str) -> None:
         self.procs[gw] = self.lab.spawn(self.gws.node(gw), "nsg", nsg_argv(
@@ -461,7 +482,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         **{f"{k}_below": v for k, v in GOALS.items() if k != "sessions_dropped"}, "sessions_dropped": 0},
         "hold_s": args.hold, "interval_s": args.interval, "loadavg_1m_at_start": round(os.getloadavg()[0], 2)}
     errors: dict[str, str] = {}
-    site = Site(f"fl{secrets.token_hex(3)}", workdir)
+    result["attacker_lan"] = "unbounded" if args.unbounded_lan else "guarded"
+    site = Site(f"fl{secrets.token_hex(3)}", workdir, args.unbounded_lan)
     legit = None
     try:
         log(f"lab {site.lab.name} up")
@@ -498,6 +520,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--routes", default="50000,200000", help="flood sizes, one phase each (default %(default)s)")
     ap.add_argument("--quick", action="store_true", help="one flood of 5,000 routes, a short hold")
+    ap.add_argument("--unbounded-lan", action="store_true",
+                    help="the attacker's LAN without port security: no route budget, the default limits apply")
     ap.add_argument("--hold", type=float, default=35.0, metavar="SECONDS",
                     help="the attacker's session stays up this long once the flood is absorbed (> the 30 s resync)")
     ap.add_argument("--interval", type=float, default=0.5, metavar="SECONDS", help="between legitimate samples")
