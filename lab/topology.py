@@ -230,10 +230,26 @@ def _three_branch(name: str) -> Topology:
     )
 
 
+def _lan_flood(name: str) -> Topology:
+    """Two sites for the LAN flood test (tests/e2e/test_lan_flood.py): on b1's LAN switch a legitimate
+    host b1-h1 (198.19.0.11) and the flooder b1-h2 (.12), so both sit behind the same gateway port;
+    b2-h1 (.21) is the far end they talk to. A plan has one LAN port per branch: the second one of b1
+    (lan1, with b1-h3 behind it) is added by lab/lan_flood.py."""
+    return Topology(
+        name=name,
+        branches=(
+            Branch(name="b1", hosts=(Host(name="b1-h1", address=IPv4Interface("198.19.0.11/24")),
+                                     Host(name="b1-h2", address=IPv4Interface("198.19.0.12/24")))),
+            Branch(name="b2", hosts=(Host(name="b2-h1", address=IPv4Interface("198.19.0.21/24")),)),
+        ),
+    )
+
+
 BUILTIN = {
     "two-branch": lambda: _two_branch("two-branch", nat=False, underlay=True),
     "two-branch-nat": lambda: _two_branch("two-branch-nat", nat=True, underlay=False),
     "three-branch": lambda: _three_branch("three-branch"),
+    "lan-flood": lambda: _lan_flood("lan-flood"),
 }
 
 
