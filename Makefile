@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_LIST := deps/apt-packages.txt
 
-.PHONY: setup apt venv test lint unit demo demo-down clean
+.PHONY: setup apt venv test lint unit demo demo-down clean bundle
 
 setup: apt venv
 
@@ -45,6 +45,19 @@ demo-down: venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# A signed upgrade bundle (nsg/upgrade/, image/bundle.py): a root slot's ext4 image + manifest, signed
+# with the manufacturer's release key. RELEASE_KEY (`python -m image.bundle keygen`) and MIN_VERSION
+# (the oldest release that may install it) are required.
+MODEL ?= nsg-atom-x86_64
+NSG_VERSION ?= $(shell $(PY) -c 'import nsg; print(nsg.__version__)' 2>/dev/null)
+ROOTFS ?= build/nsg-$(NSG_VERSION)-rootfs.img
+BUNDLE ?= build/nsg-$(NSG_VERSION)-$(MODEL).nsgb
+bundle: venv
+	@test -n "$(RELEASE_KEY)" || { echo "make bundle: RELEASE_KEY=FILE.pem is required" >&2; exit 2; }
+	@test -n "$(MIN_VERSION)" || { echo "make bundle: MIN_VERSION=X.Y.Z is required" >&2; exit 2; }
+	$(PY) -m image.bundle make --rootfs $(ROOTFS) --version $(NSG_VERSION) --min-version $(MIN_VERSION) \
+	    --model $(MODEL) --key $(RELEASE_KEY) --build "$$(git describe --always --dirty)" --out $(BUNDLE)
 
 # Prove deps/apt-packages.txt in a clean Debian 12 root (mmdebstrap, minbase + exactly that list, under
 # /var/tmp, removed afterwards): the venv recipe above, every peer's presence, then with CI=true the unit

@@ -85,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("config", type=Path)
     chk.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
                      help="where `nsg run` would keep its state (the identity store, for ipsec auth 'ldevid')")
+
+    from nsg.upgrade.cli import add_parser as add_upgrade_parser
+
+    add_upgrade_parser(sub)  # `nsg upgrade FILE|URL`, `nsg upgrade status|settle`
     return p
 
 
@@ -193,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"{args.config}: ok (system ip {cfg.system_ip}, {len(cfg.subnets)} subnets, {len(cfg.peers)} peers)")
         return 0
+    if args.cmd == "upgrade":
+        from nsg.upgrade.cli import run as run_upgrade
+
+        return run_upgrade(args)
     return 2
 
 

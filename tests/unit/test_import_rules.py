@@ -30,11 +30,12 @@ LIBRARIES = ("bgp", "bootstrap", "ipsec", "containers")
 SHARED = "octets"
 # top-level package -> the top-level packages of this project it must never import (DESIGN.md "Layout")
 FORBIDDEN = {
-    **{lib: {"nsg", "controller", "lab"} for lib in LIBRARIES},
-    SHARED: {"nsg", "controller", "lab", "tests", *LIBRARIES},  # below every library
-    "nsg": {"controller", "lab"},
-    "controller": {"lab"},
+    **{lib: {"nsg", "controller", "lab", "image"} for lib in LIBRARIES},
+    SHARED: {"nsg", "controller", "lab", "image", "tests", *LIBRARIES},  # below every library
+    "nsg": {"controller", "lab", "image"},
+    "controller": {"lab", "image"},
     "lab": set(),
+    "image": {"controller", "lab"},  # the image builder: nsg's release side, never the controller's
 }
 # the schema of nsg, the only part of it the controller may use (with the packages above them)
 NSG_SCHEMA = ("nsg.model", "nsg.channel.wire")
