@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_LIST := deps/apt-packages.txt
 
-.PHONY: setup apt venv test lint unit demo demo-down clean bundle
+.PHONY: setup apt venv test lint unit demo demo-down clean bundle buildroot-check
 
 setup: apt venv
 
@@ -33,6 +33,11 @@ lint: venv
 
 unit: venv
 	$(PY) -m pytest -q tests/unit
+
+# buildroot-configs/ against Buildroot's own tree (also part of `make test`): defconfig, savedefconfig,
+# show-info, check-package, and the A/B disk layout booted in qemu
+buildroot-check: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests/build
 
 test: setup lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
