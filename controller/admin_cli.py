@@ -5,7 +5,8 @@ token and URL come from; never from the command line). What they print: controll
 
 controller/cli.py hooks these in with ``add_subcommands(sub)`` and ``dispatch(args)``;
 ``python -m controller.admin_cli`` runs them on their own. The ``image``, ``app`` and ``vm`` groups
-live in admin_workloads.py; the helpers every group uses (API client, printing) in admin_common.py.
+live in admin_workloads.py, ``bundle`` and ``upgrade`` in admin_upgrades.py; the helpers every group uses
+(API client, printing) in admin_common.py.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from typing import Any
 from controller import cli_auth
 from controller.admin_common import listing, make_client, print_json, print_lines, print_table, q
 from controller.admin_local import login_command, serve_command, token_command
+from controller.admin_upgrades import add_bundle_commands, add_upgrade_commands
 from controller.admin_workloads import add_app_commands, add_image_commands, add_vm_commands
 from controller.api_client import Client, CliError, api_error  # noqa: F401 -- Client: tests patch admin_cli.Client
 from controller.cli_views import gateway_view, safe, security_view, status_view
 from controller.store import StoreError
 
 COMMANDS = ("serve", "token", "login", "enterprise", "subnet", "gateway", "image", "app", "vm", "policy", "qos",
-            "security")
+            "security", "bundle", "upgrade")
 DEFAULT_URL = cli_auth.DEFAULT_URL
 _api_error = api_error  # the name tests and older callers know
 
@@ -322,6 +324,8 @@ def add_subcommands(sub: Any) -> None:
                    help="validity of the LDevIDs EST issues (default 90 days; gateways renew at 2/3 of it)")
     s.add_argument("--manufacturer-dir", type=Path,
                    help="manufacturer CA whose IDevIDs are accepted and (labs) whose key signs vouchers")
+    s.add_argument("--release-keys", type=Path, metavar="DIR",
+                   help="release public keys (*.pem): an uploaded upgrade bundle is kept only if one verifies it")
     lim = s.add_argument_group("device site limits (what one box may hold of the controller)")
     lim.add_argument("--site-header-timeout", type=float, metavar="SECONDS",
                      help="TLS handshake and request head must be in within this (default 10)")
@@ -437,6 +441,8 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--out", type=Path, help="write it here (0600) instead of printing it")
 
     add_vm_commands(group, leaf, api, js)
+    add_bundle_commands(group, leaf, api, js)
+    add_upgrade_commands(group, leaf, api, js)
 
 def dispatch(args: argparse.Namespace) -> int:
     """Runs a command parsed by add_subcommands' parsers; returns the exit status."""

@@ -109,9 +109,24 @@ def _channel_limits(args: argparse.Namespace) -> Any:
         raise CliError(f"--channel-send-timeout: {exc}") from None
 
 
+def _release_keys(args: argparse.Namespace | None) -> Any:
+    """serve --release-keys DIR: the keys uploaded bundles must verify with (None: bundles are refused)."""
+    directory = getattr(args, "release_keys", None)
+    if directory is None:
+        return None
+    from nsg.upgrade.bundle import load_release_keys
+    from nsg.upgrade.errors import UpgradeError
+
+    try:
+        return load_release_keys(directory)
+    except UpgradeError as exc:
+        raise CliError(f"--release-keys {directory}: {exc}") from None
+
+
 async def _run(make_app: Any, store: Store, host: str, port: int, args: argparse.Namespace | None = None) -> None:
     from aiohttp import web
 
+    keys = _release_keys(args)  # before anything starts: a bad key directory is the operator's to fix
     devices = None
     if args is not None and getattr(args, "devices", None):
         from controller.services import DeviceServices
@@ -134,7 +149,8 @@ async def _run(make_app: Any, store: Store, host: str, port: int, args: argparse
         devices.gate.lifetime = timedelta(seconds=args.ldevid_lifetime)
         await devices.start()
         print(f"nsg-controller: device services (SZTP, EST, channel) on {devices.base_url}", flush=True)
-    app = make_app(store, hub=devices.hub if devices else None, images=devices.images_dir if devices else None)
+    app = make_app(store, hub=devices.hub if devices else None, images=devices.images_dir if devices else None,
+                   bundles=devices.bundles_dir if devices else None, release_keys=keys)
     runner = web.AppRunner(app)
     await runner.setup()
     try:

@@ -19,8 +19,7 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import WSCloseCode, web
@@ -30,12 +29,15 @@ from pydantic.json_schema import models_json_schema
 from controller import image_store
 from controller.api_http import (
     AUTH,
+    BUNDLES,
     HUB,
     IMAGES,
     JSON,
+    RELEASE_KEYS,
     SECURITY,
     STORE,
     ApiError,
+    Route,
     answer,
     auth_middleware,
     check_media,
@@ -86,6 +88,7 @@ from controller.api_models import (
     _vm_out,
 )
 from controller.api_security import list_security_events, post_security_events
+from controller.api_upgrades import UPGRADE_ROUTES, upgrade_memory
 from controller.channel_server import ChannelHub
 from controller.security_events import SecurityEvents
 from controller.store import (
@@ -286,6 +289,7 @@ async def gateway_status(request: web.Request) -> web.Response:
               "interfaces": list(hub.interfaces.get(serial, ())) if hub is not None else []}
     counters, events = request.app[SECURITY].of(serial)
     memory["security"] = SecuritySection(counters=counters, events=[_security_out(name, e) for e in events])
+    memory |= upgrade_memory(request, serial)
     if session is None:
         return answer(GatewayStatus(name=name, connected=False, generation=generation, **memory))
     last = session.results[-1] if session.results else None
@@ -469,17 +473,6 @@ async def get_openapi(request: web.Request) -> web.Response:
 # -- the route table -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: Callable[[web.Request], Awaitable[web.Response]]
-    body: type[BaseModel] | None = None
-    response: type[BaseModel] | None = None
-    status: int = 200
-    raw: str | None = None  # the body is not JSON but this media type
-
-
 ROUTES: tuple[Route, ...] = (
     Route("GET", f"{API}/enterprises", list_enterprises, response=EnterpriseList),
     Route("POST", f"{API}/enterprises", create_enterprise, EnterpriseIn, EnterpriseOut, 201),
@@ -519,21 +512,26 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", f"{API}/enterprises/{{enterprise}}/images/{{sha256}}", delete_image, status=204),
     Route("GET", f"{API}/security-events", list_security_events, response=SecurityEventList),
     Route("POST", f"{API}/security-events", post_security_events, SecurityEventsIn, SecurityEventsAccepted),
+    *UPGRADE_ROUTES,
     Route("GET", f"{API}/openapi.json", get_openapi),
 )
 
 
 def make_app(store: Store, *, tokens: Callable[[str], bool] | None = None, hub: ChannelHub | None = None,
-             images: Any = None, security: SecurityEvents | None = None) -> web.Application:
+             images: Any = None, security: SecurityEvents | None = None, bundles: Any = None,
+             release_keys: Any = None) -> web.Application:
     """The admin API over ``store``. ``tokens`` decides whether a bearer token is good; by
     default the store's token table does (``nsg-controller token create``; it knows expiries too).
     ``hub`` (the device site's channel) gives live gateway state; ``images`` is where uploaded image
-    tarballs go; ``security`` keeps security events (default: the hub's, or a record of its own)."""
+    tarballs go, ``bundles`` upgrade bundles, verified with ``release_keys`` (nsg.upgrade.bundle.ReleaseKey
+    list; None: bundles are refused); ``security`` keeps security events (default: the hub's, or its own)."""
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY)
     app[STORE] = store
     app[AUTH] = store.tokens.verdict if tokens is None else (lambda t: "valid" if tokens(t) else "unknown")
     app[HUB] = hub
     app[IMAGES] = images
+    app[BUNDLES] = bundles
+    app[RELEASE_KEYS] = release_keys
     app[SECURITY] = security if security is not None else hub.security if hub is not None else SecurityEvents()
     for r in ROUTES:
         app.router.add_route(r.method, r.path, r.handler, name=r.handler.__name__)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -39,7 +40,22 @@ STORE = web.AppKey("store", Store)
 AUTH: web.AppKey[Callable[[str], Verdict]] = web.AppKey("auth")  # is this bearer token good?
 HUB: web.AppKey[ChannelHub | None] = web.AppKey("hub")  # the device site's channel: live gateway state
 IMAGES: web.AppKey[Any] = web.AppKey("images")  # Path of the image tarballs, or None: no device site
+BUNDLES: web.AppKey[Any] = web.AppKey("bundles")  # Path of the upgrade bundles, or None: no device site
+RELEASE_KEYS: web.AppKey[Any] = web.AppKey("release_keys")  # what verifies bundles (serve --release-keys), or None
 SECURITY = web.AppKey("security", SecurityEvents)  # security events about gateways (the hub's, if any)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One operation of the admin API (controller/api.py's ROUTES: the router and the OpenAPI document)."""
+
+    method: str
+    path: str
+    handler: Callable[[web.Request], Awaitable[web.Response]]
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    raw: str | None = None  # the body is not JSON but this media type
 
 
 def _loc(loc: tuple[int | str, ...]) -> str | None:

@@ -22,6 +22,7 @@ from nsg.model.config import IfName, Name, PortSecurity
 from nsg.model.policy import PolicyConfig
 from nsg.model.qos import QosConfig
 from nsg.model.tenant_workloads import source_url
+from nsg.model.upgrade import UpgradeState
 
 log = logging.getLogger("controller.api")
 
@@ -368,6 +369,10 @@ class GatewayStatus(_Out):
     vms: dict[str, VmLive] = {}
     security: SecuritySection = Field(default_factory=SecuritySection, description=(
         "security events about it: from the gateway itself and from the route reflector"))
+    upgrade_target: str | None = Field(default=None, description="the release its upgrade profile names")
+    upgrade: UpgradeState | None = Field(default=None, description=(
+        "its A/B slots, versions, last upgrade attempt and what it does about the target, as it last reported"))
+    upgrade_at: float | None = Field(default=None, description="when it reported that (Unix time)")
 
 
 class ErrorBody(_Out):

@@ -9,6 +9,8 @@ One gateway cannot cost the controller more than the limits below (docs/channel.
   gateway only fills outboxes, so no gateway waits for another.
 - What a session keeps is bounded: the last ``results`` apply results, the last ``events`` events (each
   at most wire.MAX_DETAIL octets), one telemetry and one policy-counters frame (bounded by wire).
+- A gateway's upgrade state (an event of kind "upgrade", nsg.model.upgrade.UpgradeState: bounded field by
+  field) is validated and kept, the latest per gateway, across reconnects (``upgrades``).
 - A frame is validated (wire.decode), then checked against what this session knows: an apply result
   only for a generation this session was sent (a rollback report: one the controller has issued), policy
   counters that do not run backwards within a generation. Anything else is answered with an error frame,
@@ -38,6 +40,7 @@ from controller.safe_text import safe
 from controller.security_events import SecurityEvent, SecurityEvents
 from nsg.channel import wire
 from nsg.channel.wire import ChannelOrder, Side
+from nsg.model.upgrade import UpgradeState
 
 log = logging.getLogger("controller.channel")
 
@@ -199,12 +202,14 @@ class ChannelHub:
         # across reconnects: the generation each gateway rolled back (not pushed again) and its interfaces
         self.failed: dict[str, wire.ApplyResult] = {}
         self.interfaces: dict[str, tuple[str, ...]] = {}
+        self.upgrades: dict[str, tuple[float, UpgradeState]] = {}  # serial -> (received, its last upgrade state)
         self.confirm_s = 60.0  # commit-confirm window sent with every config
         self.confirm_next: dict[str, float] = {}  # serial -> the window of its next push only (set per change)
         self._too_large: dict[str, int] = {}  # serial -> the generation whose config was too large (logged once)
         self.counters = {"connects": 0, "refused": 0, "bad_frames": 0, "rollbacks": 0, "slow_readers": 0,
                          "results_refused": 0, "counters_backwards": 0, "frames_too_large": 0,
-                         "configs_too_large": 0, "security_events": 0, "handler_errors": 0}
+                         "configs_too_large": 0, "security_events": 0, "handler_errors": 0,
+                         "upgrade_reports": 0}
 
     def add_routes(self, app: web.Application, path: str = "/channel") -> None:
         app.router.add_get(path, self.handle)
@@ -349,6 +354,8 @@ class ChannelHub:
         elif isinstance(msg, wire.Event):
             if msg.kind == "security":
                 self._security(session, msg)
+            elif msg.kind == "upgrade":
+                self._upgrade(session, msg)
             else:
                 session.events.append(msg)
         elif isinstance(msg, wire.Error) and session.may_log(time.monotonic()):
@@ -402,6 +409,22 @@ class ChannelHub:
         self.counters["security_events"] += 1
         self.security.record(session.serial, SecurityEvent(ts=msg.ts, source="gateway", reason=detail.reason,
                                                            count=detail.count, message=detail.message))
+
+    def _upgrade(self, session: GatewaySession, msg: wire.Event) -> None:
+        try:
+            state = UpgradeState.model_validate(msg.detail)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"])[:80]
+            raise wire.ChannelProtocolError("invalid", f"event.detail.{where}: {first['msg']}") from None
+        self.counters["upgrade_reports"] += 1
+        before = self.upgrades.get(session.serial)
+        self.upgrades[session.serial] = (time.time(), state)
+        outcome = state.outcome()
+        if before is None or before[1].outcome() != outcome or before[1].agent.action != state.agent.action:
+            log.info("gateway upgrade state", extra={"fields": {
+                "serial": safe(session.serial, 80), "running": state.running_version, "action": state.agent.action,
+                "target": safe(state.agent.target, 64), "last_attempt": safe(outcome, 300)}})
 
     async def push(self, serial: str) -> bool:
         """Send the gateway its current config if it does not have it yet (queued: never waits for it)."""

@@ -98,6 +98,9 @@ def problems(status: Mapping[str, Any]) -> list[str]:
         why.append(f"generation {_generation(status.get('generation'))} not sent yet")
     why += _not_running("apps", status.get("apps") or {})
     why += _not_running("VMs", status.get("vms") or {})
+    agent = (status.get("upgrade") or {}).get("agent") or {}
+    if agent.get("action") == "held":
+        why.append(f"upgrade to {agent.get('target')} held: {agent.get('detail')}")
     return why
 
 
@@ -139,12 +142,30 @@ def status_view(status: Mapping[str, Any], now: float) -> list[str]:
         ["NAME", "STATE", "ATTACHED", "ADDRESS", "RESTARTS", "ERROR"], indent="  ") if vms else [])
     counters = {k: v for k, v in (status.get("counters") or {}).items() if not k.startswith(("app.", "vm."))}
     lines += _section("Counters", table([[k, counters[k]] for k in sorted(counters)], indent="  "))
+    lines += _section("Upgrade", _upgrade_rows(status, now), empty="not reported")
     security = status.get("security") or {}
     seen = security.get("counters") or {}
     lines += _section("Security events", table(
         [[reason, seen[reason]] for reason in sorted(seen)], ["REASON", "COUNT"], indent="  ") if seen else [],
         empty="none")
     return lines
+
+
+def _upgrade_rows(status: Mapping[str, Any], now: float) -> list[str]:
+    from nsg.model.upgrade import UpgradeState
+
+    if not status.get("upgrade"):
+        return [f"  target {status['upgrade_target']}"] if status.get("upgrade_target") else []
+    st = UpgradeState.model_validate(status["upgrade"])
+    if not st.appliance:
+        return table([["target", status.get("upgrade_target") or "none"], ["box", st.detail]], indent="  ")
+    return table([
+        ["target", status.get("upgrade_target") or "none"],
+        ["running", f"{st.running_version} (slot {st.booted_slot})"],
+        ["committed", f"{st.committed_version} (slot {st.committed_slot})"],
+        ["last attempt", f"{st.attempt_line() or '-'}: {st.outcome() or '-'}"],
+        ["now", st.agent.action + (f": {st.agent.detail}" if st.agent.detail else "")],
+        ["reported", when(status.get("upgrade_at"), now)]], indent="  ")
 
 
 def security_view(doc: Mapping[str, Any], now: float) -> list[str]:
@@ -179,4 +200,44 @@ def gateway_view(gateway: Mapping[str, Any], status: Mapping[str, Any]) -> list[
     ports: Mapping[str, Sequence[str]] = gateway.get("ports") or {}
     lines += _section("Ports", table([[s, ", ".join(ports[s])] for s in ports], ["SUBNET", "INTERFACES"],
                                      indent="  ") if ports else [], empty="none")
+    return lines
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def upgrade_view(doc: Mapping[str, Any], now: float) -> list[str]:
+    """`nsg-controller upgrade status`: the enterprise's profile, then per gateway what it runs and commits,
+    its slot, the target, the last attempt and its outcome, and what the box does about the target now."""
+    from nsg.model.upgrade import UpgradeState
+
+    p = doc.get("profile")
+    lines = [f"enterprise {doc.get('enterprise')}: " + (
+        "no upgrade profile" if not p else
+        f"upgrade to {p.get('version')}" + (f", commit within {p['commit_after_s']:g} s"
+                                              if p.get("commit_after_s") is not None else "")
+        + (f", retried {p.get('retry')} times" if p.get("retry") else ""))]
+    rows = []
+    for g in doc.get("gateways") or []:
+        target = g.get("target") or "-"
+        if g.get("source") == "gateway":
+            target += " (own)"
+        st = UpgradeState.model_validate(g["state"]) if g.get("state") else None
+        if st is None:
+            rows.append([g.get("name"), target, "not reported", "", "", "", "", ""])
+            continue
+        if not st.appliance:
+            rows.append([g.get("name"), target, "-", "-", "-", "", "", _cut(st.detail or st.agent.action)])
+            continue
+        slot = f"{st.booted_slot}" + (" (trial)" if st.booted_slot != st.committed_slot else "") + (
+            f" ({st.armed_slot} armed)" if st.armed_slot else "")
+        agent = st.agent.action + (f": {st.agent.detail}" if st.agent.detail and st.agent.action == "held" else "")
+        rows.append([g.get("name"), target, st.running_version or "?", st.committed_version or "?", slot,
+                     st.attempt_line() or "-", _cut(st.outcome() or "-"), _cut(agent)])
+    lines += table(rows, ["GATEWAY", "TARGET", "RUNNING", "COMMITTED", "SLOT", "LAST ATTEMPT", "OUTCOME", "NOW"],
+                   indent="  ") if rows else ["  no gateways"]
+    reported = [(g.get("name"), g.get("reported_at")) for g in doc.get("gateways") or [] if g.get("reported_at")]
+    if reported:
+        lines.append("reported: " + ", ".join(f"{n} {ago(t, now)}" for n, t in reported))
     return lines

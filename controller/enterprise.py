@@ -13,6 +13,8 @@ from nsg.model.ipsec import IpsecTuning
 from nsg.model.policy import PolicyConfig, parse_ref
 from nsg.model.qos import MAX_KBIT, QosConfig
 from nsg.model.tenant_workloads import App, ImageSource, Vm
+from nsg.model.upgrade import Model
+from nsg.upgrade.manifest import SemVer
 
 EVPN_ASN = 65000  # a private AS (RFC 6996): iBGP inside one enterprise
 
@@ -70,6 +72,26 @@ class UplinkDef(Uplink):
 Role = Literal["edge", "hub"]
 
 
+class BundleDef(_M):
+    """A signed upgrade bundle the enterprise uploaded (its manifest's fields, as the controller verified
+    them with its release keys); gateways fetch it from the device site by its SHA-256."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(gt=0)
+    model: Model
+    version: SemVer
+    min_version: SemVer
+
+
+class UpgradeProfile(_M):
+    """The release an enterprise's gateways (or one gateway, overriding it) should run. ``retry``: how many
+    times the operator asked for one more try of a version that failed on a box."""
+
+    version: SemVer
+    commit_after_s: float | None = Field(default=None, ge=5, le=86400)  # None: the gateway's default (300 s)
+    retry: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
 class AppDef(App):
     """A tenant app on one gateway, as the controller keeps it: the image by its uploaded tarball's
     SHA-256 (the controller serves it to the gateway); the address always set (IPAM filled it in)."""
@@ -102,6 +124,7 @@ class GatewayDef(_M):
     role: Role = "edge"
     apps: tuple[AppDef, ...] = ()
     vms: tuple[VmDef, ...] = ()
+    upgrade: UpgradeProfile | None = None  # overrides the enterprise's
 
     def endpoint(self) -> IPv4Address | None:
         for u in self.uplinks:
@@ -129,6 +152,8 @@ class Enterprise(_M):
     qos: QosConfig | None = None
     # Where gateways fetch app image tarballs: the controller's device site (https://ADDR:PORT).
     image_base: str | None = Field(default=None, pattern=r"^https://[^/\s]{1,300}$")
+    bundles: tuple[BundleDef, ...] = ()  # uploaded upgrade bundles (served from image_base too)
+    upgrade: UpgradeProfile | None = None  # the release every gateway without its own profile should run
 
     @model_validator(mode="after")
     def _check(self) -> Enterprise:
@@ -158,6 +183,14 @@ class Enterprise(_M):
                 held[(a.subnet, a.address)] = f"{g.name}/{a.name}"
                 if isinstance(a, AppDef) and a.image_sha256 and self.image_base is None:
                     raise ValueError(f"{where}: the controller serves no devices, so no image URL to give")
+        for g in self.gateways:
+            profile = g.upgrade or self.upgrade
+            if profile is None:
+                continue
+            if self.image_base is None:
+                raise ValueError(f"gateway {g.name}: upgrade: the controller serves no devices, so no bundle URL")
+            if not any(b.version == profile.version for b in self.bundles):
+                raise ValueError(f"gateway {g.name}: upgrade: no uploaded bundle of version {profile.version}")
         if self.qos is not None and self.qos.uplinks:
             raise ValueError("qos: uplinks are shaped per gateway (the uplinks' egress_kbit), not in the profile")
         if self.policy is not None or self.qos is not None:
@@ -189,4 +222,5 @@ class Enterprise(_M):
         return out
 
 
-__all__ = ["AppDef", "Enterprise", "GatewayDef", "Subnet", "SubnetDef", "UplinkDef", "VmDef"]
+__all__ = ["AppDef", "BundleDef", "Enterprise", "GatewayDef", "Subnet", "SubnetDef", "UpgradeProfile", "UplinkDef",
+           "VmDef"]

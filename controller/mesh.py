@@ -7,6 +7,9 @@ hub there is no EVPN and the flood lists are static (every peer gets every BUM f
 accepts a type-5 route only for a prefix its config lists for the advertising site
 (``evpn.remote_prefixes``): every other gateway's ``evpn.prefixes`` with that gateway's system IP;
 and how many routes each other site may give it (``evpn.remote_limits``: controller/route_budget.py).
+Upgrades: every gateway under an upgrade profile (its own, else the enterprise's) gets the target
+version and every uploaded bundle of it, one per model, as device-site URLs: the box picks its model's
+and decides whether to install (nsg/upgrade/agent.py).
 """
 
 from __future__ import annotations
@@ -66,6 +69,19 @@ def _app(a: AppDef, image_base: str | None) -> dict:
     doc["address"] = str(a.address)
     if a.image_sha256 and image_base:  # the tarball the controller serves, and the hash it must have
         doc["image_source"] = {"url": f"{image_base}/images/{a.image_sha256}", "sha256": a.image_sha256}
+    return doc
+
+
+def _upgrade(ent: Enterprise, g: GatewayDef) -> dict | None:
+    profile = g.upgrade or ent.upgrade
+    if profile is None or ent.image_base is None:
+        return None
+    bundles = sorted((b for b in ent.bundles if b.version == profile.version), key=lambda b: b.model)
+    doc = {"version": profile.version, "retry": profile.retry,
+           "bundles": [{"model": b.model, "url": f"{ent.image_base}/bundles/{b.sha256}", "sha256": b.sha256,
+                        "size": b.size} for b in bundles]}
+    if profile.commit_after_s is not None:
+        doc["commit_after_s"] = profile.commit_after_s
     return doc
 
 
@@ -178,6 +194,8 @@ def render(ent: Enterprise) -> dict[str, GatewayConfig]:
             doc["uplink_services"] = [{"protocol": "tcp", "port": port}]
         if ent.ipsec is not None:
             doc["ipsec"] = _ipsec(ent)
+        if (upgrade := _upgrade(ent, g)) is not None:
+            doc["upgrade"] = upgrade
         docs[g.name] = doc
     _fill_remote_prefixes(docs)
     return with_remote_limits({name: parse_config(doc, source=f"gateway {name}") for name, doc in docs.items()})

@@ -5,6 +5,7 @@
     https://ADDR:PORT/.well-known/est/...   EST: IDevID (enroll) / LDevID (reenroll) clients
     wss://ADDR:PORT/channel                 the channel: LDevID clients
     https://ADDR:PORT/images/SHA256         app image tarballs: LDevID clients whose apps run that image
+    https://ADDR:PORT/bundles/SHA256        upgrade bundles: LDevID clients of the enterprise that uploaded it
 
 The site's certificate is issued by the controller CA for ADDR; that CA is the trust anchor the
 onboarding data gives gateways. Admin API tokens never work here, device certificates never work
@@ -31,6 +32,7 @@ from cryptography.x509.oid import NameOID
 from bootstrap import cms
 from bootstrap.identity import make_manufacturer_ca, write_private
 from controller.activation import ActivationGate
+from controller.bundle_store import bundle_path
 from controller.ca import CertificateAuthority, subject_serial
 from controller.channel_server import ChannelHub, ChannelLimits
 from controller.est_server import (
@@ -51,6 +53,7 @@ from controller.site_guard import SiteGuard, SiteLimits
 from controller.store import Store
 from controller.sztp_server import Manufacturer, Owner, SztpServer
 from nsg.model import GatewayConfig
+from nsg.model.config import config_document
 
 log = logging.getLogger("controller.services")
 
@@ -126,7 +129,9 @@ class DeviceServices:
         self._pusher: asyncio.Task | None = None
         self.images_dir = self.state_dir / "images"
         self.images_dir.mkdir(exist_ok=True, mode=0o700)
-        self.counters = {"image_downloads": 0, "image_refused": 0}
+        self.bundles_dir = self.state_dir / "bundles"
+        self.bundles_dir.mkdir(exist_ok=True, mode=0o700)
+        self.counters = {"image_downloads": 0, "image_refused": 0, "bundle_downloads": 0, "bundle_refused": 0}
         # failed TLS handshakes on this site; refused client certificates also by subject (tls_refusals)
         self.tls_counters = {"client_cert_refused": 0, "handshake_failed": 0}
         self.tls_refusals = HandshakeRefusals()
@@ -165,7 +170,7 @@ class DeviceServices:
             return None
         return {"channel_url": f"wss://{self.address}:{self.port}/channel", "est_url": self.base_url,
                 "trust_anchor": self.ca.cert_pem.decode(),
-                "config": self.store.documents.config_for(rec.name).model_dump(mode="json")}
+                "config": config_document(self.store.documents.config_for(rec.name))}
 
     def _generation_of(self, serial: str) -> int | None:
         """The generation the controller has for a gateway, without rendering anything (pushes ask often)."""
@@ -192,7 +197,7 @@ class DeviceServices:
         cfg = configs.get(rec.name)
         if cfg is None:  # renamed or moved meanwhile: render it alone
             cfg = self.store.documents.config_for(rec.name)
-        return cfg.generation, cfg.model_dump(mode="json")
+        return cfg.generation, config_document(cfg)
 
     async def _image(self, request: web.Request) -> web.StreamResponse:
         """An app image tarball, to a gateway holding a current LDevID from our CA whose config runs it
@@ -214,12 +219,33 @@ class DeviceServices:
         log.info("image download", extra={"fields": {"serial": safe(serial, 80), "sha256": sha}})
         return web.FileResponse(path, headers={"Content-Type": "application/x-tar"})
 
+    async def _bundle(self, request: web.Request) -> web.StreamResponse:
+        """An upgrade bundle, to a gateway holding a current LDevID from our CA whose enterprise uploaded it
+        (403 alike for a bundle of another enterprise and one that does not exist)."""
+        sha = request.match_info["sha256"]
+        cert = peer_certificate(request)
+        if cert is None or not self._current_ldevid(cert):
+            self.counters["bundle_refused"] += 1
+            raise web.HTTPUnauthorized(text="an LDevID client certificate from this controller is needed")
+        serial = subject_serial(cert.subject)
+        if serial is None or not self.store.upgrades.may_fetch(serial, sha):
+            self.counters["bundle_refused"] += 1
+            log.warning("bundle refused", extra={"fields": {"serial": safe(serial, 80), "sha256": sha}})
+            raise web.HTTPForbidden(text="no bundle of this gateway's enterprise has that hash")
+        path = bundle_path(self.bundles_dir, sha)
+        if not path.is_file():
+            raise web.HTTPNotFound(text="the controller has lost that bundle; upload it again")
+        self.counters["bundle_downloads"] += 1
+        log.info("bundle download", extra={"fields": {"serial": safe(serial, 80), "sha256": sha}})
+        return web.FileResponse(path, headers={"Content-Type": "application/x-tar"})
+
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024, middlewares=[self.guard.middleware])
         self.sztp.add_routes(app)
         add_est_routes(app, self.ca, self._authorizer, on_issued=self._issued)
         self.hub.add_routes(app)
         app.router.add_get(r"/images/{sha256:[0-9a-f]{64}}", self._image)
+        app.router.add_get(r"/bundles/{sha256:[0-9a-f]{64}}", self._bundle)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         ctx = server_ssl_context(self._tls[0], self._tls[1], self._client_cas)

@@ -14,6 +14,7 @@ migrations, transactions), made here and handed what it uses, no more:
     ipam          controller/store_ipam.py         the system IP pool, app and VM addresses
     documents     controller/store_documents.py    policy and QoS; enterprise model, per-gateway configs
     workloads     controller/store_workloads.py    image tarballs, apps, VMs
+    upgrades      controller/store_upgrades.py     upgrade bundles, upgrade profiles
     tokens        controller/store_tokens.py       admin API tokens
     certificates  controller/store_certs.py        issued LDevIDs, revocation, the CRL
 
@@ -42,6 +43,7 @@ from controller.store_enterprises import Enterprises
 from controller.store_gateways import Gateways
 from controller.store_ipam import Ipam
 from controller.store_tokens import Tokens
+from controller.store_upgrades import Upgrades
 from controller.store_workloads import Workloads
 
 __all__ = ["Conflict", "NotFound", "Store", "StoreError"]
@@ -65,6 +67,7 @@ class Store:
         self.enterprises = Enterprises(self.db, self.ipam, render)
         self.gateways = Gateways(self.db, self.ipam, self.certificates, render)
         self.workloads = Workloads(self.db, self.ipam, render)
+        self.upgrades = Upgrades(self.db, render)
         self.tokens = Tokens(self.db)
 
     def close(self) -> None:

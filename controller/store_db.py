@@ -79,6 +79,17 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     6: (  # a subnet's LAN port security (PortSecurity JSON); NULL: the default limits, 'off': none
         "ALTER TABLE subnets ADD COLUMN port_security TEXT",
     ),
+    7: (  # signed upgrade bundles an enterprise uploaded (the bytes live in the device site's bundle
+        # directory; the manifest's fields as the controller verified them) and the upgrade profiles
+        # (UpgradeProfile JSON) of enterprises and, overriding them, of gateways (controller/store_upgrades.py)
+        """CREATE TABLE bundles (id INTEGER PRIMARY KEY,
+            enterprise_id INTEGER NOT NULL REFERENCES enterprises(id) ON DELETE CASCADE,
+            sha256 TEXT NOT NULL, size INTEGER NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
+            min_version TEXT NOT NULL, build TEXT NOT NULL, key_id TEXT NOT NULL, created TEXT NOT NULL,
+            UNIQUE (enterprise_id, sha256), UNIQUE (enterprise_id, model, version))""",
+        "ALTER TABLE enterprises ADD COLUMN upgrade TEXT",
+        "ALTER TABLE gateways ADD COLUMN upgrade TEXT",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -3,10 +3,10 @@ documents in the enterprises table), and what the gateways are given: the enterp
 ``controller.mesh`` takes it (``enterprise_model``) and each gateway's rendered config (``config_for``).
 
 Rendering reads every other part's rows (enterprise, subnets, gateways, apps and VMs, the revocation
-list, the device site's URL) through the lookups their modules export, so this part depends on them and
-none of them on it, except for one call: ``check_render``, the safety net every write that reaches
-configs runs before it commits, in the writer's own transaction. A store that accepted a write can
-therefore always render every gateway's config.
+list, the device site's URL, bundles and upgrade profiles) through the lookups their modules export, so
+this part depends on them and none of them on it, except for one call: ``check_render``, the safety
+net every write that reaches configs runs before it commits, in the writer's own transaction. A store
+that accepted a write can therefore always render every gateway's config.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from controller.store_certs import crl_pem
 from controller.store_db import Database
 from controller.store_enterprises import bump, enterprise_id, enterprise_rec, port_security_of
 from controller.store_gateways import gateway_id, gateway_rec
+from controller.store_upgrades import bundles_of, profile_of
 from controller.store_workloads import apps_of, image_base, vms_of
 from nsg.model import ConfigError, GatewayConfig
 from nsg.model.policy import PolicyConfig
@@ -88,16 +89,19 @@ class Documents:
         gateways = []
         for gw_id in ids:
             g = gateway_rec(cur, gw_id)
+            upgrade = cur.execute("SELECT upgrade FROM gateways WHERE id = ?", (gw_id,)).fetchone()[0]
             gateways.append(GatewayDef(name=g.name, system_ip=g.system_ip, serial=g.serial, uplinks=g.uplinks,
                                        ports=g.ports,
                                        behind_nat=g.behind_nat, role=g.role,  # type: ignore[arg-type]
-                                       apps=apps_of(cur, gw_id), vms=vms_of(cur, gw_id)))
-        policy, qos = cur.execute("SELECT policy, qos FROM enterprises WHERE id = ?", (ent_id,)).fetchone()
+                                       apps=apps_of(cur, gw_id), vms=vms_of(cur, gw_id), upgrade=profile_of(upgrade)))
+        policy, qos, upgrade = cur.execute("SELECT policy, qos, upgrade FROM enterprises WHERE id = ?",
+                                           (ent_id,)).fetchone()
         return Enterprise(name=ent.name, generation=ent.generation, transport=ent.transport, ipsec=ent.ipsec,
                           crl=crl_pem(cur),
                           subnets=tuple(subnets), gateways=tuple(gateways), image_base=image_base(cur),
                           policy=None if policy is None else PolicyConfig.model_validate_json(policy),
-                          qos=None if qos is None else QosConfig.model_validate_json(qos))
+                          qos=None if qos is None else QosConfig.model_validate_json(qos),
+                          bundles=bundles_of(cur, ent_id), upgrade=profile_of(upgrade))
 
     def check_render(self, cur: sqlite3.Cursor, ent_id: int) -> None:
         """The safety net under the writers' checks, run inside their transaction: a write that would

@@ -6,9 +6,10 @@ Cross-responsibility operations live here, because each is a question about work
 - ``image_in_use``: which tarballs the image directory must keep (controller/image_store.py prunes the rest);
 - ``may_fetch``: may the gateway with this device serial download this tarball? Only if one of its apps
   runs it (the device site asks, with the serial of the client certificate);
-- ``set_device_url``: where gateways download tarballs from; it is part of every app's config, so it
-  bumps every enterprise that has apps. The rendered configs read it with ``image_base``, and a
-  gateway's workloads with ``apps_of`` and ``vms_of`` (controller/store_documents.py).
+- ``set_device_url``: where gateways download tarballs (and upgrade bundles) from; it is part of every
+  app's config and every upgrade section, so it bumps every enterprise that has apps or an upgrade
+  profile. The rendered configs read it with ``image_base``, and a gateway's workloads with ``apps_of``
+  and ``vms_of`` (controller/store_documents.py).
 """
 
 from __future__ import annotations
@@ -154,7 +155,9 @@ class Workloads:
             if image_base(cur) != url:
                 put_setting(cur, DEVICE_URL_SETTING, url)
                 cur.execute("UPDATE enterprises SET generation = generation + 1 WHERE id IN "
-                            "(SELECT DISTINCT g.enterprise_id FROM apps a JOIN gateways g ON g.id = a.gateway_id)")
+                            "(SELECT DISTINCT g.enterprise_id FROM apps a JOIN gateways g ON g.id = a.gateway_id) "
+                            "OR upgrade IS NOT NULL OR id IN (SELECT enterprise_id FROM gateways WHERE upgrade IS "
+                            "NOT NULL)")  # app images and upgrade bundles are fetched from it
 
     @staticmethod
     def _enterprise_apps(cur: sqlite3.Cursor, ent_id: int) -> list[tuple[str, AppDef]]:

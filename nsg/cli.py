@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="send counters (and the firewall's rule counters) to the controller this often")
     run.add_argument("--docker", default="unix:///run/docker.sock", metavar="URL",
                      help="the Docker engine that runs the config's apps")
+    run.add_argument("--test-upgrade-box", type=Path, metavar="DIR",
+                     help="tests and labs only: the A/B slots are files in DIR (grubenv, cmdline, release.json, "
+                          "release-keys/, by-partlabel/) and a reboot only writes DIR/reboot-requested")
     run.add_argument("--log-format", choices=("json", "text"), default="json")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
@@ -119,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                           resync_interval=args.resync_interval, controller_url=args.controller,
                           bootstrap_wan=args.bootstrap, media_dirs=args.media,
                           channel_retry_max=args.channel_retry_max, imds_url=args.imds_url,
-                          docker_url=args.docker, telemetry_interval=args.telemetry_interval)
+                          docker_url=args.docker, telemetry_interval=args.telemetry_interval,
+                          test_upgrade_box=args.test_upgrade_box)
     if args.cmd == "status":
         from nsg.control_socket import ControlError, request
         from nsg.status import render

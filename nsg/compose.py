@@ -17,6 +17,8 @@ The parts, in the order nsg.engine sets them (DESIRED_ORDER):
   qos         tc shaping plan
   evpn        BGP EVPN toward the config's peers; the RIB then feeds the dataplane
   workloads   apps and VMs, with the tenant MTU computed here
+  upgrade     the release the controller wants (nsg/subsystems/upgrade.py); last: it never fails a config,
+              and a box that reboots into a new slot has applied everything else first
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from nsg.dataplane.mtu import tenant_mtu
 from nsg.dataplane.types import Desired, Fdb, Neigh, Route
 from nsg.model import GatewayConfig
 from nsg.model.ipsec import IpsecConfig
+from nsg.model.upgrade import UpgradeTarget
 from nsg.policy.guard import Guard, guard_for
 from nsg.policy.port_guard import PortGuard, WorkloadPort, port_guard_for
 from nsg.policy.tc import QosPlan, plan
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
     from nsg.tunnels import Credentials
 
 DESIRED_ORDER = ("dhcp", "guard", "policy", "esp_engine", "dataplane", "port_guard", "ike", "qos", "evpn",
-                 "workloads")
+                 "workloads", "upgrade")
 DEFAULT_MTU = 1500
 
 
@@ -124,6 +127,11 @@ class WorkloadsPart:
 
 
 @dataclass(frozen=True)
+class UpgradePart:
+    target: UpgradeTarget | None = None  # None: no upgrade asked for
+
+
+@dataclass(frozen=True)
 class DesiredState:
     dhcp: DhcpPart
     guard: Guard
@@ -135,6 +143,7 @@ class DesiredState:
     qos: QosPart
     evpn: EvpnPart
     workloads: WorkloadsPart
+    upgrade: UpgradePart = UpgradePart()
     tenant_mtu: int = DEFAULT_MTU
     local_ip: str = "0.0.0.0"
 
@@ -220,6 +229,7 @@ def compose(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None, evpn_
         evpn=EvpnPart(cfg, local, tuple(sorted((bridge_name(s.vni), s.vni) for s in cfg.subnets)))
         if cfg.evpn is not None else EvpnPart(),
         workloads=WorkloadsPart(mtu, apps, vms),
+        upgrade=UpgradePart(cfg.upgrade),
         tenant_mtu=mtu,
         local_ip=local,
     )

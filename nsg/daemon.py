@@ -49,6 +49,7 @@ from nsg.subsystems import (
     TunnelSlot,
     WorkloadsSubsystem,
 )
+from nsg.subsystems.upgrade import UpgradeSubsystem
 from nsg.tunnels import Credentials, Tunnels
 from nsg.uplinks.lease import Lease
 from nsg.workloads import Workloads
@@ -78,10 +79,13 @@ class Daemon(ControllerLink):
         docker_url: str = "unix:///run/docker.sock",
         subsystems: Mapping[str, Subsystem] | None = None,
         dhcp_clients: Callable | None = None,
+        upgrade_box=None,
+        reboot: Callable[[], None] | None = None,
     ):
         """``subsystems``: stand-ins for the named parts of the engine (fakes in tests: no nft, TUN or
         docker), "evpn" also as the RIB the daemon composes from; ``dhcp_clients``: the DHCP client
-        factory (nsg.subsystems.dhcp)."""
+        factory (nsg.subsystems.dhcp); ``upgrade_box``: where the A/B slots are (nsg.upgrade.install.Box;
+        None: upgrades off) and ``reboot``: how to reboot into a new slot (None: never)."""
         self.config_path = config_path
         self.state_dir = state_dir
         self.kernel_factory = kernel_factory
@@ -109,6 +113,9 @@ class Daemon(ControllerLink):
         self.alerts = Alerts()  # security alerts: kept for status, sent to the controller
         self.evpn_sub = self.overrides.get("evpn") or EvpnSubsystem(lambda: self._request(Event("evpn")),
                                                                     on_alert=self._evpn_alert)
+        self.upgrades = self.overrides.get("upgrade") or UpgradeSubsystem(
+            state_dir, upgrade_box, lambda: self._device_tls() if self._device_tls else None, reboot,
+            self._upgrade_soon)
         self.engine: Engine | None = None  # once the kernel is open (run)
         self.credentials_epoch = 0  # bumped by a renewed LDevID: the credentials are loaded again
         self._kernel_esp: bool | None = None  # the probe's answer, once transport "esp" was asked for
@@ -180,6 +187,7 @@ class Daemon(ControllerLink):
             await self.tunnel_slot.stop()
             await self.workloads.stop()  # the containers and VMs keep running, like the dataplane
             await self.evpn_sub.stop()
+            await self.upgrades.stop()
             if self.flush_on_exit:
                 await self.enforce.flush()
                 async with self._lock:
@@ -222,7 +230,7 @@ class Daemon(ControllerLink):
             self.dhcp, GuardSubsystem(enforce), PolicySubsystem(enforce), EspEngineSubsystem(slot),
             DataplaneSubsystem(self.reconciler, self._lock), PortGuardSubsystem(enforce), IkeSubsystem(slot),
             QosSubsystem(enforce),
-            self.evpn_sub, WorkloadsSubsystem(self.workloads)]
+            self.evpn_sub, WorkloadsSubsystem(self.workloads), self.upgrades]
         order = [self.overrides.get(sub.name, sub) for sub in order]
         assert tuple(sub.name for sub in order) == DESIRED_ORDER
         return Engine(order)
@@ -484,13 +492,15 @@ def run_daemon(config: Path | None, state_dir: Path, *, flush_on_exit: bool, res
                controller_url: str | None = None, bootstrap_wan: str | None = None,
                media_dirs: list[Path] | None = None, channel_retry_max: float = 60.0,
                imds_url: str | None = None, docker_url: str = "unix:///run/docker.sock",
-               telemetry_interval: float = 30.0) -> int:
+               telemetry_interval: float = 30.0, test_upgrade_box: Path | None = None) -> int:
     from nsg.dataplane.netlink import NetlinkAdapter
+    from nsg.subsystems.upgrade import box_and_reboot
 
+    box, reboot = box_and_reboot(state_dir, test_upgrade_box)  # the appliance's; a file box for tests
     daemon = Daemon(config, state_dir, NetlinkAdapter, flush_on_exit=flush_on_exit,
                     resync_interval=resync_interval, controller_url=controller_url, bootstrap_wan=bootstrap_wan,
                     media_dirs=media_dirs, channel_retry_max=channel_retry_max, imds_url=imds_url,
-                    docker_url=docker_url, telemetry_interval=telemetry_interval)
+                    docker_url=docker_url, telemetry_interval=telemetry_interval, upgrade_box=box, reboot=reboot)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(daemon.run())
     return 0

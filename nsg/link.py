@@ -191,7 +191,28 @@ class ControllerLink:
         if rb is not None:
             out.append(wire.ApplyResult(generation=rb.generation, ok=False, rolled_back=True, running=rb.restored,
                                         error=rb.reason[:4000]))
-        return out + [event for _alert, event in self._security_events(self.alerts.take())]
+        return out + [event for _alert, event in self._security_events(self.alerts.take())] + [self._upgrade_event()]
+
+    def _upgrade_event(self):
+        """The upgrade state (nsg.model.upgrade.UpgradeState) as a channel event of kind "upgrade": sent
+        after each hello and whenever it changes, so the controller always holds the box's latest word."""
+        from nsg.channel import wire
+        from nsg.upgrade.agent import event_detail
+
+        return wire.Event(ts=time.time(), kind="upgrade", detail=event_detail(self.upgrades.status()))
+
+    def _upgrade_soon(self) -> None:
+        """The upgrade state changed: tell the controller now if the channel is up (else the next hello does)."""
+        if self.channel is None or not self.channel.connected:
+            return
+
+        async def send() -> None:
+            try:
+                await self.channel.send(self._upgrade_event())
+            except Exception as exc:  # noqa: BLE001 - the next change or hello carries it
+                log.debug("upgrade state not sent: %s", exc)
+
+        asyncio.get_running_loop().create_task(send(), name="upgrade-report")
 
     def _security_events(self, alerts) -> list[tuple]:
         """The channel events of ``alerts``; one that does not fit an Event (a field too long or too deep

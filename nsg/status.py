@@ -21,6 +21,7 @@ from nsg.model.status import (
     PortGuardStatus,
     TunnelsStatus,
 )
+from nsg.model.upgrade import UpgradeState
 
 MAX_REASON = 160  # characters of one problem on the verdict line
 
@@ -81,6 +82,9 @@ def verdict(st: GatewayStatus | Mapping[str, Any]) -> str:
         problems.append(f"generation {rb.generation} rolled back to {rb.restored}: {rb.reason}")
     if cc and cc.pending:
         good.append(f"generation {cc.pending.generation} on trial ({cc.pending.seconds_left:g} s left)")
+    up = doc.upgrade
+    if up is not None and up.agent.action == "held":
+        problems.append(f"upgrade to {up.agent.target} held: {up.agent.detail}")
     if doc.guard is not None and not doc.guard.overlay_protected:
         problems.append("overlay unprotected (transport plain: VXLAN and BGP cross the WAN in the clear)")
     if problems:
@@ -113,6 +117,20 @@ def _channel_line(ch: ChannelStatus | None) -> str:
         return f"channel: connected to {ch.url}{since} ({counts})"
     err = f": {ch.last_error}" if ch.last_error else ""
     return f"channel: DOWN ({ch.url}){err} ({counts})"
+
+
+def _upgrade_lines(u: UpgradeState | None) -> list[str]:
+    if u is None:
+        return []
+    if not u.appliance:
+        return [f"upgrade: {u.detail or 'not an A/B appliance'}"]
+    trial = "" if u.booted_slot == u.committed_slot else ", on trial"
+    agent = f"{u.agent.action}" + (f": {u.agent.detail}" if u.agent.detail else "")
+    lines = [f"upgrade: running {u.running_version} (slot {u.booted_slot}{trial}), committed {u.committed_version} "
+             f"(slot {u.committed_slot}); target {u.agent.target or 'none'}: {agent}"]
+    if u.last_attempt is not None or u.last_refusal is not None:
+        lines.append(f"  last attempt {u.attempt_line() or '-'}: {_short(u.outcome())}")
+    return lines
 
 
 def _child_line(c: ChildSaStatus) -> str:
@@ -188,7 +206,8 @@ def render(st: GatewayStatus | Mapping[str, Any]) -> str:
                      f" (config {cfg.config_generation})")
     else:
         lines.append("no config yet")
-    lines += [_bootstrap_line(doc.bootstrap), _channel_line(doc.channel), _guard_line(doc.guard)]
+    lines += [_bootstrap_line(doc.bootstrap), _channel_line(doc.channel), *_upgrade_lines(doc.upgrade),
+              _guard_line(doc.guard)]
     port = _port_guard_line(doc.port_guard)
     lines += ([port] if port else []) + _alert_lines(doc.alerts) + [""]
     if cfg is not None:

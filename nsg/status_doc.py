@@ -51,6 +51,7 @@ class StatusSource(Protocol):
     enforce: Any  # nsg.policy.enforce.Enforcement
     confirm: Any  # nsg.confirm.CommitConfirm
     alerts: Any  # nsg.alerts.Alerts
+    upgrades: Any  # nsg.subsystems.upgrade.UpgradeSubsystem
 
     async def kernel_snapshot(self) -> Snapshot: ...
 
@@ -123,7 +124,8 @@ async def gateway_status(d: StatusSource, now: float | None = None, monotonic: f
     cfg = d.config
     if cfg is None:  # still bootstrapping or waiting for the controller: the short document
         return GatewayStatus(version=__version__, pid=os.getpid(), last_apply=None, channel=channel,
-                             counters=dict(d.counters), last_reload_error=d.last_reload_error, bootstrap=bootstrap)
+                             counters=dict(d.counters), last_reload_error=d.last_reload_error, bootstrap=bootstrap,
+                             upgrade=d.upgrades.status())
     # Every read that waits (the kernel, nft, tc) comes first; the daemon's own state is then taken
     # with no await in between, so it is one moment's (a converge cannot finish half-way through it).
     snap = await d.kernel_snapshot()
@@ -157,6 +159,7 @@ async def gateway_status(d: StatusSource, now: float | None = None, monotonic: f
         qos=qos,
         last_apply=d.last_apply,
         commit_confirm=d.confirm.status(monotonic),
+        upgrade=d.upgrades.status(),
         last_reload_error=d.last_reload_error,
         counters=dict(d.counters),
     )

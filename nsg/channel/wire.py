@@ -12,7 +12,9 @@ ignored — it never changes what runs.
     controller -> gateway   confirm       the controller heard the gateway over the channel *with* that
                                           generation running: it becomes the gateway's last good config
     gateway -> controller   telemetry     periodic counters
-    gateway -> controller   event         something happened (tunnel up/down, reload refused, ...)
+    gateway -> controller   event         something happened (tunnel up/down, reload refused, ...); kind
+                                          "security": an alert (SecurityDetail); kind "upgrade": the box's
+                                          upgrade state (nsg.model.upgrade.UpgradeState)
     gateway -> controller   policy_counters  the firewall's per-entry hit counters (with telemetry)
     either                  error         the peer's last frame was not acceptable
 """

@@ -23,6 +23,7 @@ from nsg.model.ipsec import IpsecConfig
 from nsg.model.policy import PolicyConfig, parse_ref
 from nsg.model.qos import QosConfig
 from nsg.model.tenant_workloads import App, Vm
+from nsg.model.upgrade import UpgradeTarget
 
 SCHEMA_VERSION = 1
 
@@ -177,6 +178,7 @@ class GatewayConfig(_Frozen):
     policy: PolicyConfig | None = None  # firewall and breakout; without it nothing is filtered
     qos: QosConfig | None = None  # shaping by forwarding class on the uplinks; without it none
     uplink_services: tuple[UplinkService, ...] = Field(default=(), max_length=32)
+    upgrade: UpgradeTarget | None = None  # the release to run (nsg/model/upgrade.py); the box decides when
 
     def _check_peer_auth(self) -> None:
         auth = self.ipsec.auth if self.ipsec is not None else None
@@ -353,6 +355,12 @@ def load_config(path: Path) -> GatewayConfig:
     return parse_config(doc, str(path))
 
 
+def config_document(cfg: GatewayConfig) -> dict:
+    """The config as a JSON document (to a file, over the channel). An absent ``upgrade`` section is left
+    out rather than sent as null: a gateway whose release predates it still takes the document."""
+    return cfg.model_dump(mode="json", exclude={"upgrade"} if cfg.upgrade is None else None)
+
+
 def dump_config(cfg: GatewayConfig) -> str:
-    return json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
+    return json.dumps(config_document(cfg), indent=2, sort_keys=False) + "\n"
 

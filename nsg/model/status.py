@@ -17,6 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
+from nsg.model.upgrade import UpgradeState
+
 
 class Status(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -415,7 +417,8 @@ class DeviceStatus(Status):
 
 
 # keys of a box with no config yet (still bootstrapping, or waiting for the controller), in order
-BOOTING_KEYS = ("version", "pid", "config", "last_apply", "channel", "counters", "last_reload_error", "bootstrap")
+BOOTING_KEYS = ("version", "pid", "config", "last_apply", "channel", "counters", "last_reload_error", "bootstrap",
+                "upgrade")
 
 
 class GatewayStatus(Status):
@@ -444,6 +447,7 @@ class GatewayStatus(Status):
     qos: QosStatus | None = None
     last_apply: LastApply | None = None
     commit_confirm: CommitConfirmStatus | None = None
+    upgrade: UpgradeState | None = None  # the A/B slots and the controller's target (nsg/upgrade/agent.py)
     last_reload_error: str | None = None
     counters: dict[str, int] = {}
 

@@ -31,6 +31,11 @@ How, and why each choice:
   channel established) says so within ``commit_after_s``, else it clears nsg_try and reboots.
 - **https only, verified TLS, to disk first** (download.py), then the same install as for a file.
 
+- **The controller asks, the box decides** (agent.py, driven by nsg/subsystems/upgrade.py): the config's
+  ``upgrade`` section names a release and its bundles; the daemon's agent installs it when the box runs
+  another, never retries a version that failed here by itself, and reports to the controller
+  (docs/upgrades.md).
+
 Modules: errors, paths, grubenv, manifest, policy, bundle, record, slots, writer, install, health,
-download, cli (`nsg upgrade`). The build side (keys, signing, `make bundle`) is image/bundle.py.
+download, agent, cli (`nsg upgrade`). The build side (keys, signing, `make bundle`) is image/bundle.py.
 """

@@ -71,6 +71,16 @@ class Box:
         return self.state_dir / "upgrade.lock"
 
 
+def file_box(directory: Path, state_dir: Path) -> Box:
+    """A box made of files under ``directory``, for tests and labs only (`nsg run --test-upgrade-box`):
+    grubenv, cmdline, release.json, release-keys/*.pem and by-partlabel/nsg-root-a|b (links to regular
+    files standing in for the slot partitions); upgrade.json stays in ``state_dir``. Nothing here boots:
+    whoever plays the boot loader reads grubenv and rewrites cmdline and release.json."""
+    return Box(grubenv=directory / "grubenv", cmdline=directory / "cmdline", release=directory / "release.json",
+               keys_dir=directory / "release-keys", state_dir=state_dir, partlabel_dir=directory / "by-partlabel",
+               root=directory)
+
+
 @dataclass(frozen=True)
 class Installed:
     manifest: Manifest
@@ -82,18 +92,25 @@ class Installed:
 
 
 @contextlib.contextmanager
-def locked(box: Box) -> Iterator[None]:
-    """One upgrade or settle at a time (flock: released by the kernel when the holder dies)."""
+def locked(box: Box, wait_s: float = 2.0) -> Iterator[None]:
+    """One upgrade or settle at a time (flock: released by the kernel when the holder dies). A holder is
+    waited for ``wait_s``: a reader asking whether a writer runs (writer_running, e.g. the daemon's
+    upgrade agent every few seconds) holds it for an instant and must not make an install or a settle fail."""
     try:
         box.state_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(box.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise BoxError("io", f"cannot open {box.lock_path}: {exc.strerror}") from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BoxError("busy", f"another upgrade is running (it holds {box.lock_path})") from None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise BoxError("busy", f"another upgrade is running (it holds {box.lock_path})") from None
+                time.sleep(0.02)
         yield
     finally:
         os.close(fd)
@@ -102,7 +119,7 @@ def locked(box: Box) -> Iterator[None]:
 def writer_running(box: Box) -> bool:
     """Whether some process holds the upgrade lock now (a write in progress is not an interrupted one)."""
     try:
-        with locked(box):
+        with locked(box, wait_s=0):
             return False
     except BoxError as exc:
         return exc.code == "busy"

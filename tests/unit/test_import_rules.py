@@ -8,7 +8,9 @@ Every ``import`` and ``from ... import`` counts, at any depth (function-level la
 - ``octets`` (the bounds-checked reader ``bgp`` and ``ipsec`` share) imports nothing of this project,
   so that every library can use it;
 - ``controller`` may import ``bgp`` and the schema of ``nsg`` (``nsg.model``, ``nsg.channel.wire``:
-  the channel's messages and their order), nothing else of ``nsg``, not even through those modules; and never ``lab``;
+  the channel's messages and their order; the upgrade bundle's format, ``nsg.upgrade.bundle`` and
+  ``nsg.upgrade.manifest`` with the errors and paths they use: the controller verifies bundles before it
+  serves them), nothing else of ``nsg``, not even through those modules; and never ``lab``;
 - ``nsg`` composes the libraries and never imports ``controller`` or ``lab``;
 - ``lab`` (namespace topologies for the demo, tests and benchmarks) is imported by none of the above;
 - in each top-level package, an OS interface (pyroute2, docker) is imported by one adapter module only;
@@ -38,7 +40,8 @@ FORBIDDEN = {
     "image": {"controller", "lab"},  # the image builder: nsg's release side, never the controller's
 }
 # the schema of nsg, the only part of it the controller may use (with the packages above them)
-NSG_SCHEMA = ("nsg.model", "nsg.channel.wire")
+NSG_SCHEMA = ("nsg.model", "nsg.channel.wire", "nsg.upgrade.bundle", "nsg.upgrade.manifest", "nsg.upgrade.errors",
+              "nsg.upgrade.paths")
 OS_INTERFACES = ("pyroute2", "docker")
 
 
@@ -200,7 +203,7 @@ def test_packages_import_only_what_their_layer_allows():
 def controller_beyond_schema(graph: Graph) -> list[str]:
     """The modules of nsg the controller loads, directly or not, beyond the schema."""
     loaded = graph.reach([m for m in graph.paths if top(m) == "controller"])
-    allowed = {"nsg", "nsg.channel"}  # the packages holding the schema: importing it loads them
+    allowed = {"nsg", "nsg.channel", "nsg.upgrade"}  # the packages holding the schema: importing it loads them
     return sorted(f"{m} (loaded by {by})" for m, by in loaded.items()
                   if top(m) == "nsg" and m not in allowed and not under(m, NSG_SCHEMA))
 
@@ -256,8 +259,10 @@ def test_the_layering_rules_see_violations(fake_root):
     fake_root("bgp/bad.py", "import controller.api\n")
     fake_root("octets/bad.py", "from bgp import codec\n")
     fake_root("nsg/bad.py", "import lab.netns\n")
-    fake_root("controller/ok.py", "from nsg.model import GatewayConfig\nfrom nsg.channel import wire\nimport bgp\n")
-    fake_root("controller/bad.py", "from nsg.evpn import control\nfrom nsg import daemon\n")
+    fake_root("controller/ok.py", "from nsg.model import GatewayConfig\nfrom nsg.channel import wire\nimport bgp\n"
+                                  "from nsg.upgrade.bundle import verify_file\n")
+    fake_root("controller/bad.py", "from nsg.evpn import control\nfrom nsg import daemon\n"
+                                   "from nsg.upgrade.install import install\n")
     fake_root("lab/ok.py", "import nsg.daemon\nimport controller.api\n")
     bad = layering_violations()
     assert [b.split(" (")[0] for b in bad] == [
@@ -267,6 +272,7 @@ def test_the_layering_rules_see_violations(fake_root):
         "nsg.bad imports lab.netns",
         "controller.bad imports nsg.evpn.control",
         "controller.bad imports nsg.daemon",
+        "controller.bad imports nsg.upgrade.install.install",
     ]
 
 

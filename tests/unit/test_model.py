@@ -87,3 +87,20 @@ def test_load_config_reports_json_errors(tmp_path, doc):
     assert load_config(p).system_ip.exploded == "198.19.255.1"
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.json")
+
+
+def test_the_upgrade_section_is_validated_naming_the_field(doc):
+    sha = "ab" * 32
+    good = {"version": "1.3.0", "commit_after_s": 120, "bundles": [
+        {"model": "nsg-atom-x86_64", "url": f"https://198.18.0.2:8444/bundles/{sha}", "sha256": sha, "size": 10}]}
+    cfg = parse_config({**doc, "upgrade": good})
+    assert (cfg.upgrade.version, cfg.upgrade.retry, cfg.upgrade.bundle_for("nsg-atom-x86_64").size) == ("1.3.0", 0, 10)
+    assert parse_config(doc).upgrade is None
+    for change, field in (({"version": "v1"}, "upgrade.version"), ({"commit_after_s": 0}, "upgrade.commit_after_s"),
+                          ({"bundles": [{**good["bundles"][0], "url": "http://198.18.0.2/b"}]},
+                           "upgrade.bundles[0].url"),
+                          ({"bundles": [{**good["bundles"][0], "sha256": "x"}]}, "upgrade.bundles[0].sha256"),
+                          ({"colour": "red"}, "upgrade.colour")):
+        with pytest.raises(ConfigError) as err:
+            parse_config({**doc, "upgrade": {**good, **change}})
+        assert err.value.problems[0].startswith(field + ":"), err.value.problems

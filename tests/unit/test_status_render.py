@@ -129,3 +129,26 @@ def test_port_guard_and_alerts_in_the_text():
     assert "port guard: lan0 256/256 MACs; new MACs refused 4891 frames; forged from the overlay 5 frames" in text
     assert "security alerts: port-security 1 (1 not sent to the controller yet)" in text
     assert "port lan0 of 198.19.255.1: 4891 frames from new MACs refused in 5 s, limited to 256 MACs" in text
+
+
+def test_the_upgrade_line_and_a_held_upgrade_in_the_verdict():
+    d = doc()
+    d["upgrade"] = {
+        "appliance": True, "model": "nsg-atom-x86_64", "running_version": "1.3.0", "committed_version": "1.3.0",
+        "booted_slot": "b", "committed_slot": "b", "state": "committed",
+        "last_attempt": {"from_version": "1.3.0", "target_version": "1.4.0", "from_slot": "b", "target_slot": "a",
+                         "phase": "fell-back", "started": 1.0, "updated": 2.0,
+                         "reason": "slot a was not healthy within 30 s"},
+        "agent": {"action": "held", "target": "1.4.0", "detail": "1.4.0 was tried here and fell back"}}
+    lines = render(d).splitlines()
+    assert lines[0].startswith("DEGRADED: upgrade to 1.4.0 held: 1.4.0 was tried here and fell back")
+    at = next(i for i, line in enumerate(lines) if line.startswith("upgrade:"))
+    assert lines[at] == ("upgrade: running 1.3.0 (slot b), committed 1.3.0 (slot b); target 1.4.0: held: 1.4.0 was "
+                         "tried here and fell back")
+    assert lines[at + 1] == "  last attempt 1.3.0 -> 1.4.0 (slot a): fell back: slot a was not healthy within 30 s"
+    d["upgrade"] = {"appliance": True, "running_version": "1.4.0", "committed_version": "1.3.0", "booted_slot": "a",
+                    "committed_slot": "b", "state": "trial", "agent": {"action": "up-to-date", "target": "1.4.0"}}
+    assert render(d).splitlines()[0].startswith("OK")
+    assert "upgrade: running 1.4.0 (slot a, on trial), committed 1.3.0 (slot b); target 1.4.0: up-to-date" in render(d)
+    d["upgrade"] = {"appliance": False, "detail": "not an A/B appliance: /usr/share/nsg/release.json is missing"}
+    assert "upgrade: not an A/B appliance: /usr/share/nsg/release.json is missing" in render(d).splitlines()

@@ -198,7 +198,8 @@ def test_images_go_only_to_gateways_whose_apps_run_them(tmp_path):
                 await asyncio.to_thread(fetch, "acme/web:1", bare, "c4")
             with pytest.raises(image_fetch.ImageError, match="certificate verify failed"):  # the server is checked
                 await asyncio.to_thread(fetch, "acme/web:1", ssl.create_default_context, "c5")
-            assert svc.counters == {"image_downloads": 1, "image_refused": 3}
+            assert svc.counters == {"image_downloads": 1, "image_refused": 3, "bundle_downloads": 0,
+                                    "bundle_refused": 0}
             # the channel, too, takes the LDevID and not the factory identity
             import aiohttp
 
@@ -216,3 +217,67 @@ def test_images_go_only_to_gateways_whose_apps_run_them(tmp_path):
             await svc.stop()
 
     asyncio.run(main())
+
+
+def test_bundles_go_only_to_gateways_of_their_enterprise(tmp_path):
+    """The device site's /bundles/SHA256, fetched as the gateway's upgrade agent does (nsg.upgrade.download
+    with the LDevID context): its enterprise's bundle arrives with the size and hash the config gave; a
+    bundle of another enterprise and one that does not exist are refused alike (403); the factory
+    identity is not enough (401); a file that is not the one promised is not kept."""
+    import hashlib
+
+    import pytest
+
+    from nsg.upgrade.download import download
+    from nsg.upgrade.errors import DownloadError
+
+    store = Store(tmp_path / "ctl.db")
+    for ent, gw, serial, n in (("acme", "b1", "NSG-41", 1), ("beta", "g9", "NSG-49", 9)):
+        store.enterprises.create(ent)
+        store.gateways.add(ent, gw, serial=serial, uplinks=uplink(n))
+    ident_dir = tmp_path / "gw" / "identity"
+    factory_init(ident_dir, "NSG-41", make_manufacturer_ca(tmp_path / "mfg"))
+
+    async def main():
+        svc = DeviceServices(store, tmp_path / "ctl", "127.0.0.1", 0, tmp_path / "mfg")
+        await svc.start()
+        try:
+            ident = FileIdentityStore(ident_dir)
+            await Bootstrapper(ident).run([Server(svc.base_url, source="dhcp")])
+            shas = {}
+            for ent in ("acme", "beta"):
+                data = f"bundle of {ent}".encode() * 1000
+                shas[ent] = hashlib.sha256(data).hexdigest()
+                (svc.bundles_dir / f"{shas[ent]}.nsgb").write_bytes(data)
+                store.upgrades.add_bundle(ent, sha256=shas[ent], size=len(data), model="nsg-atom-x86_64",
+                                          version="1.3.0", min_version="1.0.0")
+            store.upgrades.set_profile("acme", "1.3.0")
+            target = store.documents.config_for("b1").upgrade
+            assert target.bundles[0].url == f"{svc.base_url}/bundles/{shas['acme']}"
+            cafile = ident_dir / "controller-ca.pem"
+            ldevid = ident.tls_context("ldevid", cafile)
+
+            def fetch(sha: str, ctx, dest: str, **kw):
+                return download(f"{svc.base_url}/bundles/{sha}", tmp_path / dest, context=ctx, **kw)
+
+            b = target.bundles[0]
+            got = await asyncio.to_thread(fetch, b.sha256, ldevid, "d1", expect_size=b.size,
+                                          expect_sha256=b.sha256)
+            assert hashlib.sha256(got.read_bytes()).hexdigest() == shas["acme"]
+            for sha, ctx, says in ((shas["beta"], ldevid, "HTTP 403"), ("0" * 64, ldevid, "HTTP 403"),
+                                   (shas["acme"], ident.tls_context("idevid", cafile), "HTTP 401")):
+                with pytest.raises(DownloadError, match=says):
+                    await asyncio.to_thread(fetch, sha, ctx, "d2")
+            with pytest.raises(DownloadError, match="not the 12 expected") as err:
+                await asyncio.to_thread(fetch, shas["acme"], ldevid, "d3", expect_size=12)
+            assert err.value.code == "download-mismatch"
+            with pytest.raises(DownloadError, match="SHA-256") as err:
+                await asyncio.to_thread(fetch, shas["acme"], ldevid, "d4", expect_sha256="f" * 64)
+            for d in ("d2", "d3", "d4"):  # nothing kept of what was refused or not what it should be
+                assert not (tmp_path / d).exists() or not any((tmp_path / d).iterdir())
+            assert svc.counters["bundle_downloads"] == 3 and svc.counters["bundle_refused"] == 3
+        finally:
+            await svc.stop()
+
+    asyncio.run(main())
+    store.close()

@@ -36,7 +36,7 @@ EVPN = {"asn": 65000, "peers": [{"address": "198.19.255.254", "asn": 65000}]}
 def test_parts_follow_the_declared_order():
     fields = [f for f in DesiredState.__dataclass_fields__ if f not in ("tenant_mtu", "local_ip")]
     assert tuple(fields) == DESIRED_ORDER == ("dhcp", "guard", "policy", "esp_engine", "dataplane",
-                                              "port_guard", "ike", "qos", "evpn", "workloads")
+                                              "port_guard", "ike", "qos", "evpn", "workloads", "upgrade")
 
 
 def test_the_state_is_frozen_and_the_same_inputs_compose_the_same_state():

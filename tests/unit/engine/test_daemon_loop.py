@@ -14,6 +14,8 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
+import pytest
+
 from nsg import tunnels
 from nsg.compose import DESIRED_ORDER, EvpnView
 from nsg.control_socket import request
@@ -198,7 +200,8 @@ def test_a_box_without_a_config_answers_the_short_document(tmp_path):
 
     doc = asyncio.run(go())
     assert list(doc) == ["version", "pid", "config", "last_apply", "channel", "counters", "last_reload_error",
-                         "bootstrap"]
+                         "bootstrap", "upgrade"]
+    assert doc["upgrade"]["appliance"] is False  # a Daemon given no upgrade box: upgrades are off
     assert doc["config"] is None and box.journal == []
     assert render(doc).splitlines()[0] == "DEGRADED: no config yet"
 
@@ -252,3 +255,42 @@ def test_credentials_are_loaded_once_per_config_and_again_after_a_renewal(tmp_pa
             assert await asyncio.wait_for(task, 10) == 0
 
     asyncio.run(go())
+
+
+def test_the_config_s_upgrade_reaches_the_agent_its_report_the_status_and_the_channel(tmp_path):
+    """The upgrade part is the last one set; the agent looks at the box in a thread (here a file box
+    without release info: a development tree) and its report is in `nsg status` and in what the channel
+    sends after each hello (an event of kind "upgrade" the controller validates)."""
+    from nsg.channel import wire
+    from nsg.model.upgrade import UpgradeState
+    from nsg.upgrade.install import file_box
+
+    sha = "ab" * 32
+    doc = gateway_doc(upgrade={"version": "1.3.0", "bundles": [
+        {"model": "nsg-atom-x86_64", "url": f"https://198.18.0.2:8444/bundles/{sha}", "sha256": sha, "size": 10}]})
+    box = Box(tmp_path, doc)
+    (tmp_path / "slots").mkdir()
+    d = Daemon(box.config, box.state, lambda: box.kernel, resync_interval=3600,
+               subsystems={**box.fakes, "evpn": box.evpn}, dhcp_clients=box._dhcp_client,
+               upgrade_box=file_box(tmp_path / "slots", box.state), reboot=lambda: pytest.fail("no reboot here"))
+
+    async def go() -> dict:
+        task = asyncio.get_running_loop().create_task(d.run())
+        try:
+            await until("the first apply", lambda: d.counters["applies"] == 1)
+            assert d.last_apply.subsystems["upgrade"] == 1  # "upgrade target 1.3.0"
+            await until("the agent looked", lambda: d.upgrades.status().agent.action == "not-appliance", 10)
+            return await box.status()
+        finally:
+            d.stop()
+            assert await asyncio.wait_for(task, 10) == 0
+
+    status = asyncio.run(go())
+    agent = status["upgrade"]["agent"]
+    assert (agent["action"], agent["target"]) == ("not-appliance", "1.3.0") and agent["since"] > 1e9
+    assert "release.json is missing" in status["upgrade"]["detail"]
+    assert "upgrade: not an A/B appliance: " in render(status)
+    event = d._channel_greeting()[-1]
+    assert isinstance(event, wire.Event) and event.kind == "upgrade"
+    assert UpgradeState.model_validate(event.detail) == d.upgrades.status()
+

@@ -42,7 +42,7 @@ def test_a_document_reads_back_to_itself():
 def test_a_box_without_a_config_sends_the_short_document():
     st = GatewayStatus(version="0.1", pid=1, counters={"applies": 0})
     assert list(st.model_dump(mode="json")) == ["version", "pid", "config", "last_apply", "channel", "counters",
-                                                "last_reload_error", "bootstrap"]
+                                                "last_reload_error", "bootstrap", "upgrade"]
 
 
 def test_devices_fdb_and_neighbors_come_from_the_snapshot():
