@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -45,6 +44,7 @@ from nsg.model.upgrade import (
     UpgradeState,
     UpgradeTarget,
 )
+from nsg.upgrade.durable import replace_file
 from nsg.upgrade.record import Phase
 from nsg.upgrade.slots import State, UpgradeReport
 
@@ -126,16 +126,7 @@ def load_tried(path: Path) -> Tried | None:
 
 def save_tried(path: Path, tried: Tried) -> None:
     """temp + fsync + rename (as nsg.upgrade.record does); OSError is the caller's."""
-    data = json.dumps(tried.model_dump(mode="json"), indent=1, sort_keys=True).encode() + b"\n"
-    tmp = path.with_name(f".{path.name}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    replace_file(path, json.dumps(tried.model_dump(mode="json"), indent=1, sort_keys=True).encode() + b"\n")
 
 
 # --- what to do -------------------------------------------------------------------------------------

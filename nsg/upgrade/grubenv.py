@@ -30,12 +30,12 @@ is there to lose.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from nsg.upgrade.durable import replace_file
 from nsg.upgrade.errors import BoxError
 
 SIGNATURE = b"# GRUB Environment Block\n"
@@ -202,21 +202,4 @@ def create_env(path: Path, env: GrubEnv | None = None) -> None:
     data = (env or GrubEnv()).to_bytes()
     if path.exists():
         raise GrubEnvError(f"{path} exists; edit it with write_env")
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        with contextlib.suppress(OSError):  # some file systems (vfat on old kernels) refuse fsync on a directory
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+    replace_file(path, data)

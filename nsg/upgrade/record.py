@@ -9,7 +9,6 @@ is moved aside (upgrade.json.bad) rather than blocking upgrades and commits fore
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from nsg.upgrade.durable import replace_file
 from nsg.upgrade.errors import BoxError, UpgradeError
 
 log = logging.getLogger("nsg.upgrade")
@@ -102,22 +102,7 @@ def load_record(path: Path) -> Record:
 
 def save_record(path: Path, record: Record) -> None:
     data = json.dumps(record.model_dump(mode="json"), indent=1, sort_keys=True).encode() + b"\n"
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        replace_file(path, data)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise BoxError("record-unwritable", f"cannot write {path}: {exc.strerror}") from None
