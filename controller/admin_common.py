@@ -7,6 +7,7 @@ the API's JSON for ``--json``). Apart from admin_cli.py so that each command gro
 from __future__ import annotations
 
 import argparse
+import os
 import urllib.parse
 from typing import Any
 
@@ -48,3 +49,17 @@ def listing(args: argparse.Namespace, path: str, key: str) -> list[dict[str, Any
         print_json(doc)
         return None
     return doc[key]
+
+
+def upload(args: argparse.Namespace, path: str, api_path: str) -> Any:
+    """POST the tarball at ``path`` (an image, a bundle) to ``api_path``, streamed, with time for its
+    size (at least 10 MB/s: the controller verifies it on arrival); the API's answer."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - streamed by urllib, closed below
+        size = os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror}") from None
+    with f:
+        client = make_client(args)
+        client.timeout = max(client.timeout, size / (10 << 20))
+        return client.call("POST", api_path, raw=f, content_type="application/x-tar")

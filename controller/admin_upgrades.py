@@ -8,13 +8,12 @@ helpers shared with it: admin_common.py.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from controller.admin_common import listing, make_client, print_json, print_lines, print_table, q
+from controller.admin_common import listing, make_client, print_json, print_lines, print_table, q, upload
 from controller.api_client import CliError
 from controller.cli_views import upgrade_view
 
@@ -23,17 +22,7 @@ Leaf = Callable[..., Any]  # (group, name, run, *parents, help_=...) -> the acti
 
 
 def _bundle_upload(args: argparse.Namespace) -> None:
-    try:
-        f = open(args.file, "rb")  # noqa: SIM115 - streamed by urllib, closed below
-        size = os.fstat(f.fileno()).st_size
-    except OSError as exc:
-        raise CliError(f"{args.file}: {exc.strerror}") from None
-    with f:
-        client = make_client(args)
-        client.timeout = max(client.timeout, size / (10 << 20))  # verified on arrival: give a big bundle time
-        doc = client.call("POST", f"/enterprises/{q(args.enterprise)}/bundles", raw=f,
-                          content_type="application/x-tar")
-    print_json(doc)
+    print_json(upload(args, args.file, f"/enterprises/{q(args.enterprise)}/bundles"))
 
 
 def _bundle_list(args: argparse.Namespace) -> None:

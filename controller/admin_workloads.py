@@ -7,14 +7,13 @@ Split from admin_cli.py, which registers these groups among the others (in its o
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from controller.admin_common import listing, make_client, print_json, print_table, q
+from controller.admin_common import listing, make_client, print_json, print_table, q, upload
 from controller.api_client import CliError
 
 Group = Callable[[str, str], Any]  # (name, help) -> the group's subparsers
@@ -22,16 +21,7 @@ Leaf = Callable[..., Any]  # (group, name, run, *parents, help_=...) -> the acti
 
 
 def _image_upload(args: argparse.Namespace) -> None:
-    try:
-        f = open(args.file, "rb")  # noqa: SIM115 - streamed by urllib, closed below
-        size = os.fstat(f.fileno()).st_size
-    except OSError as exc:
-        raise CliError(f"{args.file}: {exc.strerror}") from None
-    with f:
-        client = make_client(args)
-        client.timeout = max(client.timeout, size / (10 << 20))  # give a big tarball time: >= 10 MB/s
-        req_path = f"/enterprises/{q(args.enterprise)}/images"
-        print_json(client.call("POST", req_path, raw=f, content_type="application/x-tar"))
+    print_json(upload(args, args.file, f"/enterprises/{q(args.enterprise)}/images"))
 
 
 def _image_list(args: argparse.Namespace) -> None:
