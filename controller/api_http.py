@@ -21,6 +21,8 @@ from nsg.model import ConfigError
 
 log = logging.getLogger("controller.api")
 
+API = "/api/v1"  # every admin route is below it
+
 JSON = "application/json"
 STATUS = {"invalid": 400, "bad_json": 400, "unauthorized": 401, "not_found": 404, "conflict": 409}
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}

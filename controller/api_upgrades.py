@@ -13,13 +13,11 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller import bundle_store
-from controller.api_http import BUNDLES, HUB, RELEASE_KEYS, STORE, ApiError, Route, answer, check_media, read_body
+from controller.api_http import API, BUNDLES, HUB, RELEASE_KEYS, STORE, ApiError, Route, answer, check_media, read_body
 from controller.enterprise import UpgradeProfile
 from controller.store import StoreError
 from controller.store_upgrades import BundleRec
 from nsg.model.upgrade import UpgradeState
-
-API = "/api/v1"
 
 
 class _In(BaseModel):
