@@ -10,6 +10,7 @@ from pathlib import Path
 from nsg import __version__
 
 DEFAULT_STATE_DIR = Path("/var/lib/nsg")
+IMAGE_MANIFEST = Path("/usr/share/nsg/manifest.json")  # written by the image builder (image/rootfs.py)
 SHOW_TABLES = {"evpn": "EVPN routes: ours and those each BGP peer sent"}  # `nsg show TABLE`
 
 
@@ -81,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     act.set_defaults(parser=act)
     act.add_argument("code", nargs="?", help="the code; '-' or nothing: read it from standard input")
     act.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+
+    ver = sub.add_parser("version", help="this build: nsg's version and, on an nsg image, what the image holds "
+                                         "(Debian and Python packages with versions, kernel, slot)")
+    ver.set_defaults(parser=ver)
+    ver.add_argument("--json", action="store_true")
+    ver.add_argument("--manifest", type=Path, default=IMAGE_MANIFEST, help=argparse.SUPPRESS)
 
     chk = sub.add_parser("check-config", help="run the checks `nsg run` makes before it starts a config (the "
                                               "document, and the credentials it names), without applying it")
@@ -188,6 +195,15 @@ def main(argv: list[str] | None = None) -> int:
         write_private(ident / ACTIVATION_CODE, code.encode())
         print("activation code stored; the gateway presents it at its next enrollment attempt")
         return 0
+    if args.cmd == "version":
+        doc = _version_doc(args.manifest)
+        if args.json:
+            print(json.dumps(doc, indent=2))
+        else:
+            img = (doc.get("manifest") or {}).get("image", {})
+            print(f"nsg {doc['version']}" + (f", image {img.get('version')} built {img.get('built')}, slot "
+                                             f"{doc.get('slot') or '?'}" if img else " (not on an nsg image)"))
+        return 0
     if args.cmd == "check-config":
         from nsg.model import ConfigError
         from nsg.preflight import check_config_file
@@ -206,6 +222,24 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_upgrade(args)
     return 2
+
+
+def _version_doc(manifest: Path) -> dict:
+    """nsg's version; on an image also its manifest (package names and versions) and the root slot
+    this boot runs from (nsg.slot= on the kernel command line, set by grub.cfg)."""
+    doc: dict = {"version": __version__, "manifest": None, "slot": None}
+    try:
+        doc["manifest"] = json.loads(manifest.read_text())
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:
+        doc["manifest_error"] = f"{manifest}: {exc}"
+    try:
+        words = Path("/proc/cmdline").read_text().split()
+    except OSError:
+        words = []
+    doc["slot"] = next((w.split("=", 1)[1] for w in words if w.startswith("nsg.slot=")), None)
+    return doc
 
 
 def _evpn_table(res: dict) -> str:

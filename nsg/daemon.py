@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from nsg import __version__, preflight
+from nsg import __version__, preflight, sdnotify
 from nsg.alerts import Alerts, evpn_alert_message, port_alerts, refused_macs
 from nsg.compose import DESIRED_ORDER, ComposeError, compose
 from nsg.confirm import CommitConfirm
@@ -165,6 +165,9 @@ class Daemon(ControllerLink):
         loop.add_signal_handler(signal.SIGINT, self.stop)
         log.info("nsg started", extra={"fields": {"version": __version__, "pid": os.getpid(),
                                                   "config": str(self.config_path)}})
+        sdnotify.notify("READY=1")  # it answers on its control socket: systemd's "active"
+        interval = sdnotify.watchdog_interval()
+        watchdog = asyncio.get_running_loop().create_task(sdnotify.watchdog(interval)) if interval else None
         try:
             if self.config is not None:
                 result = await self._converge("start")
@@ -194,6 +197,9 @@ class Daemon(ControllerLink):
                     res = await asyncio.to_thread(self.reconciler.flush)
                 log.info("dataplane flushed", extra={"fields": {"changes": len(res.changes), "error": res.error}})
             await control.close()
+            if watchdog is not None:
+                watchdog.cancel()
+            sdnotify.notify("STOPPING=1")
             close = getattr(self.kernel, "close", None)
             if close:
                 close()
