@@ -14,10 +14,15 @@ from pathlib import Path
 import pytest
 
 from image import gpt, grub, layout
+from tests.peers import require_peer
 
-needs = pytest.mark.skipif
+
+def needs(absent: bool, reason: str) -> pytest.MarkDecorator:
+    """The independent tool is missing: skip locally, fail under CI=true (tests/peers.py)."""
+    return require_peer([reason] if absent else [])
 
 
+@needs(shutil.which("sfdisk") is None, "sfdisk (Debian package fdisk): the independent GPT reader")
 def test_gpt_round_trip_and_sfdisk_agrees(tmp_path: Path):
     parts, size = gpt.plan(layout.partitions(root_mib=64, data_mib=32))
     disk_guid = uuid.uuid4()
@@ -32,8 +37,6 @@ def test_gpt_round_trip_and_sfdisk_agrees(tmp_path: Path):
     assert mbr[:2] == b"\xeb\x63" and mbr[510:] == b"\x55\xaa" and mbr[450] == 0xEE
     assert [p.label for p in parts] == ["nsg-bios", "nsg-esp", "nsg-root-a", "nsg-root-b", "nsg-data"]
     assert all(p.offset % layout.MiB == 0 for p in parts)
-    if shutil.which("sfdisk") is None:
-        pytest.skip("sfdisk (Debian package fdisk) absent: no independent reader")
     table = json.loads(subprocess.run(["sfdisk", "--json", str(img)], capture_output=True, text=True,
                                       check=True).stdout)["partitiontable"]
     assert table["id"].lower() == str(disk_guid)
@@ -57,7 +60,7 @@ def test_gpt_read_refuses_damage():
         gpt.read(io.BytesIO(bytes(raw)))
 
 
-@needs(shutil.which("grub-editenv") is None, reason="grub-editenv (Debian package grub-common) absent")
+@needs(shutil.which("grub-editenv") is None, "grub-editenv (Debian package grub-common)")
 def test_grubenv_block_is_grub_editenvs(tmp_path: Path):
     env = tmp_path / "grubenv"
     subprocess.run(["grub-editenv", str(env), "create"], check=True)
@@ -79,7 +82,7 @@ def test_grub_cfg_names_the_contract():
     assert cfg.index("save_env") < cfg.index("menuentry")
 
 
-@needs(not (grub.GRUB_LIB / "i386-pc" / "boot.img").exists(), reason="grub-pc-bin absent")
+@needs(not (grub.GRUB_LIB / "i386-pc" / "boot.img").exists(), "GRUB i386-pc boot.img (Debian package grub-pc-bin)")
 def test_bios_boot_sector_and_core_blocklist(tmp_path: Path):
     code = grub.bios_boot_code(2048)
     assert len(code) == 0x1B8 and struct.unpack_from("<Q", code, grub.BOOT_KERNEL_SECTOR)[0] == 2048
