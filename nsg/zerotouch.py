@@ -93,6 +93,8 @@ class ZeroTouch:
                     self.state = "done"
                     return done
                 self.state = "discovering"
+                # a box's port comes up down: DHCP (and mDNS) need the link up before the first lease
+                await asyncio.to_thread(self.apply_op, SetUp(self.wan))
                 ctx = DiscoveryContext(serial_number=self.identity.serial())
                 found = await discover(self._sources(), ctx, stats=self.stats)
                 servers = [Server(s.uri.rstrip("/"), _anchors(s.trust_anchor_der), s.source)

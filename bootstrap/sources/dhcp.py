@@ -284,10 +284,10 @@ class DhcpSource:
             proc = Udhcpc(udhcpc_argv(busybox, self.interface, write_hook(Path(tmp)), self.vendor_class))
             try:
                 done = await proc.run(timeout=self.timeout)
+            except TimeoutError:  # before OSError, of which it is a subclass
+                raise LocalDiscoveryError(f"udhcpc on {self.interface} did not finish in {self.timeout} s") from None
             except OSError as exc:
                 raise LocalDiscoveryError(f"cannot start udhcpc: {exc}") from None
-            except TimeoutError:
-                raise LocalDiscoveryError(f"udhcpc on {self.interface} did not finish in {self.timeout} s") from None
         return self._result(done)
 
     def _result(self, done: UdhcpcExit) -> DhcpResult | None:

@@ -12,6 +12,7 @@ from bootstrap import errors
 from bootstrap.errors import Reason, RemoteBootstrapError
 from bootstrap.identity import factory_init, make_manufacturer_ca
 from bootstrap.sources.model import BootstrapServer
+from nsg.dataplane.types import SetUp
 
 
 class _Stop(Exception):
@@ -57,3 +58,43 @@ def test_a_servers_words_do_not_make_it_activation_required(tmp_path, monkeypatc
                                 reason=Reason.TRANSPORT)
     z = attempt(tmp_path, monkeypatch, junk)
     assert z.state == "retrying" and "activation required" in z.last_error
+
+
+def test_the_wan_port_is_brought_up_before_discovery(tmp_path, monkeypatch):
+    """A box's ports come up administratively down (the image's first boot found this: udhcpc said only
+    "Network is down" for ever). Each attempt sets the WAN link up before any source runs."""
+    factory_init(tmp_path / "identity", "NSG-8", make_manufacturer_ca(tmp_path / "mfg"))
+    seen: list[str] = []
+
+    async def found(*_a, **_kw):
+        seen.append("discover")
+        return []
+
+    async def stop(_seconds):
+        raise _Stop
+
+    monkeypatch.setattr(zt, "discover", found)
+    monkeypatch.setattr(zt.asyncio, "sleep", stop)
+    z = zt.ZeroTouch(tmp_path, "eno1", lambda op: seen.append(repr(op)))
+    with pytest.raises(_Stop):
+        asyncio.run(z.run())
+    assert seen == [repr(SetUp("eno1")), "discover"]
+    assert z.state == "retrying" and z.last_error == "no bootstrap server found"
+
+
+def test_a_dhcp_timeout_says_so(monkeypatch):
+    """TimeoutError is an OSError: it must not be reported as "cannot start udhcpc: " with no reason."""
+    from bootstrap.sources import dhcp
+    from bootstrap.sources.model import LocalDiscoveryError
+
+    class SlowUdhcpc:
+        def __init__(self, *_a, **_kw):
+            pass
+
+        async def run(self, timeout):
+            raise TimeoutError
+
+    monkeypatch.setattr(dhcp, "Udhcpc", SlowUdhcpc)
+    src = dhcp.DhcpSource("eno1", busybox="/bin/busybox", timeout=3)
+    with pytest.raises(LocalDiscoveryError, match=r"udhcpc on eno1 did not finish in 3 s"):
+        asyncio.run(src.run())
