@@ -135,7 +135,7 @@ def _upgrade_lines(u: UpgradeState | None) -> list[str]:
 
 def _child_line(c: ChildSaStatus) -> str:
     line = f"    {c.dir:<3} spi {c.spi}"
-    if c.packets is not None:  # the userspace engine's SAs count (the kernel's are not read here)
+    if c.packets is not None:  # the userspace engine's counters, or the kernel's for an XFRM state
         line += (f" packets {c.packets} bytes {c.bytes} replay {c.replay_drops or 0}"
                  f" auth {c.auth_failures or 0}")
     return line

@@ -265,6 +265,24 @@ class Tunnels:
             self.xfrm.close()
         self.engine = self.driver = self.manager = None
 
+    def _xfrm_sas(self) -> list[ChildSaStatus]:
+        """Our child SAs as the kernel holds them, with the kernel's counters (one dump per status)."""
+        try:
+            kernel = {(k.dst, k.spi): k for k in self.xfrm.sas()} if self.xfrm is not None else {}
+        except (OSError, xfrm.XfrmError, ValueError) as exc:
+            log.warning("cannot read the kernel's ESP states: %s", exc)
+            kernel = {}
+        out = []
+        by_dir = {"in": {s: k for (dst, s), k in kernel.items() if dst == self.local_ip},
+                  "out": {s: k for (dst, s), k in kernel.items() if dst != self.local_ip}}
+        for (peer, _cid), c in self.installer.children.items():
+            for d, spi in (("in", c.in_spi), ("out", c.out_spi)):
+                k = by_dir[d].get(spi)
+                counters = {} if k is None else {"packets": k.packets, "bytes": k.bytes, "replay_drops": k.replay,
+                                                 "auth_failures": k.integrity_failed}
+                out.append(ChildSaStatus(dir=d, spi=f"{spi:#010x}", peer=peer, **counters))
+        return out
+
     def status(self) -> TunnelsStatus:
         if self.engine is None and self.xfrm is None:
             return TunnelsStatus(backend=None)
@@ -273,9 +291,7 @@ class Tunnels:
         sas += [ChildSaStatus(dir="out", spi=f"{o.sa.spi:#010x}", endpoint=f"{o.endpoint.host}:{o.endpoint.port}",
                               **o.sa.counters.as_dict()) for o in self.sad.outbound.values()]
         if self.backend == "xfrm":
-            sas = [ChildSaStatus(dir=d, spi=f"{spi:#010x}", peer=peer)
-                   for (peer, _cid), c in self.installer.children.items()
-                   for d, spi in (("in", c.in_spi), ("out", c.out_spi))]
+            sas = self._xfrm_sas()
         return TunnelsStatus(
             backend=self.backend,
             kernel_esp=self.kernel_esp,

@@ -95,6 +95,10 @@ class XfrmBackend:
     def del_policy(self, selector: x.Selector, direction: int) -> None:
         self.nl.request("policy delete", lambda seq: x.del_policy(selector, direction, seq))
 
+    def sas(self) -> list[x.SaInfo]:
+        """Every ESP state the kernel holds, with its counters."""
+        return [x.parse_sa(r.body) for r in self.nl.dump(x.XFRM_MSG_GETSA) if r.msg_type == x.XFRM_MSG_NEWSA]
+
     def policies(self) -> list[x.PolicyInfo]:
         return [x.parse_policy(r.body) for r in self.nl.dump(x.XFRM_MSG_GETPOLICY)
                 if r.msg_type == x.XFRM_MSG_NEWPOLICY]

@@ -133,7 +133,9 @@ class XfrmSa:
             # struct xfrm_encap_tmpl: type (host order), ports (network order), original address
             sport, dport = self.encap
             attrs += _attr(XFRMA_ENCAP, _encap.pack(UDP_ENCAP_ESPINUDP, _be16(sport), _be16(dport), bytes(16)))
-        if self.esn:
+        if self.window:
+            # the replay window, with or without ESN: without the attribute the kernel keeps no replay
+            # state for a non-ESN SA at all (strongSwan proposes no ESN by default; found against it)
             words = self.window // 32
             attrs += _attr(XFRMA_REPLAY_ESN_VAL, _esn.pack(words, 0, 0, 0, 0, self.window) + bytes(4 * words))
         return info + attrs
@@ -255,3 +257,32 @@ def parse_policy(body: bytes) -> PolicyInfo:
         off += (alen + 3) & ~3
     return PolicyInfo(f"{ipaddress.IPv4Address(s[:4])}/{plen_s}", f"{ipaddress.IPv4Address(d[:4])}/{plen_d}",
                       direction, tsrc, tdst, reqid)
+
+
+@dataclass(frozen=True)
+class SaInfo:
+    """A kernel ESP state as a dump shows it: who, and its counters (struct xfrm_usersa_info's curlft
+    and stats, which the kernel keeps per state)."""
+
+    src: str
+    dst: str
+    spi: int
+    reqid: int
+    bytes: int
+    packets: int
+    replay: int  # packets dropped as replays
+    integrity_failed: int  # packets whose ICV did not verify
+
+
+_SA_ID, _SA_SADDR, _SA_CURLFT, _SA_STATS, _SA_TAIL = 56, 80, 160, 192, 204  # offsets in xfrm_usersa_info
+
+
+def parse_sa(body: bytes) -> SaInfo:
+    if len(body) < USERSA_INFO_LEN:
+        raise ValueError(f"xfrm_usersa_info of {len(body)} octets, want {USERSA_INFO_LEN}")
+    daddr, spi, _family, _proto = _usersa_id.unpack_from(body, _SA_ID)
+    nbytes, packets, _add, _use = _lifetime_cur.unpack_from(body, _SA_CURLFT)
+    _window, replay, integrity = _stats.unpack_from(body, _SA_STATS)
+    _seq, reqid, *_rest = _sa_tail.unpack_from(body, _SA_TAIL)
+    return SaInfo(str(ipaddress.IPv4Address(body[_SA_SADDR:_SA_SADDR + 4])), str(ipaddress.IPv4Address(daddr[:4])),
+                  int.from_bytes(spi, "big"), reqid, nbytes, packets, replay, integrity)

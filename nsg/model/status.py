@@ -124,13 +124,14 @@ class IkePeerStatus(Status):
 
 class ChildSaStatus(SparseStatus):
     """An SA of the ESP engine: the userspace SAD's (with counters; outbound ones with the peer's
-    endpoint) or the kernel's (XFRM: with the peering it belongs to, no counters)."""
+    endpoint) or the kernel's (XFRM: with the peering it belongs to, and the counters the kernel keeps
+    per state: packets, bytes, replay drops, ICV failures)."""
 
     dir: str
     spi: str
     endpoint: str | None = None  # userspace, outbound
     peer: str | None = None  # xfrm
-    # userspace only: ipsec.esp.SaCounters, in its order
+    # ipsec.esp.SaCounters, in its order (XFRM: packets, bytes, replay_drops, auth_failures)
     auth_failures: int | None = None
     bytes: int | None = None
     decrypt_errors: int | None = None

@@ -109,6 +109,11 @@ def render(g: Guard) -> str:
     rule("uplink", _port("udp", "sport", DHCP_SERVER_PORT), _port("udp", "dport", DHCP_CLIENT_PORT),
          {"accept": None})
     rule("uplink", _port("udp", "dport", {"set": [IKE_PORT, NATT_PORT]}), {"accept": None})
+    if g.peers and g.encrypted:
+        # what the kernel's ESP decrypted (XFRM: it comes in on the uplink itself, where the userspace
+        # engine's arrives on its TUN): a peer's system IP, authenticated by its SA and checked by the
+        # XFRM inbound policy, may start traffic to us (a strongSwan peer's ping, say)
+        rule("uplink", _match(saddr, _set(g.peers)), _match({"meta": {"key": "ipsec"}}, True), {"accept": None})
     for proto, port in g.services:
         rule("uplink", _port(proto, "dport", port), {"accept": None})
     rule("uplink", {"counter": None}, {"drop": None}, comment=COUNTERS[1])

@@ -80,9 +80,14 @@ def test_uplinks_let_in_dhcp_ike_natt_return_traffic_and_named_services_only():
         ({"ct.state": ["established", "related"]}, "accept"),
         ({"udp.sport": 67, "udp.dport": 68}, "accept"),
         ({"udp.dport": [500, 4500]}, "accept"),
+        # what kernel ESP decrypted arrives on the uplink itself: a peer may start traffic through it
+        ({"ip.saddr": ["198.19.255.2", "198.19.255.254"], "meta.ipsec": True}, "accept"),
         ({"tcp.dport": 8444}, "accept"),
     ]
     assert verdict(r[-1]) == "drop" and matches(r[-1]) == {}
+    # without ESP (the plain lab transport) nothing comes decrypted: no such rule
+    plain = rules({**BASE, "uplink_services": [{"protocol": "tcp", "port": 8444}]})["uplink"]
+    assert not any("meta.ipsec" in matches(x) for x in plain)
 
 
 def test_every_drop_is_counted_under_a_name():
