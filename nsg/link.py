@@ -201,10 +201,11 @@ class ControllerLink:
 
         return wire.Event(ts=time.time(), kind="upgrade", detail=event_detail(self.upgrades.status()))
 
-    def _upgrade_soon(self) -> None:
-        """The upgrade state changed: tell the controller now if the channel is up (else the next hello does)."""
+    def _upgrade_soon(self) -> asyncio.Task | None:
+        """The upgrade state changed: tell the controller now if the channel is up (else the next hello does).
+        Returns the send (the upgrade agent waits for it before a reboot)."""
         if self.channel is None or not self.channel.connected:
-            return
+            return None
 
         async def send() -> None:
             try:
@@ -212,7 +213,7 @@ class ControllerLink:
             except Exception as exc:  # noqa: BLE001 - the next change or hello carries it
                 log.debug("upgrade state not sent: %s", exc)
 
-        asyncio.get_running_loop().create_task(send(), name="upgrade-report")
+        return asyncio.get_running_loop().create_task(send(), name="upgrade-report")
 
     def _security_events(self, alerts) -> list[tuple]:
         """The channel events of ``alerts``; one that does not fit an Event (a field too long or too deep

@@ -18,7 +18,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from nsg.compose import UpgradePart
@@ -31,6 +31,7 @@ from nsg.upgrade.errors import BoxError, DownloadError, UpgradeError
 log = logging.getLogger("nsg.upgrade")
 
 POLL_S = 10.0  # how often the box is looked at (a settle run by another process, a retry due)
+REBOOT_REPORT_S = 15.0  # at most this long a reboot waits for the controller to be told of it
 RETRYABLE = ("busy",)  # box errors that are not the version's fault (another upgrade holds the lock)
 
 
@@ -42,17 +43,21 @@ class UpgradeSubsystem:
     name = "upgrade"
 
     def __init__(self, state_dir: Path, box, tls: Callable[[], ssl.SSLContext | None],
-                 reboot: Callable[[], None] | None, on_change: Callable[[], None], *, poll_s: float = POLL_S,
-                 reboot_delay_s: float = 2.0, clock: Callable[[], float] = time.time,
+                 reboot: Callable[[], None] | None, on_change: Callable[[], Awaitable | None], *,
+                 poll_s: float = POLL_S, reboot_report_s: float = REBOOT_REPORT_S,
+                 clock: Callable[[], float] = time.time,
                  fetch: Callable[..., Path] | None = None, installer: Callable[..., object] | None = None):
         """``box``: nsg.upgrade.install.Box, or None: upgrades off (the report says so). ``fetch`` and
-        ``installer``: nsg.upgrade.download.download and nsg.upgrade.install.install (fakes in tests)."""
+        ``installer``: nsg.upgrade.download.download and nsg.upgrade.install.install (fakes in tests).
+        ``on_change`` may return an awaitable (the report's send): before a reboot the agent waits for
+        it, at most ``reboot_report_s``, so the controller hears "armed, rebooting" before the box is gone."""
         from nsg.upgrade.download import download
         from nsg.upgrade.install import install
 
         self.state_dir, self.box, self.tls, self.reboot = state_dir, box, tls, reboot
         self.fetch, self.installer = fetch or download, installer or install
-        self.on_change, self.poll_s, self.reboot_delay_s, self.clock = on_change, poll_s, reboot_delay_s, clock
+        self.on_change, self.poll_s, self.reboot_report_s, self.clock = on_change, poll_s, reboot_report_s, clock
+        self._reboot_told = threading.Event()  # the rebooting report was sent (or could not be)
         self.target: UpgradeTarget | None = None
         self.state = agent.not_an_appliance("upgrades are off in this daemon" if box is None else "not looked at yet",
                                             agent.agent_report("off", None, "", None))
@@ -160,7 +165,13 @@ class UpgradeSubsystem:
         state = agent.not_an_appliance(facts, report) if isinstance(facts, str) else agent.state_of(facts, report)
         if state != self.state:
             self.state = state
-            self.on_change()
+            sent = self.on_change()
+            if self._rebooting is not None and sent is not None:
+                with contextlib.suppress(Exception):  # a channel that is down does not hold the reboot
+                    async with asyncio.timeout(self.reboot_report_s):
+                        await sent
+        if self._rebooting is not None:
+            self._reboot_told.set()
         return decision.wake_at if decision is not None else None
 
     def _read(self) -> tuple[Facts | str, Tried | None]:
@@ -269,10 +280,20 @@ class UpgradeSubsystem:
 
     def _reboot(self, tried: Tried, what: str) -> None:
         self._save(agent.ended(tried, Outcome.REBOOTING, self.clock()))
+        # the box read again (the armed slot, the attempt's phase): while a worker runs, look() reports the
+        # facts read before it, and the report sent now is the last the controller gets from this boot
+        try:
+            facts = self._read()[0]
+        except Exception:  # the report then says less; the reboot is what matters
+            log.exception("upgrade agent: reading the box before the reboot failed")
+            facts = self._facts
         with self._lock:
             self._rebooting = what
+            self._facts = facts
+        self._reboot_told.clear()
         self._doing("rebooting", what)
-        time.sleep(self.reboot_delay_s)  # the report goes out first
+        if not self._reboot_told.wait(self.reboot_report_s):
+            log.warning("the rebooting report was not sent within %.0f s; rebooting anyway", self.reboot_report_s)
         if self.reboot is None:
             log.warning("a reboot %s is due; this daemon was given no way to reboot", what)
             return

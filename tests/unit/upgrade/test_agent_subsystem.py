@@ -68,7 +68,7 @@ class Fakes:
 
     def sub(self, *, poll_s: float = 0.02) -> UpgradeSubsystem:
         return UpgradeSubsystem(self.tbox.box.state_dir, self.tbox.box, ssl.create_default_context, self.reboot,
-                                self.changed, poll_s=poll_s, reboot_delay_s=0, clock=lambda: time.time() + self.skew,
+                                self.changed, poll_s=poll_s, reboot_report_s=5, clock=lambda: time.time() + self.skew,
                                 fetch=self.fetch, installer=self.installer)
 
     def changed(self) -> None:
@@ -335,3 +335,40 @@ def test_a_glance_at_the_lock_never_makes_an_install_or_a_settle_fail(tbox):
     release.set()
     t.join()
     assert not writer_running(tbox.box)
+
+
+def test_the_last_report_before_the_reboot_says_armed_and_is_sent_first(tbox):
+    """On a box the reboot ends the daemon: what the controller holds then is the last report sent. It must
+    name the armed slot (the qemu box showed it did not: while the worker ran, the report used the facts
+    read before the install), and the reboot waits until its send is done (bounded), not a fixed 2 s."""
+    from nsg.upgrade.install import install
+
+    b13 = tbox.bundle("b13.nsgb", version="1.3.0")
+    f = Fakes(tbox, installer=install, fetch=serve_bundle(b13))
+    sent: list = []
+    at_reboot: list = []
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        holder: dict = {}
+
+        def changed():
+            st = holder["sub"].status()
+
+            async def send():  # a slow channel: 2.5 s to get the report out
+                await asyncio.sleep(2.5)
+                sent.append(st)
+
+            return loop.create_task(send())
+
+        sub = UpgradeSubsystem(tbox.box.state_dir, tbox.box, ssl.create_default_context,
+                               lambda: at_reboot.append(list(sent)), changed, poll_s=0.02, reboot_report_s=10,
+                               fetch=f.fetch, installer=install)
+        holder["sub"] = sub
+        await sub.set(UpgradePart(real_target(b13, "1.3.0")))
+        await until("the reboot", lambda: at_reboot, timeout=30)
+        await sub.stop()
+
+    run(go())
+    last = at_reboot[0][-1]
+    assert (last.agent.action, last.armed_slot, last.last_attempt.phase) == ("rebooting", "b", "armed"), last
