@@ -34,6 +34,9 @@ PACKAGES = (
     "python3", "python3-venv",  # /opt/nsg/venv (python3.11, as on the build host)
     "ca-certificates", "e2fsprogs", "fdisk",  # fdisk: sfdisk, to grow the data partition at first boot
     "docker.io",  # tenant containers
+    # the hypervisor's agent (guest-exec): started by udev only when a virtio port named
+    # org.qemu.guest_agent.0 exists, i.e. under qemu/KVM; a physical box or EC2 has none
+    "qemu-guest-agent",
 )
 QEMU_PACKAGES = ("qemu-system-x86",)  # VM workloads (optional: --with-qemu)
 # Kernel modules the box needs (nsg's probes and docker): the build fails if one is missing.
