@@ -150,13 +150,14 @@ class Gateways:
             raise LabError(f"{gw}: nsg status: {proc.stderr.strip()}")
         return json.loads(proc.stdout)
 
-    def wait_tunnels(self, gw: str, timeout: float = 20.0) -> dict:
-        """Until every IKE peering of the gateway is established."""
+    def wait_tunnels(self, gw: str, timeout: float = 20.0, status=None) -> dict:
+        """Until every IKE peering of the gateway is established. ``status``: how to ask it (a qemu box
+        is asked through its guest agent); the daemon's control socket in its namespace by default."""
         deadline = time.monotonic() + timeout
         st: dict = {}
         while time.monotonic() < deadline:
             try:
-                st = self.status(gw)
+                st = (status or self.status)(gw)
             except LabError:  # not listening yet
                 time.sleep(0.1)
                 continue

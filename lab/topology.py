@@ -245,11 +245,23 @@ def _lan_flood(name: str) -> Topology:
     )
 
 
+def _appliance(name: str) -> Topology:
+    """The appliance lab (lab/appliance_lab.py, issue 15): b1 and b2 (behind a NAT) are qemu guests booted
+    from the image, b3 a gateway in a namespace (the userspace ESP engine); one host each, bN-h1 = .N1."""
+    return Topology(
+        name=name,
+        branches=(Branch(name="b1", hosts=(Host(name="b1-h1", address=IPv4Interface("198.19.0.11/24")),)),
+                  Branch(name="b2", nat=True, hosts=(Host(name="b2-h1", address=IPv4Interface("198.19.0.21/24")),)),
+                  Branch(name="b3", hosts=(Host(name="b3-h1", address=IPv4Interface("198.19.0.31/24")),))),
+    )
+
+
 BUILTIN = {
     "two-branch": lambda: _two_branch("two-branch", nat=False, underlay=True),
     "two-branch-nat": lambda: _two_branch("two-branch-nat", nat=True, underlay=False),
     "three-branch": lambda: _three_branch("three-branch"),
     "lan-flood": lambda: _lan_flood("lan-flood"),
+    "appliance": lambda: _appliance("appliance"),
 }
 
 

@@ -41,6 +41,9 @@ class ZeroTouchLab:
         self.db = self.ctl_dir / "ctl.db"
         self.gws = Gateways(lab, plan, transport="esp")
         self.token = ""
+        # a box whose ports have other names than the namespace gateway's (wan0, lan0): an image box in
+        # qemu (lab/qemu_box.py) has eno1, eno2; registered with those
+        self.port_names: dict[str, tuple[str, str]] = {}
 
     @property
     def bootstrap_uri(self) -> str:
@@ -84,11 +87,12 @@ class ZeroTouchLab:
                         str(t.gateway))
         for g in self.plan.gateways:
             u = g.uplinks[0]
-            uplink = f"name=wan0,interface=wan0,mode=static,address={u.address},gateway={u.gateway}"
+            wan_if, lan_if = self.port_names.get(g.name, ("wan0", g.lan_port))
+            uplink = f"name=wan0,interface={wan_if},mode=static,address={u.address},gateway={u.gateway}"
             if g.nat:
                 uplink += f",public={u.public}"
             self.controller("gateway", "add", "acme", g.name, "--serial", serial_of(g.name), "--port",
-                            f"{t.name}={g.lan_port}", "--uplink", uplink, *(["--behind-nat"] if g.nat else []))
+                            f"{t.name}={lan_if}", "--uplink", uplink, *(["--behind-nat"] if g.nat else []))
         self.controller("gateway", "add", "acme", HUB, "--serial", serial_of(HUB), "--role", "hub", "--uplink",
                         f"name=wan0,interface={HUB_UPLINK},mode=static,address={self.plan.controller}/24,"
                         f"gateway={HUB_GATEWAY}")

@@ -87,3 +87,11 @@ def make_lab():
 
 def sh(*argv: str, check: bool = True) -> str:
     return subprocess.run(list(argv), check=check, capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="session")
+def appliance_image():
+    """The appliance image (tests/e2e/appliance/image.py): built once per run, shared by every qemu test."""
+    from tests.e2e.appliance import image
+
+    return image.get()

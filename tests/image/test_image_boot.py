@@ -1,8 +1,8 @@
 """The Debian-built disk image (image/build.py): its GPT and ESP checked from outside, then booted in
 qemu (TCG) under BIOS (SeaBIOS) and UEFI (OVMF) until nsg.service is active.
 
-The image is ``NSG_IMAGE`` if set, else build/nsg-VERSION-x86_64.img, built here when missing (as root,
-~2 minutes; the build needs the Debian registry and PyPI). Boxes are made from it with `nsg-image
+The image is the run's shared one (tests/e2e/appliance/image.py: ``NSG_IMAGE`` if set, else built once per
+run as root, ~2 minutes, from the Debian registry and PyPI). Boxes are made from it with `nsg-image
 factory` (each its own IDevID) and booted on copies, so the image itself is never changed. The guest's
 one NIC is on a qemu hub with nothing else on it: no traffic leaves qemu. Each boot prints what it
 measured (boot-to-ready seconds on the host clock, and the guest's uptime then) as a JSON line.
@@ -24,7 +24,7 @@ import pytest
 from cryptography import x509
 
 from image import disk, gpt, grub, layout
-from image.build import missing_tools
+from tests.e2e.appliance.image import missing as appliance_image_missing
 from tests.peers import missing_commands, require_peer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,37 +40,19 @@ VERSION = re.compile(r"NSG-VERSION (\{.*\})\s*$", re.M)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def _missing() -> list[str]:
-    out = missing_commands({"qemu-system-x86_64": "qemu-system-x86", "debugfs": "e2fsprogs", "mtype": "mtools",
-                            "sfdisk": "fdisk"})
-    for path, pkg in ((OVMF_CODE, "ovmf"), (SEABIOS, "seabios")):
-        if not path.exists():
-            out.append(f"{path} not found (Debian package {pkg})")
-    if not os.environ.get("NSG_IMAGE") and not _default_image().exists():
-        if os.geteuid() != 0:
-            out.append("no image to boot (NSG_IMAGE unset, none in build/) and building one needs root")
-        out += [f"building the image needs Debian package {p}" for p in missing_tools()]
-    return out
-
-
-def _default_image() -> Path:
-    version = re.search(r'__version__ = "([^"]+)"', (REPO / "nsg" / "__init__.py").read_text()).group(1)
-    return REPO / "build" / f"nsg-{version}-x86_64.img"
-
-
-pytestmark = require_peer(_missing())
+pytestmark = require_peer(appliance_image_missing() + missing_commands({"mtype": "mtools"}))
 
 
 @pytest.fixture(scope="module")
-def image() -> Path:
-    path = Path(os.environ.get("NSG_IMAGE") or _default_image())
-    if not path.exists():
-        t0 = time.monotonic()
-        p = subprocess.run([sys.executable, "-m", "image.build", "--out", str(path)], cwd=REPO, capture_output=True,
-                           text=True, check=False)
-        assert p.returncode == 0, f"image build failed:\n{p.stderr[-3000:]}"
-        print(json.dumps({"image_build_s": round(time.monotonic() - t0, 1), **json.loads(p.stdout)}))
-    return path
+def image(appliance_image) -> Path:
+    """The run's shared image (tests/e2e/appliance/image.py: built once per run, or NSG_IMAGE)."""
+    return appliance_image.path
+
+
+# Boots that only this module makes: `make image-test` runs them; `make test` leaves them out, since the
+# appliance lab (tests/e2e/appliance) boots the same image under SeaBIOS and OVMF, resumes it after a power
+# cut and boots trial slots once (commit and fall back). What only these add: OVMF on the q35 machine.
+image_boots = pytest.mark.image_boots
 
 
 @pytest.fixture(scope="module")
@@ -238,6 +220,7 @@ def test_factory_makes_distinct_boxes(image: Path, manufacturer, work: Path):
     assert not (work / "again.img").exists()
 
 
+@image_boots
 def test_boots_bios_then_uefi_and_resumes(image: Path, manufacturer, work: Path):
     """A box made at the factory: its first boot (SeaBIOS) bootstraps on its first WAN port; its second
     (OVMF, same disk) resumes from the data partition."""
@@ -257,6 +240,7 @@ def test_boots_bios_then_uefi_and_resumes(image: Path, manufacturer, work: Path)
     assert second.booted["state"] == "running", second.booted
 
 
+@image_boots
 def test_trial_slot_boots_once(image: Path, work: Path):
     """nsg_try=b boots slot b once (grub.cfg clears it first); the next boot is nsg_slot's, a; once
     nsg_slot=b is committed, b boots."""
