@@ -63,7 +63,7 @@ def make_ext4(out: Path, size: int, tree: Path, *, label: str | None, journal: b
         argv += ["-L", label]
     if not journal:
         argv += ["-O", "^has_journal"]
-    subprocess.run([*argv, str(out), f"{size // 1024}k"], check=True)
+    subprocess.run([*argv, str(out), f"{size // 1024}k"], check=True, stdout=sys.stderr)  # stdout: the report
 
 
 def root_fs_size(tree: Path) -> int:
@@ -96,7 +96,7 @@ def make_esp(out: Path, size: int, work: Path, env_values: dict[str, str]) -> No
                     str(size // 1024)], check=True, stdout=subprocess.DEVNULL)
     env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
     entries = [str(p) for p in sorted(stage.iterdir())]
-    subprocess.run(["mcopy", "-s", "-m", "-i", str(out), *entries, "::/"], check=True, env=env)
+    subprocess.run(["mcopy", "-s", "-m", "-i", str(out), *entries, "::/"], check=True, env=env, stdout=sys.stderr)
 
 
 def data_tree(work: Path) -> Path:

@@ -119,12 +119,13 @@ def wheelhouse(src: Path, out: Path, log) -> Path:
     wh = out / "wheels"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     log("wheel: building nsg")
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wh), str(copy)], check=True)
+    # stdout is the build's JSON report: what the tools say goes to stderr, with the log
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wh), str(copy)], check=True, stdout=sys.stderr)
     wheels = list(wh.glob("nsg-*.whl"))
     if len(wheels) != 1:
         raise BuildError(f"expected one nsg wheel, got {wheels}")
     log("wheel: downloading dependencies (PyPI, binary wheels only)")
-    subprocess.run([*pip, "download", "-d", str(wh), *WHEEL_PLATFORM, str(wheels[0])], check=True)
+    subprocess.run([*pip, "download", "-d", str(wh), *WHEEL_PLATFORM, str(wheels[0])], check=True, stdout=sys.stderr)
     return wheels[0]
 
 

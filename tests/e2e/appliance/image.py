@@ -88,7 +88,10 @@ def get() -> Image:
         if p.returncode:
             raise RuntimeError(f"the image build failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
         built_s = round(time.monotonic() - t0, 1)
-        report = json.loads(p.stdout)
+        try:
+            report = json.loads(p.stdout)  # the build's report: its only output on stdout
+        except ValueError:
+            raise RuntimeError(f"the image build's stdout is not its JSON report: {p.stdout[:500]!r}") from None
         print(json.dumps({"image_build_s": built_s, "image_allocated_mb": round(report["allocated_bytes"] / 1e6),
                           "phases": report.get("phases")}))
         stamp.write_text(digest + "\n")
