@@ -79,6 +79,9 @@ class ApplianceLab:
         out = []
         for gw, box in self.boxes.items():
             out.append(f"--- {gw} console ---\n{box.console_text()[-2500:]}")
+            if not box.running():  # its agent cannot answer: no minute-long waits for nothing
+                out.append(f"--- {gw}: not running ---")
+                continue
             out.append(f"--- {gw} nsg journal ---\n{box.journal(lines=80)[-5000:]}")
             out.append(f"--- {gw} upgrade settle ---\n{box.journal('nsg-upgrade-settle.service', 20)[-2000:]}")
         for g in self.plan.gateways:
