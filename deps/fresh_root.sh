@@ -164,6 +164,11 @@ fi
 # the Makefile's venv recipe, exactly as make would run it (read here: the root has no make)
 (cd "$SRC" && env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS make -s -n -B venv PYTHON=python3) >"$ROOT/fresh/venv.sh"
 grep -q "pip install" "$ROOT/fresh/venv.sh" || die "could not read the Makefile's venv recipe"
+# tests/build's Buildroot release snapshot is a file of this machine, not a package: copied in when present
+BR_TARBALL=${NSG_BUILDROOT_TARBALL:-/work/shared/tools/buildroot-2026.02.3.tar.xz}
+if [ -f "$BR_TARBALL" ]; then
+    cp "$BR_TARBALL" "$ROOT/fresh/buildroot.tar.xz"
+fi
 
 # --- 3. inside the root ----------------------------------------------------------------------------------
 # pid 1 of the namespace: runs the check, reaps every orphan (daemons that daemonize), and when the check
@@ -265,6 +270,7 @@ EOF
 say "running the check inside the root (private mount + pid namespace, chroot)"
 PASS_ENV=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
           TERM=dumb CI=true "FRESH_TESTS=$TESTS")
+[ -f "$ROOT/fresh/buildroot.tar.xz" ] && PASS_ENV+=(NSG_BUILDROOT_TARBALL=/fresh/buildroot.tar.xz)
 for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
     [ -n "${!v:-}" ] && PASS_ENV+=("$v=${!v}")
 done

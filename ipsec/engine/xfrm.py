@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import errno
 import itertools
+import logging
 import socket
 
 from ipsec.engine import xfrm_codec as x
+
+log = logging.getLogger("ipsec.engine.xfrm")
 
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10
@@ -25,13 +28,19 @@ class XfrmError(RuntimeError):
         super().__init__(f"kernel refused {what}: {errno.errorcode.get(err, err)}" + (f" ({detail})" if detail else ""))
 
 
+# The first ESP state makes the kernel load esp4 and instantiate the AEAD (crypto modules, self-tests):
+# on a busy first boot under an emulator that took more than 5 s, and the probe said "no kernel ESP"
+# (tests/e2e/appliance). Below the daemon's 60 s systemd watchdog.
+PROBE_TIMEOUT_S = 30.0
+
+
 class XfrmSocket:
-    def __init__(self) -> None:
+    def __init__(self, timeout: float = 5.0) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, x.NETLINK_XFRM)
         self.sock.setsockopt(SOL_NETLINK, x.NETLINK_EXT_ACK, 1)
         self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
         self.sock.bind((0, 0))
-        self.sock.settimeout(5.0)  # the kernel answers at once; never hang the control plane
+        self.sock.settimeout(timeout)  # the kernel answers at once; never hang the control plane
         self._seq = itertools.count(1)
 
     def close(self) -> None:
@@ -119,13 +128,16 @@ class XfrmBackend:
 
 def probe() -> bool:
     """True when this kernel takes ESP states (then the XFRM backend is used)."""
-    nl = XfrmSocket()
+    nl = XfrmSocket(timeout=PROBE_TIMEOUT_S)
     try:
         sel = x.Selector("192.0.2.1/32", "192.0.2.2/32")
         sa = x.XfrmSa("192.0.2.1", "192.0.2.2", 0xFFFFFF01, bytes(20), 0xFFFF, sel, None)
         try:
             nl.request("probe state", lambda seq: x.new_sa(sa, seq))
-        except XfrmError:
+        except XfrmError as exc:
+            if exc.errno == errno.ETIMEDOUT:
+                log.warning("the kernel did not answer the ESP probe within %.0f s: using userspace ESP",
+                            PROBE_TIMEOUT_S)
             return False
         nl.request("probe cleanup", lambda seq: x.del_sa("192.0.2.2", 0xFFFFFF01, seq))
         return True
