@@ -9,11 +9,16 @@ from __future__ import annotations
 import argparse
 import os
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from controller import cli_auth
 from controller.api_client import Client, CliError
 from controller.cli_views import table, to_json
+
+# how admin_cli.py hands its command groups to the modules that add commands to them
+Group = Callable[[str, str], Any]  # (name, help) -> the group's subparsers
+Leaf = Callable[..., Any]  # (group, name, run, *parents, help_=...) -> the action's parser
 
 
 def q(name: str) -> str:

@@ -9,15 +9,11 @@ from __future__ import annotations
 import argparse
 import shlex
 import urllib.parse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from controller.admin_common import listing, make_client, print_json, print_table, q, upload
+from controller.admin_common import Group, Leaf, listing, make_client, print_json, print_table, q, upload
 from controller.api_client import CliError
-
-Group = Callable[[str, str], Any]  # (name, help) -> the group's subparsers
-Leaf = Callable[..., Any]  # (group, name, run, *parents, help_=...) -> the action's parser
 
 
 def _image_upload(args: argparse.Namespace) -> None:
