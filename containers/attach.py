@@ -16,7 +16,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Interface
 from typing import TypeVar
 
-from pyroute2 import IPRoute
+from pyroute2.iproute.linux import IPRoute  # not `from pyroute2`: see nsg/dataplane/pyroute2_light.py
 from pyroute2.netlink.exceptions import NetlinkError
 
 from containers.spec import AppSpec, Attachment

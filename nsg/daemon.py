@@ -384,8 +384,9 @@ class Daemon(ControllerLink):
             return EngineResult(error=SubsystemError("compose", "no config yet"))
         assert self.engine is not None
         try:
+            kernel_esp = await self._probe_esp()
             leases = self.dhcp.leases_for({u.name: u.interface for u in self.config.uplinks})
-            state = compose(self.config, leases, self.evpn_sub.view(), kernel_esp=self._probe_esp(),
+            state = compose(self.config, leases, self.evpn_sub.view(), kernel_esp=kernel_esp,
                             credentials=self.credentials)
         except ComposeError as exc:  # e.g. a lease MTU too small for any tenant MTU
             return self._record(reason, EngineResult(error=SubsystemError("compose", str(exc))))
@@ -413,15 +414,17 @@ class Daemon(ControllerLink):
             return False
         return True
 
-    def _probe_esp(self) -> bool:
-        """Kernel ESP (XFRM) or the userspace engine: probed once, before the first plan that needs it."""
+    async def _probe_esp(self) -> bool:
+        """Kernel ESP (XFRM) or the userspace engine: probed once, before the first plan that needs it,
+        off the event loop (a kernel that ships ESP may be asked again for up to 30 s at boot)."""
         assert self.config is not None
         if self.config.transport != "esp":
             return False
         if self._kernel_esp is None:
             from ipsec.engine import xfrm
 
-            self._kernel_esp = self.tunnels.kernel_esp if self.tunnels is not None else xfrm.probe()
+            self._kernel_esp = (self.tunnels.kernel_esp if self.tunnels is not None
+                                else await asyncio.to_thread(xfrm.probe))
         return self._kernel_esp
 
     def _persist_last_good(self) -> None:

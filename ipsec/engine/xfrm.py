@@ -9,7 +9,10 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import os
 import socket
+import time
+from pathlib import Path
 
 from ipsec.engine import xfrm_codec as x
 
@@ -126,20 +129,65 @@ class XfrmBackend:
         self.add_policy(x.XfrmPolicy(sel_in, x.XFRM_POLICY_FWD, remote, local, reqid))
 
 
-def probe() -> bool:
-    """True when this kernel takes ESP states (then the XFRM backend is used)."""
-    nl = XfrmSocket(timeout=PROBE_TIMEOUT_S)
-    try:
-        sel = x.Selector("192.0.2.1/32", "192.0.2.2/32")
-        sa = x.XfrmSa("192.0.2.1", "192.0.2.2", 0xFFFFFF01, bytes(20), 0xFFFF, sel, None)
+def kernel_ships_esp(release: str | None = None, root: Path = Path("/")) -> bool:
+    """True when the running kernel has ESP, loaded or as a module it can load: then a refused probe
+    is a passing fault (modprobe busy at boot, crypto self-tests not done), not an answer."""
+    if (root / "sys/module/esp4").exists():
+        return True
+    release = release or os.uname().release
+    for name in ("modules.builtin", "modules.dep"):
         try:
-            nl.request("probe state", lambda seq: x.new_sa(sa, seq))
+            text = (root / "lib/modules" / release / name).read_text(errors="replace")
+        except OSError:
+            continue
+        if "/esp4.ko" in text:
+            return True
+    return False
+
+
+def probe(*, deadline_s: float = PROBE_TIMEOUT_S, ships_esp: bool | None = None,
+          sleep=time.sleep, clock=time.monotonic, connect=lambda: XfrmSocket(timeout=PROBE_TIMEOUT_S)) -> bool:
+    """True when this kernel takes ESP states (then the XFRM backend is used). A kernel without ESP
+    (this development kernel: ENOSYS, no AEAD) is answered by one refusal. A kernel that ships ESP is
+    asked again until ``deadline_s``: on a starved first boot its first answer can be a refusal
+    (tests/e2e/appliance saw kernel_esp=false twice), and choosing userspace ESP for good on that
+    would cost the box its kernel data path until the next restart."""
+    ships = kernel_ships_esp() if ships_esp is None else ships_esp
+    end = clock() + deadline_s
+    pause = 0.5
+    attempt = 0
+    while True:
+        attempt += 1
+        spi = 0xFFFFFF00 | attempt % 0xFF or 0xFFFFFF01  # a fresh key per try: no EEXIST from a lost reply
+        try:
+            _probe_once(connect, spi)
+            if attempt > 1:
+                log.info("the kernel took the ESP probe at try %d", attempt)
+            return True
         except XfrmError as exc:
             if exc.errno == errno.ETIMEDOUT:
                 log.warning("the kernel did not answer the ESP probe within %.0f s: using userspace ESP",
                             PROBE_TIMEOUT_S)
-            return False
-        nl.request("probe cleanup", lambda seq: x.del_sa("192.0.2.2", 0xFFFFFF01, seq))
-        return True
+                return False
+            if not ships or clock() + pause > end:
+                (log.warning if ships else log.info)(
+                    "no kernel ESP (%s, try %d): using userspace ESP", exc, attempt)
+                return False
+            log.warning("the kernel ships ESP but refused the probe (%s, try %d): asking again in %.1f s",
+                        exc, attempt, pause)
+            sleep(pause)
+            pause = min(pause * 2, 4.0)
+
+
+def _probe_once(connect, spi: int) -> None:
+    try:
+        nl = connect()
+    except OSError as exc:  # no NETLINK_XFRM at all (xfrm_user not there): a refusal like any other
+        raise XfrmError("an XFRM socket", exc.errno or errno.EPROTONOSUPPORT, None) from None
+    try:
+        sel = x.Selector("192.0.2.1/32", "192.0.2.2/32")
+        sa = x.XfrmSa("192.0.2.1", "192.0.2.2", spi, bytes(20), 0xFFFF, sel, None)
+        nl.request("probe state", lambda seq: x.new_sa(sa, seq))
+        nl.request("probe cleanup", lambda seq: x.del_sa("192.0.2.2", spi, seq))
     finally:
         nl.close()

@@ -18,7 +18,10 @@ import struct
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from pyroute2 import IPRoute
+from nsg.dataplane import pyroute2_light  # noqa: F401  (first: pyroute2 without its whole API)
+
+# isort: split
+from pyroute2.iproute.linux import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_LINK, RTMGRP_NEIGH
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
