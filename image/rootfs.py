@@ -21,6 +21,7 @@ from pathlib import Path
 from image.layout import DATA_BINDS
 
 OVERLAY = Path(__file__).with_name("rootfs")
+CONSTRAINTS = "deps/python-constraints.txt"  # the pinned runtime dependencies (relative to the source tree)
 SUITE = "bookworm"
 MIRRORS = (
     "deb http://deb.debian.org/debian bookworm main",
@@ -110,7 +111,8 @@ def git_info(src: Path) -> dict:
 
 def wheelhouse(src: Path, out: Path, log) -> Path:
     """nsg's wheel (from a copy of the source files, so the build leaves no build/ or egg-info in
-    the tree) and every dependency as a binary wheel for CPython 3.11 on glibc 2.36 (bookworm)."""
+    the tree) and every dependency as a binary wheel for CPython 3.11 on glibc 2.36 (bookworm), at the
+    version deps/python-constraints.txt pins (what the test suite ran with)."""
     copy = out / "src"
     for rel in source_files(src):
         dst = copy / rel
@@ -124,8 +126,9 @@ def wheelhouse(src: Path, out: Path, log) -> Path:
     wheels = list(wh.glob("nsg-*.whl"))
     if len(wheels) != 1:
         raise BuildError(f"expected one nsg wheel, got {wheels}")
-    log("wheel: downloading dependencies (PyPI, binary wheels only)")
-    subprocess.run([*pip, "download", "-d", str(wh), *WHEEL_PLATFORM, str(wheels[0])], check=True, stdout=sys.stderr)
+    log("wheel: downloading dependencies (PyPI, binary wheels only, the versions deps/python-constraints.txt pins)")
+    subprocess.run([*pip, "download", "-d", str(wh), *WHEEL_PLATFORM, "-c", str(src / CONSTRAINTS), str(wheels[0])],
+                   check=True, stdout=sys.stderr)
     return wheels[0]
 
 

@@ -11,6 +11,7 @@ Used by tests/e2e/appliance and bench/appliance.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -78,10 +79,22 @@ class ApplianceLab:
         """What to print when something did not come up: each box's console tail and nsg journal."""
         out = []
         for gw, box in self.boxes.items():
-            out.append(f"--- {gw} console ---\n{box.console_text()[-2500:]}")
+            text = box.console_text()
+            # how many times the kernel started since the first power-on (a reboot loop shows here), and
+            # the lines nsg's own units printed, before the console's tail
+            boots = text.count("Linux version ")
+            marks = [ln for ln in text.splitlines() if "NSG-" in ln or "nsg-start[" in ln or "watchdog" in ln.lower()]
+            out.append(f"--- {gw} console: {boots} kernel start(s), power-ons {len(box.started)} ---\n"
+                       + "\n".join(m[:300] for m in marks[-15:]) + f"\n...\n{text[-2500:]}")
             if not box.running():  # its agent cannot answer: no minute-long waits for nothing
                 out.append(f"--- {gw}: not running ---")
                 continue
+            with contextlib.suppress(GuestError, OSError, TimeoutError):
+                st = box.run("systemctl", "status", "--no-pager", "-n", "0", "nsg.service", timeout=20, check=False)
+                jobs = box.run("systemctl", "list-jobs", "--no-pager", timeout=20, check=False)
+                warn = box.run("journalctl", "-b", "-p", "warning", "-n", "30", "--no-pager", timeout=20, check=False)
+                out.append(f"--- {gw} nsg.service ---\n{st.stdout[-1500:]}\n{jobs.stdout[-1500:]}\n"
+                           f"--- {gw} warnings this boot ---\n{warn.stdout[-3000:]}")
             out.append(f"--- {gw} nsg journal ---\n{box.journal(lines=80)[-5000:]}")
             out.append(f"--- {gw} upgrade settle ---\n{box.journal('nsg-upgrade-settle.service', 20)[-2000:]}")
         for g in self.plan.gateways:

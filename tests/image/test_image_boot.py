@@ -195,6 +195,13 @@ def test_size_and_manifest(image: Path):
     for pkg in ("systemd", "nftables", "iproute2", "busybox", "docker.io", "python3.11"):
         assert pkg in manifest["packages"], pkg
     assert manifest["python"].get("nsg") and manifest["python"].get("cryptography")
+    # every dependency in the image at the version deps/python-constraints.txt pins (what the suite tested)
+    pins = dict(line.split("==") for line in (REPO / "deps" / "python-constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    norm = {k.lower().replace("_", "-"): v for k, v in pins.items()}
+    carried = {k.lower().replace("_", "-"): v for k, v in manifest["python"].items() if k != "nsg"}
+    assert carried == norm, {k: (carried.get(k), norm.get(k)) for k in carried.keys() | norm.keys()
+                             if carried.get(k) != norm.get(k)}
 
 
 def test_factory_makes_distinct_boxes(image: Path, manufacturer, work: Path):

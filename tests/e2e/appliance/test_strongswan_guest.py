@@ -44,8 +44,8 @@ from lab.topology import Uplink
 from tests.e2e.appliance.conftest import HOSTS
 from tests.e2e.appliance.conftest import pytestmark as appliance_marks
 from tests.interop import strongswan
+from tests.interop.nsg_charon import CHILD, IKE, PEER, PSK, Pinger, View, agreed, nsg_ike, spi
 from tests.interop.strongswan import Charon, Child, Connection
-from tests.interop.test_nsg_strongswan import CHILD, IKE, PEER, PSK, Pinger, View, agreed, nsg_ike, spi
 from tests.peers import require_peer
 
 pytestmark = [*appliance_marks, require_peer(strongswan.missing())]  # the package's marks, and charon's
