@@ -121,8 +121,10 @@ class ZeroTouchLab:
             u = g.uplinks[0]
             host = u.address.split("/")[0]
             node = f"{g.name}-nat" if g.nat else "inet"
+            # the branch router is its name server too (option 6: an appliance writes its resolv.conf)
             per_node.setdefault(node, []).extend([f"--dhcp-range=set:{g.name},{host},{host},255.255.255.0,1h",
-                                                  f"--dhcp-option=tag:{g.name},3,{u.gateway}"])
+                                                  f"--dhcp-option=tag:{g.name},3,{u.gateway}",
+                                                  f"--dhcp-option=tag:{g.name},6,{u.gateway}"])
         for node, ranges in per_node.items():
             d = self.lab.node_dir(node)
             self.lab.spawn(node, "dhcp", [dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",

@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="send counters (and the firewall's rule counters) to the controller this often")
     run.add_argument("--docker", default="unix:///run/docker.sock", metavar="URL",
                      help="the Docker engine that runs the config's apps")
+    run.add_argument("--resolv-conf", type=Path, metavar="FILE",
+                     help="write the box's resolv.conf here from the uplinks' DHCP leases (the appliance: "
+                          "/run/nsg/resolv.conf, where /etc/resolv.conf links); default: none written")
     run.add_argument("--test-upgrade-box", type=Path, metavar="DIR",
                      help="tests and labs only: the A/B slots are files in DIR (grubenv, cmdline, release.json, "
                           "release-keys/, by-partlabel/) and a reboot only writes DIR/reboot-requested")
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                           bootstrap_wan=args.bootstrap, media_dirs=args.media,
                           channel_retry_max=args.channel_retry_max, imds_url=args.imds_url,
                           docker_url=args.docker, telemetry_interval=args.telemetry_interval,
-                          test_upgrade_box=args.test_upgrade_box)
+                          test_upgrade_box=args.test_upgrade_box, resolv_conf=args.resolv_conf)
     if args.cmd == "status":
         from nsg.control_socket import ControlError, request
         from nsg.status import render

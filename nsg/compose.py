@@ -5,6 +5,7 @@ route entries) and handed to every subsystem that needs it, so no subsystem read
 The parts, in the order nsg.engine sets them (DESIRED_ORDER):
 
   dhcp        uplinks that run a DHCP client
+  resolver    the box's resolv.conf from those leases' name servers and domain (nsg/resolver.py)
   guard       the box's own input guard (nsg.policy.guard), before anything is up
   policy      the tenant firewall (nftables)
   esp_engine  transport "esp": the ESP engine (its TUN exists before routes lead into it)
@@ -36,12 +37,13 @@ from nsg.model.upgrade import UpgradeTarget
 from nsg.policy.guard import Guard, guard_for
 from nsg.policy.port_guard import PortGuard, WorkloadPort, port_guard_for
 from nsg.policy.tc import QosPlan, plan
+from nsg.resolver import from_leases
 from nsg.uplinks.lease import Lease
 
 if TYPE_CHECKING:
     from nsg.tunnels import Credentials
 
-DESIRED_ORDER = ("dhcp", "guard", "policy", "esp_engine", "dataplane", "port_guard", "ike", "qos", "evpn",
+DESIRED_ORDER = ("dhcp", "resolver", "guard", "policy", "esp_engine", "dataplane", "port_guard", "ike", "qos", "evpn",
                  "workloads", "upgrade")
 DEFAULT_MTU = 1500
 
@@ -76,6 +78,12 @@ class EvpnView:
 @dataclass(frozen=True)
 class DhcpPart:
     uplinks: tuple[tuple[str, str], ...] = ()  # (uplink name, interface)
+
+
+@dataclass(frozen=True)
+class ResolverPart:
+    nameservers: tuple[str, ...] = ()  # the DHCP uplinks' option 6, in uplink order (at most 3)
+    search: tuple[str, ...] = ()  # their option 15 domains
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,7 @@ class UpgradePart:
 @dataclass(frozen=True)
 class DesiredState:
     dhcp: DhcpPart
+    resolver: ResolverPart
     guard: Guard
     policy: PolicyPart
     esp_engine: EspEnginePart
@@ -214,8 +223,10 @@ def compose(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None, evpn_
         qos = QosPart(plan(cfg, dict(uplinks)) if cfg.qos is not None else None)
     except (ValueError, KeyError) as exc:
         raise ComposeError("qos", str(exc)) from None
+    names = from_leases(leases.get(u.name) for u in cfg.uplinks if u.mode == "dhcp")
     return DesiredState(
         dhcp=DhcpPart(tuple((u.name, u.interface) for u in cfg.uplinks if u.mode == "dhcp")),
+        resolver=ResolverPart(names.nameservers, names.search),
         guard=guard_for(cfg),
         policy=PolicyPart((cfg.policy, cfg.subnets, cfg.apps, cfg.vms), uplinks,
                           cfg) if cfg.policy is not None else PolicyPart(),

@@ -49,6 +49,7 @@ from nsg.subsystems import (
     TunnelSlot,
     WorkloadsSubsystem,
 )
+from nsg.subsystems.resolver import ResolverSubsystem
 from nsg.subsystems.upgrade import UpgradeSubsystem
 from nsg.tunnels import Credentials, Tunnels
 from nsg.uplinks.lease import Lease
@@ -81,12 +82,15 @@ class Daemon(ControllerLink):
         dhcp_clients: Callable | None = None,
         upgrade_box=None,
         reboot: Callable[[], None] | None = None,
+        resolv_conf: Path | None = None,
     ):
         """``subsystems``: stand-ins for the named parts of the engine (fakes in tests: no nft, TUN or
         docker), "evpn" also as the RIB the daemon composes from; ``dhcp_clients``: the DHCP client
         factory (nsg.subsystems.dhcp); ``upgrade_box``: where the A/B slots are (nsg.upgrade.install.Box;
-        None: upgrades off) and ``reboot``: how to reboot into a new slot (None: never)."""
+        None: upgrades off) and ``reboot``: how to reboot into a new slot (None: never); ``resolv_conf``:
+        where the box's resolv.conf goes (nsg/resolver.py; None: nsg writes none)."""
         self.config_path = config_path
+        self.resolv_conf = resolv_conf
         self.state_dir = state_dir
         self.kernel_factory = kernel_factory
         self.flush_on_exit = flush_on_exit
@@ -141,7 +145,8 @@ class Daemon(ControllerLink):
             from nsg.zerotouch import ZeroTouch
 
             self.zerotouch = ZeroTouch(self.state_dir, self.bootstrap_wan, lambda op: self.kernel.apply(op),  # noqa: PLW0108 - kernel comes later
-                                       media_dirs=self.media_dirs, imds_url=self.imds_url)
+                                       media_dirs=self.media_dirs, imds_url=self.imds_url,
+                                       resolv_conf=self.resolv_conf)
             done = self.zerotouch.bootstrapped()  # bootstrapped before: straight to the channel
             self.controller_url = done.channel_url if done else None
         try:
@@ -233,7 +238,8 @@ class Daemon(ControllerLink):
     def _engine(self) -> Engine:
         enforce, slot = self.enforce, self.tunnel_slot
         order: list[Subsystem] = [
-            self.dhcp, GuardSubsystem(enforce), PolicySubsystem(enforce), EspEngineSubsystem(slot),
+            self.dhcp, ResolverSubsystem(self.resolv_conf), GuardSubsystem(enforce), PolicySubsystem(enforce),
+            EspEngineSubsystem(slot),
             DataplaneSubsystem(self.reconciler, self._lock), PortGuardSubsystem(enforce), IkeSubsystem(slot),
             QosSubsystem(enforce),
             self.evpn_sub, WorkloadsSubsystem(self.workloads), self.upgrades]
@@ -501,7 +507,8 @@ def run_daemon(config: Path | None, state_dir: Path, *, flush_on_exit: bool, res
                controller_url: str | None = None, bootstrap_wan: str | None = None,
                media_dirs: list[Path] | None = None, channel_retry_max: float = 60.0,
                imds_url: str | None = None, docker_url: str = "unix:///run/docker.sock",
-               telemetry_interval: float = 30.0, test_upgrade_box: Path | None = None) -> int:
+               telemetry_interval: float = 30.0, test_upgrade_box: Path | None = None,
+               resolv_conf: Path | None = None) -> int:
     from nsg.dataplane.netlink import NetlinkAdapter
     from nsg.subsystems.upgrade import box_and_reboot
 
@@ -509,7 +516,8 @@ def run_daemon(config: Path | None, state_dir: Path, *, flush_on_exit: bool, res
     daemon = Daemon(config, state_dir, NetlinkAdapter, flush_on_exit=flush_on_exit,
                     resync_interval=resync_interval, controller_url=controller_url, bootstrap_wan=bootstrap_wan,
                     media_dirs=media_dirs, channel_retry_max=channel_retry_max, imds_url=imds_url,
-                    docker_url=docker_url, telemetry_interval=telemetry_interval, upgrade_box=box, reboot=reboot)
+                    docker_url=docker_url, telemetry_interval=telemetry_interval, upgrade_box=box, reboot=reboot,
+                    resolv_conf=resolv_conf)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(daemon.run())
     return 0

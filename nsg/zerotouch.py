@@ -27,10 +27,12 @@ from bootstrap.sources.file import FileSource
 from bootstrap.sources.imds import ImdsSource
 from bootstrap.sources.mdns import MdnsSource
 from bootstrap.sources.model import DiscoveryContext
+from nsg import resolver
 from nsg.backoff import Backoff
 from nsg.dataplane.errors import DataplaneError
 from nsg.dataplane.types import AddAddr, Addr, AddRoute, Op, Route, SetUp
 from nsg.model.status import BootstrapStatus, DiscoveryStatus
+from nsg.uplinks.lease import domain_name, name_servers
 
 log = logging.getLogger("nsg.zerotouch")
 
@@ -38,7 +40,7 @@ log = logging.getLogger("nsg.zerotouch")
 class ZeroTouch:
     def __init__(self, state_dir: Path, wan: str, apply_op: Callable[[Op], None], *,
                  media_dirs: list[Path] | None = None, default_uri: str | None = None,
-                 imds_url: str | None = None,
+                 imds_url: str | None = None, resolv_conf: Path | None = None,
                  backoff: tuple[float, float] = (2.0, 60.0)):
         self.identity = FileIdentityStore(state_dir / "identity")
         self.wan = wan
@@ -46,6 +48,7 @@ class ZeroTouch:
         self.media_dirs = media_dirs
         self.default_uri = default_uri
         self.imds_url = imds_url
+        self.resolv_conf = resolv_conf  # the bootstrap lease's name servers go here (nsg/resolver.py)
         self.backoff = backoff
         self.stats = DiscoveryStats()
         self.state = "discovering"
@@ -71,8 +74,16 @@ class ZeroTouch:
             except DataplaneError as exc:
                 if exc.errno != 17:  # EEXIST: a renewal of what is there
                     raise
+        if self.resolv_conf is not None:  # a controller or bootstrap URL may name a host
+            domain = domain_name(lease.domain or "")
+            names = resolver.Resolver(tuple(str(a) for a in name_servers(" ".join(lease.nameservers))),
+                                      (domain,) if domain else ())
+            try:
+                await asyncio.to_thread(resolver.write, self.resolv_conf, resolver.render(names))
+            except OSError as exc:
+                log.warning("cannot write %s: %s", self.resolv_conf, exc)
         log.info("bootstrap lease applied", extra={"fields": {"interface": self.wan, "address": lease.address,
-                                                              "gateway": gw}})
+                                                              "gateway": gw, "dns": list(lease.nameservers)}})
 
     def _sources(self) -> list:
         out = [FileSource(self.media_dirs), DhcpSource(self.wan, apply_lease=self._apply_lease), DnsSource(),

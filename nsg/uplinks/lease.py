@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
+
+MAX_NAMESERVERS = 3  # what a resolver reads of resolv.conf (glibc MAXNS)
+_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -14,6 +18,8 @@ class Lease:
     gateway: IPv4Address | None = None
     mtu: int | None = None
     lease_s: int | None = None
+    dns: tuple[IPv4Address, ...] = ()  # option 6, the usable ones, in the server's order (at most 3)
+    domain: str | None = None  # option 15, when it is a host name
 
 
 class LeaseError(ValueError):
@@ -21,7 +27,7 @@ class LeaseError(ValueError):
 
 
 def lease_from_env(env: Mapping[str, str]) -> Lease:
-    """Build a Lease from udhcpc's script variables (ip, mask, router, mtu, lease).
+    """Build a Lease from udhcpc's script variables (ip, mask, router, mtu, lease, dns, domain).
 
     Everything here came off the network: validate before use.
     """
@@ -53,4 +59,31 @@ def lease_from_env(env: Mapping[str, str]) -> Lease:
     lease_s = None
     if env.get("lease", "").isdigit():
         lease_s = int(env["lease"])
-    return Lease(address=iface, gateway=gateway, mtu=mtu, lease_s=lease_s)
+    return Lease(address=iface, gateway=gateway, mtu=mtu, lease_s=lease_s, dns=name_servers(env.get("dns", "")),
+                 domain=domain_name(env.get("domain", "")))
+
+
+def name_servers(text: str) -> tuple[IPv4Address, ...]:
+    """Option 6's unicast IPv4 addresses; anything else in it is skipped (the lease stays usable)."""
+    out: list[IPv4Address] = []
+    for cand in text.split():
+        try:
+            a = IPv4Address(cand)
+        except ValueError:
+            continue
+        if a.is_multicast or a.is_unspecified or a.is_loopback or a == IPv4Address("255.255.255.255"):
+            continue
+        if a not in out:
+            out.append(a)
+    return tuple(out[:MAX_NAMESERVERS])
+
+
+def domain_name(text: str) -> str | None:
+    """Option 15 when it is one host name in LDH syntax (RFC 1123), else None: it goes into resolv.conf."""
+    words = text.split()
+    if len(words) != 1:
+        return None
+    name = words[0].rstrip(".").lower()
+    if not name or len(name) > 253 or name.split(".")[-1].isdigit():
+        return None
+    return name if all(_LABEL.match(label) for label in name.split(".")) else None

@@ -53,6 +53,11 @@ def test_zero_touch_to_first_ping_over_kernel_xfrm(apl):
     # the data partition grew to the box's 8 GiB disk at the first boot (the image has 512 MiB of it)
     size = int(apl.boxes["b1"].run("df", "-B1", "--output=size", "/var/lib/nsg").stdout.split()[-1])
     assert size > 4 << 30, size
+    # the box resolves names with the server its WAN lease named (option 6: the branch router)
+    for gw in BOXES:
+        router = next(g for g in apl.plan.gateways if g.name == gw).uplinks[0].gateway
+        resolv = apl.boxes[gw].run("cat", "/etc/resolv.conf").stdout
+        assert f"nameserver {router}" in resolv.splitlines() and "written by nsg" in resolv, (gw, resolv)
 
 
 def capture(lab: Lab, node: str, ifname: str, out: Path) -> subprocess.Popen:

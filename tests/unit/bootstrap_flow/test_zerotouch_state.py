@@ -98,3 +98,21 @@ def test_a_dhcp_timeout_says_so(monkeypatch):
     src = dhcp.DhcpSource("eno1", busybox="/bin/busybox", timeout=3)
     with pytest.raises(LocalDiscoveryError, match=r"udhcpc on eno1 did not finish in 3 s"):
         asyncio.run(src.run())
+
+
+def test_the_bootstrap_lease_writes_the_boxs_resolv_conf(tmp_path):
+    """While the box zero-touches, its bootstrap and controller URLs may name hosts: the bootstrap lease's
+    name servers (validated like any lease's) go into resolv.conf at once, when nsg was told where."""
+    from bootstrap.sources.dhcp import DhcpResult
+
+    ops: list = []
+    path = tmp_path / "resolv.conf"
+    z = zt.ZeroTouch(tmp_path, "eno1", ops.append, resolv_conf=path)
+    lease = DhcpResult("eno1", address="198.18.1.2", prefixlen=24, routers=("198.18.1.1",),
+                       nameservers=("198.18.1.1", "127.0.0.1", "192.0.2.53"), domain="branch.example")
+    asyncio.run(z._apply_lease(lease))
+    assert path.read_text().splitlines()[1:] == ["search branch.example", "nameserver 198.18.1.1",
+                                                 "nameserver 192.0.2.53"]
+    nowhere = zt.ZeroTouch(tmp_path / "other", "eno1", ops.append)
+    asyncio.run(nowhere._apply_lease(lease))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["resolv.conf"]

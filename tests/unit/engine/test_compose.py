@@ -35,7 +35,7 @@ EVPN = {"asn": 65000, "peers": [{"address": "198.19.255.254", "asn": 65000}]}
 
 def test_parts_follow_the_declared_order():
     fields = [f for f in DesiredState.__dataclass_fields__ if f not in ("tenant_mtu", "local_ip")]
-    assert tuple(fields) == DESIRED_ORDER == ("dhcp", "guard", "policy", "esp_engine", "dataplane",
+    assert tuple(fields) == DESIRED_ORDER == ("dhcp", "resolver", "guard", "policy", "esp_engine", "dataplane",
                                               "port_guard", "ike", "qos", "evpn", "workloads", "upgrade")
 
 
