@@ -60,6 +60,9 @@ def _uplink(text: str) -> dict[str, Any]:
         if not sep:
             raise argparse.ArgumentTypeError(f"{part!r} is not key=value")
         numeric = key.strip() in ("mtu", "egress_kbit", "ingress_kbit") and value.strip().isdigit()
+        if key.strip() == "dns":  # dns=A+B: name servers, in order (a comma separates keys)
+            out["dns"] = [a.strip() for a in value.split("+") if a.strip()]
+            continue
         out[key.strip()] = int(value) if numeric else value.strip()
     return out
 
@@ -390,7 +393,8 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("name")
     p.add_argument("--serial", required=True)
     p.add_argument("--uplink", type=_uplink, action="append", required=True,
-                   help="name=wan0,interface=eth0,mode=static|dhcp[,address=A/P,gateway=G][,public=IP][,mtu=N]")
+                   help="name=wan0,interface=eth0,mode=static|dhcp[,address=A/P,gateway=G][,public=IP][,mtu=N]"
+                        "[,dns=A+B] (name servers)")
     p.add_argument("--port", type=_port, action="append", default=[], help="SUBNET=IFACE[,IFACE...]")
     p.add_argument("--behind-nat", action="store_true")
     p.add_argument("--role", choices=("edge", "hub"), default="edge",

@@ -88,7 +88,9 @@ class ZeroTouchLab:
         for g in self.plan.gateways:
             u = g.uplinks[0]
             wan_if, lan_if = self.port_names.get(g.name, ("wan0", g.lan_port))
-            uplink = f"name=wan0,interface={wan_if},mode=static,address={u.address},gateway={u.gateway}"
+            # the branch router is its name server too (as its DHCP lease says while the box bootstraps)
+            uplink = (f"name=wan0,interface={wan_if},mode=static,address={u.address},gateway={u.gateway},"
+                      f"dns={u.gateway}")
             if g.nat:
                 uplink += f",public={u.public}"
             self.controller("gateway", "add", "acme", g.name, "--serial", serial_of(g.name), "--port",

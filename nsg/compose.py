@@ -5,7 +5,7 @@ route entries) and handed to every subsystem that needs it, so no subsystem read
 The parts, in the order nsg.engine sets them (DESIRED_ORDER):
 
   dhcp        uplinks that run a DHCP client
-  resolver    the box's resolv.conf from those leases' name servers and domain (nsg/resolver.py)
+  resolver    the box's resolv.conf: the uplinks' configured name servers, else their leases' (nsg/resolver.py)
   guard       the box's own input guard (nsg.policy.guard), before anything is up
   policy      the tenant firewall (nftables)
   esp_engine  transport "esp": the ESP engine (its TUN exists before routes lead into it)
@@ -37,7 +37,7 @@ from nsg.model.upgrade import UpgradeTarget
 from nsg.policy.guard import Guard, guard_for
 from nsg.policy.port_guard import PortGuard, WorkloadPort, port_guard_for
 from nsg.policy.tc import QosPlan, plan
-from nsg.resolver import from_leases
+from nsg.resolver import gather
 from nsg.uplinks.lease import Lease
 
 if TYPE_CHECKING:
@@ -82,8 +82,8 @@ class DhcpPart:
 
 @dataclass(frozen=True)
 class ResolverPart:
-    nameservers: tuple[str, ...] = ()  # the DHCP uplinks' option 6, in uplink order (at most 3)
-    search: tuple[str, ...] = ()  # their option 15 domains
+    nameservers: tuple[str, ...] = ()  # per uplink its config's dns, else its lease's option 6 (at most 3)
+    search: tuple[str, ...] = ()  # the leases' option 15 domains
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,16 @@ def local_ip(cfg: GatewayConfig, leases: Mapping[str, Lease]) -> str:
     return "0.0.0.0"
 
 
+def _name_sources(cfg: GatewayConfig, leases: Mapping[str, Lease]):
+    """Per uplink, in order: its configured name servers, else its DHCP lease's (and the lease's domain)."""
+    for u in cfg.uplinks:
+        lease = leases.get(u.name) if u.mode == "dhcp" else None
+        if u.dns is not None:
+            yield u.dns, lease.domain if lease is not None else None
+        elif lease is not None:
+            yield lease.dns, lease.domain
+
+
 def wan_mtu(cfg: GatewayConfig, leases: Mapping[str, Lease]) -> int:
     """The smallest uplink MTU (a lease may lower an uplink's; an uplink without a lease counts its own)."""
     mtus = []
@@ -223,7 +233,7 @@ def compose(cfg: GatewayConfig, leases: Mapping[str, Lease] | None = None, evpn_
         qos = QosPart(plan(cfg, dict(uplinks)) if cfg.qos is not None else None)
     except (ValueError, KeyError) as exc:
         raise ComposeError("qos", str(exc)) from None
-    names = from_leases(leases.get(u.name) for u in cfg.uplinks if u.mode == "dhcp")
+    names = gather(_name_sources(cfg, leases))
     return DesiredState(
         dhcp=DhcpPart(tuple((u.name, u.interface) for u in cfg.uplinks if u.mode == "dhcp")),
         resolver=ResolverPart(names.nameservers, names.search),

@@ -1,17 +1,20 @@
-"""The box's own name resolution: resolv.conf from the name servers and domain its uplinks' DHCP leases
-gave (option 6 and 15), in the config's uplink order. The appliance's /etc/resolv.conf is a link to
-/run/nsg/resolv.conf (its root is read-only); `nsg run --resolv-conf PATH` says where to write, and
-without it nsg writes none (a namespace gateway on a host leaves the host's resolver alone).
+"""The box's own name resolution: resolv.conf from the name servers its uplinks have, in the config's
+uplink order: an uplink's own ``dns`` in the config (a static uplink's, or one that overrides its lease),
+else what its DHCP lease gave (option 6; option 15's domain as the search list). The appliance's
+/etc/resolv.conf is a link to /run/nsg/resolv.conf (its root is read-only); `nsg run --resolv-conf PATH`
+says where to write, and without it nsg writes none (a namespace gateway leaves the host's resolver alone).
 
 render() is pure; write() replaces the file atomically (a reader never sees half a file) and only when
-its text changed. Everything in the text was validated when the lease was read (nsg.uplinks.lease):
-addresses are IPv4 unicast, the domain is one LDH host name, so a DHCP server cannot add lines."""
+its text changed. Everything in the text was validated when the lease or the config was read
+(nsg.uplinks.lease, nsg.model): addresses are IPv4 unicast, the domain is one LDH host name, so a DHCP
+server cannot add lines."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from nsg.uplinks.lease import MAX_NAMESERVERS, Lease
@@ -26,15 +29,19 @@ class Resolver:
 
 
 def from_leases(leases: Iterable[Lease | None]) -> Resolver:
-    """The leases in uplink order: the first uplink's servers first, at most three in all, no repeats."""
+    """The leases in uplink order (see gather)."""
+    return gather((lease.dns, lease.domain) for lease in leases if lease is not None)
+
+
+def gather(sources: Iterable[tuple[Sequence[IPv4Address], str | None]]) -> Resolver:
+    """Each uplink's (name servers, domain), in uplink order: the first uplink's servers first, at most
+    three in all, no repeats; the domains as the search list."""
     servers: list[str] = []
     search: list[str] = []
-    for lease in leases:
-        if lease is None:
-            continue
-        servers += [str(a) for a in lease.dns if str(a) not in servers]
-        if lease.domain and lease.domain not in search:
-            search.append(lease.domain)
+    for dns, domain in sources:
+        servers += [str(a) for a in dns if str(a) not in servers]
+        if domain and domain not in search:
+            search.append(domain)
     return Resolver(tuple(servers[:MAX_NAMESERVERS]), tuple(search[:6]))
 
 

@@ -69,9 +69,16 @@ class Uplink(_Frozen):
     address: IPv4Interface | None = None
     gateway: IPv4Address | None = None
     mtu: int = Field(default=1500, ge=1280, le=9000)
+    # name servers the box uses on this uplink (a static one has no lease to name them; on a DHCP one
+    # they replace the lease's option 6), in order, at most 3 (what a resolver reads of resolv.conf)
+    dns: tuple[IPv4Address, ...] | None = Field(default=None, max_length=3)
 
     @model_validator(mode="after")
     def _check(self) -> Uplink:
+        for a in self.dns or ():
+            _unicast(a, "dns")
+        if self.dns is not None and len(set(self.dns)) != len(self.dns):
+            raise ValueError("dns lists a name server twice")
         if self.mode == "static":
             if self.address is None or self.gateway is None:
                 raise ValueError("a static uplink needs both 'address' and 'gateway'")

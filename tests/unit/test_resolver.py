@@ -103,3 +103,44 @@ def test_compose_takes_the_dhcp_uplinks_leases_in_config_order():
               "inet": lease(dns="198.18.1.1", domain="inet.example")}
     assert compose(cfg, leases).resolver == ResolverPart(("198.18.1.1", "198.18.2.1"), ("inet.example", "lte.example"))
     assert compose(cfg, {}).resolver == ResolverPart()
+
+
+def _two_uplinks(**first):
+    doc = base_doc()
+    doc["uplinks"] = [{"name": "inet", "interface": "wan0", "mode": "static", "address": "198.18.1.2/24",
+                       "gateway": "198.18.1.1", **first},
+                      {"name": "lte", "interface": "wan1", "mode": "dhcp"}]
+    return parse_config(doc)
+
+
+def test_an_uplinks_configured_name_servers_come_first_and_replace_its_lease():
+    cfg = _two_uplinks(dns=["192.0.2.53"])
+    leases = {"lte": lease(dns="198.18.2.1", domain="lte.example")}
+    assert compose(cfg, leases).resolver == ResolverPart(("192.0.2.53", "198.18.2.1"), ("lte.example",))
+    assert compose(_two_uplinks(), leases).resolver == ResolverPart(("198.18.2.1",), ("lte.example",))
+    doc = base_doc()
+    doc["uplinks"] = [{"name": "lte", "interface": "wan1", "mode": "dhcp", "dns": ["192.0.2.53"]}]
+    assert compose(parse_config(doc), leases).resolver == ResolverPart(("192.0.2.53",), ("lte.example",))
+
+
+@pytest.mark.parametrize("dns, why", [
+    (["127.0.0.1"], "not a unicast address"),
+    (["224.0.0.251"], "not a unicast address"),
+    (["192.0.2.53", "192.0.2.53"], "twice"),
+    (["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"], "at most 3"),
+    (["dns.example"], "IPv4"),
+])
+def test_a_bad_dns_list_is_a_config_error_naming_it(dns, why):
+    from nsg.model import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        _two_uplinks(dns=dns)
+    assert "dns" in str(err.value) and why in str(err.value), str(err.value)
+
+
+def test_the_controllers_uplink_flag_takes_dns_as_a_plus_list():
+    from controller.admin_cli import _uplink
+
+    got = _uplink("name=wan0,interface=eno1,mode=static,address=198.18.1.2/24,gateway=198.18.1.1,"
+                  "dns=198.18.1.1+192.0.2.53")
+    assert got["dns"] == ["198.18.1.1", "192.0.2.53"] and got["gateway"] == "198.18.1.1"
