@@ -121,3 +121,20 @@ def test_the_kernel_ships_esp_when_its_module_tree_lists_esp4(tmp_path):
     (mods / "modules.dep").unlink()
     (tmp_path / "sys/module/esp4").mkdir(parents=True)
     assert xfrm.kernel_ships_esp("6.1.0-x", root=tmp_path) is True
+
+
+def test_a_state_the_kernel_took_answers_even_if_its_cleanup_fails():
+    def connect():
+        class Sock:
+            def request(self, what, build):
+                if int.from_bytes(build(1)[4:6], "little") != x.XFRM_MSG_NEWSA:
+                    raise xfrm.XfrmError(what, errno.ENOBUFS, None)
+
+            def close(self):
+                pass
+
+        return Sock()
+
+    clock = Clock()
+    assert xfrm.probe(ships_esp=True, sleep=clock.sleep, clock=clock.now, connect=connect) is True
+    assert clock.sleeps == []
