@@ -35,6 +35,19 @@ class Kernel:
         return Sock()
 
 
+def sockets(answer):
+    """A connect() whose sockets hand each request (what, encoded message) to ``answer``."""
+
+    class Sock:
+        def request(self, what, build):
+            answer(what, build(1))
+
+        def close(self):
+            pass
+
+    return Sock
+
+
 class Clock:
     def __init__(self):
         self.t = 0.0
@@ -83,20 +96,13 @@ def test_a_kernel_that_does_not_answer_is_not_asked_again():
 def test_each_try_asks_for_a_fresh_spi():
     seen = []
 
-    def connect():
-        class Sock:
-            def request(self, what, build):
-                msg = build(1)
-                if int.from_bytes(msg[4:6], "little") == x.XFRM_MSG_NEWSA:
-                    seen.append(bytes(msg))
-                    if len(seen) < 3:
-                        raise xfrm.XfrmError(what, errno.EEXIST, None)
+    def answer(what, msg):
+        if int.from_bytes(msg[4:6], "little") == x.XFRM_MSG_NEWSA:
+            seen.append(bytes(msg))
+            if len(seen) < 3:
+                raise xfrm.XfrmError(what, errno.EEXIST, None)
 
-            def close(self):
-                pass
-
-        return Sock()
-
+    connect = sockets(answer)
     clock = Clock()
     assert xfrm.probe(ships_esp=True, sleep=clock.sleep, clock=clock.now, connect=connect) is True
     assert len(set(seen)) == 3
@@ -124,17 +130,10 @@ def test_the_kernel_ships_esp_when_its_module_tree_lists_esp4(tmp_path):
 
 
 def test_a_state_the_kernel_took_answers_even_if_its_cleanup_fails():
-    def connect():
-        class Sock:
-            def request(self, what, build):
-                if int.from_bytes(build(1)[4:6], "little") != x.XFRM_MSG_NEWSA:
-                    raise xfrm.XfrmError(what, errno.ENOBUFS, None)
-
-            def close(self):
-                pass
-
-        return Sock()
+    def answer(what, msg):
+        if int.from_bytes(msg[4:6], "little") != x.XFRM_MSG_NEWSA:
+            raise xfrm.XfrmError(what, errno.ENOBUFS, None)
 
     clock = Clock()
-    assert xfrm.probe(ships_esp=True, sleep=clock.sleep, clock=clock.now, connect=connect) is True
+    assert xfrm.probe(ships_esp=True, sleep=clock.sleep, clock=clock.now, connect=sockets(answer)) is True
     assert clock.sleeps == []
