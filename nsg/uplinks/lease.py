@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 
+from bootstrap.sources.model import RemoteProtocolError, check_hostname
+
 MAX_NAMESERVERS = 3  # what a resolver reads of resolv.conf (glibc MAXNS)
-_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -79,11 +79,12 @@ def name_servers(text: str) -> tuple[IPv4Address, ...]:
 
 
 def domain_name(text: str) -> str | None:
-    """Option 15 when it is one host name in LDH syntax (RFC 1123), else None: it goes into resolv.conf."""
+    """Option 15 when it is one host name in LDH syntax (bootstrap's check_hostname), else None: it goes
+    into resolv.conf."""
     words = text.split()
     if len(words) != 1:
         return None
-    name = words[0].rstrip(".").lower()
-    if not name or len(name) > 253 or name.split(".")[-1].isdigit():
+    try:
+        return check_hostname(words[0], "DHCP option 15 domain name").lower()
+    except RemoteProtocolError:
         return None
-    return name if all(_LABEL.match(label) for label in name.split(".")) else None
