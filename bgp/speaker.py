@@ -25,6 +25,35 @@ BGP_PORT = 179
 # tuning: seconds of handling received messages before the read loop lets other tasks run (a peer
 # sending a flood must not hold up every other session's keepalives and updates)
 READ_SLICE = 0.005
+# tuning: how long a connection we end with a NOTIFICATION stays half-open (our FIN sent, our side
+# not yet closed) so that the peer reads the NOTIFICATION; closing at once with its data unread in
+# our receive queue makes the kernel answer with a RST, and a peer still sending (a flood) then
+# loses the NOTIFICATION with its connection
+NOTIFY_LINGER = 2.0
+
+
+def close_after_notification(writer: asyncio.StreamWriter, linger: float | None = None) -> None:
+    """Close a connection whose last message is a NOTIFICATION (RFC 4271 section 6: it is sent, then
+    the connection closed): send our FIN behind the queued data now and stop sending; the socket
+    itself goes after ``linger`` seconds (aborted then if the peer has not even taken the data)."""
+    transport = writer.transport
+    if transport.is_closing():
+        return
+    if not writer.can_write_eof():
+        writer.close()
+        return
+    with contextlib.suppress(OSError, RuntimeError):
+        writer.write_eof()  # asyncio shuts down our half once its buffer is flushed
+    asyncio.get_running_loop().call_later(NOTIFY_LINGER if linger is None else linger, _end, transport)
+
+
+def _end(transport: asyncio.BaseTransport) -> None:
+    if transport.is_closing():
+        return
+    if isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size():
+        transport.abort()  # the peer took nothing in all that time: do not wait for it
+    else:
+        transport.close()
 
 
 class Speaker:
@@ -138,6 +167,7 @@ class Speaker:
     # --- commands ------------------------------------------------------------------------------
 
     def _apply(self, cmds: list[fsm.Command]) -> None:
+        notified = False  # this batch sent a NOTIFICATION: the Disconnect after it lingers
         for c in cmds:
             match c:
                 case fsm.Connect():
@@ -147,7 +177,10 @@ class Speaker:
                     self._connecting = self._loop.create_task(self._connect())
                 case fsm.Disconnect():
                     if self._writer is not None:
-                        self._writer.close()
+                        if notified:
+                            close_after_notification(self._writer)
+                        else:
+                            self._writer.close()
                         self._writer = None
                 case fsm.SendOpen(hold):
                     gr = None
@@ -159,7 +192,7 @@ class Speaker:
                 case fsm.SendKeepalive():
                     self._send(Keepalive().encode())
                 case fsm.SendNotification(code, subcode, data):
-                    self.notified = True
+                    self.notified = notified = True
                     self._send(Notification(code, subcode, data).encode())
                 case fsm.SetTimer(name, seconds):
                     self._cancel(name)

@@ -35,7 +35,7 @@ from typing import Any
 from bgp import fsm
 from bgp.codec import Notification
 from bgp.constants import CeaseSubcode, ErrorCode, OpenSubcode
-from bgp.speaker import Speaker
+from bgp.speaker import Speaker, close_after_notification
 from controller.rr_check import ClientState, Limits, Reason, Rules
 from controller.rr_client import Client, Held
 from controller.rr_events import EventDesk, SecurityHook
@@ -147,7 +147,7 @@ class RouteReflector:
             self.events.note(peer, Reason.RECONNECT_IN_BACKOFF, 1, f"{left:.0f} s left")
             # RFC 4486 section 4: Connection Rejected, before any OPEN
             writer.write(Notification(ErrorCode.CEASE, CeaseSubcode.CONNECTION_REJECTED).encode())
-            writer.close()
+            close_after_notification(writer)
             return
         old = self.clients.get(peer)
         if old is not None:
