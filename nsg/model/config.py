@@ -55,8 +55,14 @@ Name = Annotated[str, AfterValidator(_name)]
 _Frozen = Frozen
 
 
+def is_unicast(addr: IPv4Address) -> bool:
+    """A host's address: not multicast, unspecified, loopback or the limited broadcast."""
+    return not (addr.is_multicast or addr.is_unspecified or addr.is_loopback
+                or addr == IPv4Address("255.255.255.255"))
+
+
 def _unicast(addr: IPv4Address, what: str) -> None:
-    if addr.is_multicast or addr.is_unspecified or addr.is_loopback or addr == IPv4Address("255.255.255.255"):
+    if not is_unicast(addr):
         raise ValueError(f"{what} {addr} is not a unicast address")
 
 

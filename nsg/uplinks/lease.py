@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 
 from bootstrap.sources.model import RemoteProtocolError, check_hostname
+from nsg.model.config import is_unicast
 
 MAX_NAMESERVERS = 3  # what a resolver reads of resolv.conf (glibc MAXNS)
 
@@ -37,7 +38,7 @@ def lease_from_env(env: Mapping[str, str]) -> Lease:
         iface = IPv4Interface(f"{ip}/{prefix}")
     except (KeyError, ValueError) as exc:
         raise LeaseError(f"lease without a usable address/mask: {exc}") from None
-    if ip.is_multicast or ip.is_unspecified or ip.is_loopback:
+    if not is_unicast(ip):
         raise LeaseError(f"lease address {ip} is not unicast")
     gateway = None
     for cand in env.get("router", "").split():
@@ -71,9 +72,7 @@ def name_servers(text: str) -> tuple[IPv4Address, ...]:
             a = IPv4Address(cand)
         except ValueError:
             continue
-        if a.is_multicast or a.is_unspecified or a.is_loopback or a == IPv4Address("255.255.255.255"):
-            continue
-        if a not in out:
+        if is_unicast(a) and a not in out:
             out.append(a)
     return tuple(out[:MAX_NAMESERVERS])
 

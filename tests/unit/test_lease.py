@@ -25,6 +25,7 @@ def test_lease_from_env():
     ({}, "usable address"),
     ({"ip": "198.18.5.10", "mask": "33"}, "usable address"),
     ({"ip": "224.0.0.1", "mask": "24"}, "not unicast"),
+    ({"ip": "255.255.255.255", "mask": "32"}, "not unicast"),
     ({"ip": "198.18.5.10", "mask": "24", "mtu": "12"}, "out of range"),
     ({"ip": "198.18.5.10", "mask": "24", "mtu": "abc"}, "not a number"),
 ])
