@@ -43,7 +43,7 @@ buildroot-check: setup
 # boots it in qemu for the appliance lab (tests/e2e/appliance); the boots only tests/image makes are left
 # to `make image-test` (marker image_boots).
 test: setup lint
-	$(PY) -m pytest -q -p no:cacheprovider tests -m "not image_boots"
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25 tests -m "not image_boots"
 
 demo: setup
 	$(VENV)/bin/nsg-lab demo --name demo
