@@ -57,10 +57,18 @@ def missing() -> list[str]:
     return out
 
 
-def source_digest() -> str:
+def source_digest() -> str | None:
+    """None outside a git work tree (a source archive, as `make fresh-check` copies): then nothing says
+    an image already built is of this source, and it is built again."""
     h = hashlib.sha256()
     for argv in (["git", "ls-files", "-s"], ["git", "diff", "--binary", "HEAD"]):
-        h.update(subprocess.run(argv, cwd=REPO, capture_output=True, check=True).stdout)
+        try:
+            p = subprocess.run(argv, cwd=REPO, capture_output=True, check=False)
+        except FileNotFoundError:
+            return None
+        if p.returncode:
+            return None
+        h.update(p.stdout)
     return h.hexdigest()
 
 
@@ -76,7 +84,7 @@ def get() -> Image:
     stamp = BUILD_DIR / "source.sha256"
     digest = source_digest()
     built_s = None
-    if not (path.exists() and key.exists() and stamp.exists() and stamp.read_text().strip() == digest):
+    if not (digest and path.exists() and key.exists() and stamp.exists() and stamp.read_text().strip() == digest):
         BUILD_DIR.mkdir(parents=True, exist_ok=True)
         stamp.unlink(missing_ok=True)
         if not key.exists():
@@ -94,5 +102,6 @@ def get() -> Image:
             raise RuntimeError(f"the image build's stdout is not its JSON report: {p.stdout[:500]!r}") from None
         print(json.dumps({"image_build_s": built_s, "image_allocated_mb": round(report["allocated_bytes"] / 1e6),
                           "phases": report.get("phases")}))
-        stamp.write_text(digest + "\n")
+        if digest:
+            stamp.write_text(digest + "\n")
     return Image(path, BUILD_DIR / f"nsg-{v}-rootfs.img", key, v, built_s)
