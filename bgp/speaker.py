@@ -44,13 +44,16 @@ def close_after_notification(writer: asyncio.StreamWriter, linger: float | None 
         return
     with contextlib.suppress(OSError, RuntimeError):
         writer.write_eof()  # asyncio shuts down our half once its buffer is flushed
-    asyncio.get_running_loop().call_later(NOTIFY_LINGER if linger is None else linger, _end, transport)
+    # the timer holds the writer: a StreamWriter nobody references closes its transport when it is
+    # collected (Python 3.11.5 on), which would end the linger at once
+    asyncio.get_running_loop().call_later(NOTIFY_LINGER if linger is None else linger, _end, writer)
 
 
-def _end(transport: asyncio.BaseTransport) -> None:
+def _end(writer: asyncio.StreamWriter) -> None:
+    transport = writer.transport
     if transport.is_closing():
         return
-    if isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size():
+    if transport.get_write_buffer_size():
         transport.abort()  # the peer took nothing in all that time: do not wait for it
     else:
         transport.close()
@@ -125,7 +128,7 @@ class Speaker:
             self._apply(self.session.start())
         self._writer = writer
         self._apply(self.session.tcp_up())
-        self._reader_task = self._loop.create_task(self._read(reader))
+        self._reader_task = self._loop.create_task(self._read(reader, writer))
 
     def kick(self) -> None:
         """Try to connect now (e.g. the tunnel toward the peer just came up) instead of at the next
@@ -245,15 +248,18 @@ class Speaker:
             return
         self._writer = writer
         self._apply(self.session.tcp_up())
-        self._reader_task = asyncio.get_running_loop().create_task(self._read(reader))
+        self._reader_task = asyncio.get_running_loop().create_task(self._read(reader, writer))
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read one connection's messages into the session, as long as it is the session's connection:
+        once the session let it go (a NOTIFICATION's connection lingers a moment, and a new one may be
+        up by then) what still arrives on it is not the session's any more, nor is its end."""
         buffer = b""
         loop = asyncio.get_running_loop()
         try:
-            while True:
+            while self._writer is writer:
                 chunk = await reader.read(65536)
-                if not chunk:
+                if not chunk or self._writer is not writer:
                     break
                 since = loop.time()  # the read let others run
                 buffer += chunk
@@ -264,7 +270,7 @@ class Speaker:
                         self.counters["bad_messages"] += 1
                         self._apply(self.session.protocol_error(exc.code, exc.subcode, str(exc), exc.data))
                         return
-                    if frame is None:
+                    if frame is None or self._writer is not writer:
                         break
                     self._message(frame)
                     if loop.time() - since >= READ_SLICE:
@@ -272,7 +278,7 @@ class Speaker:
                         since = loop.time()
         except (ConnectionError, OSError):
             pass
-        if self.session.state is not fsm.State.IDLE:
+        if self._writer is writer and self.session.state is not fsm.State.IDLE:
             self._apply(self.session.tcp_down())
 
     def _message(self, frame: bytes) -> None:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 
 from bgp import fsm, speaker
-from bgp.codec import Notification, decode, next_frame
+from bgp.codec import Keepalive, Notification, decode, next_frame
 from bgp.constants import ErrorCode, HeaderSubcode, MessageType
 from bgp.speaker import Speaker
 
@@ -92,5 +93,62 @@ def test_a_peer_that_takes_nothing_is_aborted_after_the_linger(monkeypatch):
             assert writer.transport.is_closing()
         finally:
             theirs.close()
+
+    asyncio.run(main())
+
+
+def test_the_lingering_connection_no_longer_speaks_for_the_session(monkeypatch):
+    """We end a session with a NOTIFICATION and connect again (the retry timer, 2 s) while the old
+    connection still lingers: what the old peer sends then, and its close, are not the new session's."""
+    monkeypatch.setattr(speaker, "NOTIFY_LINGER", 4.0)
+
+    async def main():
+        conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        arrived = asyncio.Event()
+
+        async def accept(reader, writer):
+            conns.append((reader, writer))
+            arrived.set()
+
+        server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        spk = Speaker(fsm.Config(65000, "198.19.255.1", 65000, hold_time=9), "127.0.0.1", port=port)
+        try:
+            spk.start()
+            await asyncio.wait_for(arrived.wait(), 5)
+            arrived.clear()
+            first = conns[0][1]
+            first.write(Keepalive().encode())  # before our OPEN was answered: FSM error, NOTIFICATION
+            await asyncio.wait_for(arrived.wait(), 5)  # the new connection, while the first lingers
+            assert len(conns) == 2 and spk.session.state is fsm.State.OPEN_SENT
+            first.write(Keepalive().encode())  # the new session is in OpenSent: this would be an FSM error
+            first.close()  # and the old connection's end a TCP down
+            await asyncio.sleep(0.5)
+            assert spk.session.state is fsm.State.OPEN_SENT
+            assert spk.session.counters["notifications_out"] == 1
+        finally:
+            await spk.stop()
+            server.close()
+
+    asyncio.run(main())
+
+
+def test_the_linger_outlives_the_session_dropping_its_writer():
+    """The session lets go of its writer at once; a StreamWriter nobody holds closes its transport when
+    collected (Python 3.11.5 on), which would turn the linger into the immediate close it replaces."""
+
+    async def main():
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+            transport = writer.transport
+            speaker.close_after_notification(writer, linger=0.3)
+            del writer
+            gc.collect()
+            assert not transport.is_closing()
+            await asyncio.sleep(0.5)
+            assert transport.is_closing()
+        finally:
+            server.close()
 
     asyncio.run(main())
