@@ -17,20 +17,15 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from nsg.uplinks.lease import MAX_NAMESERVERS, Lease
+from nsg.uplinks.lease import MAX_NAMESERVERS
 
-HEADER = "# written by nsg from its uplinks' DHCP leases; nsg rewrites this file\n"
+HEADER = "# written by nsg from its uplinks' name servers (config, else DHCP); nsg rewrites this file\n"
 
 
 @dataclass(frozen=True)
 class Resolver:
     nameservers: tuple[str, ...] = ()
     search: tuple[str, ...] = ()
-
-
-def from_leases(leases: Iterable[Lease | None]) -> Resolver:
-    """The leases in uplink order (see gather)."""
-    return gather((lease.dns, lease.domain) for lease in leases if lease is not None)
 
 
 def gather(sources: Iterable[tuple[Sequence[IPv4Address], str | None]]) -> Resolver:

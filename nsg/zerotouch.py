@@ -75,9 +75,7 @@ class ZeroTouch:
                 if exc.errno != 17:  # EEXIST: a renewal of what is there
                     raise
         if self.resolv_conf is not None:  # a controller or bootstrap URL may name a host
-            domain = domain_name(lease.domain or "")
-            names = resolver.Resolver(tuple(str(a) for a in name_servers(" ".join(lease.nameservers))),
-                                      (domain,) if domain else ())
+            names = resolver.gather([(name_servers(" ".join(lease.nameservers)), domain_name(lease.domain or ""))])
             try:
                 await asyncio.to_thread(resolver.write, self.resolv_conf, resolver.render(names))
             except OSError as exc:

@@ -55,7 +55,7 @@ def test_uplinks_in_order_first_servers_first_no_repeats():
               domain="one.example")
     b = Lease(IPv4Interface("198.18.2.2/24"), dns=(IPv4Address("192.0.2.53"), IPv4Address("198.18.2.1"),
                                                    IPv4Address("198.18.2.3")), domain="two.example")
-    r = resolver.from_leases([a, None, b])
+    r = resolver.gather([(a.dns, a.domain), (b.dns, b.domain)])
     assert r == resolver.Resolver(("198.18.1.1", "192.0.2.53", "198.18.2.1"), ("one.example", "two.example"))
     text = resolver.render(r)
     assert text.splitlines()[1:] == ["search one.example two.example", "nameserver 198.18.1.1",
